@@ -1,0 +1,198 @@
+//! The HTTP server the Functions host talks to: one `POST /<FunctionName>` route per entry of the function table.
+//!
+//! Whatever arrives, the process keeps serving: a malformed envelope is a `400` naming the field, an unknown
+//! function a `404`, an oversized body a `413`, a handler error its own non-2xx status with the error in `Logs`, and
+//! a panic inside a handler a `500` for that invocation only (handlers run on their own task, so a panic unwinds
+//! that task and nothing else).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+use warp::Filter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use crate::error::FunctionError;
+use crate::functions::{self, Deps, Invocation};
+use crate::protocol::{FailedInvocation, INVOCATION_ID_HEADER, InvocationRequest};
+
+/// The largest invocation body accepted. Service Bus messages are at most 256 KiB (Standard tier) and Event Grid
+/// delivers at most 1 MiB per batch; 4 MiB leaves room for the host's envelope and double encoding, while a
+/// runaway body is refused before it is buffered.
+pub const MAX_INVOCATION_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Serves the function table on `listener` until `shutdown` completes; in-flight invocations finish first.
+pub async fn run(
+    listener: TcpListener,
+    deps: Arc<Deps>,
+    hooks: Hooks,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    warp::serve(routes(deps, Arc::new(hooks))).incoming(listener).graceful(shutdown).run().await;
+}
+
+/// Test hooks the server honours; all off in production (see [`crate::config::Config::test_panic_in`]).
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    pub panic_in: Option<String>,
+}
+
+/// Completes on Ctrl-C or SIGTERM (what the Functions host sends when it recycles a worker).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
+        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+pub fn routes(deps: Arc<Deps>, hooks: Arc<Hooks>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    warp::post()
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::header::optional::<String>(INVOCATION_ID_HEADER))
+        .and(warp::body::content_length_limit(MAX_INVOCATION_BYTES))
+        .and(warp::body::bytes())
+        .and(warp::any().map(move || (deps.clone(), hooks.clone())))
+        .then(invoke)
+        .recover(rejection)
+        .unify()
+}
+
+async fn invoke(
+    function: String,
+    invocation_id: Option<String>,
+    body: Bytes,
+    (deps, hooks): (Arc<Deps>, Arc<Hooks>),
+) -> Response {
+    let Some(def) = functions::find(&function) else {
+        return error_reply(
+            StatusCode::NOT_FOUND,
+            "FunctionNotFound",
+            format!("no function named `{function}`; known functions: {}", known_functions()),
+        );
+    };
+    let invocation_id = invocation_id.unwrap_or_default();
+    let span = tracing::info_span!("invocation", function = def.name, invocation_id = %invocation_id);
+    async move {
+        let started = Instant::now();
+        let reply = match parse_envelope(&body) {
+            Ok(request) => {
+                let invocation = Invocation { function: def.name, invocation_id, request };
+                let handler = (def.handler)(invocation, deps);
+                let inject_panic = hooks.panic_in.as_deref() == Some(def.name);
+                let task = tokio::spawn(
+                    async move {
+                        if inject_panic {
+                            panic!("panic injected by the test hook");
+                        }
+                        handler.await
+                    }
+                    .in_current_span(),
+                );
+                match task.await {
+                    Ok(Ok(response)) => json_reply(StatusCode::OK, &response),
+                    Ok(Err(err)) => failed(&err),
+                    Err(join) if join.is_panic() => {
+                        failed(&FunctionError::Internal("the handler panicked; the process log has the details".into()))
+                    }
+                    Err(_) => failed(&FunctionError::Internal("the handler was cancelled".into())),
+                }
+            }
+            Err(err) => failed(&err),
+        };
+        tracing::info!(
+            status = reply.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "invocation done"
+        );
+        reply
+    }
+    .instrument(span)
+    .await
+}
+
+fn parse_envelope(body: &[u8]) -> Result<InvocationRequest, FunctionError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        // A syntax error has no meaningful field path (serde reports the half-read one); name the body itself.
+        let path = err.path().to_string();
+        let unparseable =
+            matches!(err.inner().classify(), serde_json::error::Category::Syntax | serde_json::error::Category::Eof);
+        let field = if unparseable || path.is_empty() || path == "." { "body".to_string() } else { path };
+        FunctionError::invalid(
+            field,
+            format!("not a custom-handler invocation ({{\"Data\", \"Metadata\"}}): {}", err.inner()),
+        )
+    })
+}
+
+fn failed(err: &FunctionError) -> Response {
+    if err.status() >= 500 && err.retryable() {
+        tracing::error!(code = err.code(), "invocation failed: {err}");
+    } else {
+        tracing::warn!(code = err.code(), "invocation failed: {err}");
+    }
+    let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_reply(status, &FailedInvocation::from(err))
+}
+
+fn error_reply(status: StatusCode, code: &str, message: String) -> Response {
+    json_reply(status, &serde_json::json!({"error": {"code": code, "message": message}}))
+}
+
+fn json_reply(status: StatusCode, body: &impl Serialize) -> Response {
+    let mut response = warp::reply::json(body).into_response();
+    *response.status_mut() = status;
+    response
+}
+
+fn known_functions() -> String {
+    functions::FUNCTIONS.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
+}
+
+/// Turns warp's rejections (no route, wrong method, body too large, …) into JSON errors like every other answer.
+async fn rejection(rejection: warp::Rejection) -> Result<Response, Infallible> {
+    use warp::reject::{LengthRequired, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType};
+    let (status, code, message) = if rejection.find::<PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLarge",
+            format!("the invocation body exceeds {MAX_INVOCATION_BYTES} bytes"),
+        )
+    } else if rejection.find::<LengthRequired>().is_some() {
+        (StatusCode::LENGTH_REQUIRED, "LengthRequired", "send a Content-Length header".to_string())
+    } else if rejection.find::<MethodNotAllowed>().is_some() {
+        (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "invoke functions with POST /<FunctionName>".to_string())
+    } else if rejection.find::<UnsupportedMediaType>().is_some() {
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", "send application/json".to_string())
+    } else if rejection.is_not_found() {
+        (StatusCode::NOT_FOUND, "FunctionNotFound", format!("invoke one of: {}", known_functions()))
+    } else {
+        (StatusCode::BAD_REQUEST, "BadRequest", format!("{rejection:?}"))
+    };
+    Ok(error_reply(status, code, message))
+}
+
+use warp::Reply as _;

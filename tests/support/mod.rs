@@ -1,0 +1,159 @@
+//! Support for the end-to-end tests and the demo: find the workspace's binaries and run them as real processes.
+//!
+//! Binaries are found next to the running executable (tests run from `target/<profile>/deps`, xtask from
+//! `target/<profile>`), so they must be built first: `cargo xtask test` does that before running the tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::Value;
+
+/// The path of a workspace binary built in the same profile as the running executable.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("binary `{name}` not found near {}: build it first (`cargo xtask test` builds every binary)", exe.display())
+}
+
+/// A running `edgevault` handler on a free loopback port, killed when dropped.
+pub struct Handler {
+    /// `None` once [`Handler::wait_for_exit`] took it.
+    child: Option<Child>,
+    pub port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+    client: reqwest::blocking::Client,
+}
+
+/// How long a process may take to start listening before the test gives up (a limit, not a wait).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Handler {
+    pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts the handler with extra environment variables; it binds port 0 and the port is read from its log.
+    pub fn start_with(env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut command = Command::new(binary("edgevault")?);
+        command
+            .env_remove("FUNCTIONS_HTTPWORKER_PORT")
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().context("starting edgevault")?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(port) = listening_port(&line) {
+                    let _ = port_tx.send(port);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let port = match port_rx.recv_timeout(START_TIMEOUT) {
+            Ok(port) => port,
+            Err(_) => {
+                let _ = child.kill();
+                bail!("edgevault did not start listening; its log:\n{}", log.lock().unwrap().join("\n"))
+            }
+        };
+        let client = reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build()?;
+        Ok(Handler { child: Some(child), port, log, client })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{}", self.port, path.trim_start_matches('/'))
+    }
+
+    /// POSTs a raw body to `/<function>` the way the Functions host does; returns the status and the JSON answer.
+    pub fn invoke_raw(&self, function: &str, body: impl Into<reqwest::blocking::Body>) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .client
+            .post(self.url(function))
+            .header("Content-Type", "application/json")
+            .header("X-Azure-Functions-InvocationId", "00000000-0000-0000-0000-00000000test")
+            .body(body)
+            .send()?;
+        let status = response.status().as_u16();
+        let text = response.text()?;
+        let value = serde_json::from_str(&text).map_err(|e| anyhow!("answer is not JSON ({e}): {text}"))?;
+        Ok((status, value))
+    }
+
+    pub fn invoke(&self, function: &str, invocation: &Value) -> anyhow::Result<(u16, Value)> {
+        self.invoke_raw(function, invocation.to_string())
+    }
+
+    /// Everything the handler has logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or_default()
+    }
+
+    /// Waits (up to `limit`) for the process to exit by itself, e.g. after a signal; `None` if it did not.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let status = child.wait();
+            let _ = tx.send(status);
+        });
+        rx.recv_timeout(limit).ok()?.ok()
+    }
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn listening_port(line: &str) -> Option<u16> {
+    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+    rest.split_whitespace().next()?.rsplit(':').next()?.parse().ok()
+}
+
+/// A fixture file from `tests/fixtures/`, parsed as JSON.
+pub fn fixture(relative: &str) -> anyhow::Result<Value> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(relative);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_port_from_the_listening_line() {
+        let line = "2026-11-28T12:00:00Z  INFO edgevault: listening on 127.0.0.1:41234";
+        assert_eq!(super::listening_port(line), Some(41234));
+        assert_eq!(super::listening_port("INFO something else"), None);
+    }
+}
