@@ -7,12 +7,18 @@
 //! - [`triggers`]: typed trigger payloads (HTTP, timer, Service Bus, Event Grid in both schemas) and the HTTP output.
 //! - [`functions`]: the function table and one module per function.
 //! - [`error`]: the handler error, with the status the host sees and whether a retry can help.
+//! - [`resource_id`]: typed ARM resource ids.
+//! - [`vault_name`]: Key Vault naming rules and the default vault name of a device.
+//! - [`activation_key`]: the CIK and the activation key sealed with it (AES-256-GCM).
 //! - [`telemetry`]: tracing setup.
 
+pub mod activation_key;
 pub mod config;
 pub mod error;
 pub mod functions;
 pub mod protocol;
+pub mod resource_id;
 pub mod server;
 pub mod telemetry;
 pub mod triggers;
+pub mod vault_name;
