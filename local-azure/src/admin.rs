@@ -1,0 +1,216 @@
+//! The admin API (plain http, loopback only), also home of the identity endpoint.
+//!
+//! | Endpoint | Purpose |
+//! |---|---|
+//! | `GET /admin/health` | liveness |
+//! | `GET /admin/env` | the client environment (same as `env.json`) |
+//! | `GET /admin/clock`, `POST /admin/clock/advance {"seconds":N}` | local-azure's clock |
+//! | `GET /admin/activity?after=<seq>&limit=<n>` | the ARM activity log |
+//! | `GET/POST /admin/tenants`, `/admin/subscriptions`, `/admin/resource-groups` | directory |
+//! | `GET/POST /admin/grants`, `DELETE /admin/grants/{id}` | ARM role grants |
+//! | `GET/POST /admin/principals` | identities (service principals, MSIs) |
+//! | `POST /admin/tokens {"principalId","resource"}` | mint a token without the MSI header |
+//! | `GET/POST/DELETE /admin/faults`, `DELETE /admin/faults/{id}` | fault injection |
+//! | `GET /msi/token` | managed identity endpoint (`IDENTITY_ENDPOINT`) |
+
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::App;
+use crate::arm::tenancy::{GRANT, Grant, RESOURCE_GROUP, ResourceGroup, SUBSCRIPTION, Subscription, TENANT, Tenant};
+use crate::faults::{FAULT, FaultRule};
+use crate::http::{Req, Resp};
+use crate::identity::{self, PRINCIPAL, Principal};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AdminError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> AdminError {
+    AdminError::BadRequest(e.to_string())
+}
+
+fn body<T: serde::de::DeserializeOwned>(req: &Req) -> Result<T, AdminError> {
+    req.json().map_err(bad)
+}
+
+pub fn handle(app: &App, req: &Req) -> Resp {
+    let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    if segs.first().is_some_and(|s| s.eq_ignore_ascii_case("msi")) {
+        return identity::handle(app, req);
+    }
+    match route(app, req, &segs) {
+        Ok(resp) => resp,
+        Err(e) => Resp::json(e.status(), &json!({ "error": e.to_string() })),
+    }
+}
+
+fn ok(v: Value) -> Result<Resp, AdminError> {
+    Ok(Resp::json(StatusCode::OK, &v))
+}
+
+fn route(app: &App, req: &Req, segs: &[&str]) -> Result<Resp, AdminError> {
+    let m = &req.method;
+    match (m.clone(), segs) {
+        (Method::GET, ["admin", "health"]) => ok(json!({ "status": "ok" })),
+        (Method::GET, ["admin", "env"]) => ok(app.env.clone()),
+        (Method::GET, ["admin", "clock"]) => ok(clock_json(app)),
+        (Method::POST, ["admin", "clock", "advance"]) => {
+            #[derive(Deserialize)]
+            struct Advance {
+                seconds: i64,
+            }
+            let a: Advance = body(req)?;
+            if a.seconds < 0 {
+                return Err(bad("the clock only moves forward"));
+            }
+            let offset = app.clock.offset() + a.seconds;
+            app.store.write(|tx| tx.put("meta", "clock", &offset))?;
+            app.clock.set_offset(offset);
+            tracing::info!(seconds = a.seconds, offset, "clock advanced");
+            ok(clock_json(app))
+        }
+        (Method::GET, ["admin", "activity"]) => {
+            let after = req.query("after").map(|a| a.parse::<u64>().map_err(bad)).transpose()?.unwrap_or(0);
+            let limit = req.query("limit").and_then(|l| l.parse().ok()).unwrap_or(1000);
+            let entries = app.store.activity_after(after, limit)?;
+            let last = entries.last().and_then(|e| e.get("sequenceNumber")).and_then(Value::as_u64).unwrap_or(after);
+            ok(json!({ "value": entries, "last": last }))
+        }
+        (Method::GET, ["admin", "tenants"]) => ok(json!({ "value": app.store.list::<Value>(TENANT, "")? })),
+        (Method::POST, ["admin", "tenants"]) => {
+            let t: Tenant = body(req)?;
+            uuid::Uuid::parse_str(&t.tenant_id).map_err(bad)?;
+            app.store.write(|tx| tx.put(TENANT, &t.tenant_id.to_ascii_lowercase(), &t))?;
+            created(&t)
+        }
+        (Method::GET, ["admin", "subscriptions"]) => ok(json!({ "value": app.store.list::<Value>(SUBSCRIPTION, "")? })),
+        (Method::POST, ["admin", "subscriptions"]) => {
+            let s: Subscription = body(req)?;
+            uuid::Uuid::parse_str(&s.subscription_id).map_err(bad)?;
+            if app.store.get::<Tenant>(TENANT, &s.tenant_id.to_ascii_lowercase())?.is_none() {
+                return Err(AdminError::NotFound(format!("tenant {} not found", s.tenant_id)));
+            }
+            app.store.write(|tx| tx.put(SUBSCRIPTION, &s.subscription_id.to_ascii_lowercase(), &s))?;
+            created(&s)
+        }
+        (Method::GET, ["admin", "resource-groups"]) => {
+            ok(json!({ "value": app.store.list::<Value>(RESOURCE_GROUP, "")? }))
+        }
+        (Method::POST, ["admin", "resource-groups"]) => {
+            let rg: ResourceGroup = body(req)?;
+            if app.store.get::<Subscription>(SUBSCRIPTION, &rg.subscription_id.to_ascii_lowercase())?.is_none() {
+                return Err(AdminError::NotFound(format!("subscription {} not found", rg.subscription_id)));
+            }
+            app.store.write(|tx| tx.put(RESOURCE_GROUP, &ResourceGroup::key(&rg.subscription_id, &rg.name), &rg))?;
+            created(&rg)
+        }
+        (Method::GET, ["admin", "grants"]) => ok(json!({ "value": app.store.list::<Value>(GRANT, "")? })),
+        (Method::POST, ["admin", "grants"]) => {
+            let mut g: Grant = body(req)?;
+            if g.id.is_empty() {
+                g.id = uuid::Uuid::new_v4().to_string();
+            }
+            g.scope.parse::<crate::arm::ResourceId>().map_err(bad)?;
+            app.store.write(|tx| tx.put(GRANT, &g.id, &g))?;
+            created(&g)
+        }
+        (Method::DELETE, ["admin", "grants", id]) => {
+            let removed = app.store.write(|tx| tx.delete(GRANT, id))?;
+            deleted(removed, "grant")
+        }
+        (Method::GET, ["admin", "principals"]) => ok(json!({ "value": app.store.list::<Value>(PRINCIPAL, "")? })),
+        (Method::POST, ["admin", "principals"]) => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct NewPrincipal {
+                object_id: Option<String>,
+                client_id: Option<String>,
+                tenant_id: Option<String>,
+                display_name: Option<String>,
+            }
+            let n: NewPrincipal = body(req)?;
+            let p = Principal {
+                object_id: n.object_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()).to_ascii_lowercase(),
+                client_id: n.client_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                tenant_id: n.tenant_id.unwrap_or_else(|| crate::config::DEFAULT_TENANT_ID.to_string()),
+                display_name: n.display_name.unwrap_or_default(),
+                resource_id: None,
+            };
+            app.store.write(|tx| tx.put(PRINCIPAL, &p.object_id, &p))?;
+            created(&p)
+        }
+        (Method::POST, ["admin", "tokens"]) => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct TokenReq {
+                principal_id: String,
+                resource: String,
+            }
+            let t: TokenReq = body(req)?;
+            let p = identity::get_principal(app, &t.principal_id)?
+                .ok_or_else(|| AdminError::NotFound(format!("principal {} not found", t.principal_id)))?;
+            let (token, exp) = identity::issue_token(app, &p, &t.resource);
+            ok(
+                json!({ "access_token": token, "expires_on": exp.to_string(), "token_type": "Bearer", "resource": t.resource }),
+            )
+        }
+        (Method::GET, ["admin", "faults"]) => ok(json!({ "value": app.store.list::<Value>(FAULT, "")? })),
+        (Method::POST, ["admin", "faults"]) => {
+            let mut f: FaultRule = body(req)?;
+            f.validate().map_err(bad)?;
+            f.id = uuid::Uuid::new_v4().to_string();
+            f.fired = 0;
+            app.store.write(|tx| tx.put(FAULT, &f.id, &f))?;
+            created(&f)
+        }
+        (Method::DELETE, ["admin", "faults"]) => {
+            let n = app.store.write(|tx| tx.delete_prefix(FAULT, ""))?;
+            ok(json!({ "removed": n }))
+        }
+        (Method::DELETE, ["admin", "faults", id]) => {
+            let removed = app.store.write(|tx| tx.delete(FAULT, id))?;
+            deleted(removed, "fault")
+        }
+        _ => Err(AdminError::NotFound(format!("no admin endpoint {} {}", req.method, req.path()))),
+    }
+}
+
+fn created<T: serde::Serialize>(v: &T) -> Result<Resp, AdminError> {
+    Ok(Resp::json(StatusCode::CREATED, v))
+}
+
+fn deleted(removed: bool, what: &str) -> Result<Resp, AdminError> {
+    if removed {
+        Ok(Resp::empty(StatusCode::NO_CONTENT))
+    } else {
+        Err(AdminError::NotFound(format!("{what} not found")))
+    }
+}
+
+fn clock_json(app: &App) -> Value {
+    let now = app.clock.now();
+    json!({
+        "now": crate::clock::arm_time(now),
+        "unix": now.unix_timestamp(),
+        "offsetSeconds": app.clock.offset(),
+    })
+}

@@ -1,0 +1,78 @@
+//! The command line: `local-azure up` and `local-azure env`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "local-azure", version, about = "Azure on one machine, for edgevault")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start local-azure (creates the data directory, CA and default tenant on first start).
+    Up(UpArgs),
+    /// Print the environment a client needs, as `export K=V` lines (or JSON).
+    Env(EnvArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[arg(long, env = "LOCAL_AZURE_DATA_DIR", default_value = ".local-azure")]
+    pub data_dir: PathBuf,
+    /// Gateway port: HTTPS under the Azure host names and the CONNECT proxy (0 = any free port).
+    #[arg(long, default_value_t = 8443)]
+    pub port: u16,
+    /// Plain-http admin API and managed-identity endpoint (0 = any free port).
+    #[arg(long, default_value_t = 8080)]
+    pub admin_port: u16,
+    /// Exit when standard input closes (lets a test harness tie local-azure to its lifetime).
+    #[arg(long)]
+    pub exit_on_stdin_close: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    #[arg(long, env = "LOCAL_AZURE_DATA_DIR", default_value = ".local-azure")]
+    pub data_dir: PathBuf,
+    /// Print one JSON object instead of `export` lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Quotes a value for POSIX shells.
+pub fn shell_quote(v: &str) -> String {
+    if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:,@=+".contains(c)) {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', r"'\''"))
+    }
+}
+
+/// `export K=V` lines for `eval "$(local-azure env)"`.
+pub fn export_lines(env: &serde_json::Value) -> String {
+    let mut out = String::new();
+    if let Some(map) = env.as_object() {
+        for (k, v) in map {
+            let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            out.push_str(&format!("export {k}={}\n", shell_quote(&v)));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("http://127.0.0.1:1"), "http://127.0.0.1:1");
+        assert_eq!(shell_quote("a b'c"), r"'a b'\''c'");
+        let lines = export_lines(&serde_json::json!({"A": "x y"}));
+        assert_eq!(lines, "export A='x y'\n");
+    }
+}
