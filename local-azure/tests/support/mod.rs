@@ -1,0 +1,318 @@
+//! Test support: start the real `local-azure` binary, point the official Azure clients at it,
+//! drive ARM through an `azure_core` pipeline, and compare responses with the REST-spec fixtures.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use azure_core::credentials::TokenCredential;
+use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
+use azure_core::http::{
+    ClientOptions, Context, ExponentialRetryOptions, Method, Pipeline, PipelineSendOptions, Request, RetryOptions, Url,
+};
+use serde_json::{Value, json};
+
+/// A running local-azure process; killed (SIGKILL) on drop.
+pub struct LocalAzure {
+    child: Child,
+    /// Keeps stdin open: local-azure runs with `--exit-on-stdin-close`.
+    _stdin: ChildStdin,
+    pub data_dir: PathBuf,
+    pub gateway: String,
+    pub admin: String,
+    pub env: Value,
+}
+
+impl LocalAzure {
+    /// Starts local-azure on `data_dir` with the given ports (0 = any) and waits for its
+    /// `local-azure ready <json>` line.
+    pub fn start_on(data_dir: &Path, port: u16, admin_port: u16) -> LocalAzure {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_local-azure"))
+            .args(["up", "--exit-on-stdin-close", "--data-dir"])
+            .arg(data_dir)
+            .args(["--port", &port.to_string(), "--admin-port", &admin_port.to_string()])
+            .env("LOCAL_AZURE_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning local-azure");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = loop {
+            let line =
+                lines.next().expect("local-azure exited before it was ready").expect("reading local-azure output");
+            if let Some(json) = line.strip_prefix("local-azure ready ") {
+                break serde_json::from_str::<Value>(json).expect("ready line is JSON");
+            }
+        };
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        LocalAzure {
+            child,
+            _stdin: stdin,
+            data_dir: data_dir.to_path_buf(),
+            gateway: ready["gateway"].as_str().unwrap().to_string(),
+            admin: ready["admin"].as_str().unwrap().to_string(),
+            env: ready["env"].clone(),
+        }
+    }
+
+    pub fn start(data_dir: &Path) -> LocalAzure {
+        Self::start_on(data_dir, 0, 0)
+    }
+
+    pub fn var(&self, name: &str) -> String {
+        self.env[name].as_str().unwrap_or_default().to_string()
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Points this process's Azure clients at local-azure. Env vars are process-global: call
+    /// once, before any client is built.
+    pub fn export_env(&self) {
+        for name in ["HTTPS_PROXY", "SSL_CERT_FILE", "NO_PROXY", "IDENTITY_ENDPOINT", "IDENTITY_HEADER"] {
+            // SAFETY: called once per test process, guarded by a OnceLock, before clients
+            // (and their threads) read the environment.
+            unsafe { std::env::set_var(name, self.var(name)) };
+        }
+    }
+
+    fn admin_client() -> reqwest::Client {
+        reqwest::Client::builder().no_proxy().build().unwrap()
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let r = Self::admin_client().get(format!("{}{path}", self.admin)).send().await.unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> Value {
+        let r = Self::admin_client().post(format!("{}{path}", self.admin)).json(&body).send().await.unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "POST {path}: {status} {v}");
+        v
+    }
+
+    pub async fn admin_delete(&self, path: &str) {
+        Self::admin_client().delete(format!("{}{path}", self.admin)).send().await.unwrap();
+    }
+
+    /// A token minted through the admin API (no identity header needed).
+    pub async fn token(&self, principal_id: &str, resource: &str) -> String {
+        let v = self.admin_post("/admin/tokens", json!({ "principalId": principal_id, "resource": resource })).await;
+        v["access_token"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for LocalAzure {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One local-azure per test binary, with the environment exported for the official clients.
+pub fn shared() -> &'static LocalAzure {
+    static SHARED: OnceLock<LocalAzure> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        // The directory outlives the process on purpose: statics are never dropped, and the
+        // process exits when our stdin pipe closes.
+        let dir = tempfile::tempdir().unwrap().keep();
+        let la = LocalAzure::start(&dir);
+        la.export_env();
+        la
+    })
+}
+
+/// Short retries so a misconfiguration fails in seconds rather than minutes.
+pub fn client_options() -> ClientOptions {
+    ClientOptions {
+        retry: RetryOptions::exponential(ExponentialRetryOptions {
+            initial_delay: azure_core::time::Duration::milliseconds(50),
+            max_retries: 2,
+            max_total_elapsed: azure_core::time::Duration::seconds(10),
+            max_delay: azure_core::time::Duration::seconds(1),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn managed_identity(
+    user: Option<azure_identity::UserAssignedId>,
+) -> Arc<azure_identity::ManagedIdentityCredential> {
+    azure_identity::ManagedIdentityCredential::new(Some(azure_identity::ManagedIdentityCredentialOptions {
+        user_assigned_id: user,
+        client_options: client_options(),
+        ..Default::default()
+    }))
+    .expect("managed identity credential")
+}
+
+/// ARM over an `azure_core` pipeline with the bearer-token policy, as edgevault's clients do.
+pub struct Arm {
+    pipeline: Pipeline,
+}
+
+pub struct ArmResponse {
+    pub status: u16,
+    pub headers: azure_core::http::headers::Headers,
+    pub body: Value,
+}
+
+impl ArmResponse {
+    pub fn header(&self, name: &'static str) -> Option<String> {
+        self.headers.get_optional_string(&azure_core::http::headers::HeaderName::from_static(name))
+    }
+
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+}
+
+impl Arm {
+    pub fn new(credential: Arc<dyn TokenCredential>) -> Arm {
+        let auth = Arc::new(BearerTokenAuthorizationPolicy::new(credential, ["https://management.azure.com/.default"]));
+        Arm {
+            pipeline: Pipeline::new(
+                Some("local-azure-tests"),
+                Some("0.1.0"),
+                client_options(),
+                Vec::new(),
+                vec![auth],
+                None,
+            ),
+        }
+    }
+
+    /// Sends a request to `https://management.azure.com{path}` (api-version added when absent).
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> ArmResponse {
+        let mut url = if path.starts_with("https://") {
+            Url::parse(path).unwrap()
+        } else {
+            Url::parse(&format!("https://management.azure.com{path}")).unwrap()
+        };
+        if !url.query_pairs().any(|(k, _)| k == "api-version") {
+            url.query_pairs_mut().append_pair("api-version", "2024-11-01");
+        }
+        let mut req = Request::new(url, method);
+        req.insert_header("accept", "application/json");
+        if let Some(b) = body {
+            req.insert_header("content-type", "application/json");
+            req.set_body(serde_json::to_vec(b).unwrap());
+        }
+        let rsp = self
+            .pipeline
+            .send(&Context::new(), &mut req, Some(PipelineSendOptions { skip_checks: true, ..Default::default() }))
+            .await
+            .expect("ARM request");
+        let (status, headers, body) = rsp.deconstruct();
+        let text = body.into_string().unwrap_or_default();
+        ArmResponse { status: u16::from(status), headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+    }
+}
+
+pub fn fixture(relative: &str) -> Value {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/azure-rest-api-specs/specification").join(relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Asserts `actual` has every field of `expected`, recursively, with the same JSON type (values
+/// may differ). Arrays compare their first element's shape; `ignore` lists JSON pointers that
+/// local-azure deliberately leaves out.
+pub fn assert_shape(expected: &Value, actual: &Value, ignore: &[&str]) {
+    let mut problems = Vec::new();
+    shape(expected, actual, "", ignore, &mut problems);
+    assert!(
+        problems.is_empty(),
+        "response does not have the fixture's shape:\n{}\nactual: {actual:#}",
+        problems.join("\n")
+    );
+}
+
+fn shape(expected: &Value, actual: &Value, at: &str, ignore: &[&str], problems: &mut Vec<String>) {
+    if ignore.contains(&at) {
+        return;
+    }
+    match (expected, actual) {
+        (Value::Null, _) => {}
+        (Value::Object(e), Value::Object(a)) => {
+            for (k, ev) in e {
+                let path = format!("{at}/{k}");
+                if ignore.contains(&path.as_str()) {
+                    continue;
+                }
+                match a.get(k) {
+                    Some(av) => shape(ev, av, &path, ignore, problems),
+                    None => problems.push(format!("missing {path}")),
+                }
+            }
+        }
+        (Value::Array(e), Value::Array(a)) => {
+            if let (Some(e0), Some(a0)) = (e.first(), a.first()) {
+                shape(e0, a0, &format!("{at}/0"), ignore, problems);
+            }
+        }
+        (Value::String(_), Value::String(_))
+        | (Value::Number(_), Value::Number(_))
+        | (Value::Bool(_), Value::Bool(_)) => {}
+        (e, a) => problems.push(format!("{at}: expected {e} (its type), got {a}")),
+    }
+}
+
+/// Stable unique names for resources within one test process.
+pub fn unique(prefix: &str) -> String {
+    let id = uuid_like();
+    let mut name = format!("{prefix}{id}");
+    name.truncate(24);
+    name
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{:x}{n}", t % 0xfffff)
+}
+
+pub fn rg_path(la: &LocalAzure) -> String {
+    format!("/subscriptions/{}/resourceGroups/{}", la.var("AZURE_SUBSCRIPTION_ID"), la.var("AZURE_RESOURCE_GROUP"))
+}
+
+/// A vault body granting `principals` the given secret permissions.
+pub fn vault_body(la: &LocalAzure, principals: &[(&str, &[&str])], purge_protection: bool) -> Value {
+    let tenant = la.var("AZURE_TENANT_ID");
+    let policies: Vec<Value> = principals
+        .iter()
+        .map(|(oid, perms)| json!({ "tenantId": tenant, "objectId": oid, "permissions": { "secrets": perms } }))
+        .collect();
+    let mut props = json!({
+        "tenantId": tenant,
+        "sku": { "family": "A", "name": "standard" },
+        "accessPolicies": policies,
+        "softDeleteRetentionInDays": 90,
+    });
+    if purge_protection {
+        props["enablePurgeProtection"] = json!(true);
+    }
+    json!({ "location": la.var("AZURE_LOCATION"), "properties": props })
+}
+
+pub const ALL_SECRET_PERMS: &[&str] = &["get", "list", "set", "delete", "recover", "purge"];
+
+pub fn timeout() -> Duration {
+    Duration::from_secs(60)
+}
