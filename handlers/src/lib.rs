@@ -9,10 +9,12 @@
 //! - [`error`]: the handler error, with the status the host sees and whether a retry can help.
 //! - [`resource_id`]: typed ARM resource ids.
 //! - [`vault_name`]: Key Vault naming rules and the default vault name of a device.
+//! - [`azure`]: the Azure clients (ARM, Key Vault secrets, Service Bus) on one `azure_core` pipeline.
 //! - [`activation_key`]: the CIK and the activation key sealed with it (AES-256-GCM).
 //! - [`telemetry`]: tracing setup.
 
 pub mod activation_key;
+pub mod azure;
 pub mod config;
 pub mod error;
 pub mod functions;

@@ -1,0 +1,156 @@
+//! Azure clients, one HTTP stack: the `azure_core` 1.x pipeline (retry policy honouring `Retry-After`, bearer tokens
+//! from `azure_identity::ManagedIdentityCredential`) under everything.
+//!
+//! - [`arm`]: a thin typed Resource Manager client (Stack Edge devices and extended information, vaults, deleted
+//!   vaults, locks), because no GA Rust crate covers these providers.
+//! - [`secrets`]: CIK secrets through the official `azure_security_keyvault_secrets` crate.
+//! - [`service_bus`]: a thin queue sender over the Service Bus REST protocol (no GA Rust crate either).
+//! - [`models`]: the ARM payloads edgevault reads and writes, in the REST API's own shapes.
+//!
+//! Endpoints default to the public cloud; a local run differs only by environment (`HTTPS_PROXY`,
+//! `SSL_CERT_FILE`, `IDENTITY_ENDPOINT`, …), never by code path.
+
+pub mod arm;
+pub mod models;
+pub mod secrets;
+pub mod service_bus;
+
+use std::sync::Arc;
+
+use azure_core::credentials::TokenCredential;
+use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
+use azure_core::http::{ClientOptions, ExponentialRetryOptions, Pipeline, RetryOptions};
+
+/// The public-cloud Resource Manager endpoint.
+pub const ARM_ENDPOINT: &str = "https://management.azure.com";
+pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
+pub const SERVICE_BUS_SCOPE: &str = "https://servicebus.azure.net/.default";
+
+/// How hard the pipeline retries. Production uses azure_core's defaults; tests shorten them (a connection that can
+/// never succeed otherwise takes minutes to give up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrySettings {
+    pub max_retries: u32,
+    pub initial_delay_ms: u64,
+    pub max_delay_ms: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings { max_retries: 6, initial_delay_ms: 800, max_delay_ms: 60_000 }
+    }
+}
+
+impl RetrySettings {
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            retry: RetryOptions::exponential(ExponentialRetryOptions {
+                max_retries: self.max_retries,
+                initial_delay: azure_core::time::Duration::milliseconds(self.initial_delay_ms as i64),
+                max_delay: azure_core::time::Duration::milliseconds(self.max_delay_ms as i64),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// A pipeline that authenticates every request with a token for `scope`.
+pub fn pipeline(credential: Arc<dyn TokenCredential>, scope: &str, retry: RetrySettings) -> Pipeline {
+    let auth = Arc::new(BearerTokenAuthorizationPolicy::new(credential, vec![scope.to_string()]));
+    Pipeline::new(
+        Some(env!("CARGO_PKG_NAME")),
+        Some(env!("CARGO_PKG_VERSION")),
+        retry.client_options(),
+        Vec::new(),
+        vec![auth],
+        None,
+    )
+}
+
+/// A failed Azure call, keeping what callers decide on: the HTTP status, the service's error code, and whether
+/// trying again can help.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation} failed{}: {message}", status.map(|s| format!(" with {s}")).unwrap_or_default())]
+pub struct AzureError {
+    pub operation: &'static str,
+    pub status: Option<u16>,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl AzureError {
+    pub fn new(operation: &'static str, status: Option<u16>, code: Option<String>, message: impl Into<String>) -> Self {
+        AzureError { operation, status, code, message: message.into() }
+    }
+
+    /// Transport failures, throttling and server errors can pass; a 4xx describes the request and will not.
+    pub fn retryable(&self) -> bool {
+        match self.status {
+            None => true,
+            Some(status) => status == 408 || status == 429 || status >= 500,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status == Some(404)
+    }
+
+    pub fn code_is(&self, code: &str) -> bool {
+        self.code.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(code))
+    }
+
+    /// Converts an `azure_core` error, reading ARM's / Key Vault's `{"error": {"code", "message"}}` body when present.
+    pub fn from_core(operation: &'static str, err: azure_core::Error) -> Self {
+        use azure_core::error::ErrorKind;
+        match err.kind() {
+            ErrorKind::HttpResponse { status, error_code, raw_response } => {
+                let body = raw_response.as_ref().map(|r| r.body().to_vec()).unwrap_or_default();
+                let (code, message) = error_body(&body);
+                AzureError {
+                    operation,
+                    status: Some(u16::from(*status)),
+                    code: code.or_else(|| error_code.clone()),
+                    message: message.unwrap_or_else(|| err.to_string()),
+                }
+            }
+            _ => AzureError { operation, status: None, code: None, message: err.to_string() },
+        }
+    }
+}
+
+/// `(code, message)` from an Azure error body.
+pub fn error_body(body: &[u8]) -> (Option<String>, Option<String>) {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let error = &value["error"];
+    (error["code"].as_str().map(str::to_string), error["message"].as_str().map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_follows_the_status() {
+        let err = |status| AzureError::new("op", status, None, "m");
+        assert!(err(None).retryable());
+        assert!(err(Some(429)).retryable());
+        assert!(err(Some(503)).retryable());
+        assert!(!err(Some(400)).retryable());
+        assert!(!err(Some(409)).retryable());
+        assert!(err(Some(404)).is_not_found());
+    }
+
+    #[test]
+    fn reads_the_arm_error_body() {
+        let (code, message) = error_body(br#"{"error":{"code":"ScopeLocked","message":"locked"}}"#);
+        assert_eq!((code.as_deref(), message.as_deref()), (Some("ScopeLocked"), Some("locked")));
+        assert_eq!(error_body(b"not json"), (None, None));
+    }
+
+    #[test]
+    fn display_names_operation_and_status() {
+        let err = AzureError::new("create vault", Some(409), Some("Conflict".into()), "taken");
+        assert_eq!(err.to_string(), "create vault failed with 409: taken");
+    }
+}

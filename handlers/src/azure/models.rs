@@ -1,0 +1,326 @@
+//! The Resource Manager payloads edgevault reads and writes, in the REST APIs' own field names (DataBoxEdge
+//! 2023-12-01, KeyVault 2024-11-01, Authorization locks 2020-05-01). Unknown fields are kept where edgevault writes a
+//! resource back, so it never drops what another tool set.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `Microsoft.DataBoxEdge/dataBoxEdgeDevices`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub location: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub properties: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_data: Option<SystemData>,
+}
+
+impl Device {
+    /// The principal of the device's system-assigned identity, once it exists.
+    pub fn principal_id(&self) -> Option<&str> {
+        self.identity
+            .as_ref()
+            .filter(|i| i.kind.split(',').any(|k| k.trim().eq_ignore_ascii_case("SystemAssigned")))
+            .and_then(|i| i.principal_id.as_deref())
+    }
+
+    /// When the device was created, from `systemData` (top level, or under `properties` as DataBoxEdge puts it).
+    pub fn created_at(&self) -> Option<&str> {
+        self.system_data
+            .as_ref()
+            .and_then(|s| s.created_at.as_deref())
+            .or_else(|| self.properties.pointer("/systemData/createdAt").and_then(Value::as_str))
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SystemData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+}
+
+/// `keyVaultSyncStatus` values of the DataBoxEdge API.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum KeyVaultSyncStatus {
+    KeyVaultSynced,
+    KeyVaultSyncFailed,
+    KeyVaultNotConfigured,
+    KeyVaultSyncPending,
+    KeyVaultSyncing,
+    KeyVaultNotSynced,
+}
+
+/// The answer of `getExtendedInformation` / `updateExtendedInformation`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExtendedInfo {
+    #[serde(default)]
+    pub properties: ExtendedInfoProperties,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtendedInfoProperties {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_store_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_store_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_integrity_key_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_integrity_key_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_vault_sync_status: Option<KeyVaultSyncStatus>,
+}
+
+/// The body of `updateExtendedInformation` (`DataBoxEdgeDeviceExtendedInfoPatch`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtendedInfoPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_store_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_store_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_integrity_key_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_integrity_key_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_status: Option<KeyVaultSyncStatus>,
+}
+
+/// `Microsoft.KeyVault/vaults`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Vault {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    pub location: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub properties: VaultProperties,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultProperties {
+    pub tenant_id: String,
+    pub sku: Sku,
+    #[serde(default)]
+    pub access_policies: Vec<AccessPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_soft_delete: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_delete_retention_in_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_purge_protection: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_rbac_authorization: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Sku {
+    pub family: String,
+    pub name: String,
+}
+
+impl Sku {
+    pub fn standard() -> Self {
+        Sku { family: "A".into(), name: "standard".into() }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicy {
+    pub tenant_id: String,
+    pub object_id: String,
+    pub permissions: Permissions,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Permissions {
+    #[serde(default)]
+    pub keys: Vec<String>,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub certificates: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage: Vec<String>,
+}
+
+impl AccessPolicy {
+    pub fn secrets(tenant_id: &str, object_id: &str, secrets: &[&str]) -> Self {
+        AccessPolicy {
+            tenant_id: tenant_id.to_string(),
+            object_id: object_id.to_string(),
+            permissions: Permissions { secrets: secrets.iter().map(|s| s.to_string()).collect(), ..Default::default() },
+        }
+    }
+
+    /// Whether this policy grants at least `secrets` to the same principal (case-insensitive, as Key Vault compares).
+    pub fn covers(&self, other: &AccessPolicy) -> bool {
+        self.object_id.eq_ignore_ascii_case(&other.object_id)
+            && other
+                .permissions
+                .secrets
+                .iter()
+                .all(|p| self.permissions.secrets.iter().any(|q| q.eq_ignore_ascii_case(p)))
+    }
+}
+
+/// A soft-deleted vault (`.../locations/{location}/deletedVaults/{name}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DeletedVault {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    pub properties: DeletedVaultProperties,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedVaultProperties {
+    #[serde(default)]
+    pub vault_id: String,
+    #[serde(default)]
+    pub location: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_purge_date: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_protection_enabled: Option<bool>,
+}
+
+/// A management lock.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Lock {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    pub properties: LockProperties,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LockProperties {
+    pub level: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
+/// The answer of `checkNameAvailability`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NameAvailability {
+    pub name_available: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// One page of an ARM list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    #[serde(default = "Vec::new")]
+    pub value: Vec<T>,
+    #[serde(default)]
+    pub next_link: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    //! The models read the Microsoft REST spec examples in `../shared/fixtures/azure-rest-api-specs/`.
+    use super::*;
+
+    fn example(relative: &str) -> Value {
+        let path = format!(
+            "{}/../../shared/fixtures/azure-rest-api-specs/specification/{relative}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+    }
+
+    const EDGE: &str = "databoxedge/resource-manager/Microsoft.DataBoxEdge/stable";
+    const KV: &str = "keyvault/resource-manager/Microsoft.KeyVault/stable/2024-11-01/examples";
+
+    #[test]
+    fn device_fixture() {
+        let fixture = example(&format!("{EDGE}/2023-12-01/examples/DataBoxEdgeDevicePatch.json"));
+        let device: Device = serde_json::from_value(fixture["responses"]["200"]["body"].clone()).unwrap();
+        assert_eq!(device.principal_id(), Some("b3e34fcc-ab02-4ca4-9d22-5de115419091"));
+        assert_eq!(device.name, "testedgedevice");
+    }
+
+    #[test]
+    fn extended_info_fixtures() {
+        let fixture = example(&format!("{EDGE}/2022-03-01/examples/GetUpdateExtendedInfo.json"));
+        let info: ExtendedInfo = serde_json::from_value(fixture["responses"]["200"]["body"].clone()).unwrap();
+        assert_eq!(info.properties.key_vault_sync_status, Some(KeyVaultSyncStatus::KeyVaultSynced));
+        assert!(info.properties.channel_integrity_key_name.unwrap().starts_with("ase-cik-"));
+        let fixture = example(&format!("{EDGE}/2023-12-01/examples/ExtendedInfoPost.json"));
+        let info: ExtendedInfo = serde_json::from_value(fixture["responses"]["200"]["body"].clone()).unwrap();
+        assert_eq!(info.properties.client_secret_store_id, None);
+    }
+
+    #[test]
+    fn vault_fixtures() {
+        let create = example(&format!("{KV}/createVault.json"));
+        let request: Vault = serde_json::from_value(create["parameters"]["parameters"].clone()).unwrap();
+        assert_eq!(request.properties.sku, Sku { family: "A".into(), name: "standard".into() });
+        let response: Vault = serde_json::from_value(create["responses"]["200"]["body"].clone()).unwrap();
+        assert!(response.properties.vault_uri.unwrap().starts_with("https://"));
+        let deleted = example(&format!("{KV}/getDeletedVault.json"));
+        let deleted: DeletedVault = serde_json::from_value(deleted["responses"]["200"]["body"].clone()).unwrap();
+        assert!(deleted.properties.scheduled_purge_date.is_some());
+        let check = example(&format!("{KV}/checkVaultNameAvailability.json"));
+        let check: NameAvailability = serde_json::from_value(check["responses"]["200"]["body"].clone()).unwrap();
+        assert!(check.name_available);
+    }
+
+    #[test]
+    fn access_policy_coverage_is_per_principal_and_permission() {
+        let granted = AccessPolicy::secrets("t", "ABC", &["get", "set"]);
+        assert!(granted.covers(&AccessPolicy::secrets("t", "abc", &["Get"])));
+        assert!(!granted.covers(&AccessPolicy::secrets("t", "abc", &["delete"])));
+        assert!(!granted.covers(&AccessPolicy::secrets("t", "other", &["get"])));
+    }
+}

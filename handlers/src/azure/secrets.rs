@@ -1,0 +1,113 @@
+//! CIK secrets in a device's vault, through the official `azure_security_keyvault_secrets::SecretClient` with its
+//! default safety settings (challenge-resource verification on).
+
+use std::sync::Arc;
+
+use azure_core::credentials::TokenCredential;
+use azure_core::http::RequestContent;
+use azure_security_keyvault_secrets::models::{SecretAttributes, SetSecretParameters};
+use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+
+use super::{AzureError, RetrySettings};
+use crate::activation_key::Cik;
+
+/// The content type CIK secrets carry, so an operator browsing the vault knows what the value is.
+pub const CIK_CONTENT_TYPE: &str = "application/octet-stream; encoding=base64";
+
+/// A CIK read back from a vault. `Debug` shows no key material (`Cik` redacts itself).
+#[derive(Debug, Clone)]
+pub struct StoredCik {
+    pub cik: Cik,
+    pub version: String,
+    pub enabled: bool,
+}
+
+#[derive(Clone)]
+pub struct VaultSecrets {
+    credential: Arc<dyn TokenCredential>,
+    retry: RetrySettings,
+}
+
+impl std::fmt::Debug for VaultSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultSecrets").field("retry", &self.retry).finish_non_exhaustive()
+    }
+}
+
+impl VaultSecrets {
+    pub fn new(credential: Arc<dyn TokenCredential>, retry: RetrySettings) -> Self {
+        VaultSecrets { credential, retry }
+    }
+
+    fn client(&self, vault_uri: &str) -> Result<SecretClient, AzureError> {
+        let options = SecretClientOptions { client_options: self.retry.client_options(), ..Default::default() };
+        SecretClient::new(vault_uri, self.credential.clone(), Some(options))
+            .map_err(|e| AzureError::from_core("open vault", e))
+    }
+
+    /// Stores `cik` as a new version of secret `name`; returns that version.
+    pub async fn set_cik(&self, vault_uri: &str, name: &str, cik: &Cik) -> Result<String, AzureError> {
+        let parameters = SetSecretParameters {
+            value: Some(cik.to_secret_value().to_string()),
+            content_type: Some(CIK_CONTENT_TYPE.to_string()),
+            secret_attributes: Some(SecretAttributes { enabled: Some(true), ..Default::default() }),
+            ..Default::default()
+        };
+        let content: RequestContent<SetSecretParameters> =
+            parameters.try_into().map_err(|e| AzureError::from_core("set CIK", e))?;
+        let response = self.client(vault_uri)?.set_secret(name, content, None).await;
+        let secret = response
+            .map_err(|e| AzureError::from_core("set CIK", e))?
+            .into_model()
+            .map_err(|e| AzureError::from_core("set CIK", e))?;
+        version_of(secret.id.as_deref())
+            .ok_or_else(|| AzureError::new("set CIK", None, None, "the vault returned no version"))
+    }
+
+    /// Reads secret `name` (a given version, or the latest); `None` if it does not exist.
+    pub async fn get_cik(
+        &self,
+        vault_uri: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Option<StoredCik>, AzureError> {
+        let options = azure_security_keyvault_secrets::models::SecretClientGetSecretOptions {
+            secret_version: version.map(str::to_string),
+            ..Default::default()
+        };
+        let secret = match self.client(vault_uri)?.get_secret(name, Some(options)).await {
+            Ok(response) => response.into_model().map_err(|e| AzureError::from_core("get CIK", e))?,
+            Err(err) => {
+                let err = AzureError::from_core("get CIK", err);
+                return if err.is_not_found() { Ok(None) } else { Err(err) };
+            }
+        };
+        let value = secret.value.as_deref().unwrap_or_default();
+        let cik = Cik::from_secret_value(value).map_err(|e| AzureError::new("get CIK", None, None, e.to_string()))?;
+        let enabled = secret.attributes.as_ref().and_then(|a| a.enabled).unwrap_or(true);
+        let version = version_of(secret.id.as_deref()).unwrap_or_default();
+        Ok(Some(StoredCik { cik, version, enabled }))
+    }
+}
+
+/// The version segment of a secret id `https://<vault>/secrets/<name>/<version>`.
+pub fn version_of(id: Option<&str>) -> Option<String> {
+    let id = id?.trim_end_matches('/');
+    let mut segments = id.rsplit('/');
+    let version = segments.next()?;
+    let _name = segments.next()?;
+    (segments.next()? == "secrets").then(|| version.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_comes_from_the_secret_id() {
+        let id = "https://myvault.vault.azure.net/secrets/ase-cik-1/4387e9f3d6e14c459867679a90fd0f79";
+        assert_eq!(version_of(Some(id)).as_deref(), Some("4387e9f3d6e14c459867679a90fd0f79"));
+        assert_eq!(version_of(Some("https://myvault.vault.azure.net/secrets/only-name")), None);
+        assert_eq!(version_of(None), None);
+    }
+}
