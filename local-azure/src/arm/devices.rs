@@ -127,6 +127,8 @@ fn default_properties(name: &str) -> Map<String, Value> {
         "deviceType": "DataBoxEdgeDevice",
         "friendlyName": name,
         "deviceModel": "Physical",
+        "deviceSoftwareVersion": "Azure Stack Edge 2403",
+        "deviceHcsVersion": "3.2.2642.2453",
         "deviceLocalCapacity": 0,
         "timeZone": "Pacific Standard Time",
         "nodeCount": 0,
@@ -203,7 +205,11 @@ struct PutBody {
 }
 
 pub fn put(ctx: &ArmCtx<'_>, id: &ResourceId) -> Result<Resp, ArmError> {
-    let body: PutBody = ctx.body()?;
+    let mut body: PutBody = ctx.body()?;
+    // ARM fills in the SKU tier when only the name is given.
+    if let Some(sku) = body.sku.as_mut().and_then(Value::as_object_mut) {
+        sku.entry("tier").or_insert_with(|| json!("Standard"));
+    }
     let rg = id.resource_group.as_deref().unwrap_or_default();
     ctx.resource_group(&id.subscription, rg)?;
     let Some(location) = body.location.filter(|l| !l.is_empty()) else {

@@ -154,7 +154,6 @@ pub fn managed_identity(
     azure_identity::ManagedIdentityCredential::new(Some(azure_identity::ManagedIdentityCredentialOptions {
         user_assigned_id: user,
         client_options: client_options(),
-        ..Default::default()
     }))
     .expect("managed identity credential")
 }

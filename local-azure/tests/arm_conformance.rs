@@ -1,0 +1,353 @@
+//! ARM through an `azure_core` pipeline (bearer-token policy, managed identity), each operation
+//! driven with the request of its REST-spec fixture and checked against the fixture's response
+//! shape.
+
+mod support;
+
+use azure_core::http::Method;
+use serde_json::{Value, json};
+use support::*;
+
+const DBE: &str = "databoxedge/resource-manager/Microsoft.DataBoxEdge/stable/";
+const KV: &str = "keyvault/resource-manager/Microsoft.KeyVault/stable/2024-11-01/examples/";
+const LOCKS: &str = "resources/resource-manager/Microsoft.Authorization/stable/2020-05-01/examples/";
+
+fn arm() -> Arm {
+    shared();
+    Arm::new(managed_identity(None))
+}
+
+fn device_path(la: &LocalAzure, name: &str) -> String {
+    format!("{}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/{name}", rg_path(la))
+}
+
+fn vault_path(la: &LocalAzure, name: &str) -> String {
+    format!("{}/providers/Microsoft.KeyVault/vaults/{name}", rg_path(la))
+}
+
+#[tokio::test]
+async fn devices_follow_the_fixtures() {
+    let la = shared();
+    let arm = arm();
+    let name = unique("edge");
+    let path = device_path(la, &name);
+
+    let put_fx = fixture(&format!("{DBE}2022-03-01/examples/DataBoxEdgeDevicePut.json"));
+    let r = arm
+        .call(Method::Put, &format!("{path}?api-version=2022-03-01"), Some(&put_fx["parameters"]["dataBoxEdgeDevice"]))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_shape(&put_fx["responses"]["200"]["body"], &r.body, &[]);
+
+    let patch_fx = fixture(&format!("{DBE}2023-12-01/examples/DataBoxEdgeDevicePatch.json"));
+    let mut patch = patch_fx["parameters"]["parameters"].clone();
+    patch["identity"] = json!({ "type": "SystemAssigned" });
+    let r = arm.call(Method::Patch, &format!("{path}?api-version=2023-12-01"), Some(&patch)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_shape(&patch_fx["responses"]["200"]["body"], &r.body, &[]);
+    assert_eq!(r.body["identity"]["tenantId"], la.var("AZURE_TENANT_ID"));
+    let principal = r.body["identity"]["principalId"].as_str().unwrap().to_string();
+    // A second PATCH keeps the same identity: the MSI lives as long as the resource.
+    let again = arm.call(Method::Patch, &path, Some(&json!({ "identity": { "type": "SystemAssigned" } }))).await;
+    assert_eq!(again.body["identity"]["principalId"], principal.as_str());
+
+    let get_fx = fixture(&format!("{DBE}2023-12-01/examples/DataBoxEdgeDeviceGetByName.json"));
+    let r = arm.call(Method::Get, &format!("{path}?api-version=2023-12-01"), None).await;
+    assert_eq!(r.status, 200);
+    assert_shape(&get_fx["responses"]["200"]["body"], &r.body, &[]);
+    // Case-insensitive paths and doubled slashes, any api-version.
+    let odd = format!("{}?api-version=2019-08-01", path.to_uppercase().replacen("/PROVIDERS", "//PROVIDERS", 1))
+        .replace(&name.to_uppercase(), &name);
+    assert_eq!(arm.call(Method::Get, &odd, None).await.status, 200);
+
+    let ext_fx = fixture(&format!("{DBE}2023-12-01/examples/ExtendedInfoPost.json"));
+    let r = arm.call(Method::Post, &format!("{path}/getExtendedInformation?api-version=2023-12-01"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_shape(&ext_fx["responses"]["200"]["body"], &r.body, &[]);
+    assert_eq!(r.body["properties"]["keyVaultSyncStatus"], "KeyVaultNotConfigured");
+
+    let upd_fx = fixture(&format!("{DBE}2022-03-01/examples/GetUpdateExtendedInfo.json"));
+    let expected = &upd_fx["responses"]["200"]["body"];
+    let body = json!({
+        "clientSecretStoreId": format!("{}/providers/Microsoft.KeyVault/vaults/v1", rg_path(la)),
+        "clientSecretStoreUrl": "https://v1.vault.azure.net",
+        "channelIntegrityKeyName": "ase-cik-1",
+        "channelIntegrityKeyVersion": "95e9b619e65f433d82c9e1ead48214b9",
+        "syncStatus": "KeyVaultSynced",
+    });
+    let r =
+        arm.call(Method::Post, &format!("{path}/updateExtendedInformation?api-version=2023-12-01"), Some(&body)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_shape(expected, &r.body, &[]);
+    assert_eq!(r.body["properties"]["keyVaultSyncStatus"], "KeyVaultSynced");
+    for status in
+        ["KeyVaultSyncFailed", "KeyVaultNotConfigured", "KeyVaultSyncPending", "KeyVaultSyncing", "KeyVaultNotSynced"]
+    {
+        let r = arm
+            .call(Method::Post, &format!("{path}/updateExtendedInformation"), Some(&json!({ "syncStatus": status })))
+            .await;
+        assert_eq!(r.body["properties"]["keyVaultSyncStatus"], status);
+    }
+    let bad = arm
+        .call(Method::Post, &format!("{path}/updateExtendedInformation"), Some(&json!({ "syncStatus": "Bogus" })))
+        .await;
+    assert_eq!(bad.status, 400);
+
+    let r = arm.call(Method::Delete, &format!("{path}?api-version=2023-12-01"), None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(arm.call(Method::Get, &path, None).await.status, 404);
+    assert_eq!(arm.call(Method::Delete, &path, None).await.status, 204);
+}
+
+#[tokio::test]
+async fn device_lists_are_paged() {
+    let la = shared();
+    let arm = arm();
+    for _ in 0..3 {
+        let r = arm
+            .call(
+                Method::Put,
+                &device_path(la, &unique("pg")),
+                Some(&json!({ "location": "westus2", "sku": { "name": "Edge" } })),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let list_fx = fixture(&format!("{DBE}2023-12-01/examples/DataBoxEdgeDeviceGetBySubscription.json"));
+    let mut next = Some(format!(
+        "/subscriptions/{}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices?api-version=2023-12-01&$top=1",
+        la.var("AZURE_SUBSCRIPTION_ID")
+    ));
+    let mut seen = 0;
+    while let Some(url) = next {
+        let r = arm.call(Method::Get, &url, None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_shape(
+            &list_fx["responses"]["200"]["body"],
+            &r.body,
+            &["/value/0/identity/principalId", "/value/0/identity/tenantId"],
+        );
+        seen += r.body["value"].as_array().unwrap().len();
+        next = r.body["nextLink"].as_str().map(str::to_string);
+    }
+    assert!(seen >= 3);
+    let by_rg = arm
+        .call(Method::Get, &format!("{}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices", rg_path(la)), None)
+        .await;
+    assert!(by_rg.body["value"].as_array().unwrap().len() >= 3);
+}
+
+fn create_vault_body(la: &LocalAzure) -> Value {
+    let fx = fixture(&format!("{KV}createVault.json"));
+    let mut body = fx["parameters"]["parameters"].clone();
+    body["properties"]["tenantId"] = json!(la.var("AZURE_TENANT_ID"));
+    body["properties"]["accessPolicies"][0]["tenantId"] = json!(la.var("AZURE_TENANT_ID"));
+    body["properties"]["accessPolicies"][0]["objectId"] = json!(la.var("EDGEVAULT_PRINCIPAL_ID"));
+    body
+}
+
+#[tokio::test]
+async fn vaults_follow_the_fixtures() {
+    let la = shared();
+    let arm = arm();
+    let name = unique("vfx");
+    let path = vault_path(la, &name);
+    let sub = la.var("AZURE_SUBSCRIPTION_ID");
+    let no_hsm = ["/properties/hsmPoolResourceId"];
+
+    let check_fx = fixture(&format!("{KV}checkVaultNameAvailability.json"));
+    let r = arm
+        .call(
+            Method::Post,
+            &format!("/subscriptions/{sub}/providers/Microsoft.KeyVault/checkNameAvailability"),
+            Some(&json!({ "name": name, "type": "Microsoft.KeyVault/vaults" })),
+        )
+        .await;
+    assert_shape(&check_fx["responses"]["200"]["body"], &r.body, &[]);
+    assert_eq!(r.body["nameAvailable"], true);
+
+    let create_fx = fixture(&format!("{KV}createVault.json"));
+    let r = arm.call(Method::Put, &path, Some(&create_vault_body(la))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_shape(&create_fx["responses"]["201"]["body"], &r.body, &no_hsm);
+    assert_eq!(r.body["properties"]["vaultUri"], format!("https://{name}.vault.azure.net/"));
+    // PUT again is an update.
+    let r = arm.call(Method::Put, &path, Some(&create_vault_body(la))).await;
+    assert_eq!(r.status, 200);
+    // The fixture's updated vault had network rules and private endpoints set up beforehand.
+    let preexisting =
+        ["/properties/hsmPoolResourceId", "/properties/networkAcls", "/properties/privateEndpointConnections"];
+    assert_shape(&create_fx["responses"]["200"]["body"], &r.body, &preexisting);
+
+    let get_fx = fixture(&format!("{KV}getVault.json"));
+    let r = arm.call(Method::Get, &path, None).await;
+    assert_eq!(r.status, 200);
+    assert_shape(&get_fx["responses"]["200"]["body"], &r.body, &no_hsm);
+
+    let update_fx = fixture(&format!("{KV}updateVault.json"));
+    let mut patch = update_fx["parameters"]["parameters"].clone();
+    patch["properties"]["tenantId"] = json!(la.var("AZURE_TENANT_ID"));
+    patch["properties"]["accessPolicies"] = create_vault_body(la)["properties"]["accessPolicies"].clone();
+    let r = arm.call(Method::Patch, &path, Some(&patch)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The fixture's vault had network rules and private endpoints from before the PATCH.
+    assert_shape(
+        &update_fx["responses"]["200"]["body"],
+        &r.body,
+        &["/properties/hsmPoolResourceId", "/properties/networkAcls", "/properties/privateEndpointConnections"],
+    );
+
+    let ap_fx = fixture(&format!("{KV}updateAccessPoliciesAdd.json"));
+    let mut ap = ap_fx["parameters"]["parameters"].clone();
+    ap["properties"]["accessPolicies"][0]["tenantId"] = json!(la.var("AZURE_TENANT_ID"));
+    let r = arm.call(Method::Put, &format!("{path}/accessPolicies/add"), Some(&ap)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_shape(&ap_fx["responses"]["200"]["body"], &r.body, &[]);
+    let policies = arm.call(Method::Get, &path, None).await.body["properties"]["accessPolicies"].clone();
+    assert_eq!(policies.as_array().unwrap().len(), 2);
+
+    let second = unique("vfx");
+    assert_eq!(arm.call(Method::Put, &vault_path(la, &second), Some(&create_vault_body(la))).await.status, 201);
+    let list_fx = fixture(&format!("{KV}listVaultByResourceGroup.json"));
+    let r = arm
+        .call(
+            Method::Get,
+            &format!("{}/providers/Microsoft.KeyVault/vaults?api-version=2024-11-01&$top=1", rg_path(la)),
+            None,
+        )
+        .await;
+    assert_shape(&list_fx["responses"]["200"]["body"], &r.body, &["/value/0/properties/hsmPoolResourceId"]);
+    assert!(r.body["nextLink"].as_str().is_some());
+
+    // Delete → soft-deleted, visible under deletedVaults.
+    let del_fx = fixture(&format!("{KV}deleteVault.json"));
+    let r = arm.call(Method::Delete, &path, None).await;
+    assert!(del_fx["responses"].get(r.status.to_string()).is_some(), "{}", r.status);
+    assert_eq!(arm.call(Method::Get, &path, None).await.status, 404);
+    let loc = create_vault_body(la)["location"].as_str().unwrap().to_string();
+    let deleted_path =
+        format!("/subscriptions/{sub}/providers/Microsoft.KeyVault/locations/{loc}/deletedVaults/{name}");
+    let r = arm.call(Method::Get, &deleted_path, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_shape(&fixture(&format!("{KV}getDeletedVault.json"))["responses"]["200"]["body"], &r.body, &[]);
+    let r =
+        arm.call(Method::Get, &format!("/subscriptions/{sub}/providers/Microsoft.KeyVault/deletedVaults"), None).await;
+    assert_shape(&fixture(&format!("{KV}listDeletedVaults.json"))["responses"]["200"]["body"], &r.body, &["/nextLink"]);
+
+    // Recover brings it back with its access policies.
+    let mut recover = json!({ "location": loc, "properties": { "createMode": "recover" } });
+    recover["properties"]["tenantId"] = json!(la.var("AZURE_TENANT_ID"));
+    let r = arm.call(Method::Put, &path, Some(&recover)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["properties"]["accessPolicies"].as_array().unwrap().len(), 2);
+
+    // Purge (needs the purge action, which edgevault's identity is not granted by default).
+    la.admin_post(
+        "/admin/grants",
+        json!({
+            "principalId": la.var("EDGEVAULT_PRINCIPAL_ID"),
+            "scope": format!("/subscriptions/{sub}"),
+            "actions": ["Microsoft.KeyVault/locations/deletedVaults/purge/action"],
+        }),
+    )
+    .await;
+    assert_eq!(arm.call(Method::Delete, &path, None).await.status, 200);
+    let purge_fx = fixture(&format!("{KV}purgeDeletedVault.json"));
+    let r = arm.call(Method::Post, &format!("{deleted_path}/purge"), None).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(purge_fx["responses"]["202"]["headers"]["Location"].is_string());
+    let location = r.header("location").expect("Location header");
+    let r = arm.call(Method::Get, &location, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(arm.call(Method::Get, &deleted_path, None).await.status, 404);
+    let r = arm
+        .call(
+            Method::Post,
+            &format!("/subscriptions/{sub}/providers/Microsoft.KeyVault/checkNameAvailability"),
+            Some(&json!({ "name": name, "type": "Microsoft.KeyVault/vaults" })),
+        )
+        .await;
+    assert_eq!(r.body["nameAvailable"], true);
+}
+
+#[tokio::test]
+async fn locks_follow_the_fixtures() {
+    let la = shared();
+    let arm = arm();
+    let name = unique("vlk");
+    let path = vault_path(la, &name);
+    assert_eq!(arm.call(Method::Put, &path, Some(&create_vault_body(la))).await.status, 201);
+    let lock_path = format!("{path}/providers/Microsoft.Authorization/locks/keep?api-version=2020-05-01");
+
+    let put_fx = fixture(&format!("{LOCKS}ManagementLocks_CreateOrUpdateAtScope.json"));
+    let r = arm.call(Method::Put, &lock_path, Some(&put_fx["parameters"]["parameters"])).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_shape(&put_fx["responses"]["201"]["body"], &r.body, &[]);
+    assert_eq!(r.body["id"], format!("{path}/providers/Microsoft.Authorization/locks/keep"));
+    let r = arm
+        .call(
+            Method::Put,
+            &lock_path,
+            Some(&json!({ "properties": { "level": "CanNotDelete", "notes": "edgevault" } })),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_shape(&put_fx["responses"]["200"]["body"], &r.body, &[]);
+
+    let r = arm.call(Method::Get, &lock_path, None).await;
+    assert_shape(
+        &fixture(&format!("{LOCKS}ManagementLocks_GetAtScope.json"))["responses"]["200"]["body"],
+        &r.body,
+        &[],
+    );
+    let r = arm
+        .call(
+            Method::Get,
+            &format!("{}/providers/Microsoft.Authorization/locks?api-version=2020-05-01", rg_path(la)),
+            None,
+        )
+        .await;
+    assert_shape(
+        &fixture(&format!("{LOCKS}ManagementLocks_ListAtScope.json"))["responses"]["200"]["body"],
+        &r.body,
+        &[],
+    );
+    assert!(r.body["value"].as_array().unwrap().iter().any(|l| l["name"] == "keep"));
+
+    let r = arm.call(Method::Delete, &path, None).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.code(), "ScopeLocked");
+
+    let del_fx = fixture(&format!("{LOCKS}ManagementLocks_DeleteAtScope.json"));
+    let r = arm.call(Method::Delete, &lock_path, None).await;
+    assert!(del_fx["responses"].get(r.status.to_string()).is_some(), "{}", r.status);
+    assert_eq!(arm.call(Method::Delete, &path, None).await.status, 200);
+}
+
+#[tokio::test]
+async fn mutations_are_recorded_in_the_activity_log() {
+    let la = shared();
+    let arm = arm();
+    let name = unique("vact");
+    let path = vault_path(la, &name);
+    let before = la.admin_get("/admin/activity?after=0").await["last"].as_u64().unwrap();
+    let r = arm.call(Method::Put, &path, Some(&create_vault_body(la))).await;
+    assert_eq!(r.status, 201);
+    let correlation = r.header("x-ms-correlation-request-id").unwrap();
+    assert_eq!(arm.call(Method::Delete, &path, None).await.status, 200);
+    let log = la.admin_get(&format!("/admin/activity?after={before}")).await;
+    let entries: Vec<&Value> = log["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resourceId"].as_str().is_some_and(|id| id.ends_with(&name)))
+        .collect();
+    assert_eq!(entries.len(), 2, "{log:#}");
+    assert_eq!(entries[0]["operationName"], "Microsoft.KeyVault/vaults/write");
+    assert_eq!(entries[0]["status"], "Succeeded");
+    assert_eq!(entries[0]["correlationId"], correlation.as_str());
+    assert_eq!(entries[0]["principal"]["oid"], la.var("EDGEVAULT_PRINCIPAL_ID"));
+    assert_eq!(entries[0]["httpRequest"]["method"], "PUT");
+    assert_eq!(entries[1]["operationName"], "Microsoft.KeyVault/vaults/delete");
+    assert!(entries[1]["sequenceNumber"].as_u64() > entries[0]["sequenceNumber"].as_u64());
+}
