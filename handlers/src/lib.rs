@@ -18,6 +18,7 @@ pub mod azure;
 pub mod config;
 pub mod error;
 pub mod functions;
+pub mod messages;
 pub mod protocol;
 pub mod resource_id;
 pub mod server;
