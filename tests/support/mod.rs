@@ -33,6 +33,15 @@ pub struct Handler {
     client: reqwest::blocking::Client,
 }
 
+/// Lifecycle app settings for tests that exercise the runtime only: well-formed, pointing at nothing real. Tests
+/// against local-azure pass its real values instead (later pairs win).
+pub const PLACEHOLDER_SETTINGS: &[(&str, &str)] = &[
+    ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000001"),
+    ("EDGEVAULT_PRINCIPAL_ID", "00000000-0000-0000-0000-000000000002"),
+    ("ServiceBusConnection__fullyQualifiedNamespace", "placeholder.servicebus.windows.net"),
+    ("EDGEVAULT_SUBSCRIPTIONS", "00000000-0000-0000-0000-000000000003"),
+];
+
 /// How long a process may take to start listening before the test gives up (a limit, not a wait).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -51,7 +60,7 @@ impl Handler {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for (key, value) in env {
+        for (key, value) in PLACEHOLDER_SETTINGS.iter().chain(env) {
             command.env(key, value);
         }
         let mut child = command.spawn().context("starting edgevault")?;
