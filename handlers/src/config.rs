@@ -84,7 +84,8 @@ impl Lifecycle {
         if !missing.is_empty() {
             return Err(ConfigError::Missing(missing));
         }
-        let invalid = |var: &'static str, value: String, expected: &'static str| ConfigError::Invalid { var, value, expected };
+        let invalid =
+            |var: &'static str, value: String, expected: &'static str| ConfigError::Invalid { var, value, expected };
         let cutover = match get(CUTOVER) {
             None => None,
             Some(v) => Some(
@@ -113,8 +114,12 @@ impl Lifecycle {
             initial_delay_ms: number(RETRY_DELAY_MS, defaults.initial_delay_ms)?,
             ..defaults
         };
-        let subscriptions: Vec<String> =
-            get(SUBSCRIPTIONS).unwrap_or_default().split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        let subscriptions: Vec<String> = get(SUBSCRIPTIONS)
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
         Ok(Lifecycle {
             tenant_id: get(TENANT).unwrap_or_default(),
             principal_id: get(PRINCIPAL).unwrap_or_default(),

@@ -10,12 +10,17 @@
 //! - [`resource_id`]: typed ARM resource ids.
 //! - [`vault_name`]: Key Vault naming rules and the default vault name of a device.
 //! - [`azure`]: the Azure clients (ARM, Key Vault secrets, Service Bus) on one `azure_core` pipeline.
+//! - [`deps`]: the settings and clients every handler shares.
+//! - [`messages`]: the typed commands on the Service Bus queues.
+//! - [`alerts`]: alerts as structured log events and messages on the `alerts` queue.
 //! - [`activation_key`]: the CIK and the activation key sealed with it (AES-256-GCM).
 //! - [`telemetry`]: tracing setup.
 
 pub mod activation_key;
+pub mod alerts;
 pub mod azure;
 pub mod config;
+pub mod deps;
 pub mod error;
 pub mod functions;
 pub mod messages;

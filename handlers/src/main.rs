@@ -15,8 +15,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", config.port))?;
     tracing::info!("listening on {}", listener.local_addr()?);
+    let deps = Deps::from_settings(&config.lifecycle)?;
     let hooks = server::Hooks { panic_in: config.test_panic_in.clone() };
-    server::run(listener, Arc::new(Deps::default()), hooks, server::shutdown_signal()).await;
+    server::run(listener, Arc::new(deps), hooks, server::shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -98,11 +98,16 @@ impl Command {
             Command::ActivationKeyRequested { operation_id, .. } => operation_id.as_str(),
             Command::ReconcileVault { sweep_id, .. } => sweep_id.as_str(),
         };
-        format!("{}-{}", self.kind(), short_hash(&format!("{}|{cause}", self.subject().to_string().to_ascii_lowercase())))
+        format!(
+            "{}-{}",
+            self.kind(),
+            short_hash(&format!("{}|{cause}", self.subject().to_string().to_ascii_lowercase()))
+        )
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&Envelope { schema_version: SCHEMA_VERSION, command: self.clone() }).expect("serializable")
+        serde_json::to_string(&Envelope { schema_version: SCHEMA_VERSION, command: self.clone() })
+            .expect("serializable")
     }
 
     /// Reads a command from a message body, refusing other schema versions with a clear error.
@@ -117,8 +122,7 @@ impl Command {
             }
             None => return Err(FunctionError::invalid("Data.message.schemaVersion", "missing")),
         }
-        let envelope: Envelope =
-            crate::protocol::decode(serde_json::Value::Object(body.clone()), "Data.message")?;
+        let envelope: Envelope = crate::protocol::decode(serde_json::Value::Object(body.clone()), "Data.message")?;
         Ok(envelope.command)
     }
 
@@ -183,7 +187,10 @@ mod tests {
         let body: serde_json::Map<_, _> = serde_json::from_str(text).unwrap();
         let command = Command::from_json(&body).unwrap();
         assert_eq!(command.queue(), queues::ACTIVATION_KEY_REQUESTED);
-        assert_eq!(serde_json::to_value(Envelope { schema_version: 1, command }).unwrap(), serde_json::Value::Object(body));
+        assert_eq!(
+            serde_json::to_value(Envelope { schema_version: 1, command }).unwrap(),
+            serde_json::Value::Object(body)
+        );
     }
 
     #[test]

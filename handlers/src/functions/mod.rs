@@ -20,10 +20,7 @@ mod recovery_sweep;
 mod resource_created;
 mod vault_deleted;
 
-/// What the handlers share: built once in `main`, passed to every invocation. The Azure clients join it with the
-/// lifecycle issue.
-#[derive(Debug, Default)]
-pub struct Deps {}
+pub use crate::deps::Deps;
 
 /// One invocation as a handler sees it.
 #[derive(Debug, Clone)]

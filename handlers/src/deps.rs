@@ -1,0 +1,70 @@
+//! What every handler shares: the settings and the Azure clients, built once in `main` (one credential, one
+//! pipeline per audience) and passed to each invocation.
+
+use std::sync::Arc;
+
+use azure_core::credentials::TokenCredential;
+
+use crate::alerts::Alert;
+use crate::azure::arm::ArmClient;
+use crate::azure::secrets::VaultSecrets;
+use crate::azure::service_bus::QueueSender;
+use crate::azure::{ARM_SCOPE, AzureError, SERVICE_BUS_SCOPE, pipeline};
+use crate::config::Lifecycle;
+use crate::messages::{Command, queues};
+
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub settings: Lifecycle,
+    pub arm: ArmClient,
+    pub secrets: VaultSecrets,
+    pub queue: QueueSender,
+}
+
+impl Deps {
+    /// Builds the clients on the app's managed identity (`IDENTITY_ENDPOINT` / `IDENTITY_HEADER` in Functions).
+    pub fn from_settings(settings: &Lifecycle) -> Result<Self, AzureError> {
+        let credential: Arc<dyn TokenCredential> = azure_identity::ManagedIdentityCredential::new(None)
+            .map_err(|e| AzureError::from_core("create managed identity credential", e))?;
+        Self::with_credential(settings, credential)
+    }
+
+    pub fn with_credential(settings: &Lifecycle, credential: Arc<dyn TokenCredential>) -> Result<Self, AzureError> {
+        let arm = ArmClient::new(&settings.arm_endpoint, pipeline(credential.clone(), ARM_SCOPE, settings.retry))?;
+        let queue = QueueSender::new(
+            &settings.service_bus_namespace,
+            pipeline(credential.clone(), SERVICE_BUS_SCOPE, settings.retry),
+        )?;
+        let secrets = VaultSecrets::new(credential, settings.retry);
+        Ok(Deps { settings: settings.clone(), arm, secrets, queue })
+    }
+
+    /// Enqueues commands, one request per queue.
+    pub async fn enqueue(&self, commands: &[Command], correlation_id: Option<&str>) -> Result<(), AzureError> {
+        let mut by_queue: std::collections::BTreeMap<&str, Vec<_>> = Default::default();
+        for command in commands {
+            by_queue.entry(command.queue()).or_default().push(command.to_outgoing(correlation_id));
+        }
+        for (queue, messages) in by_queue {
+            match messages.as_slice() {
+                [single] => self.queue.send(queue, single).await?,
+                many => self.queue.send_batch(queue, many).await?,
+            }
+            tracing::info!(queue, count = messages.len(), "enqueued");
+        }
+        Ok(())
+    }
+
+    /// Logs the alert and sends it to the `alerts` queue. A send failure is logged, not raised: the log event
+    /// already carries the alert, and failing the worker over it would repeat the work it reports on.
+    pub async fn alert(&self, alert: &Alert) {
+        alert.log();
+        if let Err(err) = self.queue.send(queues::ALERTS, &alert.to_outgoing()).await {
+            tracing::error!(alert_id = %alert.id, "could not send the alert to the alerts queue: {err}");
+        }
+    }
+
+    pub fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
+}
