@@ -101,12 +101,11 @@ fn random_digits(n: usize) -> String {
     uuid::Uuid::new_v4().as_u128().to_string().chars().take(n).collect()
 }
 
-fn default_extended(id: &ResourceId) -> Map<String, Value> {
+fn default_extended() -> Map<String, Value> {
     use base64::Engine;
     let key = base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes());
     let secrets: Map<String, Value> =
         DEVICE_SECRET_NAMES.iter().map(|n| (n.to_string(), json!({ "keyVaultId": "" }))).collect();
-    let _ = id;
     json!({
         "encryptionKey": key,
         "encryptionKeyThumbprint": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
@@ -150,7 +149,9 @@ fn apply_identity(ctx: &ArmCtx<'_>, tx: &mut Tx<'_>, device: &mut Device, reques
     match ty.to_ascii_lowercase().as_str() {
         "systemassigned" => {
             if current.is_none() {
-                let tenant = ctx.subscription(&ctx.claims_subscription(device))?.tenant_id;
+                let subscription = device.id.parse::<ResourceId>().map(|id| id.subscription).unwrap_or_default();
+                // The identity lives in the tenant of the resource's subscription.
+                let tenant = ctx.subscription(&subscription)?.tenant_id;
                 let principal = Principal {
                     object_id: uuid::Uuid::new_v4().to_string(),
                     client_id: uuid::Uuid::new_v4().to_string(),
@@ -178,12 +179,6 @@ fn apply_identity(ctx: &ArmCtx<'_>, tx: &mut Tx<'_>, device: &mut Device, reques
             "InvalidIdentityType",
             format!("The identity type '{other}' is not supported. Supported types: 'SystemAssigned', 'None'."),
         )),
-    }
-}
-
-impl ArmCtx<'_> {
-    fn claims_subscription(&self, device: &Device) -> String {
-        device.id.parse::<ResourceId>().map(|id| id.subscription).unwrap_or_default()
     }
 }
 
@@ -253,7 +248,7 @@ pub fn put(ctx: &ArmCtx<'_>, id: &ResourceId) -> Result<Resp, ArmError> {
                     kind: body.kind.clone(),
                     identity: None,
                     properties,
-                    extended: default_extended(id),
+                    extended: default_extended(),
                     system_data: ctx.system_data(None),
                     etag: String::new(),
                 }

@@ -529,7 +529,7 @@ pub fn operation_result(ctx: &ArmCtx<'_>, id: &str) -> Result<Resp, ArmError> {
         .store
         .get(OPERATION, id)?
         .ok_or_else(|| ArmError::not_found("OperationNotFound", format!("The operation '{id}' was not found.")))?;
-    let _ = op.status;
+    tracing::debug!(operation = %op.id, vault = %op.vault, status = %op.status, "operation polled");
     Ok(Resp::empty(StatusCode::OK))
 }
 

@@ -1,0 +1,202 @@
+//! The custom handler as a supervised child process.
+//!
+//! Each start gets a fresh free port in `FUNCTIONS_CUSTOMHANDLER_PORT` plus the app settings as environment
+//! variables, like the real host's worker. The port is published on a `watch` channel only once the handler
+//! accepts connections, and withdrawn the moment it exits, so invocations wait for a ready handler instead of
+//! racing a restart. A handler that dies is started again (with a short, growing pause so a handler that crashes
+//! on startup does not spin) and the restart is counted. Its stdout and stderr become `tracing` events.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{broadcast, watch};
+
+use crate::HostEvent;
+
+/// How long a freshly started handler has to accept connections.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("the custom handler {path} does not exist; build it or pass its path explicitly")]
+    Missing { path: PathBuf },
+    #[error("cannot start the custom handler {path}: {source}")]
+    Spawn { path: PathBuf, source: std::io::Error },
+    #[error("cannot find a free port for the custom handler: {0}")]
+    Port(std::io::Error),
+    #[error("the custom handler exited during startup ({0})")]
+    ExitedDuringStartup(String),
+    #[error("the custom handler did not listen on port {port} within {timeout:?}")]
+    NotListening { port: u16, timeout: Duration },
+}
+
+/// How to start the handler.
+#[derive(Debug, Clone)]
+pub struct HandlerCommand {
+    pub executable: PathBuf,
+    pub arguments: Vec<String>,
+    pub working_directory: PathBuf,
+    /// App settings, passed as environment variables.
+    pub environment: BTreeMap<String, String>,
+}
+
+/// Shared view of the supervised handler.
+#[derive(Debug)]
+pub struct HandlerStatus {
+    pub port: watch::Receiver<Option<u16>>,
+    restarts: AtomicU64,
+}
+
+impl HandlerStatus {
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts the handler, waits until it listens, and keeps it running until `shutdown` flips to true.
+/// Returns once the first start succeeded (or failed: a handler that cannot start at all is a startup error).
+pub async fn supervise(
+    command: HandlerCommand,
+    events: broadcast::Sender<HostEvent>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(Arc<HandlerStatus>, tokio::task::JoinHandle<()>), ProcessError> {
+    if !command.executable.is_file() {
+        return Err(ProcessError::Missing { path: command.executable.clone() });
+    }
+    let (port_tx, port_rx) = watch::channel(None);
+    let status = Arc::new(HandlerStatus { port: port_rx, restarts: AtomicU64::new(0) });
+    let (child, port) = start(&command).await?;
+    port_tx.send_replace(Some(port));
+    let _ = events.send(HostEvent::HandlerReady { port, restarts: 0 });
+    let task = tokio::spawn(supervise_loop(command, child, port_tx, status.clone(), events, shutdown));
+    Ok((status, task))
+}
+
+async fn supervise_loop(
+    command: HandlerCommand,
+    mut child: Child,
+    port_tx: watch::Sender<Option<u16>>,
+    status: Arc<HandlerStatus>,
+    events: broadcast::Sender<HostEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let exit = tokio::select! {
+            exit = child.wait() => exit,
+            _ = shutdown.wait_for(|stop| *stop) => {
+                port_tx.send_replace(None);
+                stop(&mut child).await;
+                return;
+            }
+        };
+        port_tx.send_replace(None);
+        let exit = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+        tracing::warn!(exit = %exit, "the custom handler exited; restarting it");
+        let _ = events.send(HostEvent::HandlerExited { exit });
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let restarts = status.restarts.fetch_add(1, Ordering::SeqCst) + 1;
+            let started = tokio::select! {
+                started = start(&command) => started,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            match started {
+                Ok((new_child, port)) => {
+                    child = new_child;
+                    port_tx.send_replace(Some(port));
+                    tracing::info!(port, restarts, "the custom handler is ready again");
+                    let _ = events.send(HostEvent::HandlerReady { port, restarts });
+                    pause = Duration::from_millis(100);
+                    break;
+                }
+                Err(err) => {
+                    tracing::error!(restarts, "restarting the custom handler failed: {err}");
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+/// Asks the handler to stop (SIGTERM, so in-flight invocations can finish), then kills it after a grace period.
+async fn stop(child: &mut Child) {
+    #[cfg(unix)]
+    if let Some(pid) = child.id() {
+        // SAFETY: plain kill(2) on our own child's pid, which is still ours because we have not reaped it.
+        unsafe {
+            libc_kill(pid as i32, 15);
+        }
+        if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+#[cfg(unix)]
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+fn free_port() -> Result<u16, ProcessError> {
+    // Bind-and-release: the handler binds the port a moment later. Another process could take it in between;
+    // then the handler fails to listen, exits, and is restarted on a new port.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(ProcessError::Port)?;
+    Ok(listener.local_addr().map_err(ProcessError::Port)?.port())
+}
+
+async fn start(command: &HandlerCommand) -> Result<(Child, u16), ProcessError> {
+    let port = free_port()?;
+    let mut cmd = Command::new(&command.executable);
+    cmd.args(&command.arguments)
+        .current_dir(&command.working_directory)
+        .envs(&command.environment)
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("FUNCTIONS_WORKER_RUNTIME", "custom")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn { path: command.executable.clone(), source })?;
+    let pid = child.id().unwrap_or_default();
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(forward_lines(out, pid, "stdout"));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(forward_lines(err, pid, "stderr"));
+    }
+    let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if let Some(exit) = child.try_wait().ok().flatten() {
+            return Err(ProcessError::ExitedDuringStartup(exit.to_string()));
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            tracing::info!(pid, port, "the custom handler accepts connections");
+            return Ok((child, port));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = child.kill().await;
+            return Err(ProcessError::NotListening { port, timeout: STARTUP_TIMEOUT });
+        }
+        // Polling the port is how one waits for "listening": the process gives no other signal.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn forward_lines(stream: impl tokio::io::AsyncRead + Unpin, pid: u32, which: &'static str) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(target: "handler", pid, stream = which, "{line}");
+    }
+}
