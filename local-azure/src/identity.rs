@@ -14,8 +14,17 @@ use crate::http::{Req, Resp};
 use crate::store::StoreError;
 use crate::token::Claims;
 
-/// Token lifetime; App Service hands out tokens valid for about a day.
+/// Token lifetime (the JWT `exp`, on local-azure's clock); App Service hands out tokens valid for
+/// about a day.
 const TOKEN_LIFETIME_SECONDS: i64 = 24 * 3600;
+
+/// How far ahead (wall clock) the `expires_on` reported to clients lies. The SDK token caches
+/// (`azure_identity`, `azure_core`'s bearer policy, MSAL) refresh a token that expires within five
+/// minutes, so reporting exactly five minutes makes them fetch a fresh token for every request.
+/// Without this, a client that cached a token before a test moved local-azure's clock forward
+/// would keep sending a token local-azure now considers expired, and never recover — in Azure
+/// time passes for clients too, and they refresh.
+const REPORTED_LIFETIME_SECONDS: i64 = 300;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -120,13 +129,14 @@ pub fn handle(app: &App, req: &Req) -> Resp {
         }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
     };
-    let (token, exp) = issue_token(app, &principal, resource);
+    let (token, _exp) = issue_token(app, &principal, resource);
+    let reported = time::OffsetDateTime::now_utc().unix_timestamp() + REPORTED_LIFETIME_SECONDS;
     tracing::info!(principal = %principal.object_id, resource, "issued managed identity token");
     Resp::json(
         StatusCode::OK,
         &json!({
             "access_token": token,
-            "expires_on": exp.to_string(),
+            "expires_on": reported.to_string(),
             "resource": resource,
             "token_type": "Bearer",
             "client_id": principal.client_id,

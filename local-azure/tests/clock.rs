@@ -48,6 +48,8 @@ async fn clock_drives_token_expiry_and_retention() {
     assert!(r.headers().contains_key("www-authenticate"));
     let fresh = la.token(&app, "https://management.azure.com/").await;
     assert_eq!(get(&vault_url, &fresh).await.0, 200);
+    // Official clients built before the jump keep working: they refresh their tokens.
+    assert_eq!(arm.call(Method::Get, &path, None).await.status, 200);
 
     // Soft delete schedules the purge at deletion + retention; the clock reaching it purges.
     let r = reqwest::Client::new().delete(&vault_url).bearer_auth(&fresh).send().await.unwrap();

@@ -299,12 +299,13 @@ impl FunctionDef {
                 .ok_or_else(|| invalid(format!("bindings[{index}] ({kind}) has no `name`")))?
                 .to_string();
             let direction = binding["direction"].as_str().unwrap_or("in");
+            let label = binding_name.clone();
             let text = |field: &str| -> Result<String, AppError> {
                 binding[field]
                     .as_str()
                     .filter(|s| !s.is_empty())
                     .map(str::to_string)
-                    .ok_or_else(|| invalid(format!("{kind} binding `{binding_name}` has no `{field}`")))
+                    .ok_or_else(|| invalid(format!("{kind} binding `{label}` has no `{field}`")))
             };
             let parsed = match (kind, direction) {
                 ("httpTrigger", "in") => {

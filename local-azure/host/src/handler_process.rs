@@ -90,7 +90,7 @@ async fn supervise_loop(
     loop {
         let exit = tokio::select! {
             exit = child.wait() => exit,
-            _ = shutdown.wait_for(|stop| *stop) => {
+            _ = crate::stopped(&mut shutdown) => {
                 port_tx.send_replace(None);
                 stop(&mut child).await;
                 return;
@@ -103,12 +103,12 @@ async fn supervise_loop(
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = crate::stopped(&mut shutdown) => return,
             }
             let restarts = status.restarts.fetch_add(1, Ordering::SeqCst) + 1;
             let started = tokio::select! {
                 started = start(&command) => started,
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = crate::stopped(&mut shutdown) => return,
             };
             match started {
                 Ok((new_child, port)) => {
@@ -132,21 +132,15 @@ async fn supervise_loop(
 async fn stop(child: &mut Child) {
     #[cfg(unix)]
     if let Some(pid) = child.id() {
-        // SAFETY: plain kill(2) on our own child's pid, which is still ours because we have not reaped it.
+        // SAFETY: kill(2) on our own child's pid, which cannot be reused while the child is unreaped.
         unsafe {
-            libc_kill(pid as i32, 15);
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
         }
         if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_ok() {
             return;
         }
     }
     let _ = child.kill().await;
-}
-
-#[cfg(unix)]
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, signal: i32) -> i32;
 }
 
 fn free_port() -> Result<u16, ProcessError> {

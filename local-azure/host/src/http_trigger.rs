@@ -145,7 +145,7 @@ pub fn presented_key(request: &Request) -> Option<String> {
 }
 
 /// Serves an HTTP-trigger request whose path starts with the route prefix; `None` when no function matches.
-pub async fn handle(shared: &Shared, request: &Request, path: &[String]) -> Option<Reply> {
+pub(crate) async fn handle(shared: &Shared, request: &Request, path: &[String]) -> Option<Reply> {
     let (def, params) = route(&shared.app.functions, path, &request.method)?;
     let Trigger::Http { binding, auth_level, .. } = &def.trigger else { unreachable!("route() only picks HTTP") };
     let authorised = match auth_level {

@@ -89,7 +89,7 @@ impl Reply {
 }
 
 /// Serves until `shutdown` completes.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -123,7 +123,7 @@ pub async fn serve(
     warp::serve(routes).incoming(listener).graceful(shutdown).run().await;
 }
 
-pub async fn dispatch(shared: &Shared, request: Request) -> Reply {
+pub(crate) async fn dispatch(shared: &Shared, request: Request) -> Reply {
     let segments = request.segments();
     let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
     let lower: Vec<&str> = lower.iter().map(String::as_str).collect();

@@ -91,13 +91,18 @@ impl TokenSource {
         {
             return Ok(Some(token.clone()));
         }
-        let mut query = vec![("api-version", "2019-08-01"), ("resource", SERVICE_BUS_RESOURCE)];
-        if let Some(id) = client_id {
-            query.push(("client_id", id));
-        }
+        // The serializer is not `Send`; finish it before the first await.
+        let query = {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.append_pair("api-version", "2019-08-01").append_pair("resource", SERVICE_BUS_RESOURCE);
+            if let Some(id) = client_id {
+                query.append_pair("client_id", id);
+            }
+            query.finish()
+        };
+        let separator = if endpoint.contains('?') { '&' } else { '?' };
         let response = http
-            .get(endpoint)
-            .query(&query)
+            .get(format!("{endpoint}{separator}{query}"))
             .header("X-IDENTITY-HEADER", header)
             .send()
             .await
@@ -542,7 +547,7 @@ impl Receiver {
         let mut backoff = Duration::from_millis(500);
         loop {
             let received = tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = crate::stopped(&mut shutdown) => return,
                 r = self.client.peek_lock(&self.queue, RECEIVE_TIMEOUT_SECS) => r,
             };
             match received {
@@ -554,7 +559,7 @@ impl Receiver {
                 Err(err) => {
                     tracing::warn!(retry_in_ms = backoff.as_millis() as u64, "peek-lock failed: {err}");
                     tokio::select! {
-                        _ = shutdown.wait_for(|stop| *stop) => return,
+                        _ = crate::stopped(&mut shutdown) => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -668,7 +673,8 @@ mod tests {
         assert_eq!(m.broker.message_id.as_deref(), Some("resource-created:testedgedevice:2c9a7f4e"));
         assert_eq!(m.broker.delivery_count, Some(2));
         assert_eq!(m.broker.sequence_number, Some(41));
-        assert_eq!(m.properties, json!({"schemaVersion": 1, "origin": "arm"}).as_object().unwrap().clone());
+        // HTTP header names are case-insensitive and arrive lower-cased, so property names do too.
+        assert_eq!(m.properties, json!({"schemaversion": 1, "origin": "arm"}).as_object().unwrap().clone());
         assert_eq!(m.lock_remaining(), Some(Duration::from_secs(60)));
     }
 
@@ -688,7 +694,7 @@ mod tests {
         assert_eq!(meta["Subject"], "ResourceCreated");
         assert_eq!(meta["Label"], "ResourceCreated");
         assert_eq!(meta["ContentType"], "application/json");
-        assert_eq!(meta["ApplicationProperties"], json!({"schemaVersion": 1, "origin": "arm"}));
+        assert_eq!(meta["ApplicationProperties"], json!({"schemaversion": 1, "origin": "arm"}));
         assert_eq!(meta["UserProperties"], meta["ApplicationProperties"]);
         assert_eq!(meta["LockToken"], "6e3d8b4a-0f57-4a86-a0a6-2a4a1d6c1f10");
     }

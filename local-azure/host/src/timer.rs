@@ -332,7 +332,7 @@ pub async fn run_schedule(
         tracing::debug!(function = %state.function, next = %offset_form(next, false), "next timer occurrence");
         tokio::select! {
             _ = clock.sleep_until(next) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = crate::stopped(&mut shutdown) => return,
         }
         // A clock moved far ahead fires once for everything it jumped over, not once per occurrence.
         let now = clock.now();
