@@ -21,41 +21,70 @@ pub const AUDIENCE: &str = "https://vault.azure.net";
 const DEFAULT_MAX_RESULTS: usize = 25;
 
 #[derive(Debug, thiserror::Error)]
-#[error("{status} {code}: {message}")]
-pub struct KvError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    pub inner: Option<&'static str>,
-    pub challenge: Option<String>,
+pub enum KvError {
+    /// An error Key Vault itself would answer.
+    #[error("{status} {code}: {message}")]
+    Api {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        /// `innererror.code` (e.g. `AccessDenied`).
+        inner: Option<&'static str>,
+        /// The `WWW-Authenticate` challenge on 401.
+        challenge: Option<String>,
+    },
+    /// local-azure's own storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl KvError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        KvError { status, code, message: message.into(), inner: None, challenge: None }
+        KvError::Api { status, code, message: message.into(), inner: None, challenge: None }
+    }
+
+    fn with_inner(mut self, code: &'static str) -> Self {
+        if let KvError::Api { inner, .. } = &mut self {
+            *inner = Some(code);
+        }
+        self
+    }
+
+    fn with_challenge(mut self, value: String) -> Self {
+        if let KvError::Api { challenge, .. } = &mut self {
+            *challenge = Some(value);
+        }
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            KvError::Api { status, .. } => *status,
+            KvError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 
     fn to_resp(&self) -> Resp {
-        let mut error = json!({ "code": self.code, "message": self.message });
-        if let Some(inner) = self.inner {
-            error["innererror"] = json!({ "code": inner });
+        match self {
+            KvError::Api { status, code, message, inner, challenge } => {
+                let mut error = json!({ "code": code, "message": message });
+                if let Some(inner) = inner {
+                    error["innererror"] = json!({ "code": inner });
+                }
+                let mut resp = Resp::json(*status, &json!({ "error": error }));
+                if let Some(c) = challenge {
+                    resp = resp.with_header("www-authenticate", c);
+                }
+                resp
+            }
+            KvError::Store(e) => {
+                tracing::error!(error = %e, "store failure");
+                Resp::json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &json!({ "error": { "code": "InternalServerError", "message": "The service encountered an internal error." } }),
+                )
+            }
         }
-        let mut resp = Resp::json(self.status, &json!({ "error": error }));
-        if let Some(c) = &self.challenge {
-            resp = resp.with_header("www-authenticate", c);
-        }
-        resp
-    }
-}
-
-impl From<StoreError> for KvError {
-    fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store failure");
-        KvError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalServerError",
-            "The service encountered an internal error.",
-        )
     }
 }
 
@@ -196,16 +225,15 @@ impl Ctx<'_> {
         if allowed {
             return Ok(());
         }
-        let mut e = KvError::new(
+        Err(KvError::new(
             StatusCode::FORBIDDEN,
             "Forbidden",
             format!(
                 "The user, group or application 'appid={};oid={};iss=https://sts.windows.net/{}/' does not have secrets {permission} permission on key vault '{};location={}'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287",
                 self.claims.appid, self.claims.oid, self.claims.tid, self.vault.name, self.vault.location
             ),
-        );
-        e.inner = Some("AccessDenied");
-        Err(e)
+        )
+        .with_inner("AccessDenied"))
     }
 
     fn load(&self, name: &str) -> Result<Option<SecretDoc>, KvError> {
@@ -271,9 +299,7 @@ fn challenge(tenant: &str) -> String {
 }
 
 fn unauthorized(tenant: &str, message: &str) -> KvError {
-    let mut e = KvError::new(StatusCode::UNAUTHORIZED, "Unauthorized", message);
-    e.challenge = Some(challenge(tenant));
-    e
+    KvError::new(StatusCode::UNAUTHORIZED, "Unauthorized", message).with_challenge(challenge(tenant))
 }
 
 /// The operation name a request performs (`secrets/get`, …), for fault matching.
@@ -300,7 +326,7 @@ pub fn handle(app: &App, vault_name: &str, req: &Req) -> Resp {
     match handle_inner(app, vault_name, req) {
         Ok(r) => r,
         Err(e) => {
-            tracing::info!(vault = vault_name, status = %e.status, code = e.code, "Key Vault request failed");
+            tracing::info!(vault = vault_name, status = %e.status(), error = %e, "Key Vault request failed");
             e.to_resp()
         }
     }
@@ -310,7 +336,7 @@ pub fn handle(app: &App, vault_name: &str, req: &Req) -> Resp {
 
 fn handle_inner(app: &App, vault_name: &str, req: &Req) -> Result<Resp, KvError> {
     let now = app.clock.now();
-    vaults::expire(app, now)?;
+    // A soft-deleted vault answers the same before and after its purge date: not here.
     let vault = vaults::by_name(app, vault_name)?.filter(|v| v.deleted.is_none()).ok_or_else(|| {
         KvError::new(
             StatusCode::NOT_FOUND,
@@ -471,10 +497,12 @@ fn get(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> Result<Resp, KvError
         None => doc.versions.last().ok_or_else(|| secret_not_found(name))?,
     };
     if !v.enabled {
-        let mut e =
-            KvError::new(StatusCode::FORBIDDEN, "Forbidden", "Operation get is not allowed on a disabled secret.");
-        e.inner = Some("SecretDisabled");
-        return Err(e);
+        return Err(KvError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "Operation get is not allowed on a disabled secret.",
+        )
+        .with_inner("SecretDisabled"));
     }
     Ok(Resp::json(StatusCode::OK, &ctx.bundle(&doc, v, true)))
 }

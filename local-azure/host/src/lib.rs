@@ -65,6 +65,8 @@ pub enum HostEvent {
     InvocationStarted { function: String, invocation_id: String },
     InvocationFinished { function: String, invocation_id: String, succeeded: bool },
     TimerSkipped { function: String },
+    /// A timer run ended and its schedule status is recorded; the next run may start.
+    TimerRunFinished { function: String },
     MessageSettled { function: String, message_id: String, completed: bool },
 }
 

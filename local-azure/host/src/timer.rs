@@ -293,7 +293,6 @@ pub fn try_run(state: &Arc<TimerState>, invoker: &Arc<Invoker>, clock: &Arc<dyn 
     let data = state.data(past_due);
     let (state, invoker, clock) = (state.clone(), invoker.clone(), clock.clone());
     tokio::spawn(async move {
-        let _guard = guard;
         let outcome = invoker.invoke(&state.function, data, Map::new()).await;
         if let Err(err) = &outcome {
             tracing::warn!(function = %state.function, "timer invocation failed: {err}");
@@ -305,6 +304,9 @@ pub fn try_run(state: &Arc<TimerState>, invoker: &Arc<Invoker>, clock: &Arc<dyn 
         {
             state.record(ScheduleStatus { last: occurrence, next, last_updated: clock.now() });
         }
+        // Released before announcing, so whoever reacts to the event can start the next run.
+        drop(guard);
+        invoker.emit(HostEvent::TimerRunFinished { function: state.function.clone() });
     });
     true
 }

@@ -7,18 +7,24 @@ use crate::http::Resp;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
-#[error("{status} {code}: {message}")]
-pub struct ArmError {
-    pub status: StatusCode,
-    pub code: String,
-    pub message: String,
-    /// Extra headers (e.g. `WWW-Authenticate` on 401).
-    pub headers: Vec<(&'static str, String)>,
+pub enum ArmError {
+    /// An error Azure itself would answer, with its status and code.
+    #[error("{status} {code}: {message}")]
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+        /// Extra headers (e.g. `WWW-Authenticate` on 401).
+        headers: Vec<(&'static str, String)>,
+    },
+    /// local-azure's own storage failed; answered as ARM's generic 500.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl ArmError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ArmError { status, code: code.to_string(), message: message.into(), headers: Vec::new() }
+        ArmError::Api { status, code: code.to_string(), message: message.into(), headers: Vec::new() }
     }
 
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
@@ -50,27 +56,38 @@ impl ArmError {
     }
 
     pub fn with_header(mut self, name: &'static str, value: String) -> Self {
-        self.headers.push((name, value));
+        if let ArmError::Api { headers, .. } = &mut self {
+            headers.push((name, value));
+        }
         self
     }
 
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ArmError::Api { status, .. } => *status,
+            ArmError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        match self {
+            ArmError::Api { code, .. } => code,
+            ArmError::Store(_) => "InternalServerError",
+        }
+    }
+
     pub fn to_resp(&self) -> Resp {
-        let mut resp = Resp::json(self.status, &json!({ "error": { "code": self.code, "message": self.message } }));
-        resp = resp.with_header("x-ms-failure-cause", "gateway");
-        for (name, value) in &self.headers {
+        let (message, headers): (&str, &[(&'static str, String)]) = match self {
+            ArmError::Api { message, headers, .. } => (message, headers),
+            ArmError::Store(e) => {
+                tracing::error!(error = %e, "store failure");
+                ("Encountered internal server error. Please try again.", &[])
+            }
+        };
+        let mut resp = Resp::json(self.status(), &json!({ "error": { "code": self.code(), "message": message } }));
+        for (name, value) in headers {
             resp = resp.with_header(name, value);
         }
         resp
-    }
-}
-
-impl From<StoreError> for ArmError {
-    fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store failure");
-        ArmError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalServerError",
-            "Encountered internal server error. Please try again.",
-        )
     }
 }

@@ -388,7 +388,7 @@ pub fn handle(app: &App, req: &Req) -> Resp {
     let resp = match handle_inner(app, req, &correlation_id) {
         Ok(resp) => resp,
         Err(e) => {
-            tracing::info!(status = %e.status, code = %e.code, path = %req.path(), "ARM request failed");
+            tracing::info!(status = %e.status(), code = %e.code(), path = %req.path(), "ARM request failed");
             e.to_resp()
         }
     };
@@ -437,7 +437,7 @@ fn handle_inner(app: &App, req: &Req, correlation_id: &str) -> Result<Resp, ArmE
         ),
         Err(e) if !ctx.operation.is_read => {
             // Failed mutations are recorded too (status Failed), outside the rolled-back write.
-            let _ = app.store.write(|tx| activity::append(tx, &ctx, &ctx.operation.scope, e.status, "Failed"));
+            let _ = app.store.write(|tx| activity::append(tx, &ctx, &ctx.operation.scope, e.status(), "Failed"));
         }
         Err(_) => {}
     }
@@ -467,10 +467,15 @@ fn dispatch(ctx: &ArmCtx<'_>, route: &Route) -> Result<Resp, ArmError> {
                 }),
             ))
         }
-        (Route::ResourceGroup(id), Method::GET | Method::HEAD) => {
+        (Route::ResourceGroup(id), Method::GET) => {
             let rg = ctx.resource_group(&id.subscription, id.name())?;
             Ok(Resp::json(StatusCode::OK, &resource_group_json(&rg)))
         }
+        // `az group exists` and the SDKs' check_existence: 204 or 404, no body.
+        (Route::ResourceGroup(id), Method::HEAD) => match ctx.resource_group(&id.subscription, id.name()) {
+            Ok(_) => Ok(Resp::empty(StatusCode::NO_CONTENT)),
+            Err(_) => Ok(Resp::empty(StatusCode::NOT_FOUND)),
+        },
         (Route::ResourceGroup(id), Method::PUT) => tenancy::put_resource_group(ctx, id),
         (Route::Device(id), Method::GET) => devices::get(ctx, id),
         (Route::Device(id), Method::PUT) => devices::put(ctx, id),

@@ -1,1 +1,98 @@
-fn main() {}
+//! A tiny custom handler for the host's tests. It records every invocation and answers by function-name prefix:
+//!
+//! - `Echo*`: `200`, `Outputs.res` = `{statusCode: 200, body: <the request as received>, headers: {X-Echo: <name>}}`
+//! - `Fail*`: `500` with a log line
+//! - `Crash*`: the process exits without answering
+//! - `Slow*`: waits for `POST /_release`, then answers like the default
+//! - `Out*`: `200` with `Outputs.out` = the request's `Data` (for output-binding tests)
+//! - anything else: `200`, `Outputs.res` = `{statusCode: 200, body: {"ok": true}}`
+//!
+//! Records are JSON lines `{"function", "invocationId", "request"}` appended to the file named by
+//! `TEST_HANDLER_RECORD` (a file survives a crash; a restart starts a new process) and served by `GET /_received`.
+
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use warp::Filter;
+
+#[derive(Default)]
+struct State {
+    received: Mutex<Vec<Value>>,
+    release: Notify,
+}
+
+#[tokio::main]
+async fn main() {
+    let port: u16 = std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .expect("FUNCTIONS_CUSTOMHANDLER_PORT must be set");
+    let state = Arc::new(State::default());
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let received = warp::get()
+        .and(warp::path!("_received"))
+        .and(with_state.clone())
+        .map(|state: Arc<State>| warp::reply::json(&*state.received.lock().unwrap()));
+    let release = warp::post().and(warp::path!("_release")).and(with_state.clone()).map(|state: Arc<State>| {
+        // notify_one keeps a permit when nobody waits yet, so a release sent early is not lost.
+        state.release.notify_one();
+        warp::reply()
+    });
+    let invoke = warp::post()
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::header::optional::<String>("x-azure-functions-invocationid"))
+        .and(warp::body::bytes())
+        .and(with_state)
+        .then(invoke);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the handler port");
+    eprintln!("test-handler listening on {port}");
+    warp::serve(received.or(release).or(invoke)).incoming(listener).run().await;
+}
+
+async fn invoke(function: String, invocation_id: Option<String>, body: Bytes, state: Arc<State>) -> warp::reply::Response {
+    use warp::Reply as _;
+    let request: Value = serde_json::from_slice(&body).unwrap_or_else(|_| json!({"unparseable": String::from_utf8_lossy(&body)}));
+    let record = json!({"function": function, "invocationId": invocation_id, "request": request});
+    if let Ok(path) = std::env::var("TEST_HANDLER_RECORD") {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the record file");
+        writeln!(file, "{record}").expect("write the record");
+        file.flush().expect("flush the record");
+    }
+    state.received.lock().unwrap().push(record);
+    let answer = |status: u16, body: Value| {
+        let mut reply = warp::reply::json(&body).into_response();
+        *reply.status_mut() = warp::http::StatusCode::from_u16(status).unwrap();
+        reply
+    };
+    if function.starts_with("Crash") {
+        eprintln!("crashing as {function} asks");
+        std::process::exit(3);
+    }
+    if function.starts_with("Fail") {
+        return answer(500, json!({"Outputs": {}, "Logs": [format!("{function} fails as asked")], "ReturnValue": null}));
+    }
+    if function.starts_with("Slow") {
+        state.release.notified().await;
+    }
+    if function.starts_with("Echo") {
+        return answer(
+            200,
+            json!({
+                "Outputs": {"res": {"statusCode": 200, "body": request, "headers": {"X-Echo": function}}},
+                "Logs": [format!("echo {function}"), "second line"],
+                "ReturnValue": null
+            }),
+        );
+    }
+    if function.starts_with("Out") {
+        return answer(200, json!({"Outputs": {"out": request["Data"]}, "Logs": [], "ReturnValue": null}));
+    }
+    answer(200, json!({"Outputs": {"res": {"statusCode": 200, "body": {"ok": true}}}, "Logs": [format!("ran {function}")], "ReturnValue": null}))
+}

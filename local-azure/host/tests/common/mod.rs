@@ -1,0 +1,161 @@
+//! Shared test scaffolding: a packaged app folder built in a temp dir, the test handler, and event waits.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use local_azure_host::{Host, HostEvent, HostOptions, ManualClock, RunningHost};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::macros::datetime;
+use tokio::sync::broadcast;
+
+/// The manual clock's starting point: a Saturday, three minutes past noon.
+pub const START: OffsetDateTime = datetime!(2026-11-28 12:03:00 UTC);
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct TestApp {
+    pub dir: tempfile::TempDir,
+    functions: Vec<(String, Value)>,
+    settings: BTreeMap<String, String>,
+    host_json: Value,
+}
+
+impl TestApp {
+    pub fn new() -> TestApp {
+        TestApp {
+            dir: tempfile::tempdir().unwrap(),
+            functions: Vec::new(),
+            settings: BTreeMap::new(),
+            host_json: json!({
+                "version": "2.0",
+                "customHandler": {"description": {"defaultExecutablePath": "handler"}, "enableForwardingHttpRequest": false},
+                "extensions": {"http": {"routePrefix": "api"}}
+            }),
+        }
+    }
+
+    pub fn function(mut self, name: &str, bindings: Value) -> TestApp {
+        self.functions.push((name.to_string(), json!({ "bindings": bindings })));
+        self
+    }
+
+    pub fn http(self, name: &str, auth: &str, route: &str, methods: &[&str]) -> TestApp {
+        self.function(
+            name,
+            json!([
+                {"type": "httpTrigger", "direction": "in", "name": "req", "authLevel": auth, "route": route, "methods": methods},
+                {"type": "http", "direction": "out", "name": "res"}
+            ]),
+        )
+    }
+
+    pub fn timer(self, name: &str, schedule: &str) -> TestApp {
+        self.function(name, json!([{"type": "timerTrigger", "direction": "in", "name": "timer", "schedule": schedule}]))
+    }
+
+    pub fn event_grid(self, name: &str) -> TestApp {
+        self.function(name, json!([{"type": "eventGridTrigger", "direction": "in", "name": "event"}]))
+    }
+
+    pub fn setting(mut self, name: &str, value: &str) -> TestApp {
+        self.settings.insert(name.to_string(), value.to_string());
+        self
+    }
+
+    pub fn record_file(&self) -> PathBuf {
+        self.dir.path().join("received.jsonl")
+    }
+
+    fn write(&self) -> PathBuf {
+        let app = self.dir.path().join("app");
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::write(app.join("host.json"), self.host_json.to_string()).unwrap();
+        for (name, def) in &self.functions {
+            std::fs::create_dir_all(app.join(name)).unwrap();
+            std::fs::write(app.join(name).join("function.json"), def.to_string()).unwrap();
+        }
+        app
+    }
+
+    pub async fn start(self) -> Started {
+        let app_dir = self.write();
+        let clock = Arc::new(ManualClock::new(START));
+        let mut settings = self.settings.clone();
+        settings.insert("TEST_HANDLER_RECORD".into(), self.record_file().display().to_string());
+        let options = HostOptions {
+            handler_path: Some(PathBuf::from(env!("CARGO_BIN_EXE_test-handler"))),
+            app_settings: settings,
+            clock: clock.clone(),
+            ..HostOptions::new(&app_dir)
+        };
+        let host = Host::start(options).await.expect("the host starts");
+        let events = host.subscribe();
+        Started { host, clock, events, http: reqwest::Client::builder().no_proxy().build().unwrap(), app: self }
+    }
+}
+
+pub struct Started {
+    pub host: RunningHost,
+    pub clock: Arc<ManualClock>,
+    pub events: broadcast::Receiver<HostEvent>,
+    pub http: reqwest::Client,
+    pub app: TestApp,
+}
+
+impl Started {
+    /// Waits (with a deadline) for the first event from now on that satisfies `pred`.
+    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&HostEvent) -> bool) -> HostEvent {
+        let events = &mut self.events;
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                match events.recv().await {
+                    Ok(event) if pred(&event) => return event,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => panic!("the host's event channel closed"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no `{what}` event within {DEADLINE:?}"))
+    }
+
+    pub async fn wait_finished(&mut self, function: &str) -> bool {
+        match self
+            .wait_for(&format!("{function} finished"), |e| {
+                matches!(e, HostEvent::InvocationFinished { function: f, .. } if f == function)
+            })
+            .await
+        {
+            HostEvent::InvocationFinished { succeeded, .. } => succeeded,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Every invocation the handler recorded for `function`, oldest first.
+    pub fn received(&self, function: &str) -> Vec<Value> {
+        received(&self.app.record_file(), function)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.host.base_url())
+    }
+
+    /// Asks the test handler's `Slow*` functions to finish.
+    pub async fn release_slow(&self) {
+        let port = self.host.handler_port().expect("the handler is up");
+        let status = self.http.post(format!("http://127.0.0.1:{port}/_release")).send().await.unwrap().status();
+        assert_eq!(status, 200);
+    }
+}
+
+pub fn received(file: &Path, function: &str) -> Vec<Value> {
+    let Ok(text) = std::fs::read_to_string(file) else { return Vec::new() };
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["function"] == function)
+        .collect()
+}

@@ -1,0 +1,48 @@
+//! The handler process: started with FUNCTIONS_CUSTOMHANDLER_PORT and the app settings, restarted when it dies.
+
+mod common;
+
+use common::TestApp;
+use local_azure_host::{Host, HostEvent, HostOptions};
+
+#[tokio::test]
+async fn a_crashed_handler_is_restarted_and_serves_again() {
+    let mut t = TestApp::new()
+        .http("CrashHttp", "anonymous", "crash", &["get"])
+        .http("EchoHttp", "anonymous", "echo", &["get"])
+        .start()
+        .await;
+    let api = t.host.api_base_url();
+    let first_port = t.host.handler_port().unwrap();
+    assert_eq!(t.host.handler_restarts(), 0);
+    let crashed = t.http.get(format!("{api}/crash")).send().await.unwrap();
+    assert_eq!(crashed.status(), 500, "the invocation whose handler died failed");
+    let ready = t.wait_for("handler ready again", |e| matches!(e, HostEvent::HandlerReady { restarts: 1, .. })).await;
+    assert!(matches!(ready, HostEvent::HandlerReady { .. }));
+    assert_eq!(t.host.handler_restarts(), 1);
+    assert_ne!(t.host.handler_port(), None);
+    let _ = first_port;
+    let echo = t.http.get(format!("{api}/echo")).send().await.unwrap();
+    assert_eq!(echo.status(), 200);
+    assert_eq!(t.received("CrashHttp").len(), 1);
+    assert_eq!(t.received("EchoHttp").len(), 1);
+    t.host.shutdown().await;
+}
+
+#[tokio::test]
+async fn app_settings_reach_the_handler_and_startup_errors_are_clear() {
+    // The record file path itself travels as an app setting: the handler writing it proves the environment.
+    let t = TestApp::new().http("EchoHttp", "anonymous", "echo", &["get"]).start().await;
+    let response = t.http.get(format!("{}/echo", t.host.api_base_url())).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(t.received("EchoHttp").len(), 1);
+
+    // host.json's defaultExecutablePath ("handler") does not exist in the test app folder.
+    let app_dir = t.app.dir.path().join("app");
+    let err = Host::start(HostOptions::new(&app_dir)).await.err().expect("no handler binary");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("host.json"), r#"{"version": "2.0"}"#).unwrap();
+    let err = Host::start(HostOptions::new(empty.path())).await.err().expect("no functions");
+    assert!(err.to_string().contains("no function definitions"), "{err}");
+}

@@ -1,0 +1,131 @@
+//! HTTP triggers: the exact `Data.req` / `Metadata` the handler receives, the response mapping, and auth levels.
+
+mod common;
+
+use common::TestApp;
+use serde_json::{Value, json};
+
+fn app() -> TestApp {
+    TestApp::new()
+        .http("EchoItems", "function", "items/{id}/{name?}", &["get", "post"])
+        .http("EchoOpen", "anonymous", "open", &["get"])
+        .http("EchoAdmin", "admin", "admin-only", &["get"])
+        .http("Plain", "function", "plain", &["get"])
+        .http("FailHttp", "anonymous", "fail", &["get"])
+}
+
+#[tokio::test]
+async fn the_handler_receives_the_documented_request_shape() {
+    let mut t = app().start().await;
+    let key = t.host.function_key("EchoItems").unwrap();
+    let url = format!("{}/items/42/bob?x=1&y=two%20words", t.host.api_base_url());
+    let response = t
+        .http
+        .post(&url)
+        .header("x-functions-key", &key)
+        .header("X-Custom", "a")
+        .header("Content-Type", "text/plain")
+        .body("hello body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-echo"], "EchoItems");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let echoed: Value = response.json().await.unwrap();
+
+    let received = t.received("EchoItems");
+    assert_eq!(received.len(), 1);
+    let request = &received[0]["request"];
+    assert_eq!(&echoed, request, "the response body is what the handler put in Outputs.res.body");
+    let invocation_id = received[0]["invocationId"].as_str().unwrap();
+    assert!(uuid::Uuid::parse_str(invocation_id).is_ok(), "{invocation_id}");
+
+    let req = &request["Data"]["req"];
+    let addr = t.host.local_addr();
+    assert_eq!(req["Url"], format!("http://{addr}/api/items/42/bob?x=1&y=two%20words"));
+    assert_eq!(req["Method"], "POST");
+    assert_eq!(req["Query"], json!({"x": "1", "y": "two words"}));
+    assert_eq!(req["Params"], json!({"id": "42", "name": "bob"}));
+    assert_eq!(req["Identities"], json!([]));
+    assert_eq!(req["Body"], "hello body");
+    let headers = req["Headers"].as_object().unwrap();
+    assert_eq!(headers["X-Custom"], json!(["a"]));
+    assert_eq!(headers["Content-Type"], json!(["text/plain"]));
+    assert!(headers.values().all(Value::is_array), "header values are arrays: {headers:?}");
+    let keys: Vec<&str> = req.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys.len(), 7, "exactly Url, Method, Query, Headers, Params, Identities, Body: {keys:?}");
+
+    let metadata = &request["Metadata"];
+    assert_eq!(metadata["id"], "42");
+    assert_eq!(metadata["name"], "bob");
+    assert_eq!(metadata["Query"], json!({"x": "1", "y": "two words"}));
+    assert_eq!(metadata["Headers"]["X-Custom"], "a");
+    assert_eq!(metadata["sys"]["MethodName"], "EchoItems");
+    assert_eq!(metadata["sys"]["UtcNow"], "2026-11-28T12:03:00.0000000Z", "UtcNow comes from the injected clock");
+    assert!(uuid::Uuid::parse_str(metadata["sys"]["RandGuid"].as_str().unwrap()).is_ok());
+
+    // The handler's Logs are kept with the invocation id.
+    let logs = t.host.logs();
+    assert!(logs.iter().any(|l| l.function == "EchoItems" && l.invocation_id == invocation_id && l.message == "echo EchoItems"));
+    assert!(t.wait_finished("EchoItems").await || true);
+}
+
+#[tokio::test]
+async fn optional_params_methods_and_unknown_routes() {
+    let t = app().start().await;
+    let key = t.host.function_key("EchoItems").unwrap();
+    let api = t.host.api_base_url();
+    let response = t.http.get(format!("{api}/items/7?code={key}")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["Data"]["req"]["Params"], json!({"id": "7"}));
+    assert_eq!(body["Data"]["req"]["Method"], "GET");
+    assert_eq!(body["Data"]["req"]["Body"], "");
+    // A method the definition does not list does not match the route.
+    assert_eq!(t.http.delete(format!("{api}/items/7?code={key}")).send().await.unwrap().status(), 404);
+    assert_eq!(t.http.get(format!("{api}/nowhere")).send().await.unwrap().status(), 404);
+    // Without the prefix nothing matches.
+    assert_eq!(t.http.get(t.url("/open")).send().await.unwrap().status(), 404);
+    // A plain JSON body in Outputs.res is served as JSON.
+    let plain = t.http.get(format!("{api}/plain?code={}", t.host.function_key("Plain").unwrap())).send().await.unwrap();
+    assert_eq!(plain.status(), 200);
+    assert_eq!(plain.json::<Value>().await.unwrap(), json!({"ok": true}));
+}
+
+#[tokio::test]
+async fn auth_levels_are_enforced() {
+    let t = app().start().await;
+    let api = t.host.api_base_url();
+    let items_key = t.host.function_key("EchoItems").unwrap();
+    let plain_key = t.host.function_key("Plain").unwrap();
+    let master = t.host.master_key();
+    assert_ne!(items_key, plain_key);
+    let status = |url: String, header: Option<String>| {
+        let mut request = t.http.get(url);
+        if let Some(key) = header {
+            request = request.header("x-functions-key", key);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // function level
+    assert_eq!(status(format!("{api}/items/1"), None).await, 401);
+    assert_eq!(status(format!("{api}/items/1?code=wrong"), None).await, 401);
+    assert_eq!(status(format!("{api}/items/1"), Some("wrong".into())).await, 401);
+    assert_eq!(status(format!("{api}/items/1?code={plain_key}"), None).await, 401, "another function's key");
+    assert_eq!(status(format!("{api}/items/1?code={items_key}"), None).await, 200);
+    assert_eq!(status(format!("{api}/items/1"), Some(items_key.clone())).await, 200);
+    assert_eq!(status(format!("{api}/items/1?code={master}"), None).await, 200);
+    // anonymous
+    assert_eq!(status(format!("{api}/open"), None).await, 200);
+    // admin
+    assert_eq!(status(format!("{api}/admin-only?code={}", t.host.function_key("EchoAdmin").unwrap()), None).await, 401);
+    assert_eq!(status(format!("{api}/admin-only"), None).await, 401);
+    assert_eq!(status(format!("{api}/admin-only"), Some(master.clone())).await, 200);
+    // Refused requests never reach the handler.
+    assert_eq!(t.received("EchoItems").len(), 3);
+    // A failed invocation is a bare 500.
+    let failed = t.http.get(format!("{api}/fail")).send().await.unwrap();
+    assert_eq!(failed.status(), 500);
+    assert!(t.host.logs().iter().any(|l| l.function == "FailHttp" && l.message == "FailHttp fails as asked"));
+}
