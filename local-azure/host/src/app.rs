@@ -24,7 +24,9 @@ pub enum AppError {
     HostJson(String),
     #[error("function `{function}`: {message}")]
     Invalid { function: String, message: String },
-    #[error("no function definitions under {0} (expected <Name>/function.json or function-definitions/<Name>/function.json)")]
+    #[error(
+        "no function definitions under {0} (expected <Name>/function.json or function-definitions/<Name>/function.json)"
+    )]
     NoFunctions(PathBuf),
 }
 
@@ -130,8 +132,14 @@ impl Trigger {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputBinding {
     /// `http` output; `$return` means the handler's `ReturnValue`.
-    Http { name: String },
-    ServiceBus { name: String, queue: String, connection: String },
+    Http {
+        name: String,
+    },
+    ServiceBus {
+        name: String,
+        queue: String,
+        connection: String,
+    },
 }
 
 impl App {
@@ -195,12 +203,13 @@ impl HostConfig {
         if let Some(version) = json.get("version").and_then(Value::as_str)
             && version != "2.0"
         {
-            return Err(AppError::HostJson(format!("version `{version}` is not supported; the Functions v4 host reads \"2.0\"")));
+            return Err(AppError::HostJson(format!(
+                "version `{version}` is not supported; the Functions v4 host reads \"2.0\""
+            )));
         }
         let description = &json["customHandler"]["description"];
         let executable = description["defaultExecutablePath"].as_str().filter(|s| !s.is_empty()).map(str::to_string);
-        let working_directory =
-            description["workingDirectory"].as_str().filter(|s| !s.is_empty()).map(str::to_string);
+        let working_directory = description["workingDirectory"].as_str().filter(|s| !s.is_empty()).map(str::to_string);
         let arguments = description["arguments"]
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
@@ -217,16 +226,16 @@ impl HostConfig {
         let count = |field: &str, default: usize| -> Result<usize, AppError> {
             match sb.get(field) {
                 None => Ok(default),
-                Some(v) => v
-                    .as_u64()
-                    .filter(|n| *n > 0)
-                    .map(|n| n as usize)
-                    .ok_or_else(|| AppError::HostJson(format!("extensions.serviceBus.{field} must be a positive integer"))),
+                Some(v) => v.as_u64().filter(|n| *n > 0).map(|n| n as usize).ok_or_else(|| {
+                    AppError::HostJson(format!("extensions.serviceBus.{field} must be a positive integer"))
+                }),
             }
         };
         let max_auto_lock_renewal = match sb.get("maxAutoLockRenewalDuration").and_then(Value::as_str) {
             Some(text) => parse_timespan(text).ok_or_else(|| {
-                AppError::HostJson(format!("extensions.serviceBus.maxAutoLockRenewalDuration `{text}` is not a timespan"))
+                AppError::HostJson(format!(
+                    "extensions.serviceBus.maxAutoLockRenewalDuration `{text}` is not a timespan"
+                ))
             })?,
             None => Duration::from_secs(5 * 60),
         };
@@ -310,8 +319,8 @@ impl FunctionDef {
             let parsed = match (kind, direction) {
                 ("httpTrigger", "in") => {
                     let route_text = binding["route"].as_str().unwrap_or(name);
-                    let route = RouteTemplate::parse(route_text)
-                        .map_err(|e| invalid(format!("route `{route_text}`: {e}")))?;
+                    let route =
+                        RouteTemplate::parse(route_text).map_err(|e| invalid(format!("route `{route_text}`: {e}")))?;
                     let methods = match binding.get("methods") {
                         None | Some(Value::Null) => None,
                         Some(Value::Array(items)) => Some(
@@ -337,7 +346,8 @@ impl FunctionDef {
                 }
                 ("timerTrigger", "in") => {
                     let expression = text("schedule")?;
-                    let expanded = expand_settings(&expression, settings).map_err(|e| invalid(format!("schedule: {e}")))?;
+                    let expanded =
+                        expand_settings(&expression, settings).map_err(|e| invalid(format!("schedule: {e}")))?;
                     let schedule = Schedule::parse(&expanded)
                         .map_err(|e| invalid(format!("schedule `{expanded}` (from `{expression}`): {e}")))?;
                     Binding::Trigger(Trigger::Timer {
@@ -350,7 +360,9 @@ impl FunctionDef {
                 }
                 ("serviceBusTrigger", "in") => {
                     if binding.get("topicName").is_some() {
-                        return Err(invalid("topic subscriptions are not supported by local-azure; use a queue".into()));
+                        return Err(invalid(
+                            "topic subscriptions are not supported by local-azure; use a queue".into(),
+                        ));
                     }
                     Binding::Trigger(Trigger::ServiceBus {
                         binding: binding_name,
@@ -425,21 +437,24 @@ mod tests {
         else {
             panic!("ResourceCreated is a Service Bus function");
         };
-        assert_eq!((queue.as_str(), *sessions, connection.as_str()), ("resource-created", true, "ServiceBusConnection"));
+        assert_eq!(
+            (queue.as_str(), *sessions, connection.as_str()),
+            ("resource-created", true, "ServiceBusConnection")
+        );
     }
 
     #[test]
     fn names_what_is_wrong() {
         let err = def(json!([{"type": "blobTrigger", "direction": "in", "name": "b"}])).unwrap_err();
         assert!(err.to_string().contains("`blobTrigger`"), "{err}");
-        let err = def(json!([{"type": "serviceBusTrigger", "direction": "in", "name": "m", "connection": "C"}]))
-            .unwrap_err();
+        let err =
+            def(json!([{"type": "serviceBusTrigger", "direction": "in", "name": "m", "connection": "C"}])).unwrap_err();
         assert!(err.to_string().contains("no `queueName`"), "{err}");
         let err = def(json!([{"type": "timerTrigger", "direction": "in", "name": "t", "schedule": "0 61 * * * *"}]))
             .unwrap_err();
         assert!(err.to_string().contains("schedule `0 61 * * * *`"), "{err}");
-        let err =
-            def(json!([{"type": "timerTrigger", "direction": "in", "name": "t", "schedule": "%Missing%"}])).unwrap_err();
+        let err = def(json!([{"type": "timerTrigger", "direction": "in", "name": "t", "schedule": "%Missing%"}]))
+            .unwrap_err();
         assert!(err.to_string().contains("`Missing`"), "{err}");
         let err = def(json!([{"type": "httpTrigger", "direction": "in", "name": "req"}])).unwrap_err();
         assert!(err.to_string().contains("`http` output"), "{err}");

@@ -31,7 +31,9 @@ pub enum InvokeError {
     Transport(#[source] reqwest::Error),
     #[error("the custom handler did not answer within the function timeout {0:?}")]
     Timeout(Duration),
-    #[error("the custom handler answered {status} with a body that is not {{\"Outputs\", \"Logs\", \"ReturnValue\"}}: {message}")]
+    #[error(
+        "the custom handler answered {status} with a body that is not {{\"Outputs\", \"Logs\", \"ReturnValue\"}}: {message}"
+    )]
     BadResponse { status: u16, message: String },
     #[error("output binding `{binding}`: {source}")]
     Output {

@@ -60,14 +60,34 @@ pub enum HostError {
 /// Something observable the host did; tests wait on these instead of sleeping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostEvent {
-    HandlerReady { port: u16, restarts: u64 },
-    HandlerExited { exit: String },
-    InvocationStarted { function: String, invocation_id: String },
-    InvocationFinished { function: String, invocation_id: String, succeeded: bool },
-    TimerSkipped { function: String },
+    HandlerReady {
+        port: u16,
+        restarts: u64,
+    },
+    HandlerExited {
+        exit: String,
+    },
+    InvocationStarted {
+        function: String,
+        invocation_id: String,
+    },
+    InvocationFinished {
+        function: String,
+        invocation_id: String,
+        succeeded: bool,
+    },
+    TimerSkipped {
+        function: String,
+    },
     /// A timer run ended and its schedule status is recorded; the next run may start.
-    TimerRunFinished { function: String },
-    MessageSettled { function: String, message_id: String, completed: bool },
+    TimerRunFinished {
+        function: String,
+    },
+    MessageSettled {
+        function: String,
+        message_id: String,
+        completed: bool,
+    },
 }
 
 /// How to run a host.

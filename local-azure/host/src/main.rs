@@ -42,16 +42,15 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let config = Config::parse();
     let mut app_settings = BTreeMap::new();
     if let Some(path) = &config.settings_file {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         for (k, v) in json["Values"].as_object().into_iter().flatten() {
             app_settings.insert(k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
         }

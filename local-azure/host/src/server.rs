@@ -147,11 +147,9 @@ pub(crate) async fn dispatch(shared: &Shared, request: Request) -> Reply {
         _ => {}
     }
     let prefix: Vec<&str> = shared.app.host.route_prefix.split('/').filter(|s| !s.is_empty()).collect();
-    let under_prefix = segments.len() >= prefix.len()
-        && segments.iter().zip(&prefix).all(|(s, p)| s.eq_ignore_ascii_case(p));
-    if under_prefix
-        && let Some(reply) = http_trigger::handle(shared, &request, &segments[prefix.len()..]).await
-    {
+    let under_prefix =
+        segments.len() >= prefix.len() && segments.iter().zip(&prefix).all(|(s, p)| s.eq_ignore_ascii_case(p));
+    if under_prefix && let Some(reply) = http_trigger::handle(shared, &request, &segments[prefix.len()..]).await {
         return reply;
     }
     Reply::status(404)

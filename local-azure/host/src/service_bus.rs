@@ -182,13 +182,10 @@ impl BrokerProperties {
 pub fn parse_date(text: &str) -> Option<OffsetDateTime> {
     use time::format_description::well_known::{Rfc2822, Rfc3339};
     let text = text.trim();
-    OffsetDateTime::parse(text, &Rfc2822)
-        .or_else(|_| OffsetDateTime::parse(text, &Rfc3339))
-        .ok()
-        .or_else(|| {
-            let stripped = text.strip_suffix("GMT").or_else(|| text.strip_suffix("UTC"))?;
-            OffsetDateTime::parse(&format!("{}+0000", stripped), &Rfc2822).ok()
-        })
+    OffsetDateTime::parse(text, &Rfc2822).or_else(|_| OffsetDateTime::parse(text, &Rfc3339)).ok().or_else(|| {
+        let stripped = text.strip_suffix("GMT").or_else(|| text.strip_suffix("UTC"))?;
+        OffsetDateTime::parse(&format!("{}+0000", stripped), &Rfc2822).ok()
+    })
 }
 
 /// One peek-locked message.
@@ -730,11 +727,8 @@ mod tests {
     #[test]
     fn lock_urls_escape_message_ids() {
         let client = ServiceBusClient::new("https://ns.servicebus.windows.net/", TokenSource::Anonymous).unwrap();
-        let broker = BrokerProperties {
-            message_id: Some("a/b c".into()),
-            lock_token: Some("t-1".into()),
-            ..Default::default()
-        };
+        let broker =
+            BrokerProperties { message_id: Some("a/b c".into()), lock_token: Some("t-1".into()), ..Default::default() };
         assert_eq!(
             client.lock_url("q", &broker).unwrap(),
             "https://ns.servicebus.windows.net/q/messages/a%2Fb%20c/t-1"

@@ -56,9 +56,15 @@ async fn main() {
     warp::serve(received.or(release).or(invoke)).incoming(listener).run().await;
 }
 
-async fn invoke(function: String, invocation_id: Option<String>, body: Bytes, state: Arc<State>) -> warp::reply::Response {
+async fn invoke(
+    function: String,
+    invocation_id: Option<String>,
+    body: Bytes,
+    state: Arc<State>,
+) -> warp::reply::Response {
     use warp::Reply as _;
-    let request: Value = serde_json::from_slice(&body).unwrap_or_else(|_| json!({"unparseable": String::from_utf8_lossy(&body)}));
+    let request: Value =
+        serde_json::from_slice(&body).unwrap_or_else(|_| json!({"unparseable": String::from_utf8_lossy(&body)}));
     let record = json!({"function": function, "invocationId": invocation_id, "request": request});
     if let Ok(path) = std::env::var("TEST_HANDLER_RECORD") {
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the record file");
@@ -76,7 +82,10 @@ async fn invoke(function: String, invocation_id: Option<String>, body: Bytes, st
         std::process::exit(3);
     }
     if function.starts_with("Fail") {
-        return answer(500, json!({"Outputs": {}, "Logs": [format!("{function} fails as asked")], "ReturnValue": null}));
+        return answer(
+            500,
+            json!({"Outputs": {}, "Logs": [format!("{function} fails as asked")], "ReturnValue": null}),
+        );
     }
     if function.starts_with("Slow") {
         state.release.notified().await;
@@ -94,5 +103,8 @@ async fn invoke(function: String, invocation_id: Option<String>, body: Bytes, st
     if function.starts_with("Out") {
         return answer(200, json!({"Outputs": {"out": request["Data"]}, "Logs": [], "ReturnValue": null}));
     }
-    answer(200, json!({"Outputs": {"res": {"statusCode": 200, "body": {"ok": true}}}, "Logs": [format!("ran {function}")], "ReturnValue": null}))
+    answer(
+        200,
+        json!({"Outputs": {"res": {"statusCode": 200, "body": {"ok": true}}}, "Logs": [format!("ran {function}")], "ReturnValue": null}),
+    )
 }

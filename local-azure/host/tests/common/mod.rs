@@ -125,9 +125,10 @@ impl Started {
 
     pub async fn wait_finished(&mut self, function: &str) -> bool {
         match self
-            .wait_for(&format!("{function} finished"), |e| {
-                matches!(e, HostEvent::InvocationFinished { function: f, .. } if f == function)
-            })
+            .wait_for(
+                &format!("{function} finished"),
+                |e| matches!(e, HostEvent::InvocationFinished { function: f, .. } if f == function),
+            )
             .await
         {
             HostEvent::InvocationFinished { succeeded, .. } => succeeded,
@@ -154,8 +155,5 @@ impl Started {
 
 pub fn received(file: &Path, function: &str) -> Vec<Value> {
     let Ok(text) = std::fs::read_to_string(file) else { return Vec::new() };
-    text.lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["function"] == function)
-        .collect()
+    text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|r| r["function"] == function).collect()
 }
