@@ -210,6 +210,18 @@ impl Ctx<'_> {
 
     /// Enforces the vault's access policies for `permission` on secrets.
     fn require(&self, permission: &str) -> Result<(), KvError> {
+        // Data-plane role assignments are not emulated: an RBAC vault grants nothing.
+        if self.vault.properties.get("enableRbacAuthorization").and_then(Value::as_bool) == Some(true) {
+            return Err(KvError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!(
+                    "Caller is not authorized to perform action on resource. If role assignments were recently changed, please wait several minutes for role assignments to become effective. Caller: appid={};oid={} Vault: {};location={}",
+                    self.claims.appid, self.claims.oid, self.vault.name, self.vault.location
+                ),
+            )
+            .with_inner("ForbiddenByRbac"));
+        }
         let allowed = self.vault.access_policies().iter().any(|p| {
             let oid = p.get("objectId").and_then(Value::as_str).unwrap_or_default();
             let tid = p.get("tenantId").and_then(Value::as_str).unwrap_or_default();

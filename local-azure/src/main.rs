@@ -2,9 +2,9 @@
 
 use anyhow::Context;
 use clap::Parser;
+use local_azure::Server;
 use local_azure::cli::{Cli, Command, export_lines};
 use local_azure::config::Config;
-use local_azure::{Server, client_env};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -38,7 +38,6 @@ async fn main() -> anyhow::Result<()> {
             let env = server.app.env.clone();
             let data_dir = std::fs::canonicalize(&config.data_dir)?;
             std::fs::write(data_dir.join("env.json"), serde_json::to_vec_pretty(&env)?)?;
-            let _ = client_env;
             println!("# local-azure is listening; point clients at it with:");
             print!("{}", export_lines(&env));
             let ready = serde_json::json!({

@@ -128,7 +128,7 @@ pub fn shared() -> &'static LocalAzure {
     SHARED.get_or_init(|| {
         // The directory outlives the process on purpose: statics are never dropped, and the
         // process exits when our stdin pipe closes.
-        let dir = tempfile::tempdir().unwrap().keep();
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap().keep();
         let la = LocalAzure::start(&dir);
         la.export_env();
         la
