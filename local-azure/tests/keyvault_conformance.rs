@@ -263,3 +263,67 @@ async fn unauthenticated_request_gets_the_key_vault_challenge() {
         )
     );
 }
+
+#[tokio::test]
+async fn access_policy_changes_take_effect_on_the_data_plane() {
+    let la = shared();
+    let app = la.var("EDGEVAULT_PRINCIPAL_ID");
+    let tenant = la.var("AZURE_TENANT_ID");
+    let vault = unique("kvap");
+    create_vault(la, &vault, &[(&app, ALL_SECRET_PERMS)]).await;
+    let reader = la.admin_post("/admin/principals", json!({ "displayName": "reader" })).await;
+    let reader_id = reader["objectId"].as_str().unwrap().to_string();
+    let token = la.token(&reader_id, "https://vault.azure.net").await;
+    let app_client = secret_client(&vault, managed_identity(None));
+    app_client
+        .set_secret(
+            "s",
+            SetSecretParameters { value: Some("v".into()), ..Default::default() }.try_into().unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    let read = || async {
+        reqwest::Client::new()
+            .get(format!("https://{vault}.vault.azure.net/secrets/s?api-version=7.5"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(read().await, 403);
+
+    let arm = Arm::new(managed_identity(None));
+    let path = format!("{}/providers/Microsoft.KeyVault/vaults/{vault}/accessPolicies", rg_path(la));
+    let policy = |perms: &[&str]| json!({ "properties": { "accessPolicies": [ { "tenantId": tenant, "objectId": reader_id, "permissions": { "secrets": perms } } ] } });
+    assert_eq!(arm.call(Method::Put, &format!("{path}/add"), Some(&policy(&["get"]))).await.status, 200);
+    assert_eq!(read().await, 200);
+    assert_eq!(arm.call(Method::Put, &format!("{path}/replace"), Some(&policy(&["list"]))).await.status, 200);
+    assert_eq!(read().await, 403);
+    assert_eq!(arm.call(Method::Put, &format!("{path}/add"), Some(&policy(&["get"]))).await.status, 200);
+    assert_eq!(read().await, 200);
+    assert_eq!(arm.call(Method::Put, &format!("{path}/remove"), Some(&policy(&["get", "list"]))).await.status, 200);
+    assert_eq!(read().await, 403);
+
+    // A disabled secret can't be read, even with permission.
+    app_client
+        .update_secret_properties(
+            "s",
+            UpdateSecretPropertiesParameters {
+                secret_attributes: Some(azure_security_keyvault_secrets::models::SecretAttributes {
+                    enabled: Some(false),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .try_into()
+            .unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    let err = app_client.get_secret("s", None).await.unwrap_err();
+    assert_eq!(err.http_status().map(u16::from), Some(403));
+}
