@@ -184,6 +184,7 @@ impl Host {
                         state,
                         invoker.clone(),
                         options.clock.clone(),
+                        options.clock.now(),
                         *run_on_startup,
                         shutdown_rx.clone(),
                     )));

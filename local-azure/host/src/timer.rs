@@ -311,15 +311,16 @@ pub fn try_run(state: &Arc<TimerState>, invoker: &Arc<Invoker>, clock: &Arc<dyn 
     true
 }
 
-/// Fires `state`'s schedule until `shutdown` flips to true.
+/// Fires `state`'s schedule for occurrences after `start` until `shutdown` flips to true. `start` is taken by the
+/// caller when the host starts, not when this task first runs, so a clock moved right after startup is not missed.
 pub async fn run_schedule(
     state: Arc<TimerState>,
     invoker: Arc<Invoker>,
     clock: Arc<dyn Clock>,
+    start: OffsetDateTime,
     run_on_startup: bool,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let start = clock.now();
     // A recorded `Next` that passed while the host was down is a missed run: the real host runs it at once, past due.
     let missed = state.use_monitor && state.status().is_some_and(|s| s.next <= start);
     if run_on_startup || missed {
