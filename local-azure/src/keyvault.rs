@@ -387,6 +387,15 @@ fn handle_inner(app: &App, vault_name: &str, req: &Req) -> Result<Resp, KvError>
             "The 'api-version' query parameter is missing.",
         ));
     }
+    if let Some(max) = req.query("maxresults")
+        && !max.parse::<usize>().is_ok_and(|n| (1..=DEFAULT_MAX_RESULTS).contains(&n))
+    {
+        return Err(KvError::new(
+            StatusCode::BAD_REQUEST,
+            "BadParameter",
+            format!("Invalid value '{max}' for maxresults: it must be between 1 and {DEFAULT_MAX_RESULTS}."),
+        ));
+    }
     let ctx = Ctx { app, req, vault, claims, now: now.unix_timestamp() };
     expire_secrets(&ctx)?;
     let s: Vec<&str> = req.segments.iter().map(String::as_str).collect();

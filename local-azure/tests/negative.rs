@@ -360,3 +360,37 @@ async fn the_proxy_refuses_other_hosts_and_missing_vaults() {
         assert!(head.starts_with(&format!("HTTP/1.1 {expected}")), "{target}: {head}");
     }
 }
+
+#[tokio::test]
+async fn a_subscription_lock_blocks_deletes_in_it() {
+    let la = shared();
+    let arm = app_arm();
+    let app = la.var("EDGEVAULT_PRINCIPAL_ID");
+    // A subscription of its own, so the lock doesn't disturb the other tests.
+    let sub = "5b0c7e2a-0000-4000-8000-00000000beef";
+    la.admin_post(
+        "/admin/subscriptions",
+        json!({ "subscriptionId": sub, "tenantId": la.var("AZURE_TENANT_ID"), "displayName": "locked" }),
+    )
+    .await;
+    la.admin_post("/admin/resource-groups", json!({ "subscriptionId": sub, "name": "rg", "location": "westus2" }))
+        .await;
+    la.admin_post(
+        "/admin/grants",
+        json!({ "principalId": app, "scope": format!("/subscriptions/{sub}"), "actions": ["Microsoft.KeyVault/*", "Microsoft.Authorization/locks/*"] }),
+    )
+    .await;
+    let name = unique("sublk");
+    let vault = format!("/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/{name}");
+    assert_eq!(arm.call(Method::Put, &vault, Some(&vault_body(la, &[], false))).await.status, 201);
+    let lock = format!("/subscriptions/{sub}/providers/Microsoft.Authorization/locks/sub-lock?api-version=2020-05-01");
+    assert_eq!(
+        arm.call(Method::Put, &lock, Some(&json!({ "properties": { "level": "CanNotDelete" } }))).await.status,
+        201
+    );
+    let r = arm.call(Method::Delete, &vault, None).await;
+    assert_eq!((r.status, r.code()), (409, "ScopeLocked"), "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains(&format!("/subscriptions/{sub}")));
+    assert_eq!(arm.call(Method::Delete, &lock, None).await.status, 200);
+    assert_eq!(arm.call(Method::Delete, &vault, None).await.status, 200);
+}
