@@ -24,7 +24,11 @@ pub struct Deps {
 impl Deps {
     /// Builds the clients on the app's managed identity (`IDENTITY_ENDPOINT` / `IDENTITY_HEADER` in Functions).
     pub fn from_settings(settings: &Lifecycle) -> Result<Self, AzureError> {
-        let credential: Arc<dyn TokenCredential> = azure_identity::ManagedIdentityCredential::new(None)
+        let options = azure_identity::ManagedIdentityCredentialOptions {
+            client_options: settings.retry.client_options(),
+            ..Default::default()
+        };
+        let credential: Arc<dyn TokenCredential> = azure_identity::ManagedIdentityCredential::new(Some(options))
             .map_err(|e| AzureError::from_core("create managed identity credential", e))?;
         Self::with_credential(settings, credential)
     }

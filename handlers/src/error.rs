@@ -17,6 +17,14 @@ pub enum FunctionError {
     /// The handler failed in a way a later attempt may not (a panic, a dependency that is down).
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// An Azure call failed; whether a retry can help is the Azure error's to say.
+    #[error(transparent)]
+    Azure(#[from] crate::azure::AzureError),
+
+    /// The work cannot succeed as asked (a name owned by someone else, a purged vault); retrying changes nothing.
+    #[error("{code}: {message}")]
+    Permanent { code: &'static str, message: String },
 }
 
 impl FunctionError {
@@ -30,6 +38,8 @@ impl FunctionError {
             FunctionError::InvalidInput { .. } => 400,
             FunctionError::NotImplemented { .. } => 501,
             FunctionError::Internal(_) => 500,
+            FunctionError::Azure(err) if err.retryable() => 503,
+            FunctionError::Azure(_) | FunctionError::Permanent { .. } => 424,
         }
     }
 
@@ -38,12 +48,18 @@ impl FunctionError {
             FunctionError::InvalidInput { .. } => "InvalidInput",
             FunctionError::NotImplemented { .. } => "NotImplemented",
             FunctionError::Internal(_) => "InternalError",
+            FunctionError::Azure(_) => "AzureCallFailed",
+            FunctionError::Permanent { code, .. } => code,
         }
     }
 
     /// Whether redelivering the same input could succeed.
     pub fn retryable(&self) -> bool {
-        matches!(self, FunctionError::Internal(_))
+        match self {
+            FunctionError::Internal(_) => true,
+            FunctionError::Azure(err) => err.retryable(),
+            _ => false,
+        }
     }
 
     pub fn field(&self) -> Option<&str> {

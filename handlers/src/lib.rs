@@ -7,6 +7,7 @@
 //! - [`triggers`]: typed trigger payloads (HTTP, timer, Service Bus, Event Grid in both schemas) and the HTTP output.
 //! - [`functions`]: the function table and one module per function.
 //! - [`error`]: the handler error, with the status the host sees and whether a retry can help.
+//! - [`lifecycle`]: the reconcilers behind the functions (provision, recovery, sweep, status).
 //! - [`resource_id`]: typed ARM resource ids.
 //! - [`vault_name`]: Key Vault naming rules and the default vault name of a device.
 //! - [`azure`]: the Azure clients (ARM, Key Vault secrets, Service Bus) on one `azure_core` pipeline.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod deps;
 pub mod error;
 pub mod functions;
+pub mod lifecycle;
 pub mod messages;
 pub mod protocol;
 pub mod resource_id;

@@ -19,6 +19,10 @@ use crate::vault_name::VaultName;
 /// after its retries) instead of being misread.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// How many deliveries a queue allows before dead-lettering (the Service Bus default, set on every queue in
+/// `infra/`); the workers treat the last one as final.
+pub const MAX_DELIVERY_COUNT: u32 = 10;
+
 /// The queues, one per worker.
 pub mod queues {
     pub const RESOURCE_CREATED: &str = "resource-created";

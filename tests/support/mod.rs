@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -29,17 +29,23 @@ pub struct Handler {
     /// `None` once [`Handler::wait_for_exit`] took it.
     child: Option<Child>,
     pub port: u16,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Arc<(Mutex<Vec<String>>, Condvar)>,
     client: reqwest::blocking::Client,
 }
 
-/// Lifecycle app settings for tests that exercise the runtime only: well-formed, pointing at nothing real. Tests
-/// against local-azure pass its real values instead (later pairs win).
+/// Settings for tests that exercise the runtime only: well-formed, and every Azure endpoint (identity, ARM, Service
+/// Bus) a closed loopback port, so each Azure call fails at once and nothing leaves the machine. Tests against
+/// local-azure pass its real values instead (later pairs win).
 pub const PLACEHOLDER_SETTINGS: &[(&str, &str)] = &[
     ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000001"),
     ("EDGEVAULT_PRINCIPAL_ID", "00000000-0000-0000-0000-000000000002"),
-    ("ServiceBusConnection__fullyQualifiedNamespace", "placeholder.servicebus.windows.net"),
+    ("ServiceBusConnection__fullyQualifiedNamespace", "127.0.0.1:1"),
     ("EDGEVAULT_SUBSCRIPTIONS", "00000000-0000-0000-0000-000000000003"),
+    ("EDGEVAULT_ARM_ENDPOINT", "https://127.0.0.1:1"),
+    ("EDGEVAULT_RETRY_MAX_RETRIES", "0"),
+    ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token"),
+    ("IDENTITY_HEADER", "placeholder"),
+    ("NO_PROXY", "*"),
 ];
 
 /// How long a process may take to start listening before the test gives up (a limit, not a wait).
@@ -65,7 +71,7 @@ impl Handler {
         }
         let mut child = command.spawn().context("starting edgevault")?;
         let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let (port_tx, port_rx) = mpsc::channel();
         let lines = log.clone();
         std::thread::spawn(move || {
@@ -73,14 +79,15 @@ impl Handler {
                 if let Some(port) = listening_port(&line) {
                     let _ = port_tx.send(port);
                 }
-                lines.lock().unwrap().push(line);
+                lines.0.lock().unwrap().push(line);
+                lines.1.notify_all();
             }
         });
         let port = match port_rx.recv_timeout(START_TIMEOUT) {
             Ok(port) => port,
             Err(_) => {
                 let _ = child.kill();
-                bail!("edgevault did not start listening; its log:\n{}", log.lock().unwrap().join("\n"))
+                bail!("edgevault did not start listening; its log:\n{}", log.0.lock().unwrap().join("\n"))
             }
         };
         let client = reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build()?;
@@ -112,7 +119,21 @@ impl Handler {
 
     /// Everything the handler has logged so far.
     pub fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
+        self.log.0.lock().unwrap().clone()
+    }
+
+    /// The first log line matching `predicate`, waiting up to `limit` for it to be written (logs arrive on another
+    /// thread, after the answer that caused them).
+    pub fn wait_for_log(&self, limit: Duration, predicate: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut lines = self.log.0.lock().unwrap();
+        loop {
+            if let Some(line) = lines.iter().find(|l| predicate(l)) {
+                return Some(line.clone());
+            }
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            lines = self.log.1.wait_timeout(lines, left).unwrap().0;
+        }
     }
 
     /// Whether the process is still running.

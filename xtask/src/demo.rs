@@ -1,5 +1,6 @@
-//! The main job until local-azure can host the whole lifecycle: start the real handler and replay the documented
-//! sample invocations (one per trigger type, from `tests/fixtures/triggers/`), checking each answer.
+//! The main job until local-azure can host the whole lifecycle: start the real handler with every Azure endpoint
+//! unreachable and replay the documented sample invocations (one per trigger type, from
+//! `tests/fixtures/triggers/`), checking that each gets the documented answer for an Azure outage.
 //!
 //! This becomes the local end-to-end demo on local-azure with the lifecycle issue.
 
@@ -27,37 +28,37 @@ pub const STEPS: &[Step] = &[
     Step {
         function: "ArmEvents",
         fixture: "triggers/event-grid-write.json",
-        status: 501,
+        status: 503,
         http_status: None,
-        what: "a Stack Edge ResourceWriteSuccess event (Event Grid schema) parses; its handling is not built yet",
+        what: "a Stack Edge ResourceWriteSuccess event (Event Grid schema) is classified; queueing it needs Service Bus",
     },
     Step {
         function: "ArmEvents",
         fixture: "triggers/cloud-events-delete.json",
-        status: 501,
+        status: 503,
         http_status: None,
-        what: "vault and device ResourceDeleteSuccess events (CloudEvents 1.0) parse; handling not built yet",
+        what: "vault and device ResourceDeleteSuccess events (CloudEvents 1.0) are classified; queueing needs Service Bus",
     },
     Step {
         function: "ActivationKeyApi",
         fixture: "triggers/http-post.json",
         status: 200,
-        http_status: Some(501),
-        what: "the portal's activation-key request parses; the API answers 501 until the lifecycle is built",
+        http_status: Some(503),
+        what: "the portal's activation-key request is validated; with no Azure reachable the API answers 503 + Retry-After",
     },
     Step {
         function: "RecoverySweep",
         fixture: "triggers/timer.json",
-        status: 501,
+        status: 503,
         http_status: None,
-        what: "a past-due timer tick parses; the sweep is not built yet",
+        what: "a past-due timer tick starts the sweep; listing devices needs ARM, so the run fails and is retried",
     },
     Step {
         function: "ResourceCreated",
         fixture: "triggers/service-bus.json",
-        status: 501,
+        status: 503,
         http_status: None,
-        what: "a Service Bus message with its broker metadata parses; the worker fails honestly so it is retried",
+        what: "a Service Bus command is read; with ARM unreachable the worker fails retryably, so it is redelivered",
     },
 ];
 

@@ -64,6 +64,16 @@ impl ArmClient {
         }
     }
 
+    /// Replaces the device's tags (ARM PATCH semantics for `tags`: the object given is the new set).
+    pub async fn set_device_tags(
+        &self,
+        id: &ResourceId,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Device, AzureError> {
+        let body = json!({"tags": tags});
+        self.send("update device tags", Method::Patch, &id.to_string(), DEVICES_API, Some(&body)).await
+    }
+
     pub async fn get_extended_info(&self, id: &ResourceId) -> Result<ExtendedInfo, AzureError> {
         let path = format!("{id}/getExtendedInformation");
         self.send("get extended information", Method::Post, &path, DEVICES_API, Some(&json!({}))).await
@@ -135,6 +145,24 @@ impl ArmClient {
             }
         }
         Err(AzureError::new(operation, None, None, "the vault did not finish provisioning"))
+    }
+
+    /// One page of the vaults in a resource group.
+    pub async fn list_vaults(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        next_link: Option<&str>,
+    ) -> Result<Page<Vault>, AzureError> {
+        match next_link {
+            Some(link) => self.get_url("list vaults", self.absolute(link)?).await,
+            None => {
+                let path = format!(
+                    "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.KeyVault/vaults"
+                );
+                self.send("list vaults", Method::Get, &path, VAULTS_API, None::<&()>).await
+            }
+        }
     }
 
     /// Adds access policies to a vault (`accessPolicies/add`), leaving the others alone.

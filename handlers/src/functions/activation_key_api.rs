@@ -1,21 +1,316 @@
-//! `ActivationKeyApi` (httpTrigger): the portal's activation-key API.
+//! `ActivationKeyApi` (httpTrigger): the portal's activation-key API, documented in `docs/activation-key-api.yaml`.
+//!
+//! - `POST /api/activation-keys` with `{"resourceId", "vaultName"?}` validates the request, marks the device
+//!   `KeyVaultSyncPending`, enqueues the work and answers `202` with `Location` and `Retry-After`.
+//! - `GET /api/activation-keys/{operationId}` reports `pending`, `syncing`, `succeeded` (with a fresh activation key
+//!   and its expiry), `failed` (with the reason), `notRequested` or `legacy`.
+//!
+//! The operation id encodes the device id (base64url) plus a nonce, so the status needs no stored state: it is
+//! read from the device every time.
 
 use std::sync::Arc;
 
-use super::{Deps, HandlerResult, Invocation};
-use crate::error::FunctionError;
-use crate::protocol::InvocationResponse;
-use crate::triggers::{HttpRequest, HttpResponse};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde_json::json;
 
-pub async fn run(invocation: Invocation, _deps: Arc<Deps>) -> HandlerResult {
+use super::{Deps, HandlerResult, Invocation};
+use crate::azure::models::KeyVaultSyncStatus;
+use crate::error::FunctionError;
+use crate::lifecycle::provision::mark_status;
+use crate::lifecycle::status::{KeyStatus, key_status};
+use crate::lifecycle::{is_legacy, owned_by, vault_id};
+use crate::messages::Command;
+use crate::protocol::InvocationResponse;
+use crate::resource_id::{DEVICE_TYPE, ResourceId};
+use crate::triggers::{HttpRequest, HttpResponse};
+use crate::vault_name::VaultName;
+
+/// Bodies are a resource id and a name; anything much larger is not a request of this API.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Seconds the portal should wait between status polls.
+const RETRY_AFTER_SECONDS: u32 = 5;
+/// Default-name attempts before giving up (a name is global; a clash on the derived name is rare).
+const DEFAULT_NAME_ATTEMPTS: u32 = 5;
+
+pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
     let request: HttpRequest = invocation.request.binding("req")?;
     let response = match request.method.to_ascii_uppercase().as_str() {
-        "GET" | "POST" => {
-            // The invocation itself succeeds: the host must deliver this 501 to the caller, not retry it.
-            let err = FunctionError::NotImplemented { function: "ActivationKeyApi" };
-            HttpResponse::error(501, err.code(), err.to_string())
+        "POST" => post(&deps, &request, &invocation.invocation_id).await,
+        "GET" => get(&deps, &request).await,
+        other => Ok(HttpResponse::error(405, "MethodNotAllowed", format!("{other} is not supported; use GET or POST"))),
+    };
+    let response = match response {
+        Ok(response) => response,
+        // Azure being unavailable is the caller's to retry; anything else is a bug to report, not to hide.
+        Err(FunctionError::Azure(err)) if err.retryable() => {
+            tracing::warn!("activation-key API: {err}");
+            let mut response = HttpResponse::error(
+                503,
+                "AzureUnavailable",
+                format!("{} is temporarily unavailable; retry", err.operation),
+            );
+            response.headers.insert("Retry-After".into(), RETRY_AFTER_SECONDS.to_string());
+            response
         }
-        other => HttpResponse::error(405, "MethodNotAllowed", format!("{other} is not supported; use GET or POST")),
+        Err(err) => return Err(err),
     };
     Ok(InvocationResponse::default().with_output("res", response))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct KeyRequest {
+    resource_id: String,
+    #[serde(default)]
+    vault_name: Option<String>,
+}
+
+async fn post(deps: &Deps, request: &HttpRequest, invocation_id: &str) -> Result<HttpResponse, FunctionError> {
+    if let Some(content_type) = request.header("content-type")
+        && !content_type.to_ascii_lowercase().starts_with("application/json")
+    {
+        return Ok(HttpResponse::error(415, "UnsupportedMediaType", "send the request as application/json"));
+    }
+    let body = request.body.as_deref().unwrap_or_default();
+    if body.len() > MAX_BODY_BYTES {
+        return Ok(HttpResponse::error(413, "RequestTooLarge", format!("the body exceeds {MAX_BODY_BYTES} bytes")));
+    }
+    let key_request: KeyRequest = match serde_json::from_str(body) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            return Ok(HttpResponse::error(
+                400,
+                "InvalidRequestBody",
+                format!(
+                    "expected {{\"resourceId\": \"<Stack Edge resource id>\", \"vaultName\": \"<optional>\"}}: {e}"
+                ),
+            ));
+        }
+    };
+    let device_id: ResourceId = match key_request.resource_id.parse() {
+        Ok(id) => id,
+        Err(e) => return Ok(HttpResponse::error(400, "InvalidResourceId", e.to_string())),
+    };
+    if !device_id.is_type(DEVICE_TYPE) {
+        return Ok(HttpResponse::error(
+            400,
+            "NotAStackEdgeResource",
+            format!("{device_id} is not a Microsoft.DataBoxEdge/dataBoxEdgeDevices resource"),
+        ));
+    }
+    let custom = match key_request.vault_name.as_deref().map(VaultName::parse).transpose() {
+        Ok(name) => name,
+        Err(e) => return Ok(HttpResponse::error(400, e.rule(), e.to_string())),
+    };
+    let Some(device) = deps.arm.get_device(&device_id).await? else {
+        return Ok(HttpResponse::error(404, "DeviceNotFound", format!("{device_id} does not exist")));
+    };
+    let info = deps.arm.get_extended_info(&device_id).await?;
+    if is_legacy(&device, &info, deps.settings.cutover) {
+        return Ok(HttpResponse::error(
+            409,
+            "PreIntegrationResource",
+            format!("{device_id} predates the Key Vault integration; edgevault leaves it unchanged"),
+        ));
+    }
+    let linked = info.properties.client_secret_store_id.as_deref().and_then(|v| v.parse::<ResourceId>().ok());
+    let vault_name = match (&linked, custom) {
+        (Some(linked), Some(custom)) if !linked.name().unwrap_or_default().eq_ignore_ascii_case(custom.as_str()) => {
+            return Ok(HttpResponse::error(
+                409,
+                "VaultAlreadyLinked",
+                format!(
+                    "{device_id} already uses vault {}; a device keeps one vault for life",
+                    linked.name().unwrap_or_default()
+                ),
+            ));
+        }
+        // A repeated request reuses the linked vault.
+        (Some(linked), _) => VaultName::parse(linked.name().unwrap_or_default())
+            .map_err(|e| FunctionError::Permanent { code: "LinkedVaultInvalid", message: e.to_string() })?,
+        (None, Some(custom)) => match availability(deps, &device_id, &device.location, &custom).await? {
+            Ok(()) => custom,
+            Err(reason) => return Ok(HttpResponse::error(409, "VaultNameUnavailable", reason)),
+        },
+        (None, None) => match default_name(deps, &device_id, &device.location).await? {
+            Some(name) => name,
+            None => {
+                return Ok(HttpResponse::error(
+                    409,
+                    "VaultNameUnavailable",
+                    "no default vault name is free; give a custom vaultName",
+                ));
+            }
+        },
+    };
+    let operation_id = operation_id(&device_id);
+    mark_status(deps, &device_id, KeyVaultSyncStatus::KeyVaultSyncPending).await?;
+    let command = Command::ActivationKeyRequested {
+        device: device_id.clone(),
+        operation_id: operation_id.clone(),
+        vault_name: Some(vault_name.clone()),
+    };
+    let correlation = Some(invocation_id).filter(|id| !id.is_empty());
+    deps.enqueue(&[command], correlation).await?;
+    let location = status_url(&request.url, &operation_id);
+    let mut response = HttpResponse::json(
+        202,
+        json!({"operationId": operation_id, "status": "pending", "vaultName": vault_name.as_str(), "statusUrl": location}),
+    );
+    response.headers.insert("Location".into(), location);
+    response.headers.insert("Retry-After".into(), RETRY_AFTER_SECONDS.to_string());
+    Ok(response)
+}
+
+/// Whether `name` can be this device's vault: free, or already the device's own (live or soft-deleted, from an
+/// earlier attempt). `Err` carries the reason for the caller.
+async fn availability(
+    deps: &Deps,
+    device: &ResourceId,
+    location: &str,
+    name: &VaultName,
+) -> Result<Result<(), String>, FunctionError> {
+    let check = deps.arm.check_vault_name(device.subscription(), name.as_str()).await?;
+    if check.name_available {
+        return Ok(Ok(()));
+    }
+    let id = vault_id(device, name);
+    if let Some(vault) = deps.arm.get_vault(&id).await?
+        && owned_by(&vault.tags, device)
+    {
+        return Ok(Ok(()));
+    }
+    if let Some(deleted) = deps.arm.get_deleted_vault(device.subscription(), location, name.as_str()).await?
+        && owned_by(&deleted.properties.tags, device)
+    {
+        return Ok(Ok(()));
+    }
+    Ok(Err(check.message.unwrap_or_else(|| {
+        format!("vault name {name} is not available ({})", check.reason.unwrap_or_else(|| "taken".into()))
+    })))
+}
+
+async fn default_name(deps: &Deps, device: &ResourceId, location: &str) -> Result<Option<VaultName>, FunctionError> {
+    for attempt in 0..DEFAULT_NAME_ATTEMPTS {
+        let name = VaultName::default_for(device, attempt);
+        if availability(deps, device, location, &name).await?.is_ok() {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
+}
+
+async fn get(deps: &Deps, request: &HttpRequest) -> Result<HttpResponse, FunctionError> {
+    let Some(operation_id) = request.params.get("operationId").filter(|id| !id.is_empty()) else {
+        return Ok(HttpResponse::error(400, "OperationIdMissing", "GET /api/activation-keys/{operationId}"));
+    };
+    let Some(device_id) = device_of(operation_id) else {
+        return Ok(HttpResponse::error(404, "OperationNotFound", "no activation request has this operation id"));
+    };
+    let Some(status) = key_status(deps, &device_id).await? else {
+        return Ok(HttpResponse::error(404, "DeviceNotFound", format!("{device_id} does not exist")));
+    };
+    let mut body = json!({"operationId": operation_id, "resourceId": device_id.to_string()});
+    let (name, in_progress) = match status {
+        KeyStatus::Pending => ("pending", true),
+        KeyStatus::Syncing => ("syncing", true),
+        KeyStatus::Succeeded { key, expires_at, vault_uri } => {
+            body["activationKey"] = key.expose().into();
+            body["expiresAt"] = rfc3339(expires_at).into();
+            body["vaultUri"] = vault_uri.into();
+            ("succeeded", false)
+        }
+        KeyStatus::Failed { reason } => {
+            body["error"] = json!({"code": "KeyVaultSyncFailed", "message": reason});
+            ("failed", false)
+        }
+        KeyStatus::NotRequested => ("notRequested", false),
+        KeyStatus::Legacy => ("legacy", false),
+    };
+    body["status"] = name.into();
+    let mut response = HttpResponse::json(200, body);
+    if in_progress {
+        response.headers.insert("Retry-After".into(), RETRY_AFTER_SECONDS.to_string());
+    }
+    response.headers.insert("Cache-Control".into(), "no-store".into());
+    Ok(response)
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// `<base64url(device id)>.<nonce>`: self-describing, so the status endpoint needs no state of its own.
+fn operation_id(device: &ResourceId) -> String {
+    use aes_gcm::aead::{OsRng, rand_core::RngCore};
+    let nonce = OsRng.next_u64();
+    format!("{}.{nonce:016x}", URL_SAFE_NO_PAD.encode(device.to_string()))
+}
+
+fn device_of(operation_id: &str) -> Option<ResourceId> {
+    let (encoded, nonce) = operation_id.split_once('.')?;
+    if nonce.len() != 16 || !nonce.chars().all(|c| c.is_ascii_hexdigit()) || encoded.len() > 4096 {
+        return None;
+    }
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(encoded).ok()?).ok()?;
+    text.parse::<ResourceId>().ok().filter(|id| id.is_type(DEVICE_TYPE))
+}
+
+/// The status URL on the same scheme and host the caller used.
+fn status_url(request_url: &str, operation_id: &str) -> String {
+    let path = format!("/api/activation-keys/{operation_id}");
+    match azure_core::http::Url::parse(request_url) {
+        Ok(url) => {
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{}{port}{path}", url.scheme(), url.host_str().unwrap_or("localhost"))
+        }
+        Err(_) => path,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEVICE: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/d";
+
+    #[test]
+    fn operation_ids_round_trip_to_the_device_and_are_unique() {
+        let device: ResourceId = DEVICE.parse().unwrap();
+        let a = operation_id(&device);
+        assert_ne!(a, operation_id(&device));
+        assert_eq!(device_of(&a), Some(device));
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'));
+    }
+
+    #[test]
+    fn forged_operation_ids_are_refused() {
+        let vault = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v";
+        for bad in [
+            "nope".to_string(),
+            format!("{}.0000000000000000", URL_SAFE_NO_PAD.encode(vault)),
+            format!("{}.xyz", URL_SAFE_NO_PAD.encode(DEVICE)),
+            format!("{}.0000000000000000", URL_SAFE_NO_PAD.encode("../../etc/passwd")),
+        ] {
+            assert_eq!(device_of(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn status_url_keeps_scheme_host_and_port() {
+        assert_eq!(
+            status_url("https://app.azurewebsites.net/api/activation-keys", "op"),
+            "https://app.azurewebsites.net/api/activation-keys/op"
+        );
+        assert_eq!(
+            status_url("http://127.0.0.1:7071/api/activation-keys?code=x", "op"),
+            "http://127.0.0.1:7071/api/activation-keys/op"
+        );
+        assert_eq!(status_url("not a url", "op"), "/api/activation-keys/op");
+    }
 }

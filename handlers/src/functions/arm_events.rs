@@ -1,35 +1,139 @@
-//! `ArmEvents` (eventGridTrigger): Resource Manager events in, queue commands out.
+//! `ArmEvents` (eventGridTrigger): Resource Manager events in, queue commands out. Fast by design: it reads
+//! nothing from Azure and writes only to Service Bus, so an event is acknowledged as soon as its command is safely
+//! queued (and not acknowledged, so Event Grid redelivers, if queueing failed).
 
 use std::sync::Arc;
 
 use super::{Deps, HandlerResult, Invocation};
 use crate::error::FunctionError;
-use crate::protocol::InvocationResponse;
+use crate::messages::Command;
+use crate::protocol::{InvocationResponse, decode};
+use crate::resource_id::{DEVICE_TYPE, ResourceId, VAULT_TYPE};
 use crate::triggers::{GridEvent, SubscriptionValidationData, event_types};
 
-pub async fn run(invocation: Invocation, _deps: Arc<Deps>) -> HandlerResult {
+pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
     let value = invocation.request.data.get("event").cloned().ok_or_else(|| {
         FunctionError::invalid("Data.event", "missing; the eventGridTrigger binding is named `event`")
     })?;
     let events = GridEvent::list_from_value(value, "Data.event")?;
     let mut response = InvocationResponse::default();
-    let mut pending = 0;
+    let mut commands = Vec::new();
     for (i, event) in events.iter().enumerate() {
         let path = format!("Data.event[{i}]");
         if event.event_type() == event_types::SUBSCRIPTION_VALIDATION {
             // The Functions host answers the handshake for eventGridTrigger functions itself; one that reaches the
             // handler needs nothing more than a well-formed acknowledgement.
-            let data: SubscriptionValidationData = crate::protocol::decode(event.data().clone(), &path)?;
+            let data: SubscriptionValidationData = decode(event.data().clone(), &path)?;
             response = response.with_log(format!("subscription validation {} acknowledged", data.validation_code));
             continue;
         }
-        if event.event_type().starts_with("Microsoft.Resources.") {
-            event.resource_action(&path)?;
+        match classify(event, &path)? {
+            Some(command) => {
+                response = response.with_log(format!("{} for {}", command.kind(), command.subject()));
+                commands.push(command);
+            }
+            None => tracing::debug!(event_id = event.id(), event_type = event.event_type(), "event ignored"),
         }
-        pending += 1;
     }
-    if pending > 0 {
-        return Err(FunctionError::NotImplemented { function: "ArmEvents" });
-    }
+    let correlation = Some(invocation.invocation_id.as_str()).filter(|id| !id.is_empty());
+    deps.enqueue(&commands, correlation).await?;
     Ok(response)
+}
+
+/// The command an event calls for, if any: a Stack Edge device written or deleted, or a vault deleted.
+pub fn classify(event: &GridEvent, path: &str) -> Result<Option<Command>, FunctionError> {
+    let is_write = event.event_type() == event_types::RESOURCE_WRITE_SUCCESS;
+    let is_delete = event.event_type() == event_types::RESOURCE_DELETE_SUCCESS;
+    if !is_write && !is_delete {
+        return Ok(None);
+    }
+    let data = event.resource_action(path)?;
+    if !data.status.eq_ignore_ascii_case("Succeeded") {
+        return Ok(None);
+    }
+    let resource: ResourceId = data
+        .resource_uri
+        .parse()
+        .map_err(|e| FunctionError::invalid(format!("{path}.data.resourceUri"), format!("{e}")))?;
+    let operation = data.operation_name.to_ascii_lowercase();
+    let cause = event.id().to_string();
+    Ok(if resource.is_type(DEVICE_TYPE) && is_write && operation == "microsoft.databoxedge/databoxedgedevices/write" {
+        Some(Command::ResourceCreated { device: resource, cause })
+    } else if resource.is_type(DEVICE_TYPE)
+        && is_delete
+        && operation == "microsoft.databoxedge/databoxedgedevices/delete"
+    {
+        Some(Command::ResourceDeleted { device: resource, cause })
+    } else if resource.is_type(VAULT_TYPE) && is_delete && operation == "microsoft.keyvault/vaults/delete" {
+        Some(Command::VaultDeleted { vault: resource, cause })
+    } else {
+        None
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(kind: &str, operation: &str, uri: &str, status: &str) -> GridEvent {
+        GridEvent::from_value(
+            json!({"id": "e1", "subject": uri, "eventType": kind, "eventTime": "t",
+                   "data": {"resourceUri": uri, "operationName": operation, "status": status, "subscriptionId": "s"}}),
+            "e",
+        )
+        .unwrap()
+    }
+
+    const DEVICE: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/d";
+    const VAULT: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v";
+
+    #[test]
+    fn classifies_the_three_lifecycle_events() {
+        let w = event(
+            event_types::RESOURCE_WRITE_SUCCESS,
+            "Microsoft.DataBoxEdge/dataBoxEdgeDevices/write",
+            DEVICE,
+            "Succeeded",
+        );
+        assert!(matches!(classify(&w, "e").unwrap(), Some(Command::ResourceCreated { .. })));
+        let d = event(
+            event_types::RESOURCE_DELETE_SUCCESS,
+            "Microsoft.DataBoxEdge/dataBoxEdgeDevices/delete",
+            DEVICE,
+            "Succeeded",
+        );
+        assert!(matches!(classify(&d, "e").unwrap(), Some(Command::ResourceDeleted { .. })));
+        let v = event(event_types::RESOURCE_DELETE_SUCCESS, "Microsoft.KeyVault/vaults/delete", VAULT, "Succeeded");
+        assert!(matches!(classify(&v, "e").unwrap(), Some(Command::VaultDeleted { .. })));
+    }
+
+    #[test]
+    fn everything_else_is_ignored() {
+        let vault_write =
+            event(event_types::RESOURCE_WRITE_SUCCESS, "Microsoft.KeyVault/vaults/write", VAULT, "Succeeded");
+        assert_eq!(classify(&vault_write, "e").unwrap(), None);
+        let failed = event(event_types::RESOURCE_DELETE_SUCCESS, "Microsoft.KeyVault/vaults/delete", VAULT, "Failed");
+        assert_eq!(classify(&failed, "e").unwrap(), None);
+        let other = event("Microsoft.Storage.BlobCreated", "x", VAULT, "Succeeded");
+        assert_eq!(classify(&other, "e").unwrap(), None);
+        let child = event(
+            event_types::RESOURCE_DELETE_SUCCESS,
+            "Microsoft.KeyVault/vaults/delete",
+            &format!("{VAULT}/secrets/x"),
+            "Succeeded",
+        );
+        assert_eq!(classify(&child, "e").unwrap(), None);
+    }
+
+    #[test]
+    fn a_bad_resource_uri_names_the_field() {
+        let bad = event(
+            event_types::RESOURCE_WRITE_SUCCESS,
+            "Microsoft.DataBoxEdge/dataBoxEdgeDevices/write",
+            "nope",
+            "Succeeded",
+        );
+        assert_eq!(classify(&bad, "e").unwrap_err().field(), Some("e.data.resourceUri"));
+    }
 }

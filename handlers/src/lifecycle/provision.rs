@@ -1,0 +1,259 @@
+//! Provisioning as a reconciler: make the device's identity, vault, access policies, lock, CIK and extended
+//! information what they should be, writing only what differs. Running it twice, or after a crash between any two
+//! steps, converges on the same vault and the same CIK.
+
+use crate::activation_key::Cik;
+use crate::azure::models::{Device, ExtendedInfo, ExtendedInfoPatch, KeyVaultSyncStatus, Vault};
+use crate::deps::Deps;
+use crate::error::FunctionError;
+use crate::resource_id::ResourceId;
+use crate::vault_name::VaultName;
+
+use super::{
+    ERROR_TAG, LOCK_NAME, LOCK_NOTES, RETENTION_DAYS, cik_secret_name, desired_vault, owned_by, required_policies,
+    vault_id,
+};
+
+/// What a device ends up with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provisioned {
+    pub vault_id: ResourceId,
+    pub vault_uri: String,
+    pub cik_name: String,
+    pub cik_version: String,
+    /// A new CIK version was written (first activation, or the linked one was lost).
+    pub cik_created: bool,
+}
+
+/// Makes sure the device has its system-assigned identity; returns its principal id.
+pub async fn ensure_identity(deps: &Deps, id: &ResourceId, device: &Device) -> Result<String, FunctionError> {
+    if let Some(principal) = device.principal_id() {
+        return Ok(principal.to_string());
+    }
+    let updated = deps.arm.enable_identity(id).await?;
+    tracing::info!(device = %id, "enabled the system-assigned identity");
+    updated.principal_id().map(str::to_string).ok_or_else(|| FunctionError::Permanent {
+        code: "IdentityNotCreated",
+        message: format!("enabling the identity of {id} returned no principal id"),
+    })
+}
+
+/// Provisions `id`'s vault. `requested` is the vault name from the activation request (custom or default); without
+/// it the name linked in the extended information is used. `None` if the device no longer exists.
+pub async fn provision(
+    deps: &Deps,
+    id: &ResourceId,
+    requested: Option<&VaultName>,
+) -> Result<Option<Provisioned>, FunctionError> {
+    let Some(device) = deps.arm.get_device(id).await? else {
+        tracing::info!(device = %id, "device no longer exists; nothing to provision");
+        return Ok(None);
+    };
+    let principal = ensure_identity(deps, id, &device).await?;
+    let info = deps.arm.get_extended_info(id).await?;
+    let vault_id = target_vault(id, &info, requested)?;
+    let vault = ensure_vault(deps, id, &device, &principal, &vault_id).await?;
+    ensure_policies(deps, &vault_id, &vault, &principal).await?;
+    ensure_lock(deps, &vault_id).await?;
+    let vault_uri =
+        vault.properties.vault_uri.clone().unwrap_or_else(|| format!("https://{}.vault.azure.net/", vault.name));
+    let (cik_name, cik_version, cik_created) = ensure_cik(deps, id, &vault_id, &vault_uri, &info).await?;
+    let provisioned = Provisioned { vault_id, vault_uri, cik_name, cik_version, cik_created };
+    sync_extended_info(deps, id, &info, &provisioned).await?;
+    clear_error(deps, id, &device).await?;
+    Ok(Some(provisioned))
+}
+
+/// The vault the device should use: the one already linked, or the requested name. A request for a different name
+/// than the linked vault is refused rather than silently given a second vault.
+fn target_vault(
+    id: &ResourceId,
+    info: &ExtendedInfo,
+    requested: Option<&VaultName>,
+) -> Result<ResourceId, FunctionError> {
+    let linked =
+        info.properties.client_secret_store_id.as_deref().map(str::parse::<ResourceId>).transpose().map_err(|e| {
+            FunctionError::Permanent {
+                code: "LinkedVaultInvalid",
+                message: format!("the linked vault id is invalid: {e}"),
+            }
+        })?;
+    match (linked, requested) {
+        (Some(linked), Some(name)) if !linked.name().unwrap_or_default().eq_ignore_ascii_case(name.as_str()) => {
+            Err(FunctionError::Permanent {
+                code: "VaultAlreadyLinked",
+                message: format!("{id} already uses vault {linked}; a device has one vault for life"),
+            })
+        }
+        (Some(linked), _) => Ok(linked),
+        (None, Some(name)) => Ok(vault_id(id, name)),
+        (None, None) => Ok(vault_id(id, &VaultName::default_for(id, 0))),
+    }
+}
+
+async fn ensure_vault(
+    deps: &Deps,
+    id: &ResourceId,
+    device: &Device,
+    principal: &str,
+    vault_id: &ResourceId,
+) -> Result<Vault, FunctionError> {
+    let desired = desired_vault(&deps.settings, device, principal);
+    if let Some(vault) = deps.arm.get_vault(vault_id).await? {
+        if !owned_by(&vault.tags, id) {
+            return Err(FunctionError::Permanent {
+                code: "VaultNotOwned",
+                message: format!("vault {vault_id} exists and does not belong to {id}; choose another name"),
+            });
+        }
+        let protected = vault.properties.enable_soft_delete != Some(false)
+            && vault.properties.enable_purge_protection == Some(true);
+        if protected {
+            return Ok(vault);
+        }
+        // Purge protection can only be turned on; re-PUT the vault with it (and keep its other policies).
+        let mut update = desired;
+        update.properties.access_policies = vault.properties.access_policies.clone();
+        update.properties.soft_delete_retention_in_days =
+            vault.properties.soft_delete_retention_in_days.or(Some(RETENTION_DAYS));
+        tracing::warn!(vault = %vault_id, "vault lacked soft delete or purge protection; turning them on");
+        return Ok(deps.arm.put_vault(vault_id, &update).await?);
+    }
+    let name = vault_id.name().unwrap_or_default();
+    let subscription = vault_id.subscription();
+    if let Some(deleted) = deps.arm.get_deleted_vault(subscription, &device.location, name).await? {
+        if !owned_by(&deleted.properties.tags, id) {
+            return Err(FunctionError::Permanent {
+                code: "VaultNameReserved",
+                message: format!("a soft-deleted vault named {name} that is not this device's reserves the name"),
+            });
+        }
+        tracing::info!(vault = %vault_id, "recovering the device's soft-deleted vault");
+        return Ok(deps.arm.recover_vault(vault_id, &device.location, &deps.settings.tenant_id).await?);
+    }
+    match deps.arm.put_vault(vault_id, &desired).await {
+        Ok(vault) => {
+            tracing::info!(vault = %vault_id, "created the vault");
+            Ok(vault)
+        }
+        Err(err) if err.status == Some(409) => Err(FunctionError::Permanent {
+            code: "VaultNameUnavailable",
+            message: format!("vault name {name} is taken: {}", err.message),
+        }),
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn ensure_policies(
+    deps: &Deps,
+    vault_id: &ResourceId,
+    vault: &Vault,
+    principal: &str,
+) -> Result<(), FunctionError> {
+    let missing: Vec<_> = required_policies(&deps.settings, principal)
+        .into_iter()
+        .filter(|want| !vault.properties.access_policies.iter().any(|have| have.covers(want)))
+        .collect();
+    if !missing.is_empty() {
+        deps.arm.add_access_policies(vault_id, &missing).await?;
+        tracing::info!(vault = %vault_id, added = missing.len(), "added access policies");
+    }
+    Ok(())
+}
+
+async fn ensure_lock(deps: &Deps, vault_id: &ResourceId) -> Result<(), FunctionError> {
+    let present = deps.arm.get_lock(vault_id, LOCK_NAME).await?.is_some_and(|l| l.properties.level == "CanNotDelete");
+    if !present {
+        deps.arm.put_lock(vault_id, LOCK_NAME, LOCK_NOTES).await?;
+        tracing::info!(vault = %vault_id, "locked the vault against deletion");
+    }
+    Ok(())
+}
+
+/// Finds the device's CIK in the vault, or writes one. The linked version is kept when it is intact and enabled.
+async fn ensure_cik(
+    deps: &Deps,
+    id: &ResourceId,
+    vault_id: &ResourceId,
+    vault_uri: &str,
+    info: &ExtendedInfo,
+) -> Result<(String, String, bool), FunctionError> {
+    let props = &info.properties;
+    let linked_here =
+        props.client_secret_store_id.as_deref().and_then(|v| v.parse::<ResourceId>().ok()).as_ref() == Some(vault_id);
+    let name = match (&props.channel_integrity_key_name, linked_here) {
+        (Some(name), true) => name.clone(),
+        _ => cik_secret_name(id, vault_id),
+    };
+    let version = if linked_here { props.channel_integrity_key_version.as_deref() } else { None };
+    if let Some(stored) = deps.secrets.get_cik(vault_uri, &name, version).await?
+        && stored.enabled
+    {
+        return Ok((name, stored.version, false));
+    }
+    let cik = Cik::generate();
+    let version = deps.secrets.set_cik(vault_uri, &name, &cik).await?;
+    tracing::info!(device = %id, secret = %name, "stored a new CIK version");
+    Ok((name, version, true))
+}
+
+async fn sync_extended_info(
+    deps: &Deps,
+    id: &ResourceId,
+    info: &ExtendedInfo,
+    provisioned: &Provisioned,
+) -> Result<(), FunctionError> {
+    let patch = ExtendedInfoPatch {
+        client_secret_store_id: Some(provisioned.vault_id.to_string()),
+        client_secret_store_url: Some(provisioned.vault_uri.trim_end_matches('/').to_string()),
+        channel_integrity_key_name: Some(provisioned.cik_name.clone()),
+        channel_integrity_key_version: Some(provisioned.cik_version.clone()),
+        sync_status: Some(KeyVaultSyncStatus::KeyVaultSynced),
+    };
+    let props = &info.properties;
+    let in_sync = props.client_secret_store_id.as_deref().map(str::to_ascii_lowercase)
+        == patch.client_secret_store_id.as_deref().map(str::to_ascii_lowercase)
+        && props.client_secret_store_url.as_deref().map(|u| u.trim_end_matches('/'))
+            == patch.client_secret_store_url.as_deref()
+        && props.channel_integrity_key_name == patch.channel_integrity_key_name
+        && props.channel_integrity_key_version == patch.channel_integrity_key_version
+        && props.key_vault_sync_status == patch.sync_status;
+    if !in_sync {
+        deps.arm.update_extended_info(id, &patch).await?;
+        tracing::info!(device = %id, "extended information synced");
+    }
+    Ok(())
+}
+
+async fn clear_error(deps: &Deps, id: &ResourceId, device: &Device) -> Result<(), FunctionError> {
+    if device.tags.keys().any(|k| k.eq_ignore_ascii_case(ERROR_TAG)) {
+        let tags = device
+            .tags
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case(ERROR_TAG))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        deps.arm.set_device_tags(id, &tags).await?;
+    }
+    Ok(())
+}
+
+/// Records a failed synchronisation where the status API and the portal see it: `KeyVaultSyncFailed` in the
+/// extended information and the reason in the device's `edgevault-sync-error` tag.
+pub async fn mark_failed(deps: &Deps, id: &ResourceId, reason: &str) -> Result<(), FunctionError> {
+    let Some(device) = deps.arm.get_device(id).await? else { return Ok(()) };
+    let patch = ExtendedInfoPatch { sync_status: Some(KeyVaultSyncStatus::KeyVaultSyncFailed), ..Default::default() };
+    deps.arm.update_extended_info(id, &patch).await?;
+    let mut tags = device.tags.clone();
+    // Tag values are limited to 256 characters.
+    tags.insert(ERROR_TAG.to_string(), reason.chars().take(256).collect());
+    deps.arm.set_device_tags(id, &tags).await?;
+    Ok(())
+}
+
+/// Sets the device's sync status (pending / syncing) without touching the links.
+pub async fn mark_status(deps: &Deps, id: &ResourceId, status: KeyVaultSyncStatus) -> Result<(), FunctionError> {
+    let patch = ExtendedInfoPatch { sync_status: Some(status), ..Default::default() };
+    deps.arm.update_extended_info(id, &patch).await?;
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! A deleted vault: Key Vault has no "vault deleted" event, so edgevault reacts to ARM's `ResourceDeleteSuccess`
+//! for `Microsoft.KeyVault/vaults/delete` and to what the sweep finds. A device's vault is recovered from soft delete
+//! and re-provisioned (recovery does not bring back everything edgevault owns); a vault past recovery raises a
+//! critical alert and marks the device `KeyVaultSyncFailed`; a vault of no device is left alone.
+
+use crate::alerts::{Alert, Severity};
+use crate::azure::models::DeletedVault;
+use crate::deps::Deps;
+use crate::error::FunctionError;
+use crate::resource_id::ResourceId;
+
+use super::provision::{mark_failed, provision};
+use super::{OWNER_TAG, owned_by};
+
+/// What became of a deleted vault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Recovered and re-provisioned; `cik_intact` says whether the device's CIK survived.
+    Recovered { device: ResourceId, cik_intact: bool },
+    /// The vault is back already (recovered earlier, or never gone); provisioning re-checked it.
+    AlreadyPresent { device: ResourceId },
+    /// Purged or past retention: the device needs a new vault and a new activation.
+    Unrecoverable { device: ResourceId },
+    /// Not a device's vault, or its device is gone: nothing to do.
+    NotOurs,
+}
+
+pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outcome, FunctionError> {
+    if let Some(vault) = deps.arm.get_vault(vault_id).await? {
+        let Some(device) = owner(&vault.tags) else { return Ok(Outcome::NotOurs) };
+        return match provision(deps, &device, None).await? {
+            Some(_) => Ok(Outcome::AlreadyPresent { device }),
+            None => Ok(Outcome::NotOurs),
+        };
+    }
+    let Some(deleted) = find_deleted(deps, vault_id).await? else {
+        return purged(deps, vault_id).await;
+    };
+    let Some(device) = owner(&deleted.properties.tags) else {
+        tracing::info!(vault = %vault_id, "deleted vault belongs to no device; ignored");
+        return Ok(Outcome::NotOurs);
+    };
+    if deps.arm.get_device(&device).await?.is_none() {
+        tracing::info!(vault = %vault_id, device = %device, "the vault's device is gone; its deletion is expected");
+        return Ok(Outcome::NotOurs);
+    }
+    let deletion = deleted.properties.deletion_date.clone().unwrap_or_default();
+    let alert = Alert::raise(
+        &format!("{vault_id}|{deletion}"),
+        Severity::Warning,
+        format!("the Key Vault of {device} was deleted"),
+        "recovering it from soft delete and re-applying its lock and access policies",
+    )
+    .about(Some(&device.to_string()), Some(&vault_id.to_string()));
+    deps.alert(&alert).await;
+
+    let past_retention = deleted
+        .properties
+        .scheduled_purge_date
+        .as_deref()
+        .and_then(|d| time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc3339).ok())
+        .is_some_and(|purge| purge <= deps.now());
+    if past_retention {
+        return unrecoverable(deps, &device, vault_id, "the vault is past its soft-delete retention").await;
+    }
+    let location = deleted.properties.location.clone();
+    if let Err(err) = deps.arm.recover_vault(vault_id, &location, &deps.settings.tenant_id).await {
+        if err.retryable() {
+            return Err(err.into());
+        }
+        return unrecoverable(deps, &device, vault_id, &format!("recovery was refused: {}", err.message)).await;
+    }
+    let Some(provisioned) = provision(deps, &device, None).await? else { return Ok(Outcome::NotOurs) };
+    if provisioned.cik_created {
+        deps.alert(
+            &Alert::raise(
+                &format!("{vault_id}|{deletion}|cik"),
+                Severity::Critical,
+                format!("the CIK of {device} did not survive the vault's deletion; a new one was written"),
+                "generate a new activation key for the device and re-activate it",
+            )
+            .about(Some(&device.to_string()), Some(&vault_id.to_string())),
+        )
+        .await;
+    }
+    deps.alert(&alert.resolved("vault recovered; lock, access policies and extended information re-applied")).await;
+    Ok(Outcome::Recovered { device, cik_intact: !provisioned.cik_created })
+}
+
+fn owner(tags: &std::collections::BTreeMap<String, String>) -> Option<ResourceId> {
+    let value = tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(OWNER_TAG)).map(|(_, v)| v)?;
+    value.parse::<ResourceId>().ok().filter(|id| owned_by(tags, id))
+}
+
+/// Finds the soft-deleted vault by id in its subscription's deleted-vault listing (the event does not carry the
+/// location the direct lookup needs).
+async fn find_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Option<DeletedVault>, FunctionError> {
+    let mut next: Option<String> = None;
+    loop {
+        let page = deps.arm.list_deleted_vaults(vault_id.subscription(), next.as_deref()).await?;
+        if let Some(found) =
+            page.value.into_iter().find(|d| d.properties.vault_id.parse::<ResourceId>().is_ok_and(|id| &id == vault_id))
+        {
+            return Ok(Some(found));
+        }
+        match page.next_link {
+            Some(link) => next = Some(link),
+            None => return Ok(None),
+        }
+    }
+}
+
+/// The vault is gone for good. If a device still links it, that device has lost its CIK.
+async fn purged(deps: &Deps, vault_id: &ResourceId) -> Result<Outcome, FunctionError> {
+    let Some(device) = linked_device(deps, vault_id).await? else {
+        tracing::info!(vault = %vault_id, "vault is neither present nor soft-deleted and no device links it; ignored");
+        return Ok(Outcome::NotOurs);
+    };
+    unrecoverable(deps, &device, vault_id, "the vault was purged").await
+}
+
+async fn unrecoverable(
+    deps: &Deps,
+    device: &ResourceId,
+    vault_id: &ResourceId,
+    why: &str,
+) -> Result<Outcome, FunctionError> {
+    deps.alert(
+        &Alert::raise(
+            &format!("{vault_id}|unrecoverable"),
+            Severity::Critical,
+            format!("the Key Vault of {device} cannot be recovered: {why}"),
+            "the device is marked KeyVaultSyncFailed; request a new activation key to give it a new vault",
+        )
+        .about(Some(&device.to_string()), Some(&vault_id.to_string())),
+    )
+    .await;
+    mark_failed(deps, device, &format!("vault {} cannot be recovered: {why}", vault_id.name().unwrap_or_default()))
+        .await?;
+    Ok(Outcome::Unrecoverable { device: device.clone() })
+}
+
+/// The device in the vault's resource group whose extended information links the vault, if any.
+async fn linked_device(deps: &Deps, vault_id: &ResourceId) -> Result<Option<ResourceId>, FunctionError> {
+    let mut next: Option<String> = None;
+    loop {
+        let page = deps.arm.list_devices(vault_id.subscription(), next.as_deref()).await?;
+        for device in page.value {
+            let Ok(id) = device.id.parse::<ResourceId>() else { continue };
+            if !id
+                .resource_group()
+                .unwrap_or_default()
+                .eq_ignore_ascii_case(vault_id.resource_group().unwrap_or_default())
+            {
+                continue;
+            }
+            let info = deps.arm.get_extended_info(&id).await?;
+            if info.properties.client_secret_store_id.as_deref().and_then(|v| v.parse::<ResourceId>().ok()).as_ref()
+                == Some(vault_id)
+            {
+                return Ok(Some(id));
+            }
+        }
+        match page.next_link {
+            Some(link) => next = Some(link),
+            None => return Ok(None),
+        }
+    }
+}
