@@ -102,7 +102,7 @@ pub fn handle(app: &App, req: &Req) -> Resp {
             );
         }
         None => {
-            return error(StatusCode::BAD_REQUEST, "invalid_request", "Required header X-IDENTITY-HEADER is missing");
+            return error(StatusCode::UNAUTHORIZED, "invalid_request", "Required header X-IDENTITY-HEADER is missing");
         }
     }
     match req.query("api-version") {

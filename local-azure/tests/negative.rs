@@ -321,7 +321,7 @@ async fn identity_endpoint_checks_the_header() {
     let r = client.get(&url).header("X-IDENTITY-HEADER", "wrong").send().await.unwrap();
     assert_eq!(r.status(), 401);
     let r = client.get(&url).send().await.unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(r.status(), 401);
     let r = client.get(&url).header("X-IDENTITY-HEADER", la.var("IDENTITY_HEADER")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
