@@ -30,8 +30,8 @@ pub enum ProcessError {
     Spawn { path: PathBuf, source: std::io::Error },
     #[error("cannot find a free port for the custom handler: {0}")]
     Port(std::io::Error),
-    #[error("the custom handler exited during startup ({0})")]
-    ExitedDuringStartup(String),
+    #[error("the custom handler exited during startup ({exit}){}", stderr_tail(.stderr))]
+    ExitedDuringStartup { exit: String, stderr: Vec<String> },
     #[error("the custom handler did not listen on port {port} within {timeout:?}")]
     NotListening { port: u16, timeout: Duration },
 }
@@ -164,16 +164,21 @@ async fn start(command: &HandlerCommand) -> Result<(Child, u16), ProcessError> {
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn { path: command.executable.clone(), source })?;
     let pid = child.id().unwrap_or_default();
+    // The first stderr lines explain a handler that refuses to start (missing settings, say); keep them for the error.
+    let first_stderr = Arc::new(std::sync::Mutex::new(Vec::new()));
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(forward_lines(out, pid, "stdout"));
+        tokio::spawn(forward_lines(out, pid, "stdout", None));
     }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(forward_lines(err, pid, "stderr"));
-    }
+    let stderr_task =
+        child.stderr.take().map(|err| tokio::spawn(forward_lines(err, pid, "stderr", Some(first_stderr.clone()))));
     let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
     loop {
         if let Some(exit) = child.try_wait().ok().flatten() {
-            return Err(ProcessError::ExitedDuringStartup(exit.to_string()));
+            if let Some(task) = stderr_task {
+                let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+            }
+            let stderr = first_stderr.lock().expect("stderr lines lock").clone();
+            return Err(ProcessError::ExitedDuringStartup { exit: exit.to_string(), stderr });
         }
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             tracing::info!(pid, port, "the custom handler accepts connections");
@@ -188,9 +193,27 @@ async fn start(command: &HandlerCommand) -> Result<(Child, u16), ProcessError> {
     }
 }
 
-async fn forward_lines(stream: impl tokio::io::AsyncRead + Unpin, pid: u32, which: &'static str) {
+/// How many of a handler's first stderr lines a startup error quotes.
+const STARTUP_STDERR_LINES: usize = 5;
+
+async fn forward_lines(
+    stream: impl tokio::io::AsyncRead + Unpin,
+    pid: u32,
+    which: &'static str,
+    keep: Option<Arc<std::sync::Mutex<Vec<String>>>>,
+) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::info!(target: "handler", pid, stream = which, "{line}");
+        if let Some(keep) = &keep {
+            let mut kept = keep.lock().expect("stderr lines lock");
+            if kept.len() < STARTUP_STDERR_LINES && !line.trim().is_empty() {
+                kept.push(line);
+            }
+        }
     }
+}
+
+fn stderr_tail(lines: &[String]) -> String {
+    if lines.is_empty() { String::new() } else { format!("; its stderr began:\n  {}", lines.join("\n  ")) }
 }

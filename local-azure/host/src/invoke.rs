@@ -27,7 +27,7 @@ pub const HANDLER_READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum InvokeError {
     #[error("the custom handler is not running (it did not become ready within {0:?})")]
     HandlerUnavailable(Duration),
-    #[error("calling the custom handler failed: {0}")]
+    #[error("calling the custom handler failed: {}", crate::error_chain(.0))]
     Transport(#[source] reqwest::Error),
     #[error("the custom handler did not answer within the function timeout {0:?}")]
     Timeout(Duration),

@@ -207,6 +207,7 @@ impl Host {
                         invoker: invoker.clone(),
                         concurrency: if *sessions { sb.max_concurrent_sessions } else { sb.max_concurrent_calls },
                         max_lock_renewal: sb.max_auto_lock_renewal,
+                        failing: Default::default(),
                     });
                     tasks.push(tokio::spawn(receiver.run(shutdown_rx.clone())));
                 }
@@ -264,6 +265,18 @@ fn service_bus_clients(app: &App, settings: &BTreeMap<String, String>) -> BTreeM
         }
     }
     clients
+}
+
+/// An error and its sources on one line: reqwest's own message ("error sending request") hides the cause.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Completes once the shutdown flag is set (or its sender is gone). Holds no `watch::Ref` across an await point.

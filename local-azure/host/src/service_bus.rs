@@ -10,6 +10,7 @@
 //! renew the lock while the handler works. Dead-lettering after `MaxDeliveryCount` is the broker's business.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -36,7 +37,7 @@ pub enum ServiceBusError {
     NotConfigured(String),
     #[error("managed identity token request failed: {0}")]
     Token(String),
-    #[error("Service Bus request failed: {0}")]
+    #[error("Service Bus request failed: {}", crate::error_chain(.0))]
     Transport(#[from] reqwest::Error),
     #[error("Service Bus answered {status} to {operation}: {body}")]
     Status { operation: &'static str, status: u16, body: String },
@@ -106,7 +107,7 @@ impl TokenSource {
             .header("X-IDENTITY-HEADER", header)
             .send()
             .await
-            .map_err(|e| ServiceBusError::Token(e.to_string()))?;
+            .map_err(|e| ServiceBusError::Token(crate::error_chain(&e)))?;
         let status = response.status();
         let body: Value = response.json().await.map_err(|e| ServiceBusError::Token(e.to_string()))?;
         if !status.is_success() {
@@ -522,6 +523,8 @@ pub struct Receiver {
     /// `maxConcurrentCalls`, or `maxConcurrentSessions` for a session-enabled queue.
     pub concurrency: usize,
     pub max_lock_renewal: Duration,
+    /// Set while receiving fails, so one outage is one warning rather than one per worker per retry.
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 impl Receiver {
@@ -547,6 +550,9 @@ impl Receiver {
                 _ = crate::stopped(&mut shutdown) => return,
                 r = self.client.peek_lock(&self.queue, RECEIVE_TIMEOUT_SECS) => r,
             };
+            if received.is_ok() && self.failing.swap(false, Ordering::SeqCst) {
+                tracing::info!("receiving from the queue works again");
+            }
             match received {
                 Ok(None) => backoff = Duration::from_millis(500),
                 Ok(Some(message)) => {
@@ -554,7 +560,14 @@ impl Receiver {
                     self.handle(message).await;
                 }
                 Err(err) => {
-                    tracing::warn!(retry_in_ms = backoff.as_millis() as u64, "peek-lock failed: {err}");
+                    if self.failing.swap(true, Ordering::SeqCst) {
+                        tracing::debug!(retry_in_ms = backoff.as_millis() as u64, "peek-lock failed: {err}");
+                    } else {
+                        tracing::warn!(
+                            retry_in_ms = backoff.as_millis() as u64,
+                            "peek-lock failed (retrying with backoff): {err}"
+                        );
+                    }
                     tokio::select! {
                         _ = crate::stopped(&mut shutdown) => return,
                         _ = tokio::time::sleep(backoff) => {}

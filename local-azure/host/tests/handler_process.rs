@@ -46,3 +46,17 @@ async fn app_settings_reach_the_handler_and_startup_errors_are_clear() {
     let err = Host::start(HostOptions::new(empty.path())).await.err().expect("no functions");
     assert!(err.to_string().contains("no function definitions"), "{err}");
 }
+
+#[tokio::test]
+async fn a_handler_that_exits_at_startup_is_a_startup_error_quoting_its_stderr() {
+    let err = TestApp::new()
+        .http("EchoHttp", "anonymous", "echo", &["get"])
+        .setting("TEST_HANDLER_REFUSE", "missing app settings: AZURE_TENANT_ID")
+        .try_start()
+        .await
+        .err()
+        .expect("the handler refuses to start");
+    let text = err.to_string();
+    assert!(text.contains("exited during startup"), "{text}");
+    assert!(text.contains("Error: missing app settings: AZURE_TENANT_ID"), "{text}");
+}

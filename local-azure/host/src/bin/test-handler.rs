@@ -7,6 +7,8 @@
 //! - `Out*`: `200` with `Outputs.out` = the request's `Data` (for output-binding tests)
 //! - anything else: `200`, `Outputs.res` = `{statusCode: 200, body: {"ok": true}}`
 //!
+//! With `TEST_HANDLER_REFUSE` set it prints that to stderr and exits at once, like a handler missing its settings.
+//!
 //! Records are JSON lines `{"function", "invocationId", "request"}` appended to the file named by
 //! `TEST_HANDLER_RECORD` (a file survives a crash; a restart starts a new process) and served by `GET /_received`.
 
@@ -26,6 +28,10 @@ struct State {
 
 #[tokio::main]
 async fn main() {
+    if let Ok(reason) = std::env::var("TEST_HANDLER_REFUSE") {
+        eprintln!("Error: {reason}");
+        std::process::exit(2);
+    }
     let port: u16 = std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT")
         .ok()
         .and_then(|p| p.parse().ok())

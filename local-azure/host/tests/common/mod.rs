@@ -82,6 +82,10 @@ impl TestApp {
     }
 
     pub async fn start(self) -> Started {
+        self.try_start().await.expect("the host starts")
+    }
+
+    pub async fn try_start(self) -> Result<Started, local_azure_host::HostError> {
         let app_dir = self.write();
         let clock = Arc::new(ManualClock::new(START));
         let mut settings = self.settings.clone();
@@ -92,9 +96,9 @@ impl TestApp {
             clock: clock.clone(),
             ..HostOptions::new(&app_dir)
         };
-        let host = Host::start(options).await.expect("the host starts");
+        let host = Host::start(options).await?;
         let events = host.subscribe();
-        Started { host, clock, events, http: reqwest::Client::builder().no_proxy().build().unwrap(), app: self }
+        Ok(Started { host, clock, events, http: reqwest::Client::builder().no_proxy().build().unwrap(), app: self })
     }
 }
 
