@@ -242,6 +242,16 @@ fn service_bus_clients(app: &App, settings: &BTreeMap<String, String>) -> BTreeM
     connections.dedup();
     let setting = |name: &str| settings.get(name).cloned().or_else(|| std::env::var(name).ok());
     let mut clients = BTreeMap::new();
+    if connections.is_empty() {
+        return clients;
+    }
+    let http = match service_bus::azure_http_client(settings) {
+        Ok(http) => http,
+        Err(err) => {
+            tracing::error!("Service Bus functions and outputs are off: {err}");
+            return clients;
+        }
+    };
     for connection in connections {
         let Some(namespace) = setting(&format!("{connection}__fullyQualifiedNamespace")) else { continue };
         let token = match (setting("IDENTITY_ENDPOINT"), setting("IDENTITY_HEADER")) {
@@ -256,13 +266,9 @@ fn service_bus_clients(app: &App, settings: &BTreeMap<String, String>) -> BTreeM
                 TokenSource::Anonymous
             }
         };
+        // A URL instead of a host name is taken as the base URL as is (a broker on plain HTTP in tests).
         let base = if namespace.contains("://") { namespace } else { format!("https://{namespace}") };
-        match ServiceBusClient::new(&base, token) {
-            Ok(client) => {
-                clients.insert(connection.to_string(), Arc::new(client));
-            }
-            Err(err) => tracing::error!(connection, "cannot build the Service Bus client: {err}"),
-        }
+        clients.insert(connection.to_string(), Arc::new(ServiceBusClient::new(&base, token, http.clone())));
     }
     clients
 }

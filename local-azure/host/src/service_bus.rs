@@ -346,12 +346,10 @@ pub struct ServiceBusClient {
 }
 
 impl ServiceBusClient {
-    /// `base_url` is `https://<namespace>` for Azure; anything else for tests.
-    pub fn new(base_url: &str, token: TokenSource) -> Result<ServiceBusClient, ServiceBusError> {
-        // The default client reads HTTPS_PROXY / NO_PROXY and trusts SSL_CERT_FILE, so local-azure's proxy and CA
-        // apply without anything here knowing about them.
-        let http = reqwest::Client::builder().build()?;
-        Ok(ServiceBusClient { base: base_url.trim_end_matches('/').to_string(), http, token })
+    /// `base_url` is `https://<namespace>` for Azure; anything else for tests. The HTTP client comes from
+    /// [`azure_http_client`].
+    pub fn new(base_url: &str, token: TokenSource, http: reqwest::Client) -> ServiceBusClient {
+        ServiceBusClient { base: base_url.trim_end_matches('/').to_string(), http, token }
     }
 
     pub fn base_url(&self) -> &str {
@@ -507,6 +505,33 @@ impl ServiceBusClient {
             other => self.send_message(queue, &OutgoingMessage::from_output(other)).await,
         }
     }
+}
+
+/// The HTTP client for Azure endpoints. reqwest already reads `HTTPS_PROXY` / `NO_PROXY` and trusts
+/// `SSL_CERT_FILE` from the process environment; the same variables given as *app settings* win, so a process that
+/// embeds the host (local-azure itself) can route the host's Service Bus traffic through its own proxy and CA
+/// exactly as it does the handler's, without changing its own environment.
+pub fn azure_http_client(
+    settings: &std::collections::BTreeMap<String, String>,
+) -> Result<reqwest::Client, ServiceBusError> {
+    let setting =
+        |name: &str| settings.get(name).or_else(|| settings.get(&name.to_ascii_lowercase())).filter(|v| !v.is_empty());
+    let mut builder = reqwest::Client::builder();
+    if let Some(proxy) = setting("HTTPS_PROXY") {
+        let no_proxy = setting("NO_PROXY").and_then(|list| reqwest::NoProxy::from_string(list));
+        let proxy = reqwest::Proxy::https(proxy.as_str())
+            .map_err(|e| ServiceBusError::NotConfigured(format!("app setting HTTPS_PROXY: {e}")))?
+            .no_proxy(no_proxy);
+        builder = builder.proxy(proxy);
+    }
+    if let Some(path) = setting("SSL_CERT_FILE") {
+        let pem = std::fs::read(path)
+            .map_err(|e| ServiceBusError::NotConfigured(format!("app setting SSL_CERT_FILE ({path}): {e}")))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ServiceBusError::NotConfigured(format!("app setting SSL_CERT_FILE ({path}): {e}")))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    Ok(builder.build()?)
 }
 
 /// Path-segment encoding: everything but unreserved characters (a MessageId may hold `/` or `?`).
@@ -739,12 +764,30 @@ mod tests {
 
     #[test]
     fn lock_urls_escape_message_ids() {
-        let client = ServiceBusClient::new("https://ns.servicebus.windows.net/", TokenSource::Anonymous).unwrap();
+        let client =
+            ServiceBusClient::new("https://ns.servicebus.windows.net/", TokenSource::Anonymous, reqwest::Client::new());
         let broker =
             BrokerProperties { message_id: Some("a/b c".into()), lock_token: Some("t-1".into()), ..Default::default() };
         assert_eq!(
             client.lock_url("q", &broker).unwrap(),
             "https://ns.servicebus.windows.net/q/messages/a%2Fb%20c/t-1"
         );
+    }
+
+    #[test]
+    fn proxy_and_ca_come_from_app_settings_when_given() {
+        let settings = |pairs: &[(&str, &str)]| {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>()
+        };
+        assert!(azure_http_client(&settings(&[])).is_ok());
+        assert!(
+            azure_http_client(&settings(&[
+                ("HTTPS_PROXY", "http://127.0.0.1:8443"),
+                ("NO_PROXY", "127.0.0.1,localhost")
+            ]))
+            .is_ok()
+        );
+        let err = azure_http_client(&settings(&[("SSL_CERT_FILE", "/nonexistent/ca.pem")])).unwrap_err();
+        assert!(err.to_string().contains("SSL_CERT_FILE (/nonexistent/ca.pem)"), "{err}");
     }
 }
