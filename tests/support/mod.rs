@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
 
+pub mod local_azure;
+
 /// The path of a workspace binary built in the same profile as the running executable.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -53,11 +55,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Handler {
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_with(&[])
+        Self::start_with::<&str, &str>(&[])
     }
 
-    /// Starts the handler with extra environment variables; it binds port 0 and the port is read from its log.
-    pub fn start_with(env: &[(&str, &str)]) -> anyhow::Result<Self> {
+    /// Starts the handler with extra environment variables (they override the placeholders); it binds port 0 and
+    /// the port is read from its log.
+    pub fn start_with<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(env: &[(K, V)]) -> anyhow::Result<Self> {
         let mut command = Command::new(binary("edgevault")?);
         command
             .env_remove("FUNCTIONS_HTTPWORKER_PORT")
@@ -66,7 +69,10 @@ impl Handler {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for (key, value) in PLACEHOLDER_SETTINGS.iter().chain(env) {
+        for (key, value) in PLACEHOLDER_SETTINGS {
+            command.env(key, value);
+        }
+        for (key, value) in env {
             command.env(key, value);
         }
         let mut child = command.spawn().context("starting edgevault")?;

@@ -1,0 +1,338 @@
+//! The Key Vault lifecycle end to end against local-azure as a real process: the real `edgevault` handler is
+//! invoked the way the Functions host invokes it (worker messages, API requests), and every assertion reads the
+//! resulting state back from Azure (ARM and the Key Vault data plane), never from logs.
+
+use edgevault::activation_key::{ActivationKey, Cik};
+use edgevault::messages::Command;
+use edgevault::resource_id::ResourceId;
+use edgevault::vault_name::VaultName;
+use edgevault_tests::Handler;
+use edgevault_tests::local_azure::{ARM_AUDIENCE, LocalAzure, VAULT_AUDIENCE};
+use serde_json::{Value, json};
+
+struct World {
+    la: LocalAzure,
+    handler: Handler,
+    operator: String,
+}
+
+fn world(extra: &[(&str, &str)]) -> World {
+    let la = LocalAzure::start().expect("local-azure starts");
+    let mut env = la.handler_env();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let handler = Handler::start_with(&env).expect("edgevault starts");
+    let operator = la.principal("operator", &["*"]).unwrap();
+    World { la, handler, operator }
+}
+
+impl World {
+    fn arm(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let token = self.la.token(&self.operator, ARM_AUDIENCE).unwrap();
+        self.la.arm(&token, method, path, body).unwrap()
+    }
+
+    fn create_device(&self, name: &str) -> ResourceId {
+        let id = format!("{}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/{name}", self.la.resource_group_id());
+        let body = json!({"location": self.la.var("AZURE_LOCATION"), "sku": {"name": "Edge", "tier": "Standard"}, "properties": {}});
+        let (status, answer) = self.arm("PUT", &id, Some(body));
+        assert!(status == 200 || status == 201, "create device: {status} {answer}");
+        id.parse().unwrap()
+    }
+
+    fn extended_info(&self, device: &ResourceId) -> Value {
+        let (status, info) = self.arm("POST", &format!("{device}/getExtendedInformation"), Some(json!({})));
+        assert_eq!(status, 200, "{info}");
+        info["properties"].clone()
+    }
+
+    /// Invokes a Service Bus worker with `command` as the host would deliver it.
+    fn deliver(&self, function: &str, command: &Command, delivery_count: u32) -> (u16, Value) {
+        let invocation = json!({
+            "Data": {"message": command.to_json()},
+            "Metadata": {"MessageId": command.message_id(), "DeliveryCount": delivery_count, "SessionId": command.session_id(),
+                         "SequenceNumber": 1, "EnqueuedTimeUtc": "2026-11-28T12:00:00Z"}
+        });
+        self.handler.invoke(function, &invocation).unwrap()
+    }
+
+    fn api(&self, method: &str, body: Option<Value>, operation_id: Option<&str>) -> Value {
+        let url = match operation_id {
+            Some(id) => format!("http://127.0.0.1:7071/api/activation-keys/{id}"),
+            None => "http://127.0.0.1:7071/api/activation-keys".to_string(),
+        };
+        let params = operation_id.map(|id| json!({"operationId": id})).unwrap_or(json!({}));
+        let invocation = json!({"Data": {"req": {
+            "Url": url, "Method": method, "Query": {}, "Headers": {"Content-Type": ["application/json"]},
+            "Params": params, "Body": body.map(|b| b.to_string()).unwrap_or_default()}}, "Metadata": {}});
+        let (status, answer) = self.handler.invoke("ActivationKeyApi", &invocation).unwrap();
+        assert_eq!(status, 200, "the API invocation itself succeeds: {answer}");
+        answer["Outputs"]["res"].clone()
+    }
+
+    /// Identity, then vault, lock, CIK and extended information, as the two workers do them.
+    fn provision(&self, device: &ResourceId) -> Value {
+        let created = Command::ResourceCreated { device: device.clone(), cause: "event-1".into() };
+        let (status, answer) = self.deliver("ResourceCreated", &created, 1);
+        assert_eq!(status, 200, "{answer}");
+        let requested = Command::ActivationKeyRequested {
+            device: device.clone(),
+            operation_id: operation_id(device),
+            vault_name: Some(VaultName::default_for(device, 0)),
+        };
+        let (status, answer) = self.deliver("ActivationKeyRequested", &requested, 1);
+        assert_eq!(status, 200, "{answer}");
+        self.extended_info(device)
+    }
+
+    fn device_principal(&self, device: &ResourceId) -> String {
+        let (_, body) = self.arm("GET", &device.to_string(), None);
+        body["identity"]["principalId"].as_str().expect("the device has an identity").to_string()
+    }
+
+    /// Reads a CIK secret acting as `principal` (the device's managed identity, say).
+    fn read_secret(&self, principal: &str, url: &str) -> (u16, Value) {
+        let token = self.la.token(principal, VAULT_AUDIENCE).unwrap();
+        self.la.vault(&token, "GET", url, None).unwrap()
+    }
+}
+
+fn operation_id(device: &ResourceId) -> String {
+    use base64::Engine;
+    format!("{}.0123456789abcdef", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(device.to_string()))
+}
+
+fn cik_url(info: &Value) -> String {
+    format!(
+        "{}/secrets/{}/{}",
+        info["clientSecretStoreUrl"].as_str().unwrap().trim_end_matches('/'),
+        info["channelIntegrityKeyName"].as_str().unwrap(),
+        info["channelIntegrityKeyVersion"].as_str().unwrap()
+    )
+}
+
+#[test]
+fn activation_provisions_everything_the_device_needs_and_replays_change_nothing() {
+    let w = world(&[]);
+    let device = w.create_device("ase-one");
+    let info = w.provision(&device);
+
+    // Extended information links the vault and the CIK.
+    assert_eq!(info["keyVaultSyncStatus"], "KeyVaultSynced", "{info}");
+    let vault_id: ResourceId = info["clientSecretStoreId"].as_str().unwrap().parse().unwrap();
+    assert!(info["channelIntegrityKeyName"].as_str().unwrap().starts_with("ase-cik-"));
+
+    // The vault: same subscription, group and location as the device; standard; soft delete 90 days; purge
+    // protection; tagged with its device; the device may only get secrets; edgevault may not purge.
+    let (status, vault) = w.arm("GET", &vault_id.to_string(), None);
+    assert_eq!(status, 200, "{vault}");
+    assert_eq!(vault_id.resource_group(), device.resource_group());
+    assert_eq!(vault["location"], w.la.var("AZURE_LOCATION"));
+    let props = &vault["properties"];
+    assert_eq!(props["sku"]["name"], "standard");
+    assert_eq!(props["enableSoftDelete"], true);
+    assert_eq!(props["softDeleteRetentionInDays"], 90);
+    assert_eq!(props["enablePurgeProtection"], true);
+    assert_eq!(vault["tags"]["edgevault-device"], device.to_string());
+    let principal = w.device_principal(&device);
+    let policies = props["accessPolicies"].as_array().unwrap();
+    let policy_of = |oid: &str| policies.iter().find(|p| p["objectId"] == oid).cloned();
+    let device_policy = policy_of(&principal).expect("the device has a policy");
+    assert_eq!(device_policy["permissions"]["secrets"], json!(["get"]));
+    assert_eq!(device_policy["permissions"]["keys"], json!([]));
+    let own = policy_of(w.la.var("EDGEVAULT_PRINCIPAL_ID")).expect("edgevault has a policy");
+    assert!(!own["permissions"]["secrets"].as_array().unwrap().iter().any(|p| p == "purge" || p == "all"));
+
+    // The lock.
+    let (status, lock) =
+        w.arm("GET", &format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete"), None);
+    assert_eq!(status, 200, "{lock}");
+    assert_eq!(lock["properties"]["level"], "CanNotDelete");
+
+    // The CIK: 32 bytes, readable by the device's identity.
+    let (status, secret) = w.read_secret(&principal, &cik_url(&info));
+    assert_eq!(status, 200, "{secret}");
+    let cik = Cik::from_secret_value(secret["value"].as_str().unwrap()).expect("32 bytes of base64");
+
+    // The status API seals an activation key the device opens with that CIK.
+    let res = w.api("GET", None, Some(&operation_id(&device)));
+    assert_eq!(res["statusCode"], 200, "{res}");
+    assert_eq!(res["body"]["status"], "succeeded");
+    let key = ActivationKey::parse(res["body"]["activationKey"].as_str().unwrap()).unwrap();
+    let claims = key.open(&cik, time::OffsetDateTime::now_utc().unix_timestamp()).expect("the device opens its key");
+    assert_eq!(claims.resource_id, device);
+    assert_eq!(claims.cik.secret_version, info["channelIntegrityKeyVersion"].as_str().unwrap());
+
+    // Replaying both messages twice changes nothing: same vault, same CIK, one secret version.
+    let before = (w.arm("GET", &vault_id.to_string(), None).1, w.extended_info(&device));
+    for _ in 0..2 {
+        w.provision(&device);
+    }
+    let after = (w.arm("GET", &vault_id.to_string(), None).1, w.extended_info(&device));
+    assert_eq!(before, after);
+    let versions_url = format!(
+        "{}/secrets/{}/versions",
+        info["clientSecretStoreUrl"].as_str().unwrap().trim_end_matches('/'),
+        info["channelIntegrityKeyName"].as_str().unwrap()
+    );
+    let edgevault_token = w.la.token(w.la.var("EDGEVAULT_PRINCIPAL_ID"), VAULT_AUDIENCE).unwrap();
+    let (status, _) = w.la.vault(&edgevault_token, "GET", &versions_url, None).unwrap();
+    assert_eq!(status, 403, "edgevault's identity has no list permission, as designed");
+
+    // Secrets stay secret: neither the CIK nor the activation key reached the handler's log.
+    let log = w.handler.log().join("\n");
+    assert!(!log.contains(secret["value"].as_str().unwrap()), "the CIK leaked into the log");
+    assert!(!log.contains(key.expose()), "the activation key leaked into the log");
+}
+
+#[test]
+fn a_device_identity_reads_its_own_cik_and_nothing_else() {
+    let w = world(&[]);
+    let (a, b) = (w.create_device("ase-a"), w.create_device("ase-b"));
+    let (info_a, info_b) = (w.provision(&a), w.provision(&b));
+    let principal_a = w.device_principal(&a);
+    assert_eq!(w.read_secret(&principal_a, &cik_url(&info_a)).0, 200);
+    assert_eq!(w.read_secret(&principal_a, &cik_url(&info_b)).0, 403, "another device's vault is closed to it");
+    let token = w.la.token(&principal_a, VAULT_AUDIENCE).unwrap();
+    let vault_url = info_a["clientSecretStoreUrl"].as_str().unwrap().trim_end_matches('/').to_string();
+    let (status, _) =
+        w.la.vault(&token, "PUT", &format!("{vault_url}/secrets/planted"), Some(json!({"value": "x"}))).unwrap();
+    assert_eq!(status, 403, "the device cannot write secrets");
+    let (status, _) = w.la.vault(&token, "GET", &format!("{vault_url}/secrets"), None).unwrap();
+    assert_eq!(status, 403, "the device cannot list secrets");
+}
+
+#[test]
+fn a_deleted_vault_is_recovered_with_its_lock_policies_and_cik() {
+    let w = world(&[]);
+    let device = w.create_device("ase-recover");
+    let info = w.provision(&device);
+    let vault_id: ResourceId = info["clientSecretStoreId"].as_str().unwrap().parse().unwrap();
+
+    // The lock stops a plain delete; an operator removes it first.
+    assert_eq!(w.arm("DELETE", &vault_id.to_string(), None).0, 409, "ScopeLocked");
+    let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
+    assert_eq!(w.arm("DELETE", &lock, None).0, 200);
+    assert!(matches!(w.arm("DELETE", &vault_id.to_string(), None).0, 200 | 204));
+    assert_eq!(w.arm("GET", &vault_id.to_string(), None).0, 404);
+
+    // edgevault's own identity cannot purge the soft-deleted vault.
+    let edgevault = w.la.token(w.la.var("EDGEVAULT_PRINCIPAL_ID"), ARM_AUDIENCE).unwrap();
+    let purge = format!(
+        "/subscriptions/{}/providers/Microsoft.KeyVault/locations/{}/deletedVaults/{}/purge",
+        w.la.subscription(),
+        w.la.var("AZURE_LOCATION"),
+        vault_id.name().unwrap()
+    );
+    let (status, answer) = w.la.arm(&edgevault, "POST", &purge, None).unwrap();
+    assert_eq!(status, 403, "{answer}");
+
+    let command = Command::VaultDeleted { vault: vault_id.clone(), cause: "event-delete".into() };
+    let (status, answer) = w.deliver("VaultDeleted", &command, 1);
+    assert_eq!(status, 200, "{answer}");
+
+    let (status, vault) = w.arm("GET", &vault_id.to_string(), None);
+    assert_eq!(status, 200, "the vault is back: {vault}");
+    assert_eq!(w.arm("GET", &lock, None).0, 200, "the lock is re-applied");
+    let after = w.extended_info(&device);
+    assert_eq!(after["channelIntegrityKeyVersion"], info["channelIntegrityKeyVersion"], "the CIK is intact");
+    assert_eq!(after["keyVaultSyncStatus"], "KeyVaultSynced");
+    let principal = w.device_principal(&device);
+    assert_eq!(w.read_secret(&principal, &cik_url(&after)).0, 200, "the device reads its CIK again");
+
+    // Replaying the event changes nothing.
+    let (status, _) = w.deliver("VaultDeleted", &command, 2);
+    assert_eq!(status, 200);
+    assert_eq!(w.extended_info(&device), after);
+}
+
+#[test]
+fn a_purged_vault_marks_the_device_failed_and_the_api_says_why() {
+    let w = world(&[]);
+    let device = w.create_device("ase-purged");
+    let info = w.provision(&device);
+    let vault_id: ResourceId = info["clientSecretStoreId"].as_str().unwrap().parse().unwrap();
+    let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
+    assert_eq!(w.arm("DELETE", &lock, None).0, 200);
+    assert!(matches!(w.arm("DELETE", &vault_id.to_string(), None).0, 200 | 204));
+    // Past the 90-day retention local-azure purges the vault, as Azure does.
+    w.la.admin_post("/admin/clock/advance", json!({"seconds": 91 * 86_400})).unwrap();
+
+    let command = Command::VaultDeleted { vault: vault_id.clone(), cause: "event-delete".into() };
+    let (status, answer) = w.deliver("VaultDeleted", &command, 1);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(w.extended_info(&device)["keyVaultSyncStatus"], "KeyVaultSyncFailed");
+    let res = w.api("GET", None, Some(&operation_id(&device)));
+    assert_eq!(res["body"]["status"], "failed", "{res}");
+    assert!(res["body"]["error"]["message"].as_str().unwrap().contains("cannot be recovered"), "{res}");
+}
+
+#[test]
+fn a_pre_integration_device_is_never_touched() {
+    let w = world(&[("EDGEVAULT_CUTOVER", "2999-01-01T00:00:00Z")]);
+    let device = w.create_device("ase-legacy");
+    let command = Command::ResourceCreated { device: device.clone(), cause: "event-legacy".into() };
+    let (status, answer) = w.deliver("ResourceCreated", &command, 1);
+    assert_eq!(status, 200, "{answer}");
+    let (_, body) = w.arm("GET", &device.to_string(), None);
+    assert!(body["identity"]["principalId"].is_null(), "no identity was enabled: {body}");
+    let res = w.api("POST", Some(json!({"resourceId": device.to_string()})), None);
+    assert_eq!(res["statusCode"], 409, "{res}");
+    assert_eq!(res["body"]["error"]["code"], "PreIntegrationResource");
+    assert_eq!(w.extended_info(&device)["keyVaultSyncStatus"], "KeyVaultNotConfigured", "nothing changed");
+}
+
+#[test]
+fn bad_activation_requests_get_a_clear_4xx_and_create_nothing() {
+    let w = world(&[]);
+    let device = w.create_device("ase-names");
+    // A vault that exists, and one that is soft-deleted: both names are unavailable.
+    let vault_body = |name: &str| {
+        json!({"location": w.la.var("AZURE_LOCATION"), "properties": {"tenantId": w.la.var("AZURE_TENANT_ID"),
+            "sku": {"family": "A", "name": "standard"}, "accessPolicies": []}, "name": name})
+    };
+    let taken = format!("{}/providers/Microsoft.KeyVault/vaults/taken-vault-1", w.la.resource_group_id());
+    assert!(matches!(w.arm("PUT", &taken, Some(vault_body("taken-vault-1"))).0, 200 | 201));
+    let deleted = format!("{}/providers/Microsoft.KeyVault/vaults/deleted-vault-1", w.la.resource_group_id());
+    assert!(matches!(w.arm("PUT", &deleted, Some(vault_body("deleted-vault-1"))).0, 200 | 201));
+    assert!(matches!(w.arm("DELETE", &deleted, None).0, 200 | 204));
+    let vaults_before =
+        w.arm("GET", &format!("{}/providers/Microsoft.KeyVault/vaults", w.la.resource_group_id()), None).1;
+
+    let id = device.to_string();
+    let cases = [
+        (json!({"resourceId": id, "vaultName": "ab"}), 400, "VaultNameLength"),
+        (json!({"resourceId": id, "vaultName": "a".repeat(25)}), 400, "VaultNameLength"),
+        (json!({"resourceId": id, "vaultName": "bad_name"}), 400, "VaultNameCharacters"),
+        (json!({"resourceId": id, "vaultName": "9lives"}), 400, "VaultNameStart"),
+        (json!({"resourceId": id, "vaultName": "ends-"}), 400, "VaultNameEnd"),
+        (json!({"resourceId": id, "vaultName": "two--hyphens"}), 400, "VaultNameConsecutiveHyphens"),
+        (json!({"resourceId": id, "vaultName": "taken-vault-1"}), 409, "VaultNameUnavailable"),
+        (json!({"resourceId": id, "vaultName": "deleted-vault-1"}), 409, "VaultNameUnavailable"),
+        (json!({"resourceId": taken}), 400, "NotAStackEdgeResource"),
+        (json!({"resourceId": "/subscriptions/../etc"}), 400, "InvalidResourceId"),
+        (json!({"resourceId": id.replace("ase-names", "ase-missing")}), 404, "DeviceNotFound"),
+        (json!({"resourceId": id, "extra": 1}), 400, "InvalidRequestBody"),
+    ];
+    for (body, status, code) in cases {
+        let res = w.api("POST", Some(body.clone()), None);
+        assert_eq!(res["statusCode"], status, "{body}: {res}");
+        assert_eq!(res["body"]["error"]["code"], code, "{body}: {res}");
+    }
+    let vaults_after =
+        w.arm("GET", &format!("{}/providers/Microsoft.KeyVault/vaults", w.la.resource_group_id()), None).1;
+    assert_eq!(vaults_before, vaults_after, "no vault was created");
+    assert_eq!(w.extended_info(&device)["keyVaultSyncStatus"], "KeyVaultNotConfigured", "the device was not marked");
+}
+
+#[test]
+fn the_sweep_finds_a_healthy_fleet_healthy() {
+    let w = world(&[]);
+    let device = w.create_device("ase-sweep");
+    w.provision(&device);
+    let invocation = edgevault_tests::fixture("triggers/timer.json").unwrap();
+    let (status, answer) = w.handler.invoke("RecoverySweep", &invocation).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["ReturnValue"]["devices"], 1, "{answer}");
+    assert_eq!(answer["ReturnValue"]["findings"]["Healthy"], 1, "{answer}");
+    assert_eq!(answer["ReturnValue"]["commands"], 0, "{answer}");
+}

@@ -1,0 +1,161 @@
+//! local-azure as a real process for end-to-end tests: started on free ports with a temporary data directory,
+//! plus a small blocking ARM / Key Vault client that goes through its proxy and trusts its CA, as any Azure client
+//! configured from its environment would.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::{Value, json};
+
+use crate::binary;
+
+pub const ARM: &str = "https://management.azure.com";
+pub const ARM_AUDIENCE: &str = "https://management.azure.com/";
+pub const VAULT_AUDIENCE: &str = "https://vault.azure.net";
+
+pub struct LocalAzure {
+    child: Child,
+    /// local-azure runs with `--exit-on-stdin-close`: dropping this ends it even if the test aborts.
+    _stdin: ChildStdin,
+    _data_dir: tempfile::TempDir,
+    pub admin: String,
+    pub env: BTreeMap<String, String>,
+    azure: reqwest::blocking::Client,
+    local: reqwest::blocking::Client,
+}
+
+impl LocalAzure {
+    pub fn start() -> anyhow::Result<Self> {
+        let data_dir = tempfile::tempdir()?;
+        let mut child = Command::new(binary("local-azure")?)
+            .args(["up", "--exit-on-stdin-close", "--port", "0", "--admin-port", "0", "--data-dir"])
+            .arg(data_dir.path())
+            .env("LOCAL_AZURE_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting local-azure")?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(json) = line.strip_prefix("local-azure ready ") {
+                    let _ = tx.send(json.to_string());
+                }
+            }
+        });
+        let ready: Value =
+            serde_json::from_str(&rx.recv_timeout(Duration::from_secs(60)).context("local-azure ready")?)?;
+        let env: BTreeMap<String, String> = ready["env"]
+            .as_object()
+            .ok_or_else(|| anyhow!("ready line without env: {ready}"))?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        let ca = std::fs::read(&env["SSL_CERT_FILE"])?;
+        let azure = reqwest::blocking::Client::builder()
+            .proxy(reqwest::Proxy::https(&env["HTTPS_PROXY"])?)
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca)?])
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        let local = reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build()?;
+        let admin = ready["admin"].as_str().unwrap_or_default().to_string();
+        Ok(LocalAzure { child, _stdin: stdin, _data_dir: data_dir, admin, env, azure, local })
+    }
+
+    pub fn var(&self, name: &str) -> &str {
+        self.env.get(name).map(String::as_str).unwrap_or_default()
+    }
+
+    pub fn subscription(&self) -> &str {
+        self.var("AZURE_SUBSCRIPTION_ID")
+    }
+
+    pub fn resource_group_id(&self) -> String {
+        format!("/subscriptions/{}/resourceGroups/{}", self.subscription(), self.var("AZURE_RESOURCE_GROUP"))
+    }
+
+    /// What the edgevault handler needs to run against this local-azure: its client environment and the app
+    /// settings a deployment would have, with short retries so a failing call fails fast.
+    pub fn handler_env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            "HTTPS_PROXY",
+            "SSL_CERT_FILE",
+            "NO_PROXY",
+            "IDENTITY_ENDPOINT",
+            "IDENTITY_HEADER",
+            "AZURE_TENANT_ID",
+            "EDGEVAULT_PRINCIPAL_ID",
+        ]
+        .iter()
+        .map(|k| (k.to_string(), self.var(k).to_string()))
+        .collect();
+        env.push(("EDGEVAULT_SUBSCRIPTIONS".into(), self.subscription().to_string()));
+        env.push(("ServiceBusConnection__fullyQualifiedNamespace".into(), "edgevault.servicebus.windows.net".into()));
+        env.push(("EDGEVAULT_ARM_ENDPOINT".into(), ARM.into()));
+        env.push(("EDGEVAULT_RETRY_MAX_RETRIES".into(), "2".into()));
+        env.push(("EDGEVAULT_RETRY_INITIAL_DELAY_MS".into(), "50".into()));
+        env
+    }
+
+    pub fn admin_post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let response = self.local.post(format!("{}{path}", self.admin)).json(&body).send()?;
+        let status = response.status();
+        let value: Value = response.json().unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("POST {path}: {status} {value}");
+        }
+        Ok(value)
+    }
+
+    /// A new principal with `actions` granted at subscription scope; returns its object id.
+    pub fn principal(&self, name: &str, actions: &[&str]) -> anyhow::Result<String> {
+        let principal = self.admin_post("/admin/principals", json!({"displayName": name}))?;
+        let oid = principal["objectId"].as_str().ok_or_else(|| anyhow!("no objectId: {principal}"))?.to_string();
+        let scope = format!("/subscriptions/{}", self.subscription());
+        self.admin_post("/admin/grants", json!({"principalId": oid, "scope": scope, "actions": actions}))?;
+        Ok(oid)
+    }
+
+    pub fn token(&self, principal: &str, resource: &str) -> anyhow::Result<String> {
+        let token = self.admin_post("/admin/tokens", json!({"principalId": principal, "resource": resource}))?;
+        Ok(token["access_token"].as_str().ok_or_else(|| anyhow!("no token: {token}"))?.to_string())
+    }
+
+    /// An ARM call as the holder of `token`; `path` may carry its own query, `api-version` is added.
+    pub fn arm(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let url = format!("{ARM}{path}{separator}api-version=2024-11-01");
+        self.call(token, method, &url, body)
+    }
+
+    /// A Key Vault data-plane call as the holder of `token`.
+    pub fn vault(&self, token: &str, method: &str, url: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        self.call(token, method, &format!("{url}{separator}api-version=7.5"), body)
+    }
+
+    fn call(&self, token: &str, method: &str, url: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.azure.request(method.parse()?, url).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().with_context(|| format!("{method} {url}"))?;
+        let status = response.status().as_u16();
+        let text = response.text()?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+}
+
+impl Drop for LocalAzure {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
