@@ -336,3 +336,52 @@ fn the_sweep_finds_a_healthy_fleet_healthy() {
     assert_eq!(answer["ReturnValue"]["findings"]["Healthy"], 1, "{answer}");
     assert_eq!(answer["ReturnValue"]["commands"], 0, "{answer}");
 }
+
+/// Runs `edgevault-cli` with local-azure's environment; returns (success, stdout + stderr).
+fn cli(w: &World, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(edgevault_tests::binary("edgevault-cli").unwrap())
+        .args(args)
+        .envs(w.la.handler_env())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+#[test]
+fn the_device_side_opens_its_key_and_status_shows_the_fleet() {
+    let w = world(&[]);
+    let device = w.create_device("ase-cli");
+    let info = w.provision(&device);
+    let res = w.api("GET", None, Some(&operation_id(&device)));
+    let key = res["body"]["activationKey"].as_str().unwrap().to_string();
+
+    let (ok, out) = cli(&w, &["device", "open-key", "--resource-id", &device.to_string()], &key);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&device.to_string()) && out.contains(info["channelIntegrityKeyVersion"].as_str().unwrap()),
+        "{out}"
+    );
+    let principal = w.device_principal(&device);
+    let (_, secret) = w.read_secret(&principal, &cik_url(&info));
+    assert!(!out.contains(secret["value"].as_str().unwrap()), "the CIK is never printed");
+
+    // A key for another device does not open as this one.
+    let other = w.create_device("ase-cli-2");
+    w.provision(&other);
+    let (ok, out) = cli(&w, &["device", "open-key", "--resource-id", &other.to_string()], &key);
+    assert!(!ok, "{out}");
+
+    let (ok, out) = cli(&w, &["status"], "");
+    assert!(ok, "{out}");
+    let row = out.lines().find(|l| l.starts_with("ase-cli ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains("KeyVaultSynced") && row.contains("Healthy"), "{row}");
+    assert!(!row.contains("NO"), "{row}");
+}
