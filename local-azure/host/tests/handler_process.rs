@@ -26,7 +26,33 @@ async fn a_crashed_handler_is_restarted_and_serves_again() {
     assert_eq!(echo.status(), 200);
     assert_eq!(t.received("CrashHttp").len(), 1);
     assert_eq!(t.received("EchoHttp").len(), 1);
+    let port = t.host.handler_port().unwrap();
     t.host.shutdown().await;
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "the handler is gone after shutdown");
+}
+
+#[tokio::test]
+async fn keys_persist_in_the_state_directory() {
+    let state = tempfile::tempdir().unwrap();
+    let app = TestApp::new().http("EchoHttp", "function", "echo", &["get"]);
+    let app_dir = app.write();
+    let options = || HostOptions {
+        handler_path: Some(env!("CARGO_BIN_EXE_test-handler").into()),
+        state_dir: Some(state.path().to_path_buf()),
+        ..HostOptions::new(&app_dir)
+    };
+    let first = Host::start(options()).await.unwrap();
+    let (master, function, eventgrid) =
+        (first.master_key(), first.function_key("EchoHttp").unwrap(), first.eventgrid_key());
+    first.shutdown().await;
+    let second = Host::start(options()).await.unwrap();
+    assert_eq!(second.master_key(), master);
+    assert_eq!(second.function_key("EchoHttp").unwrap(), function);
+    assert_eq!(second.eventgrid_key(), eventgrid);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let status = http.get(format!("{}/echo?code={function}", second.api_base_url())).send().await.unwrap().status();
+    assert_eq!(status, 200);
+    second.shutdown().await;
 }
 
 #[tokio::test]

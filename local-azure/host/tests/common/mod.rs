@@ -70,7 +70,7 @@ impl TestApp {
         self.dir.path().join("received.jsonl")
     }
 
-    fn write(&self) -> PathBuf {
+    pub fn write(&self) -> PathBuf {
         let app = self.dir.path().join("app");
         std::fs::create_dir_all(&app).unwrap();
         std::fs::write(app.join("host.json"), self.host_json.to_string()).unwrap();
