@@ -127,8 +127,8 @@ async fn open_key(deps: &Deps, settings: &Lifecycle, resource_id: &str, key: &st
 
 async fn status(deps: &Deps) -> anyhow::Result<()> {
     println!(
-        "{:<28} {:<5} {:<26} {:<5} {:<5} {:<5} {:<5} {:<22} {}",
-        "DEVICE", "MSI", "VAULT", "LOCK", "SOFT", "PURGE", "CIK", "SYNC", "NOTE"
+        "{:<28} {:<5} {:<26} {:<5} {:<5} {:<5} {:<5} {:<22} NOTE",
+        "DEVICE", "MSI", "VAULT", "LOCK", "SOFT", "PURGE", "CIK", "SYNC"
     );
     for subscription in &deps.settings.subscriptions {
         let mut next: Option<String> = None;
