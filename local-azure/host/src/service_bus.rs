@@ -307,8 +307,17 @@ pub struct OutgoingMessage {
 
 impl OutgoingMessage {
     /// Reads one output-binding value. An object with `Body` and optional `BrokerProperties` /
-    /// `UserProperties` (the REST batch format) is taken apart; any other value is the body, as JSON.
+    /// `UserProperties` (the REST batch format) is taken apart; a string is the body as text — base64-decoded first
+    /// when it happens to be valid base64, the real host's quirk (DESIGN §4), so a handler that sends bare strings
+    /// finds out here rather than in Azure; any other value is the body, as JSON.
     pub fn from_output(value: &Value) -> OutgoingMessage {
+        if let Value::String(text) = value {
+            let body = match base64::engine::general_purpose::STANDARD.decode(text) {
+                Ok(bytes) if !text.is_empty() => String::from_utf8_lossy(&bytes).into_owned(),
+                _ => text.clone(),
+            };
+            return OutgoingMessage { body, broker: None, properties: Map::new() };
+        }
         if let Value::Object(map) = value
             && let Some(body) = map.get("Body")
             && map.keys().all(|k| matches!(k.as_str(), "Body" | "BrokerProperties" | "UserProperties"))
@@ -745,6 +754,9 @@ mod tests {
 
     #[test]
     fn output_values_become_messages() {
+        assert_eq!(OutgoingMessage::from_output(&json!("plain text!")).body, "plain text!");
+        // The host's quirk: a string that is valid base64 is decoded.
+        assert_eq!(OutgoingMessage::from_output(&json!("aGVsbG8=")).body, "hello");
         let plain = OutgoingMessage::from_output(&json!({"kind": "VaultDeleted"}));
         assert_eq!(plain.body, "{\"kind\":\"VaultDeleted\"}");
         assert_eq!(plain.broker, None);

@@ -131,3 +131,42 @@ async fn auth_levels_are_enforced() {
     assert_eq!(failed.status(), 500);
     assert!(t.host.logs().iter().any(|l| l.function == "FailHttp" && l.message == "FailHttp fails as asked"));
 }
+
+#[tokio::test]
+async fn the_repository_definitions_are_served() {
+    // The repository layout (function-definitions/) with the real definitions, driven against the test handler.
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let record = tempfile::NamedTempFile::new().unwrap();
+    let options = local_azure_host::HostOptions {
+        handler_path: Some(env!("CARGO_BIN_EXE_test-handler").into()),
+        app_settings: [
+            ("RecoverySweepSchedule".to_string(), "0 0 * * * *".to_string()),
+            ("TEST_HANDLER_RECORD".to_string(), record.path().display().to_string()),
+        ]
+        .into(),
+        ..local_azure_host::HostOptions::new(&repo)
+    };
+    let host = local_azure_host::Host::start(options).await.unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let key = host.function_key("ActivationKeyApi").unwrap();
+    let url = format!("{}/activation-keys/op-1?code={key}", host.api_base_url());
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(format!("{}/activation-keys/op-1", host.api_base_url())).send().await.unwrap().status(), 401);
+    let received = common::received(record.path(), "ActivationKeyApi");
+    assert_eq!(received[0]["request"]["Data"]["req"]["Params"], json!({"operationId": "op-1"}));
+    let event = serde_json::from_str::<Value>(
+        &std::fs::read_to_string(repo.join("tests/fixtures/triggers/event-grid-write.json")).unwrap(),
+    )
+    .unwrap()["Data"]["event"]
+        .clone();
+    let delivered = http
+        .post(host.eventgrid_url("ArmEvents"))
+        .header("aeg-event-type", "Notification")
+        .json(&json!([event]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status(), 200);
+    assert_eq!(common::received(record.path(), "ArmEvents")[0]["request"]["Data"]["event"], event);
+    host.shutdown().await;
+}
