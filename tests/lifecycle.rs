@@ -6,8 +6,8 @@ use edgevault::activation_key::{ActivationKey, Cik};
 use edgevault::messages::Command;
 use edgevault::resource_id::ResourceId;
 use edgevault::vault_name::VaultName;
-use edgevault_tests::Handler;
 use edgevault_tests::local_azure::{ARM_AUDIENCE, LocalAzure, VAULT_AUDIENCE};
+use edgevault_tests::{Handler, openapi};
 use serde_json::{Value, json};
 
 struct World {
@@ -66,7 +66,12 @@ impl World {
             "Params": params, "Body": body.map(|b| b.to_string()).unwrap_or_default()}}, "Metadata": {}});
         let (status, answer) = self.handler.invoke("ActivationKeyApi", &invocation).unwrap();
         assert_eq!(status, 200, "the API invocation itself succeeds: {answer}");
-        answer["Outputs"]["res"].clone()
+        let res = answer["Outputs"]["res"].clone();
+        // Every answer the tests see is checked against the OpenAPI document.
+        let template = if operation_id.is_some() { "/activation-keys/{operationId}" } else { "/activation-keys" };
+        let code = res["statusCode"].as_u64().unwrap() as u16;
+        openapi::check(&method.to_ascii_lowercase(), template, code, &res["body"]).unwrap();
+        res
     }
 
     /// Identity, then vault, lock, CIK and extended information, as the two workers do them.
@@ -384,4 +389,33 @@ fn the_device_side_opens_its_key_and_status_shows_the_fleet() {
     let row = out.lines().find(|l| l.starts_with("ase-cli ")).unwrap_or_else(|| panic!("{out}"));
     assert!(row.contains("KeyVaultSynced") && row.contains("Healthy"), "{row}");
     assert!(!row.contains("NO"), "{row}");
+}
+
+#[test]
+fn the_openapi_document_matches_the_function_definition() {
+    let definition: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../function-definitions/ActivationKeyApi/function.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let trigger = &definition["bindings"][0];
+    assert_eq!(trigger["route"], "activation-keys/{operationId?}", "the document's paths follow this route");
+    let doc = openapi::document();
+    let mut documented: Vec<String> = Vec::new();
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        assert!(path.starts_with("/activation-keys"), "{path}");
+        documented.extend(operations.as_object().unwrap().keys().cloned());
+    }
+    documented.sort();
+    documented.dedup();
+    let mut methods: Vec<String> =
+        trigger["methods"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect();
+    methods.sort();
+    assert_eq!(documented, methods, "every routed method is documented and nothing else");
+    // The checker itself catches a body that breaks the schema.
+    assert!(openapi::check("get", "/activation-keys/{operationId}", 200, &json!({"status": "succeeded"})).is_err());
+    assert!(openapi::check("get", "/activation-keys/{operationId}", 418, &json!({})).is_err());
 }

@@ -13,6 +13,7 @@ use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
 
 pub mod local_azure;
+pub mod openapi;
 
 /// The path of a workspace binary built in the same profile as the running executable.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
