@@ -164,11 +164,22 @@ impl Handler {
     }
 }
 
+/// Marks of secrets that must never reach a log: an activation key's prefix and a JWT's (bearer tokens).
+/// CIKs are checked by value where a test knows them.
+pub const SECRET_MARKS: &[&str] = &["ase-ak1.", "eyJ0eX", "eyJhbGci"];
+
 impl Drop for Handler {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // Every handler any test starts has its whole log scanned on the way out.
+        if !std::thread::panicking() {
+            let log = self.log();
+            if let Some(line) = log.iter().find(|l| SECRET_MARKS.iter().any(|m| l.contains(m))) {
+                panic!("a secret reached the handler's log: {line}");
+            }
         }
     }
 }
