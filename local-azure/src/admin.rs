@@ -11,6 +11,8 @@
 //! | `GET/POST /admin/principals` | identities (service principals, MSIs) |
 //! | `POST /admin/tokens {"principalId","resource"}` | mint a token without the MSI header |
 //! | `GET/POST/DELETE /admin/faults`, `DELETE /admin/faults/{id}` | fault injection |
+//! | `GET/POST /admin/servicebus/namespaces`, `GET/POST /admin/servicebus/queues` | Service Bus entities |
+//! | `GET/DELETE /admin/servicebus/queues/{ns}/{q}[/messages|/deadletter]` | a queue, peek, purge |
 //! | `GET /msi/token` | managed identity endpoint (`IDENTITY_ENDPOINT`) |
 
 use http::{Method, StatusCode};
@@ -44,11 +46,11 @@ impl AdminError {
     }
 }
 
-fn bad(e: impl std::fmt::Display) -> AdminError {
+pub(crate) fn bad(e: impl std::fmt::Display) -> AdminError {
     AdminError::BadRequest(e.to_string())
 }
 
-fn body<T: serde::de::DeserializeOwned>(req: &Req) -> Result<T, AdminError> {
+pub(crate) fn body<T: serde::de::DeserializeOwned>(req: &Req) -> Result<T, AdminError> {
     req.json().map_err(bad)
 }
 
@@ -63,7 +65,7 @@ pub fn handle(app: &App, req: &Req) -> Resp {
     }
 }
 
-fn ok(v: Value) -> Result<Resp, AdminError> {
+pub(crate) fn ok(v: Value) -> Result<Resp, AdminError> {
     Ok(Resp::json(StatusCode::OK, &v))
 }
 
@@ -85,6 +87,8 @@ fn route(app: &App, req: &Req, segs: &[&str]) -> Result<Resp, AdminError> {
             let offset = app.clock.offset() + a.seconds;
             app.store.write(|tx| tx.put("meta", "clock", &offset))?;
             app.clock.set_offset(offset);
+            // Locks may have lapsed and schedules come due: let waiting receivers look again.
+            app.servicebus.wake_all();
             tracing::info!(seconds = a.seconds, offset, "clock advanced");
             ok(clock_json(app))
         }
@@ -190,15 +194,16 @@ fn route(app: &App, req: &Req, segs: &[&str]) -> Result<Resp, AdminError> {
             let removed = app.store.write(|tx| tx.delete(FAULT, id))?;
             deleted(removed, "fault")
         }
+        (_, ["admin", "servicebus", rest @ ..]) => crate::servicebus::admin(app, req, rest),
         _ => Err(AdminError::NotFound(format!("no admin endpoint {} {}", req.method, req.path()))),
     }
 }
 
-fn created<T: serde::Serialize>(v: &T) -> Result<Resp, AdminError> {
+pub(crate) fn created<T: serde::Serialize>(v: &T) -> Result<Resp, AdminError> {
     Ok(Resp::json(StatusCode::CREATED, v))
 }
 
-fn deleted(removed: bool, what: &str) -> Result<Resp, AdminError> {
+pub(crate) fn deleted(removed: bool, what: &str) -> Result<Resp, AdminError> {
     if removed {
         Ok(Resp::empty(StatusCode::NO_CONTENT))
     } else {

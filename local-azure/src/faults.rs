@@ -1,6 +1,6 @@
 //! Fault injection per service and operation.
 //!
-//! A rule names a service (`arm`, `keyvault`, `identity`, later `servicebus`, or `*`), optionally
+//! A rule names a service (`arm`, `keyvault`, `identity`, `servicebus`, or `*`), optionally
 //! an operation glob (`Microsoft.KeyVault/vaults/*`, `secrets/get`), an HTTP method and a path
 //! regex, and an action: added latency, `429` with `Retry-After`, an error status, or a dropped
 //! connection. It fires for the next `count` matching requests and/or with a `probability`.
@@ -170,6 +170,13 @@ pub fn outcome(service: &str, action: &FaultAction) -> Outcome {
         }
     };
     let message = format!("Injected fault ({service}): {code}");
+    if service == "servicebus" {
+        let mut resp = crate::servicebus::rest::error(status, &message);
+        if let Some(s) = retry_after {
+            resp = resp.with_header("retry-after", s.to_string());
+        }
+        return Outcome::Respond(resp);
+    }
     let body = if service == "identity" {
         json!({ "statusCode": status.as_u16(), "message": message })
     } else {

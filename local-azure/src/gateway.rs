@@ -5,7 +5,7 @@
 //! `CONNECT` is allowed. A `CONNECT` to a host local-azure serves is answered `200` and the
 //! tunnel is terminated with a leaf certificate for that host, so clients using
 //! `HTTPS_PROXY` reach local-azure under the real Azure names. Other hosts are refused (`403`).
-//! Decrypted requests are routed by `Host` into ARM, Key Vault and (later) Service Bus.
+//! Decrypted requests are routed by `Host` into ARM, Key Vault and Service Bus.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -72,6 +72,7 @@ fn operation_of(service: &str, req: &Req) -> String {
         "arm" => arm::operation_name(req),
         "keyvault" => keyvault::operation_name(req),
         "identity" => "token".into(),
+        "servicebus" => crate::servicebus::rest::operation_name(req),
         _ => format!("{} {}", req.method, req.path()),
     }
 }
@@ -83,7 +84,19 @@ async fn run_service(
     req: Req,
     handler: fn(&App, &Req) -> Resp,
 ) -> Result<Resp, DropConnection> {
-    let operation = operation_of(service, &req);
+    if let Some(resp) = apply_faults(&app, service, &req).await? {
+        return Ok(resp);
+    }
+    let resp = tokio::task::spawn_blocking(move || handler(&app, &req)).await;
+    Ok(resp.unwrap_or_else(|e| {
+        tracing::error!(error = %e, service, "handler panicked");
+        Resp::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }))
+}
+
+/// The faults that fire for this request: latency is slept here; a terminal fault is the answer.
+async fn apply_faults(app: &Arc<App>, service: &'static str, req: &Req) -> Result<Option<Resp>, DropConnection> {
+    let operation = operation_of(service, req);
     let fired = {
         let app = app.clone();
         let req = req.clone();
@@ -98,18 +111,14 @@ async fn run_service(
             if let Some(action) = terminal {
                 return match faults::outcome(service, &action) {
                     Outcome::Drop => Err(DropConnection),
-                    Outcome::Respond(r) => Ok(r),
+                    Outcome::Respond(r) => Ok(Some(r)),
                 };
             }
         }
         Ok(Err(e)) => tracing::error!(error = %e, "reading fault rules"),
         Err(e) => tracing::error!(error = %e, "fault task"),
     }
-    let resp = tokio::task::spawn_blocking(move || handler(&app, &req)).await;
-    Ok(resp.unwrap_or_else(|e| {
-        tracing::error!(error = %e, service, "handler panicked");
-        Resp::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-    }))
+    Ok(None)
 }
 
 fn keyvault_handler(app: &App, req: &Req) -> Resp {
@@ -117,13 +126,6 @@ fn keyvault_handler(app: &App, req: &Req) -> Resp {
         Some(name) => keyvault::handle(app, name, req),
         None => Resp::text(StatusCode::NOT_FOUND, "not a vault host"),
     }
-}
-
-fn servicebus_handler(_app: &App, _req: &Req) -> Resp {
-    Resp::json(
-        StatusCode::NOT_IMPLEMENTED,
-        &serde_json::json!({ "error": { "code": "NotImplemented", "message": "Service Bus arrives in local-azure part 2." } }),
-    )
 }
 
 /// Serves one decrypted HTTPS request; `default_host` is the SNI or CONNECT target.
@@ -146,7 +148,10 @@ async fn serve_https(
     let resp = match service_of(&req.host) {
         Some("arm") => run_service(app, "arm", req, arm::handle).await?,
         Some("keyvault") => run_service(app, "keyvault", req, keyvault_handler).await?,
-        Some(_) => run_service(app, "servicebus", req, servicebus_handler).await?,
+        Some(_) => match apply_faults(&app, "servicebus", &req).await? {
+            Some(resp) => resp,
+            None => crate::servicebus::rest::handle(app, req).await,
+        },
         None => Resp::text(StatusCode::MISDIRECTED_REQUEST, format!("local-azure does not serve host '{}'", req.host)),
     };
     Ok(to_hyper(resp))

@@ -9,12 +9,11 @@
 //! - [`token`]: JWT-shaped access tokens (issue, verify).
 //! - [`arm`]: Azure Resource Manager (devices, vaults, locks, grants, activity log).
 //! - [`keyvault`]: the Key Vault secrets data plane.
+//! - [`servicebus`]: Service Bus queues over the REST protocol (sessions, locks, dead-lettering).
 //! - [`faults`]: fault injection per service and operation.
 //! - [`admin`]: the admin API that seeds, inspects and steers all of the above.
 //! - [`store`]: durable state (redb); [`clock`]: the movable clock; [`http`]: request/response.
 //!
-//! Part 2 (Service Bus, Event Grid, Functions host) plugs into the same [`App`], store, gateway
-//! routing (`*.servicebus.windows.net` is already terminated) and admin API.
 
 pub mod admin;
 pub mod arm;
@@ -27,6 +26,7 @@ pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod keyvault;
+pub mod servicebus;
 pub mod store;
 pub mod token;
 
@@ -54,6 +54,8 @@ pub struct App {
     pub identity_header: String,
     /// The client environment (what `env.json` holds).
     pub env: Value,
+    /// Wake-ups for Service Bus receivers waiting on a queue.
+    pub servicebus: servicebus::Broker,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +138,7 @@ impl Server {
             std::fs::canonicalize(&config.data_dir).map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
         let store = Store::open(&data_dir.join("state.redb"))?;
         let secrets = load_or_seed(&store)?;
+        servicebus::seed_defaults(&store)?;
         let offset: i64 = store.get("meta", "clock")?.unwrap_or(0);
         let ca = Arc::new(Ca::load_or_create(&data_dir)?);
         let bind = |port| async move {
@@ -157,6 +160,7 @@ impl Server {
             tokens: TokenIssuer::new(&token_key),
             identity_header: secrets.identity_header,
             env,
+            servicebus: servicebus::Broker::default(),
         });
         Ok(Server { app, gateway_addr, admin_addr, gateway, admin })
     }
@@ -164,7 +168,8 @@ impl Server {
     /// Serves until `shutdown` turns true.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let gw = tokio::spawn(gateway::serve(self.app.clone(), self.gateway, false, shutdown.clone()));
-        let admin = tokio::spawn(gateway::serve(self.app.clone(), self.admin, true, shutdown));
-        let _ = tokio::join!(gw, admin);
+        let admin = tokio::spawn(gateway::serve(self.app.clone(), self.admin, true, shutdown.clone()));
+        let ticker = tokio::spawn(servicebus::run_ticker(self.app.clone(), shutdown));
+        let _ = tokio::join!(gw, admin, ticker);
     }
 }

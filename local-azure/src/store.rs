@@ -78,6 +78,20 @@ impl Store {
         Ok(out)
     }
 
+    /// Like [`Store::list`], with each document's key (without the `kind/` prefix).
+    pub fn list_keys<T: DeserializeOwned>(&self, kind: &str, key_prefix: &str) -> Result<Vec<(String, T)>, StoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let table = txn.open_table(DOCS).map_err(dberr)?;
+        let (start, end) = prefix_range(&doc_key(kind, key_prefix));
+        let skip = kind.len() + 1;
+        let mut out = Vec::new();
+        for item in table.range(start.as_str()..end.as_str()).map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            out.push((k.value()[skip..].to_string(), serde_json::from_str(v.value())?));
+        }
+        Ok(out)
+    }
+
     /// Runs `f` in one write transaction; commits (with fsync) only when it succeeds.
     pub fn write<R, E>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<R, E>) -> Result<R, E>
     where

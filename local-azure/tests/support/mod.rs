@@ -315,3 +315,143 @@ pub const ALL_SECRET_PERMS: &[&str] = &["get", "list", "set", "delete", "recover
 pub fn timeout() -> Duration {
     Duration::from_secs(60)
 }
+
+/// A raw Service Bus REST client over the proxy (reqwest reads `HTTPS_PROXY` and trusts `SSL_CERT_FILE`), with a
+/// token from the managed-identity endpoint.
+pub struct Sb {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+/// A received message: status, `BrokerProperties`, all headers and the body.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub status: u16,
+    pub broker: Value,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Received {
+    pub fn lock_url(&self, base: &str, queue: &str) -> String {
+        format!("{base}/{queue}/messages/{}/{}", self.broker["MessageId"].as_str().unwrap(), self.lock())
+    }
+
+    pub fn lock(&self) -> &str {
+        self.broker["LockToken"].as_str().unwrap()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    }
+}
+
+/// A managed-identity token for `resource`, from the identity endpoint as an app would get it.
+pub async fn msi_token(la: &LocalAzure, resource: &str) -> String {
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{}?api-version=2019-08-01&resource={resource}", la.var("IDENTITY_ENDPOINT")))
+        .header("X-IDENTITY-HEADER", la.var("IDENTITY_HEADER"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
+}
+
+impl Sb {
+    pub async fn new(la: &LocalAzure) -> Sb {
+        Sb {
+            http: reqwest::Client::new(),
+            base: "https://edgevault.servicebus.windows.net".into(),
+            token: msi_token(la, "https://servicebus.azure.net").await,
+        }
+    }
+
+    /// A queue of the default namespace with these settings (a unique name).
+    pub async fn queue(la: &LocalAzure, prefix: &str, settings: Value) -> String {
+        let name = unique(prefix);
+        let mut body = settings;
+        body["name"] = json!(name);
+        la.admin_post("/admin/servicebus/queues", body).await;
+        name
+    }
+
+    pub async fn send(&self, queue: &str, body: &str, broker: Value, props: &[(&str, &str)]) -> u16 {
+        let mut r = self
+            .http
+            .post(format!("{}/{queue}/messages", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .header("BrokerProperties", broker.to_string())
+            .body(body.to_string());
+        for (k, v) in props {
+            r = r.header(*k, *v);
+        }
+        r.send().await.unwrap().status().as_u16()
+    }
+
+    pub async fn send_batch(&self, queue: &str, items: Value) -> u16 {
+        self.http
+            .post(format!("{}/{queue}/messages", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/vnd.microsoft.servicebus.json")
+            .body(items.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    async fn receive(&self, method: reqwest::Method, path: &str, timeout: u64) -> Option<Received> {
+        let r = self
+            .http
+            .request(method, format!("{}/{path}/messages/head?timeout={timeout}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        if status == 204 {
+            return None;
+        }
+        let headers = r.headers().clone();
+        let body = r.text().await.unwrap();
+        assert!(status == 201 || status == 200, "receive {path}: {status} {body}");
+        let broker = headers.get("BrokerProperties").map(|v| serde_json::from_str(v.to_str().unwrap()).unwrap());
+        Some(Received { status, broker: broker.unwrap_or(Value::Null), headers, body })
+    }
+
+    /// Peek-lock from `path` (`queue` or `queue/$DeadLetterQueue`).
+    pub async fn peek_lock(&self, path: &str, timeout: u64) -> Option<Received> {
+        self.receive(reqwest::Method::POST, path, timeout).await
+    }
+
+    pub async fn receive_and_delete(&self, path: &str, timeout: u64) -> Option<Received> {
+        self.receive(reqwest::Method::DELETE, path, timeout).await
+    }
+
+    /// DELETE (complete), PUT (abandon) or POST (renew) on the message's lock.
+    pub async fn settle(&self, method: reqwest::Method, path: &str, m: &Received) -> reqwest::Response {
+        self.http
+            .request(method, m.lock_url(&self.base, path))
+            .bearer_auth(&self.token)
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn complete(&self, path: &str, m: &Received) -> u16 {
+        self.settle(reqwest::Method::DELETE, path, m).await.status().as_u16()
+    }
+
+    pub async fn abandon(&self, path: &str, m: &Received) -> u16 {
+        self.settle(reqwest::Method::PUT, path, m).await.status().as_u16()
+    }
+}
