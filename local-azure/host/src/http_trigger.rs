@@ -157,6 +157,17 @@ pub(crate) async fn handle(shared: &Shared, request: &Request, path: &[String]) 
         tracing::info!(function = %def.name, "HTTP request refused: missing or wrong function key");
         return Some(Reply::status(401));
     }
+    // The real host forwards only functions whose sole bindings are the HTTP trigger and the `http` output.
+    let forwardable = def.outputs.len() == 1 && matches!(def.outputs[0], OutputBinding::Http { .. });
+    if shared.app.host.enable_forwarding_http_request && forwardable {
+        return Some(match shared.invoker.forward(&def.name, request).await {
+            Ok(reply) => reply,
+            Err(err) => {
+                tracing::warn!(function = %def.name, "the forwarded request failed; answering 500: {err}");
+                Reply::status(500)
+            }
+        });
+    }
     let (data, metadata) = build_input(binding, request, &params);
     let outcome = shared.invoker.invoke(&def.name, data, metadata).await;
     let outcome = match outcome {

@@ -18,6 +18,7 @@ use crate::HostEvent;
 use crate::app::{App, OutputBinding};
 use crate::clock::{Clock, utc_7};
 use crate::logs::LogStore;
+use crate::server::{Reply, Request};
 use crate::service_bus::{ServiceBusClient, ServiceBusError};
 
 /// How long an invocation waits for a (re)starting handler before it fails.
@@ -176,6 +177,58 @@ impl Invoker {
             self.deliver_outputs(function, &outcome).await?;
         }
         Ok(outcome)
+    }
+
+    /// `enableForwardingHttpRequest`: passes an HTTP request to the handler as it came (same method, path, query,
+    /// headers and body) and its answer back as it is. There is no `Data`/`Metadata` envelope in this mode.
+    pub async fn forward(&self, function: &str, request: &Request) -> Result<Reply, InvokeError> {
+        let invocation_id = uuid::Uuid::new_v4().to_string();
+        let span = tracing::info_span!("invocation", function, invocation_id = %invocation_id, forwarded = true);
+        self.emit(HostEvent::InvocationStarted {
+            function: function.to_string(),
+            invocation_id: invocation_id.clone(),
+        });
+        let result = async {
+            let port = self.ready_port().await?;
+            let timeout = self.app.host.function_timeout;
+            let url = match &request.raw_query {
+                Some(q) => format!("http://127.0.0.1:{port}{}?{q}", request.raw_path),
+                None => format!("http://127.0.0.1:{port}{}", request.raw_path),
+            };
+            let method = reqwest::Method::from_bytes(request.method.as_bytes())
+                .map_err(|e| InvokeError::BadResponse { status: 0, message: e.to_string() })?;
+            let mut builder = self.client.request(method, url).timeout(timeout);
+            for (name, value) in &request.headers {
+                // Hop-by-hop and framing headers belong to each connection, not to the request.
+                if !matches!(
+                    name.as_str(),
+                    "host" | "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "upgrade"
+                ) {
+                    builder = builder.header(name, value);
+                }
+            }
+            let response = builder
+                .header("X-Azure-Functions-InvocationId", &invocation_id)
+                .body(request.body.clone())
+                .send()
+                .await
+                .map_err(|e| classify(e, timeout))?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "connection" | "transfer-encoding" | "content-length" | "date"))
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect();
+            let body = response.bytes().await.map_err(|e| classify(e, timeout))?;
+            tracing::info!(status, "forwarded request answered");
+            Ok(Reply { status, headers, body })
+        }
+        .instrument(span)
+        .await;
+        let succeeded = matches!(&result, Ok(r) if (200..300).contains(&r.status));
+        self.emit(HostEvent::InvocationFinished { function: function.to_string(), invocation_id, succeeded });
+        result
     }
 
     async fn ready_port(&self) -> Result<u16, InvokeError> {

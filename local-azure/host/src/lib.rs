@@ -135,12 +135,6 @@ impl Host {
         let settings = options.app_settings;
         let app = Arc::new(App::load(&options.app_dir, &settings)?);
         let names: Vec<String> = app.functions.iter().map(|f| f.name.clone()).collect();
-        if app.host.enable_forwarding_http_request {
-            tracing::warn!(
-                "host.json enables enableForwardingHttpRequest, which local-azure does not implement: HTTP \
-                 functions get the Data.req payload instead of the forwarded request"
-            );
-        }
         let keys = Keys::load_or_generate(options.state_dir.as_deref(), &names)?;
         let (events, _) = broadcast::channel(1024);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -170,3 +170,23 @@ async fn the_repository_definitions_are_served() {
     assert_eq!(common::received(record.path(), "ArmEvents")[0]["request"]["Data"]["event"], event);
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn forwarding_mode_passes_the_request_through() {
+    let t = TestApp::new().forwarding().http("EchoFwd", "function", "fwd/{id}", &["put"]).start().await;
+    let key = t.host.function_key("EchoFwd").unwrap();
+    let url = format!("{}/fwd/9?a=1&code={key}", t.host.api_base_url());
+    let response = t.http.put(&url).header("X-Custom", "v").body("raw body").send().await.unwrap();
+    assert_eq!(response.status(), 201, "the handler's own status");
+    assert_eq!(response.headers()["x-forwarded-echo"], "1");
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(echo["method"], "PUT");
+    assert_eq!(echo["path"], "/api/fwd/9");
+    assert_eq!(echo["query"], format!("a=1&code={key}"));
+    assert_eq!(echo["body"], "raw body");
+    assert_eq!(echo["headers"]["x-custom"], "v");
+    assert!(uuid::Uuid::parse_str(echo["headers"]["x-azure-functions-invocationid"].as_str().unwrap()).is_ok());
+    // Auth still applies before forwarding.
+    let refused = t.http.put(format!("{}/fwd/9", t.host.api_base_url())).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+}

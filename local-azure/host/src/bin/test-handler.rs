@@ -7,6 +7,9 @@
 //! - `Out*`: `200` with `Outputs.out` = the request's `Data` (for output-binding tests)
 //! - anything else: `200`, `Outputs.res` = `{statusCode: 200, body: {"ok": true}}`
 //!
+//! Any other request (a forwarded HTTP request, `enableForwardingHttpRequest`) is answered `201` with
+//! `{method, path, query, headers, body}` as received and an `X-Forwarded-Echo` header.
+//!
 //! With `TEST_HANDLER_REFUSE` set it prints that to stderr and exits at once, like a handler missing its settings.
 //!
 //! Records are JSON lines `{"function", "invocationId", "request"}` appended to the file named by
@@ -57,9 +60,33 @@ async fn main() {
         .and(warp::body::bytes())
         .and(with_state)
         .then(invoke);
+    // enableForwardingHttpRequest: anything else is a forwarded HTTP request; echo what arrived.
+    let forwarded = warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::bytes())
+        .map(
+            |method: warp::http::Method,
+             path: warp::path::FullPath,
+             query: String,
+             headers: warp::http::HeaderMap,
+             body: Bytes| {
+                let headers: serde_json::Map<String, Value> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), Value::String(v.to_str().unwrap_or_default().to_string())))
+                    .collect();
+                let echo = json!({"method": method.as_str(), "path": path.as_str(), "query": query, "headers": headers,
+                              "body": String::from_utf8_lossy(&body)});
+                warp::reply::with_status(
+                    warp::reply::with_header(warp::reply::json(&echo), "X-Forwarded-Echo", "1"),
+                    warp::http::StatusCode::CREATED,
+                )
+            },
+        );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the handler port");
     eprintln!("test-handler listening on {port}");
-    warp::serve(received.or(release).or(invoke)).incoming(listener).run().await;
+    warp::serve(received.or(release).or(invoke).or(forwarded)).incoming(listener).run().await;
 }
 
 async fn invoke(

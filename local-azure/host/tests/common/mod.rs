@@ -61,6 +61,11 @@ impl TestApp {
         self.function(name, json!([{"type": "eventGridTrigger", "direction": "in", "name": "event"}]))
     }
 
+    pub fn forwarding(mut self) -> TestApp {
+        self.host_json["customHandler"]["enableForwardingHttpRequest"] = json!(true);
+        self
+    }
+
     pub fn setting(mut self, name: &str, value: &str) -> TestApp {
         self.settings.insert(name.to_string(), value.to_string());
         self
