@@ -384,3 +384,24 @@ impl Drop for RunningHost {
         self.shutdown.send_replace(true);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send_sync<T: Send + Sync>(_: &T) {}
+
+    #[test]
+    fn the_host_can_live_in_spawned_tasks() {
+        // `local-azure up` embeds the host: starting it and holding it must work from any tokio task.
+        fn start_is_send(options: HostOptions) -> impl std::future::Future<Output = ()> + Send {
+            async move {
+                if let Ok(host) = Host::start(options).await {
+                    is_send_sync(&host);
+                    host.shutdown().await;
+                }
+            }
+        }
+        let _ = start_is_send;
+    }
+}
