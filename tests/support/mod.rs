@@ -14,6 +14,7 @@ use serde_json::Value;
 
 pub mod local_azure;
 pub mod openapi;
+pub mod scenario;
 
 /// The path of a workspace binary built in the same profile as the running executable.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {

@@ -1,88 +1,126 @@
-//! The main job until local-azure can host the whole lifecycle: start the real handler with every Azure endpoint
-//! unreachable and replay the documented sample invocations (one per trigger type, from
-//! `tests/fixtures/triggers/`), checking that each gets the documented answer for an Azure outage.
+//! The main job: the Key Vault lifecycle of one Stack Edge device on local-azure, step by step, each step checked
+//! against the Azure state it should leave behind. Exits non-zero unless every step held.
 //!
-//! This becomes the local end-to-end demo on local-azure with the lifecycle issue.
+//! local-azure plays ARM, Key Vault and the managed-identity endpoint; the real `edgevault` handler is invoked as
+//! the Functions host invokes it. (The Service Bus and Event Grid legs join when local-azure's part 2 lands.)
 
-use edgevault_tests::{Handler, fixture};
+use edgevault::activation_key::ActivationKey;
+use edgevault::messages::Command;
+use edgevault::resource_id::ResourceId;
+use edgevault_tests::scenario::{World, operation_id, world};
+use serde_json::json;
 
-/// One sample invocation and the answer the handler must give it today.
-pub struct Step {
-    pub function: &'static str,
-    pub fixture: &'static str,
-    /// The status of the handler's answer to the host.
-    pub status: u16,
-    /// For HTTP triggers, the status of the `res` output the host returns to the caller.
-    pub http_status: Option<u16>,
-    pub what: &'static str,
+struct Steps {
+    count: usize,
+    all_held: bool,
 }
 
-pub const STEPS: &[Step] = &[
-    Step {
-        function: "ArmEvents",
-        fixture: "triggers/event-grid-validation.json",
-        status: 200,
-        http_status: None,
-        what: "Event Grid subscription validation reaches the handler and is acknowledged",
-    },
-    Step {
-        function: "ArmEvents",
-        fixture: "triggers/event-grid-write.json",
-        status: 503,
-        http_status: None,
-        what: "a Stack Edge ResourceWriteSuccess event (Event Grid schema) is classified; queueing it needs Service Bus",
-    },
-    Step {
-        function: "ArmEvents",
-        fixture: "triggers/cloud-events-delete.json",
-        status: 503,
-        http_status: None,
-        what: "vault and device ResourceDeleteSuccess events (CloudEvents 1.0) are classified; queueing needs Service Bus",
-    },
-    Step {
-        function: "ActivationKeyApi",
-        fixture: "triggers/http-post.json",
-        status: 200,
-        http_status: Some(503),
-        what: "the portal's activation-key request is validated; with no Azure reachable the API answers 503 + Retry-After",
-    },
-    Step {
-        function: "RecoverySweep",
-        fixture: "triggers/timer.json",
-        status: 503,
-        http_status: None,
-        what: "a past-due timer tick starts the sweep; listing devices needs ARM, so the run fails and is retried",
-    },
-    Step {
-        function: "ResourceCreated",
-        fixture: "triggers/service-bus.json",
-        status: 503,
-        http_status: None,
-        what: "a Service Bus command is read; with ARM unreachable the worker fails retryably, so it is redelivered",
-    },
-];
-
-/// Runs every step, printing each; `Ok(true)` only if every answer was the expected one.
-pub fn run() -> anyhow::Result<bool> {
-    let handler = Handler::start()?;
-    println!("edgevault handler listening on 127.0.0.1:{}", handler.port);
-    let mut all_held = true;
-    for (i, step) in STEPS.iter().enumerate() {
-        let (status, body) = handler.invoke(step.function, &fixture(step.fixture)?)?;
-        let http_status = body.pointer("/Outputs/res/statusCode").and_then(|v| v.as_u64()).map(|v| v as u16);
-        let held = status == step.status && (step.http_status.is_none() || http_status == step.http_status);
-        all_held &= held;
-        println!("\n{}. POST /{}  ({})", i + 1, step.function, step.fixture);
-        println!("   {}", step.what);
-        let shown = match http_status {
-            Some(code) => format!("{status}, HTTP output {code}"),
-            None => status.to_string(),
-        };
-        println!("   answer: {shown}  {}", if held { "✓ as documented" } else { "✗ NOT as documented" });
-        let detail = body.pointer("/error/message").or_else(|| body.pointer("/Outputs/res/body/error/message"));
-        if let Some(message) = detail.and_then(|m| m.as_str()) {
-            println!("   message: {message}");
+impl Steps {
+    fn step(&mut self, what: &str, held: bool, detail: impl AsRef<str>) {
+        self.count += 1;
+        self.all_held &= held;
+        let mark = if held { "✓" } else { "✗" };
+        println!("{mark} {:>2}. {what}", self.count);
+        if !detail.as_ref().is_empty() {
+            println!("       {}", detail.as_ref());
         }
     }
-    Ok(all_held)
+}
+
+pub fn run() -> anyhow::Result<bool> {
+    println!("starting local-azure and the edgevault handler …");
+    let w = world(&[]);
+    let mut s = Steps { count: 0, all_held: true };
+    s.step("local-azure is up", true, format!("admin API {}", w.la.admin));
+
+    let device = w.create_device("ase-demo-01");
+    s.step("an operator creates a Stack Edge resource", true, device.to_string());
+
+    let (status, _) = w.deliver(
+        "ResourceCreated",
+        &Command::ResourceCreated { device: device.clone(), cause: "demo-write".into() },
+        1,
+    );
+    let principal = principal(&w, &device);
+    s.step(
+        "ResourceCreated enables its system-assigned identity",
+        status == 200 && principal.is_some(),
+        format!("principal {}", principal.clone().unwrap_or_default()),
+    );
+
+    let request = Command::ActivationKeyRequested {
+        device: device.clone(),
+        operation_id: operation_id(&device),
+        vault_name: None,
+    };
+    let (status, answer) = w.deliver("ActivationKeyRequested", &request, 1);
+    let info = w.extended_info(&device);
+    let vault_id = info["clientSecretStoreId"].as_str().unwrap_or_default().to_string();
+    s.step(
+        "ActivationKeyRequested provisions vault, lock and CIK and links them",
+        status == 200 && info["keyVaultSyncStatus"] == "KeyVaultSynced",
+        if status == 200 { format!("vault {vault_id}") } else { answer.to_string() },
+    );
+
+    let (_, vault) = w.arm("GET", &vault_id, None);
+    let p = &vault["properties"];
+    let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
+    s.step(
+        "the vault has soft delete (90 days), purge protection and a CanNotDelete lock",
+        p["enableSoftDelete"] == true
+            && p["softDeleteRetentionInDays"] == 90
+            && p["enablePurgeProtection"] == true
+            && w.arm("GET", &lock, None).0 == 200,
+        "",
+    );
+
+    let res = w.api("GET", None, Some(&operation_id(&device)));
+    let key = res["body"]["activationKey"].as_str().unwrap_or_default().to_string();
+    s.step(
+        "the portal's status URL returns the activation key",
+        res["statusCode"] == 200 && res["body"]["status"] == "succeeded" && ActivationKey::parse(&key).is_ok(),
+        format!("expires {}", res["body"]["expiresAt"].as_str().unwrap_or_default()),
+    );
+
+    let (ok, out) = w.cli(&["device", "open-key", "--resource-id", &device.to_string()], &key);
+    s.step(
+        "the device, as its own identity, reads its CIK and opens the key",
+        ok,
+        out.lines().next().unwrap_or_default(),
+    );
+
+    let blocked = w.arm("DELETE", &vault_id, None).0 == 409;
+    let unlocked = w.arm("DELETE", &lock, None).0 == 200;
+    let deleted = matches!(w.arm("DELETE", &vault_id, None).0, 200 | 204);
+    s.step(
+        "an operator deletes the vault (the lock refuses until removed)",
+        blocked && unlocked && deleted,
+        "vault soft-deleted",
+    );
+
+    let vault: ResourceId = vault_id.parse()?;
+    let (status, answer) = w.deliver("VaultDeleted", &Command::VaultDeleted { vault, cause: "demo-delete".into() }, 1);
+    let after = w.extended_info(&device);
+    let recovered = w.arm("GET", &vault_id, None).0 == 200 && w.arm("GET", &lock, None).0 == 200;
+    s.step(
+        "VaultDeleted raises an alert, recovers the vault, re-applies the lock, keeps the CIK",
+        status == 200 && recovered && after["channelIntegrityKeyVersion"] == info["channelIntegrityKeyVersion"],
+        answer["Logs"].get(0).and_then(|l| l.as_str()).unwrap_or_default(),
+    );
+
+    let (status, answer) = w.handler.invoke("RecoverySweep", &json!({"Data": {"timer": {"IsPastDue": false}}}))?;
+    s.step(
+        "the recovery sweep finds the device healthy",
+        status == 200 && answer["ReturnValue"]["findings"]["Healthy"] == 1,
+        answer["ReturnValue"].to_string(),
+    );
+
+    let (ok, out) = w.cli(&["status"], "");
+    s.step("edgevault-cli status shows the fleet", ok, out.lines().nth(1).unwrap_or_default());
+    Ok(s.all_held)
+}
+
+fn principal(w: &World, device: &ResourceId) -> Option<String> {
+    let (_, body) = w.arm("GET", &device.to_string(), None);
+    body["identity"]["principalId"].as_str().map(str::to_string)
 }

@@ -1,0 +1,137 @@
+//! A lifecycle scenario against local-azure: local-azure and the real handler as processes, an operator
+//! principal, and the calls the Functions host and the portal would make. Shared by the end-to-end tests and the
+//! demo, so both exercise exactly the same steps.
+
+use base64::Engine;
+use edgevault::messages::Command;
+use edgevault::resource_id::ResourceId;
+use edgevault::vault_name::VaultName;
+use serde_json::{Value, json};
+
+use crate::Handler;
+use crate::local_azure::{ARM_AUDIENCE, LocalAzure, VAULT_AUDIENCE};
+use crate::openapi;
+
+pub struct World {
+    pub la: LocalAzure,
+    pub handler: Handler,
+    /// An operator principal with every ARM permission in the subscription (not edgevault's identity).
+    pub operator: String,
+}
+
+/// Starts local-azure and the handler pointed at it; `extra` adds or overrides handler settings.
+pub fn world(extra: &[(&str, &str)]) -> World {
+    let la = LocalAzure::start().expect("local-azure starts");
+    let mut env = la.handler_env();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let handler = Handler::start_with(&env).expect("edgevault starts");
+    let operator = la.principal("operator", &["*"]).unwrap();
+    World { la, handler, operator }
+}
+
+impl World {
+    pub fn arm(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let token = self.la.token(&self.operator, ARM_AUDIENCE).unwrap();
+        self.la.arm(&token, method, path, body).unwrap()
+    }
+
+    pub fn create_device(&self, name: &str) -> ResourceId {
+        let id = format!("{}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/{name}", self.la.resource_group_id());
+        let body = json!({"location": self.la.var("AZURE_LOCATION"), "sku": {"name": "Edge", "tier": "Standard"}, "properties": {}});
+        let (status, answer) = self.arm("PUT", &id, Some(body));
+        assert!(status == 200 || status == 201, "create device: {status} {answer}");
+        id.parse().unwrap()
+    }
+
+    pub fn extended_info(&self, device: &ResourceId) -> Value {
+        let (status, info) = self.arm("POST", &format!("{device}/getExtendedInformation"), Some(json!({})));
+        assert_eq!(status, 200, "{info}");
+        info["properties"].clone()
+    }
+
+    /// Invokes a Service Bus worker with `command` as the host would deliver it.
+    pub fn deliver(&self, function: &str, command: &Command, delivery_count: u32) -> (u16, Value) {
+        let invocation = json!({
+            "Data": {"message": command.to_json()},
+            "Metadata": {"MessageId": command.message_id(), "DeliveryCount": delivery_count, "SessionId": command.session_id(),
+                         "SequenceNumber": 1, "EnqueuedTimeUtc": "2026-11-28T12:00:00Z"}
+        });
+        self.handler.invoke(function, &invocation).unwrap()
+    }
+
+    pub fn api(&self, method: &str, body: Option<Value>, operation_id: Option<&str>) -> Value {
+        let url = match operation_id {
+            Some(id) => format!("http://127.0.0.1:7071/api/activation-keys/{id}"),
+            None => "http://127.0.0.1:7071/api/activation-keys".to_string(),
+        };
+        let params = operation_id.map(|id| json!({"operationId": id})).unwrap_or(json!({}));
+        let invocation = json!({"Data": {"req": {
+            "Url": url, "Method": method, "Query": {}, "Headers": {"Content-Type": ["application/json"]},
+            "Params": params, "Body": body.map(|b| b.to_string()).unwrap_or_default()}}, "Metadata": {}});
+        let (status, answer) = self.handler.invoke("ActivationKeyApi", &invocation).unwrap();
+        assert_eq!(status, 200, "the API invocation itself succeeds: {answer}");
+        let res = answer["Outputs"]["res"].clone();
+        // Every answer the tests see is checked against the OpenAPI document.
+        let template = if operation_id.is_some() { "/activation-keys/{operationId}" } else { "/activation-keys" };
+        let code = res["statusCode"].as_u64().unwrap() as u16;
+        openapi::check(&method.to_ascii_lowercase(), template, code, &res["body"]).unwrap();
+        res
+    }
+
+    /// Identity, then vault, lock, CIK and extended information, as the two workers do them.
+    pub fn provision(&self, device: &ResourceId) -> Value {
+        let created = Command::ResourceCreated { device: device.clone(), cause: "event-1".into() };
+        let (status, answer) = self.deliver("ResourceCreated", &created, 1);
+        assert_eq!(status, 200, "{answer}");
+        let requested = Command::ActivationKeyRequested {
+            device: device.clone(),
+            operation_id: operation_id(device),
+            vault_name: Some(VaultName::default_for(device, 0)),
+        };
+        let (status, answer) = self.deliver("ActivationKeyRequested", &requested, 1);
+        assert_eq!(status, 200, "{answer}");
+        self.extended_info(device)
+    }
+
+    pub fn device_principal(&self, device: &ResourceId) -> String {
+        let (_, body) = self.arm("GET", &device.to_string(), None);
+        body["identity"]["principalId"].as_str().expect("the device has an identity").to_string()
+    }
+
+    /// Runs `edgevault-cli` with local-azure's environment; returns (success, stdout + stderr).
+    pub fn cli(&self, args: &[&str], stdin: &str) -> (bool, String) {
+        use std::io::Write;
+        let mut child = std::process::Command::new(crate::binary("edgevault-cli").unwrap())
+            .args(args)
+            .envs(self.la.handler_env())
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let output = child.wait_with_output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.success(), text)
+    }
+
+    /// Reads a CIK secret acting as `principal` (the device's managed identity, say).
+    pub fn read_secret(&self, principal: &str, url: &str) -> (u16, Value) {
+        let token = self.la.token(principal, VAULT_AUDIENCE).unwrap();
+        self.la.vault(&token, "GET", url, None).unwrap()
+    }
+}
+
+pub fn operation_id(device: &ResourceId) -> String {
+    format!("{}.0123456789abcdef", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(device.to_string()))
+}
+
+pub fn cik_url(info: &Value) -> String {
+    format!(
+        "{}/secrets/{}/{}",
+        info["clientSecretStoreUrl"].as_str().unwrap().trim_end_matches('/'),
+        info["channelIntegrityKeyName"].as_str().unwrap(),
+        info["channelIntegrityKeyVersion"].as_str().unwrap()
+    )
+}
