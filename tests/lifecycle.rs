@@ -7,7 +7,7 @@ use edgevault::messages::Command;
 use edgevault::resource_id::ResourceId;
 use edgevault_tests::local_azure::{ARM_AUDIENCE, VAULT_AUDIENCE};
 use edgevault_tests::openapi;
-use edgevault_tests::scenario::{World, cik_url, operation_id, world};
+use edgevault_tests::scenario::{cik_url, operation_id, world};
 use serde_json::{Value, json};
 
 #[test]
