@@ -13,6 +13,7 @@
 //! | `GET/POST/DELETE /admin/faults`, `DELETE /admin/faults/{id}` | fault injection |
 //! | `GET/POST /admin/servicebus/namespaces`, `GET/POST /admin/servicebus/queues` | Service Bus entities |
 //! | `GET/DELETE /admin/servicebus/queues/{ns}/{q}[/messages|/deadletter]` | a queue, peek, purge |
+//! | `GET/POST /admin/eventgrid/subscriptions`, `GET/DELETE …/{name}`, `GET /admin/eventgrid/deadletters` | Event Grid |
 //! | `GET /msi/token` | managed identity endpoint (`IDENTITY_ENDPOINT`) |
 
 use http::{Method, StatusCode};
@@ -195,6 +196,7 @@ fn route(app: &App, req: &Req, segs: &[&str]) -> Result<Resp, AdminError> {
             deleted(removed, "fault")
         }
         (_, ["admin", "servicebus", rest @ ..]) => crate::servicebus::admin(app, req, rest),
+        (_, ["admin", "eventgrid", rest @ ..]) => crate::eventgrid::admin(app, req, rest),
         _ => Err(AdminError::NotFound(format!("no admin endpoint {} {}", req.method, req.path()))),
     }
 }

@@ -146,7 +146,15 @@ async fn serve_https(
         Err(resp) => return Ok(to_hyper(resp)),
     };
     let resp = match service_of(&req.host) {
-        Some("arm") => run_service(app, "arm", req, arm::handle).await?,
+        Some("arm") => {
+            let mutating = !matches!(req.method, Method::GET | Method::HEAD);
+            let resp = run_service(app.clone(), "arm", req, arm::handle).await?;
+            if mutating {
+                // The activity log grew: let Event Grid publish.
+                app.eventgrid.wake();
+            }
+            resp
+        }
         Some("keyvault") => run_service(app, "keyvault", req, keyvault_handler).await?,
         Some(_) => match apply_faults(&app, "servicebus", &req).await? {
             Some(resp) => resp,
@@ -254,7 +262,11 @@ async fn serve_admin_request(app: Arc<App>, req: Request<Incoming>) -> Result<Re
         Err(resp) => return Ok(to_hyper(resp)),
     };
     let is_identity = req.segments.first().is_some_and(|s| s.eq_ignore_ascii_case("msi"));
-    let resp = if is_identity {
+    let creates_event_subscription = req.method == Method::POST
+        && req.segments.iter().map(String::as_str).eq(["admin", "eventgrid", "subscriptions"]);
+    let resp = if creates_event_subscription {
+        crate::eventgrid::create(app, req).await
+    } else if is_identity {
         run_service(app, "identity", req, admin::handle).await?
     } else {
         let app = app.clone();

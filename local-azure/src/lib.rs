@@ -10,6 +10,7 @@
 //! - [`arm`]: Azure Resource Manager (devices, vaults, locks, grants, activity log).
 //! - [`keyvault`]: the Key Vault secrets data plane.
 //! - [`servicebus`]: Service Bus queues over the REST protocol (sessions, locks, dead-lettering).
+//! - [`eventgrid`]: successful ARM operations published to webhook subscriptions (handshake, retries, dead-letter).
 //! - [`faults`]: fault injection per service and operation.
 //! - [`admin`]: the admin API that seeds, inspects and steers all of the above.
 //! - [`store`]: durable state (redb); [`clock`]: the movable clock; [`http`]: request/response.
@@ -21,6 +22,7 @@ pub mod ca;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod eventgrid;
 pub mod faults;
 pub mod gateway;
 pub mod http;
@@ -56,6 +58,8 @@ pub struct App {
     pub env: Value,
     /// Wake-ups for Service Bus receivers waiting on a queue.
     pub servicebus: servicebus::Broker,
+    /// The Event Grid publisher's wake-up and webhook client.
+    pub eventgrid: eventgrid::Publisher,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +165,7 @@ impl Server {
             identity_header: secrets.identity_header,
             env,
             servicebus: servicebus::Broker::default(),
+            eventgrid: eventgrid::Publisher::default(),
         });
         Ok(Server { app, gateway_addr, admin_addr, gateway, admin })
     }
@@ -169,7 +174,8 @@ impl Server {
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let gw = tokio::spawn(gateway::serve(self.app.clone(), self.gateway, false, shutdown.clone()));
         let admin = tokio::spawn(gateway::serve(self.app.clone(), self.admin, true, shutdown.clone()));
-        let ticker = tokio::spawn(servicebus::run_ticker(self.app.clone(), shutdown));
-        let _ = tokio::join!(gw, admin, ticker);
+        let ticker = tokio::spawn(servicebus::run_ticker(self.app.clone(), shutdown.clone()));
+        let publisher = tokio::spawn(eventgrid::publisher::run(self.app.clone(), shutdown));
+        let _ = tokio::join!(gw, admin, ticker, publisher);
     }
 }

@@ -182,6 +182,12 @@ impl Tx<'_> {
         Ok(keys.len())
     }
 
+    /// The sequence number of the last activity entry (0 when the log is empty).
+    pub fn last_activity_sequence(&self) -> Result<u64, StoreError> {
+        let table = self.txn.open_table(ACTIVITY).map_err(dberr)?;
+        Ok(table.last().map_err(dberr)?.map(|(k, _)| k.value()).unwrap_or(0))
+    }
+
     /// Appends an activity entry; `build` receives the entry's sequence number.
     pub fn append_activity(&mut self, build: impl FnOnce(u64) -> serde_json::Value) -> Result<u64, StoreError> {
         let mut table = self.txn.open_table(ACTIVITY).map_err(dberr)?;

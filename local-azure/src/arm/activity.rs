@@ -33,6 +33,7 @@ pub fn append(
             "correlationId": ctx.correlation_id,
             "caller": ctx.claims.oid,
             "principal": { "oid": ctx.claims.oid, "tid": ctx.claims.tid, "appid": ctx.claims.appid },
+            "claims": claims(&ctx.claims),
             "authorization": { "action": ctx.operation.name, "scope": ctx.operation.scope },
             "httpRequest": {
                 "clientRequestId": ctx.req.header("x-ms-client-request-id").unwrap_or_default(),
@@ -43,4 +44,31 @@ pub fn append(
         })
     };
     tx.append_activity(entry)
+}
+
+/// The caller's token claims as ARM reports them in events: every value a string, object and tenant ids under
+/// their long claim names.
+fn claims(c: &crate::token::Claims) -> Value {
+    let mut m = serde_json::Map::new();
+    let mut put = |k: &str, v: String| {
+        m.insert(k.to_string(), Value::String(v));
+    };
+    put("aud", c.aud.clone());
+    put("iss", c.iss.clone());
+    put("iat", c.iat.to_string());
+    put("nbf", c.nbf.to_string());
+    put("exp", c.exp.to_string());
+    put("appid", c.appid.clone());
+    put("appidacr", "2".into());
+    put("idtyp", c.idtyp.clone());
+    put("http://schemas.microsoft.com/identity/claims/identityprovider", c.iss.clone());
+    put("http://schemas.microsoft.com/identity/claims/objectidentifier", c.oid.clone());
+    put("http://schemas.microsoft.com/identity/claims/tenantid", c.tid.clone());
+    put("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier", c.sub.clone());
+    put("uti", c.uti.clone());
+    put("ver", c.ver.clone());
+    if let Some(mirid) = &c.xms_mirid {
+        put("xms_mirid", mirid.clone());
+    }
+    Value::Object(m)
 }

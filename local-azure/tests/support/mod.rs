@@ -455,3 +455,106 @@ impl Sb {
         self.settle(reqwest::Method::PUT, path, m).await.status().as_u16()
     }
 }
+
+/// A notification a [`Webhook`] received.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub headers: http::HeaderMap,
+    pub body: Value,
+}
+
+/// A small webhook server inside the test: answers Event Grid's handshakes (or refuses them), fails the first
+/// `fail_first` notifications with `500`, and hands every notification to [`Webhook::next`].
+pub struct Webhook {
+    pub url: String,
+    rx: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Delivery>>,
+    pub handshakes: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Webhook {
+    pub async fn start(validate: bool, fail_first: u32) -> Webhook {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/events?code=k", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let failures = Arc::new(AtomicU32::new(fail_first));
+        let handshakes = Arc::new(AtomicU32::new(0));
+        let hs = handshakes.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (tx, failures, hs) = (tx.clone(), failures.clone(), hs.clone());
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (tx, failures, hs) = (tx.clone(), failures.clone(), hs.clone());
+                    async move {
+                        use http_body_util::BodyExt;
+                        let (parts, body) = req.into_parts();
+                        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let reply = |status: u16, body: String| {
+                            let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            r
+                        };
+                        if parts.method == http::Method::OPTIONS {
+                            hs.fetch_add(1, Ordering::SeqCst);
+                            let mut r = reply(if validate { 200 } else { 403 }, String::new());
+                            if validate {
+                                let origin = parts.headers.get("webhook-request-origin").cloned().unwrap();
+                                r.headers_mut().insert("WebHook-Allowed-Origin", origin);
+                            }
+                            return Ok::<_, std::convert::Infallible>(r);
+                        }
+                        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                        if parts.headers.get("aeg-event-type").is_some_and(|v| v == "SubscriptionValidation") {
+                            hs.fetch_add(1, Ordering::SeqCst);
+                            if !validate {
+                                return Ok(reply(400, "no".into()));
+                            }
+                            let code = body[0]["data"]["validationCode"].clone();
+                            return Ok(reply(200, json!({ "validationResponse": code }).to_string()));
+                        }
+                        let _ = tx.send(Delivery { headers: parts.headers, body });
+                        let failing =
+                            failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+                        Ok(reply(if failing { 500 } else { 200 }, String::new()))
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Webhook { url, rx: tokio::sync::Mutex::new(rx), handshakes }
+    }
+
+    /// The next notification, waiting up to 30 s.
+    pub async fn next(&self) -> Delivery {
+        tokio::time::timeout(Duration::from_secs(30), self.rx.lock().await.recv())
+            .await
+            .expect("no notification within 30 s")
+            .expect("webhook stopped")
+    }
+
+    /// A notification if one already arrived.
+    pub async fn try_next(&self) -> Option<Delivery> {
+        self.rx.lock().await.try_recv().ok()
+    }
+}
+
+/// Polls `f` until it returns `Some`, for up to 30 s (for state that changes in the background).
+pub async fn eventually<T, F, Fut>(mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "condition not reached within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
