@@ -16,9 +16,9 @@ use crate::timer::Schedule;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not valid JSON: {source}")]
+    #[error("{path} is not valid JSON")]
     Json { path: PathBuf, source: serde_json::Error },
     #[error("host.json: {0}")]
     HostJson(String),

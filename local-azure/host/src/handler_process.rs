@@ -26,7 +26,7 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum ProcessError {
     #[error("the custom handler {path} does not exist; build it or pass its path explicitly")]
     Missing { path: PathBuf },
-    #[error("cannot start the custom handler {path}: {source}")]
+    #[error("cannot start the custom handler {path}")]
     Spawn { path: PathBuf, source: std::io::Error },
     #[error("cannot find a free port for the custom handler: {0}")]
     Port(std::io::Error),
@@ -120,7 +120,7 @@ async fn supervise_loop(
                     break;
                 }
                 Err(err) => {
-                    tracing::error!(restarts, "restarting the custom handler failed: {err}");
+                    tracing::error!(restarts, "restarting the custom handler failed: {}", crate::error_chain(&err));
                     pause = (pause * 2).min(Duration::from_secs(10));
                 }
             }
@@ -162,6 +162,18 @@ async fn start(command: &HandlerCommand) -> Result<(Child, u16), ProcessError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // kill_on_drop covers an orderly exit; if the host process is killed outright, the kernel stops the handler
+    // too instead of leaving it orphaned and holding its port.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches only the forked child's own state.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn { path: command.executable.clone(), source })?;
     let pid = child.id().unwrap_or_default();
     // The first stderr lines explain a handler that refuses to start (missing settings, say); keep them for the error.

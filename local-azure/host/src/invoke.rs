@@ -36,12 +36,9 @@ pub enum InvokeError {
         "the custom handler answered {status} with a body that is not {{\"Outputs\", \"Logs\", \"ReturnValue\"}}: {message}"
     )]
     BadResponse { status: u16, message: String },
-    #[error("output binding `{binding}`: {source}")]
-    Output {
-        binding: String,
-        #[source]
-        source: ServiceBusError,
-    },
+    /// The Service Bus error is part of the message (not a `source`), so a log line with `{err}` says why.
+    #[error("output binding `{binding}`: {error}")]
+    Output { binding: String, error: ServiceBusError },
 }
 
 /// What the handler answered.
@@ -244,7 +241,7 @@ impl Invoker {
         for output in &def.outputs {
             let OutputBinding::ServiceBus { name, queue, connection } = output else { continue };
             let Some(value) = outcome.output(name).filter(|v| !v.is_null()) else { continue };
-            let err = |source| InvokeError::Output { binding: name.clone(), source };
+            let err = |error| InvokeError::Output { binding: name.clone(), error };
             let client = self.service_bus.get(connection).ok_or_else(|| {
                 err(ServiceBusError::NotConfigured(format!(
                     "app setting `{connection}__fullyQualifiedNamespace` is not set"

@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read or write the key file {path}: {source}")]
+    #[error("cannot read or write the key file {path}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("the key file {path} is not valid: {source}")]
+    #[error("the key file {path} is not valid")]
     Json { path: PathBuf, source: serde_json::Error },
     #[error("the operating system's random source failed: {0}")]
     Random(String),

@@ -53,7 +53,7 @@ pub enum HostError {
     Handler(#[from] handler_process::ProcessError),
     #[error("host.json names no customHandler.description.defaultExecutablePath; pass the handler path")]
     NoHandler,
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
 
@@ -140,6 +140,9 @@ impl Host {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
         let executable = options.handler_path.or_else(|| app.default_executable()).ok_or(HostError::NoHandler)?;
+        // The handler starts in the app folder, so a path relative to the caller's directory must be made absolute
+        // first or the spawn would look for it relative to the app.
+        let executable = std::path::absolute(&executable).unwrap_or(executable);
         let working_directory = match &app.host.working_directory {
             Some(dir) => app.root.join(dir),
             None => app.root.clone(),

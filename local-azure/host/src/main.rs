@@ -27,12 +27,27 @@ struct Config {
     /// Keeps keys and timer status across runs.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// An app setting, `NAME=VALUE`; repeatable. Also read from a local.settings.json `Values` via --settings.
+    /// An app setting, `NAME=VALUE`; repeatable; wins over --settings-file.
     #[arg(long = "setting", value_parser = parse_setting)]
     settings: Vec<(String, String)>,
     /// A local.settings.json whose `Values` become app settings.
     #[arg(long)]
     settings_file: Option<PathBuf>,
+}
+
+/// Ctrl-C or SIGTERM: either way the handler is stopped before the host exits.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn parse_setting(text: &str) -> Result<(String, String), String> {
@@ -87,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
             Trigger::ServiceBus { queue, .. } => println!("  {}: serviceBusTrigger queue `{queue}`", def.name),
         }
     }
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    shutdown_signal().await;
     host.shutdown().await;
     Ok(())
 }
