@@ -55,13 +55,8 @@ impl ArmClient {
 
     /// One page of the devices in a subscription; pass the previous page's `next_link` to continue.
     pub async fn list_devices(&self, subscription: &str, next_link: Option<&str>) -> Result<Page<Device>, AzureError> {
-        match next_link {
-            Some(link) => self.get_url("list devices", self.absolute(link)?).await,
-            None => {
-                let path = format!("/subscriptions/{subscription}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices");
-                self.send("list devices", Method::Get, &path, DEVICES_API, None::<&()>).await
-            }
-        }
+        let path = format!("/subscriptions/{subscription}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices");
+        self.page("list devices", &path, DEVICES_API, next_link).await
     }
 
     /// Replaces the device's tags (ARM PATCH semantics for `tags`: the object given is the new set).
@@ -154,15 +149,10 @@ impl ArmClient {
         resource_group: &str,
         next_link: Option<&str>,
     ) -> Result<Page<Vault>, AzureError> {
-        match next_link {
-            Some(link) => self.get_url("list vaults", self.absolute(link)?).await,
-            None => {
-                let path = format!(
-                    "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.KeyVault/vaults"
-                );
-                self.send("list vaults", Method::Get, &path, VAULTS_API, None::<&()>).await
-            }
-        }
+        let path = format!(
+            "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.KeyVault/vaults"
+        );
+        self.page("list vaults", &path, VAULTS_API, next_link).await
     }
 
     /// Adds access policies to a vault (`accessPolicies/add`), leaving the others alone.
@@ -195,13 +185,8 @@ impl ArmClient {
         subscription: &str,
         next_link: Option<&str>,
     ) -> Result<Page<DeletedVault>, AzureError> {
-        match next_link {
-            Some(link) => self.get_url("list deleted vaults", self.absolute(link)?).await,
-            None => {
-                let path = format!("/subscriptions/{subscription}/providers/Microsoft.KeyVault/deletedVaults");
-                self.send("list deleted vaults", Method::Get, &path, VAULTS_API, None::<&()>).await
-            }
-        }
+        let path = format!("/subscriptions/{subscription}/providers/Microsoft.KeyVault/deletedVaults");
+        self.page("list deleted vaults", &path, VAULTS_API, next_link).await
     }
 
     // --- Locks --------------------------------------------------------------------------------------------------
@@ -262,6 +247,20 @@ impl ArmClient {
             Ok(value) => Ok(Some(value)),
             Err(err) if err.is_not_found() => Ok(None),
             Err(err) => Err(err),
+        }
+    }
+
+    /// The first page of a list at `path`, or the page `next_link` points at.
+    async fn page<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        path: &str,
+        api_version: &str,
+        next_link: Option<&str>,
+    ) -> Result<Page<T>, AzureError> {
+        match next_link {
+            Some(link) => self.get_url(operation, self.absolute(link)?).await,
+            None => self.send(operation, Method::Get, path, api_version, None::<&()>).await,
         }
     }
 

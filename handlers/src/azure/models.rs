@@ -79,9 +79,10 @@ pub struct ExtendedInfo {
     pub properties: ExtendedInfoProperties,
 }
 
+/// How the device finds its vault and CIK: the part of the extended information edgevault writes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct ExtendedInfoProperties {
+pub struct VaultLink {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_store_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,22 +91,40 @@ pub struct ExtendedInfoProperties {
     pub channel_integrity_key_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_integrity_key_version: Option<String>,
+}
+
+impl VaultLink {
+    /// The linked vault, when one is linked and its id parses.
+    pub fn vault_id(&self) -> Option<crate::resource_id::ResourceId> {
+        self.client_secret_store_id.as_deref().and_then(|v| v.parse().ok())
+    }
+
+    /// Equality as Azure sees it: ids case-insensitive, URLs with or without the trailing slash.
+    pub fn same_as(&self, other: &VaultLink) -> bool {
+        let url = |l: &VaultLink| l.client_secret_store_url.as_deref().map(|u| u.trim_end_matches('/').to_string());
+        self.vault_id() == other.vault_id()
+            && url(self) == url(other)
+            && self.channel_integrity_key_name == other.channel_integrity_key_name
+            && self.channel_integrity_key_version == other.channel_integrity_key_version
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtendedInfoProperties {
+    #[serde(flatten)]
+    pub link: VaultLink,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_vault_sync_status: Option<KeyVaultSyncStatus>,
 }
 
-/// The body of `updateExtendedInformation` (`DataBoxEdgeDeviceExtendedInfoPatch`).
+/// The body of `updateExtendedInformation` (`DataBoxEdgeDeviceExtendedInfoPatch`): the same link, but the status
+/// field is called `syncStatus` on the way in.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ExtendedInfoPatch {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_secret_store_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_secret_store_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel_integrity_key_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel_integrity_key_version: Option<String>,
+    #[serde(flatten)]
+    pub link: VaultLink,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_status: Option<KeyVaultSyncStatus>,
 }
@@ -295,10 +314,10 @@ mod tests {
         let fixture = example(&format!("{EDGE}/2022-03-01/examples/GetUpdateExtendedInfo.json"));
         let info: ExtendedInfo = serde_json::from_value(fixture["responses"]["200"]["body"].clone()).unwrap();
         assert_eq!(info.properties.key_vault_sync_status, Some(KeyVaultSyncStatus::KeyVaultSynced));
-        assert!(info.properties.channel_integrity_key_name.unwrap().starts_with("ase-cik-"));
+        assert!(info.properties.link.channel_integrity_key_name.unwrap().starts_with("ase-cik-"));
         let fixture = example(&format!("{EDGE}/2023-12-01/examples/ExtendedInfoPost.json"));
         let info: ExtendedInfo = serde_json::from_value(fixture["responses"]["200"]["body"].clone()).unwrap();
-        assert_eq!(info.properties.client_secret_store_id, None);
+        assert_eq!(info.properties.link.client_secret_store_id, None);
     }
 
     #[test]

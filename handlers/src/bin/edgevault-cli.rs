@@ -140,8 +140,13 @@ async fn status(deps: &Deps) -> anyhow::Result<()> {
                 let (findings, _) = inspect(deps, device, "status").await?;
                 let has = |f: Finding| findings.contains(&f);
                 let mark = |ok: bool| if ok { "yes" } else { "NO" };
-                let vault =
-                    info.properties.client_secret_store_id.as_deref().and_then(|v| v.rsplit('/').next()).unwrap_or("-");
+                let vault = info
+                    .properties
+                    .link
+                    .client_secret_store_id
+                    .as_deref()
+                    .and_then(|v| v.rsplit('/').next())
+                    .unwrap_or("-");
                 let linked = vault != "-";
                 let vault_ok = linked && !has(Finding::VaultMissing) && !has(Finding::VaultSoftDeleted);
                 let sync =

@@ -115,7 +115,7 @@ async fn post(deps: &Deps, request: &HttpRequest, invocation_id: &str) -> Result
             format!("{device_id} predates the Key Vault integration; edgevault leaves it unchanged"),
         ));
     }
-    let linked = info.properties.client_secret_store_id.as_deref().and_then(|v| v.parse::<ResourceId>().ok());
+    let linked = info.properties.link.vault_id();
     let vault_name = match (&linked, custom) {
         (Some(linked), Some(custom)) if !linked.name().unwrap_or_default().eq_ignore_ascii_case(custom.as_str()) => {
             return Ok(HttpResponse::error(

@@ -42,7 +42,7 @@ pub const EDGEVAULT_SECRET_PERMISSIONS: &[&str] = &["get", "set", "recover"];
 /// is configured: not touching a device is the safe mistake.
 pub fn is_legacy(device: &Device, info: &ExtendedInfo, cutover: Option<time::OffsetDateTime>) -> bool {
     let Some(cutover) = cutover else { return false };
-    if info.properties.client_secret_store_id.is_some() {
+    if info.properties.link.client_secret_store_id.is_some() {
         return false;
     }
     match device
@@ -113,7 +113,7 @@ pub fn owned_by(tags: &BTreeMap<String, String>, device: &ResourceId) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::azure::models::{ExtendedInfoProperties, SystemData};
+    use crate::azure::models::{ExtendedInfoProperties, SystemData, VaultLink};
 
     fn device(created: Option<&str>) -> Device {
         Device {
@@ -129,7 +129,10 @@ mod tests {
         let cutover = Some(time::macros::datetime!(2026-06-01 0:00 UTC));
         let unlinked = ExtendedInfo::default();
         let linked = ExtendedInfo {
-            properties: ExtendedInfoProperties { client_secret_store_id: Some("/v".into()), ..Default::default() },
+            properties: ExtendedInfoProperties {
+                link: VaultLink { client_secret_store_id: Some("/v".into()), ..Default::default() },
+                ..Default::default()
+            },
         };
         assert!(is_legacy(&device(Some("2025-01-01T00:00:00Z")), &unlinked, cutover));
         assert!(!is_legacy(&device(Some("2026-07-01T00:00:00Z")), &unlinked, cutover));

@@ -3,7 +3,7 @@
 //! steps, converges on the same vault and the same CIK.
 
 use crate::activation_key::Cik;
-use crate::azure::models::{Device, ExtendedInfo, ExtendedInfoPatch, KeyVaultSyncStatus, Vault};
+use crate::azure::models::{Device, ExtendedInfo, ExtendedInfoPatch, KeyVaultSyncStatus, Vault, VaultLink};
 use crate::deps::Deps;
 use crate::error::FunctionError;
 use crate::resource_id::ResourceId;
@@ -72,12 +72,12 @@ fn target_vault(
     requested: Option<&VaultName>,
 ) -> Result<ResourceId, FunctionError> {
     let linked =
-        info.properties.client_secret_store_id.as_deref().map(str::parse::<ResourceId>).transpose().map_err(|e| {
-            FunctionError::Permanent {
+        info.properties.link.client_secret_store_id.as_deref().map(str::parse::<ResourceId>).transpose().map_err(
+            |e| FunctionError::Permanent {
                 code: "LinkedVaultInvalid",
                 message: format!("the linked vault id is invalid: {e}"),
-            }
-        })?;
+            },
+        )?;
     match (linked, requested) {
         (Some(linked), Some(name)) if !linked.name().unwrap_or_default().eq_ignore_ascii_case(name.as_str()) => {
             Err(FunctionError::Permanent {
@@ -179,13 +179,12 @@ async fn ensure_cik(
     info: &ExtendedInfo,
 ) -> Result<(String, String, bool), FunctionError> {
     let props = &info.properties;
-    let linked_here =
-        props.client_secret_store_id.as_deref().and_then(|v| v.parse::<ResourceId>().ok()).as_ref() == Some(vault_id);
-    let name = match (&props.channel_integrity_key_name, linked_here) {
+    let linked_here = props.link.vault_id().as_ref() == Some(vault_id);
+    let name = match (&props.link.channel_integrity_key_name, linked_here) {
         (Some(name), true) => name.clone(),
         _ => cik_secret_name(id, vault_id),
     };
-    let version = if linked_here { props.channel_integrity_key_version.as_deref() } else { None };
+    let version = if linked_here { props.link.channel_integrity_key_version.as_deref() } else { None };
     if let Some(stored) = deps.secrets.get_cik(vault_uri, &name, version).await?
         && stored.enabled
     {
@@ -204,20 +203,16 @@ async fn sync_extended_info(
     provisioned: &Provisioned,
 ) -> Result<(), FunctionError> {
     let patch = ExtendedInfoPatch {
-        client_secret_store_id: Some(provisioned.vault_id.to_string()),
-        client_secret_store_url: Some(provisioned.vault_uri.trim_end_matches('/').to_string()),
-        channel_integrity_key_name: Some(provisioned.cik_name.clone()),
-        channel_integrity_key_version: Some(provisioned.cik_version.clone()),
+        link: VaultLink {
+            client_secret_store_id: Some(provisioned.vault_id.to_string()),
+            client_secret_store_url: Some(provisioned.vault_uri.trim_end_matches('/').to_string()),
+            channel_integrity_key_name: Some(provisioned.cik_name.clone()),
+            channel_integrity_key_version: Some(provisioned.cik_version.clone()),
+        },
         sync_status: Some(KeyVaultSyncStatus::KeyVaultSynced),
     };
-    let props = &info.properties;
-    let in_sync = props.client_secret_store_id.as_deref().map(str::to_ascii_lowercase)
-        == patch.client_secret_store_id.as_deref().map(str::to_ascii_lowercase)
-        && props.client_secret_store_url.as_deref().map(|u| u.trim_end_matches('/'))
-            == patch.client_secret_store_url.as_deref()
-        && props.channel_integrity_key_name == patch.channel_integrity_key_name
-        && props.channel_integrity_key_version == patch.channel_integrity_key_version
-        && props.key_vault_sync_status == patch.sync_status;
+    let in_sync =
+        info.properties.link.same_as(&patch.link) && info.properties.key_vault_sync_status == patch.sync_status;
     if !in_sync {
         deps.arm.update_extended_info(id, &patch).await?;
         tracing::info!(device = %id, "extended information synced");

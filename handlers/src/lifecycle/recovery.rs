@@ -155,9 +155,7 @@ async fn linked_device(deps: &Deps, vault_id: &ResourceId) -> Result<Option<Reso
                 continue;
             }
             let info = deps.arm.get_extended_info(&id).await?;
-            if info.properties.client_secret_store_id.as_deref().and_then(|v| v.parse::<ResourceId>().ok()).as_ref()
-                == Some(vault_id)
-            {
+            if info.properties.link.vault_id().as_ref() == Some(vault_id) {
                 return Ok(Some(id));
             }
         }

@@ -50,9 +50,9 @@ pub async fn key_status(deps: &Deps, id: &ResourceId) -> Result<Option<KeyStatus
         },
         Some(KeyVaultSyncStatus::KeyVaultSynced) => {
             let (Some(url), Some(name), Some(version)) = (
-                props.client_secret_store_url.as_deref(),
-                props.channel_integrity_key_name.as_deref(),
-                props.channel_integrity_key_version.as_deref(),
+                props.link.client_secret_store_url.as_deref(),
+                props.link.channel_integrity_key_name.as_deref(),
+                props.link.channel_integrity_key_version.as_deref(),
             ) else {
                 return Ok(Some(KeyStatus::Syncing));
             };

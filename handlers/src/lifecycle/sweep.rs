@@ -56,7 +56,7 @@ pub async fn inspect(
         return Ok((findings, commands));
     };
     let props = &info.properties;
-    let Some(vault_id) = props.client_secret_store_id.as_deref().and_then(|v| v.parse::<ResourceId>().ok()) else {
+    let Some(vault_id) = props.link.vault_id() else {
         return Ok((vec![Finding::NotActivated], vec![]));
     };
     match deps.arm.get_vault(&vault_id).await? {
@@ -88,8 +88,8 @@ pub async fn inspect(
                 findings.push(Finding::LockMissing);
             }
             let uri = p.vault_uri.clone().unwrap_or_else(|| format!("https://{}.vault.azure.net/", vault.name));
-            let name = props.channel_integrity_key_name.clone().unwrap_or_else(|| cik_secret_name(&id, &vault_id));
-            match deps.secrets.get_cik(&uri, &name, props.channel_integrity_key_version.as_deref()).await? {
+            let name = props.link.channel_integrity_key_name.clone().unwrap_or_else(|| cik_secret_name(&id, &vault_id));
+            match deps.secrets.get_cik(&uri, &name, props.link.channel_integrity_key_version.as_deref()).await? {
                 None => findings.push(Finding::CikMissing),
                 Some(stored) if !stored.enabled => findings.push(Finding::CikDisabled),
                 Some(_) => {}
