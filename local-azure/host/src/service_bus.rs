@@ -448,22 +448,27 @@ impl ServiceBusClient {
         self.send(|| self.http.put(&url).header(reqwest::header::CONTENT_LENGTH, "0"), "abandon").await.map(drop)
     }
 
-    /// `POST /<queue>/messages/<id>/<lockToken>`; returns the new `LockedUntilUtc` when the broker says it.
+    /// `POST /<queue>/messages/<id>/<lockToken>`; returns how long the renewed lock lasts when the broker says so,
+    /// measured on the broker's clock (`LockedUntilUtc` against its `Date`), which need not be ours.
     pub async fn renew_lock(
         &self,
         queue: &str,
         broker: &BrokerProperties,
-    ) -> Result<Option<OffsetDateTime>, ServiceBusError> {
+    ) -> Result<Option<Duration>, ServiceBusError> {
         let url = self.lock_url(queue, broker)?;
         let response =
             self.send(|| self.http.post(&url).header(reqwest::header::CONTENT_LENGTH, "0"), "renew-lock").await?;
-        Ok(response
-            .headers()
+        let headers = response.headers();
+        let until = headers
             .get("BrokerProperties")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| BrokerProperties::parse(v).ok())
             .and_then(|b| b.locked_until_utc)
-            .and_then(|t| parse_date(&t)))
+            .and_then(|t| parse_date(&t));
+        let broker_now = headers.get("Date").and_then(|v| v.to_str().ok()).and_then(parse_date);
+        Ok(until
+            .map(|until| until - broker_now.unwrap_or_else(OffsetDateTime::now_utc))
+            .and_then(|left| (left > time::Duration::ZERO).then(|| left.unsigned_abs())))
     }
 
     /// `POST /<queue>/messages`: one message.
@@ -672,9 +677,8 @@ async fn renew_until_cancelled(
         }
         tokio::time::sleep(wait).await;
         match client.renew_lock(&queue, &message.broker).await {
-            Ok(Some(until)) => {
-                let left = until - OffsetDateTime::now_utc();
-                remaining = if left > time::Duration::ZERO { left.unsigned_abs() } else { remaining };
+            Ok(Some(left)) => {
+                remaining = left;
                 tracing::debug!("message lock renewed");
             }
             Ok(None) => tracing::debug!("message lock renewed"),

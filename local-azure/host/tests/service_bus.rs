@@ -158,9 +158,22 @@ impl Broker {
                     "POST" => Call::Renew { queue, id },
                     _ => return reply(405),
                 };
+                let renewed = matches!(call, Call::Renew { .. }).then(|| messages[index].lock_seconds);
                 drop(queues);
                 self.record(call);
-                reply(200)
+                match renewed {
+                    Some(seconds) => {
+                        let now = broker_now();
+                        let broker = json!({"LockedUntilUtc": (now + time::Duration::seconds(seconds)).format(&Rfc2822).unwrap()});
+                        warp::http::Response::builder()
+                            .status(200)
+                            .header("BrokerProperties", broker.to_string())
+                            .header("Date", now.format(&Rfc2822).unwrap())
+                            .body(Bytes::new())
+                            .unwrap()
+                    }
+                    None => reply(200),
+                }
             }
             _ => reply(404),
         }
@@ -186,7 +199,7 @@ impl Broker {
         let lock = uuid::Uuid::new_v4().to_string();
         message.lock = Some(lock.clone());
         message.delivery_count += 1;
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let now = broker_now();
         let broker = json!({
             "MessageId": message.id,
             "LockToken": lock,
@@ -202,6 +215,7 @@ impl Broker {
         });
         let mut builder = warp::http::Response::builder()
             .status(201)
+            .header("Date", now.format(&Rfc2822).unwrap())
             .header("BrokerProperties", broker.to_string())
             .header("Content-Type", "application/json");
         for (name, value) in &message.properties {
@@ -209,6 +223,12 @@ impl Broker {
         }
         Some(builder.body(Bytes::from(message.body.clone())).unwrap())
     }
+}
+
+/// The broker's clock runs 30 days ahead of ours, as local-azure's does once a test has moved it: lock timing must
+/// be measured on the broker's clock (`LockedUntilUtc` against its `Date`), never against the host's.
+fn broker_now() -> OffsetDateTime {
+    OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::days(30)
 }
 
 fn message(id: &str, body: &str) -> Message {
@@ -325,8 +345,20 @@ async fn the_lock_is_renewed_while_the_handler_works() {
         |e| matches!(e, HostEvent::InvocationStarted { function, .. } if function == "SlowQueue"),
     )
     .await;
-    // The lock has two seconds left: the host renews it at about half of that.
+    // The lock has two seconds left on the broker's (skewed) clock: the host renews it at about half of that, and
+    // again once the renewed lock is half gone.
     broker.wait_call("renew", |c| matches!(c, Call::Renew { id, .. } if id == "m-slow")).await;
+    tokio::time::timeout(common::DEADLINE, async {
+        loop {
+            let changed = broker.changed.notified();
+            if broker.calls().iter().filter(|c| matches!(c, Call::Renew { .. })).count() >= 2 {
+                break;
+            }
+            changed.await;
+        }
+    })
+    .await
+    .expect("a second renewal");
     t.release_slow().await;
     broker.wait_call("complete", |c| matches!(c, Call::Complete { id, .. } if id == "m-slow")).await;
 }
