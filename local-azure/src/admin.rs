@@ -74,7 +74,7 @@ fn route(app: &App, req: &Req, segs: &[&str]) -> Result<Resp, AdminError> {
     let m = &req.method;
     match (m.clone(), segs) {
         (Method::GET, ["admin", "health"]) => ok(json!({ "status": "ok" })),
-        (Method::GET, ["admin", "env"]) => ok(app.env.clone()),
+        (Method::GET, ["admin", "env"]) => ok(app.env()),
         (Method::GET, ["admin", "clock"]) => ok(clock_json(app)),
         (Method::POST, ["admin", "clock", "advance"]) => {
             #[derive(Deserialize)]

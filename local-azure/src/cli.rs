@@ -32,6 +32,26 @@ pub struct UpArgs {
     /// Exit when standard input closes (lets a test harness tie local-azure to its lifetime).
     #[arg(long)]
     pub exit_on_stdin_close: bool,
+    /// Also run this function app (a packaged app folder, or a repository root with `host.json` and
+    /// `function-definitions/`) in the embedded Functions host.
+    #[arg(long)]
+    pub app: Option<PathBuf>,
+    /// The custom handler executable (default: host.json's `defaultExecutablePath` in the app folder).
+    #[arg(long, requires = "app")]
+    pub handler: Option<PathBuf>,
+    /// An app setting `KEY=VALUE` for the function app; repeatable; wins over the defaults.
+    #[arg(long = "settings", value_parser = parse_setting, requires = "app")]
+    pub settings: Vec<(String, String)>,
+    /// The Functions host's port (0 = any free port).
+    #[arg(long, default_value_t = 7071, requires = "app")]
+    pub host_port: u16,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got '{s}'")),
+    }
 }
 
 #[derive(Debug, Args)]

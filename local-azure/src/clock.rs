@@ -8,14 +8,27 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use time::OffsetDateTime;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Clock {
     offset_seconds: AtomicI64,
+    /// Tells sleepers (the embedded Functions host's timers) that time jumped.
+    moved: tokio::sync::watch::Sender<i64>,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::with_offset(0)
+    }
 }
 
 impl Clock {
     pub fn with_offset(offset_seconds: i64) -> Self {
-        Clock { offset_seconds: AtomicI64::new(offset_seconds) }
+        Clock { offset_seconds: AtomicI64::new(offset_seconds), moved: tokio::sync::watch::Sender::new(offset_seconds) }
+    }
+
+    /// Changes whenever the offset does.
+    pub fn moves(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.moved.subscribe()
     }
 
     pub fn now(&self) -> OffsetDateTime {
@@ -28,6 +41,7 @@ impl Clock {
 
     pub fn set_offset(&self, seconds: i64) {
         self.offset_seconds.store(seconds, Ordering::SeqCst);
+        self.moved.send_replace(seconds);
     }
 }
 

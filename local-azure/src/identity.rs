@@ -131,7 +131,7 @@ pub fn handle(app: &App, req: &Req) -> Resp {
     };
     let (token, _exp) = issue_token(app, &principal, resource);
     let reported = time::OffsetDateTime::now_utc().unix_timestamp() + REPORTED_LIFETIME_SECONDS;
-    tracing::info!(principal = %principal.object_id, resource, "issued managed identity token");
+    tracing::debug!(principal = %principal.object_id, resource, "issued managed identity token");
     Resp::json(
         StatusCode::OK,
         &json!({

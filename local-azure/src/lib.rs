@@ -11,6 +11,7 @@
 //! - [`keyvault`]: the Key Vault secrets data plane.
 //! - [`servicebus`]: Service Bus queues over the REST protocol (sessions, locks, dead-lettering).
 //! - [`eventgrid`]: successful ARM operations published to webhook subscriptions (handshake, retries, dead-letter).
+//! - [`functions`]: `up --app`, the embedded Functions host (`local-azure-host`) wired to all of the above.
 //! - [`faults`]: fault injection per service and operation.
 //! - [`admin`]: the admin API that seeds, inspects and steers all of the above.
 //! - [`store`]: durable state (redb); [`clock`]: the movable clock; [`http`]: request/response.
@@ -24,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod eventgrid;
 pub mod faults;
+pub mod functions;
 pub mod gateway;
 pub mod http;
 pub mod identity;
@@ -54,12 +56,27 @@ pub struct App {
     pub ca: Arc<Ca>,
     pub tokens: TokenIssuer,
     pub identity_header: String,
-    /// The client environment (what `env.json` holds).
-    pub env: Value,
+    /// The client environment (what `env.json` holds); `up --app` adds the function app's URL and keys.
+    env: std::sync::RwLock<Value>,
     /// Wake-ups for Service Bus receivers waiting on a queue.
     pub servicebus: servicebus::Broker,
     /// The Event Grid publisher's wake-up and webhook client.
     pub eventgrid: eventgrid::Publisher,
+}
+
+impl App {
+    /// The client environment.
+    pub fn env(&self) -> Value {
+        self.env.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Adds variables to the client environment.
+    pub fn extend_env(&self, vars: &serde_json::Map<String, Value>) {
+        let mut env = self.env.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(map) = env.as_object_mut() {
+            map.extend(vars.clone());
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,10 +150,41 @@ pub struct Server {
     admin: TcpListener,
 }
 
+/// Opened and bound, before any async runtime exists: `up --app` exports the proxy environment for the embedded
+/// Functions host's clients at this point, while the process still has a single thread.
+pub struct Prepared {
+    pub app: Arc<App>,
+    pub gateway_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    gateway: std::net::TcpListener,
+    admin: std::net::TcpListener,
+}
+
+impl Prepared {
+    /// Hands the listeners to the tokio runtime this is called in.
+    pub fn into_server(self) -> Result<Server, StartError> {
+        let convert = |l: std::net::TcpListener, addr: SocketAddr| {
+            l.set_nonblocking(true).and_then(|()| TcpListener::from_std(l)).map_err(|e| StartError::Bind(addr, e))
+        };
+        Ok(Server {
+            app: self.app,
+            gateway_addr: self.gateway_addr,
+            admin_addr: self.admin_addr,
+            gateway: convert(self.gateway, self.gateway_addr)?,
+            admin: convert(self.admin, self.admin_addr)?,
+        })
+    }
+}
+
 impl Server {
     /// Opens the data directory (creating CA, keys and default state on first start) and binds
     /// both ports.
     pub async fn bind(config: &Config) -> Result<Server, StartError> {
+        Server::prepare(config)?.into_server()
+    }
+
+    /// [`Server::bind`] without a runtime (see [`Prepared`]).
+    pub fn prepare(config: &Config) -> Result<Prepared, StartError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
         let data_dir =
             std::fs::canonicalize(&config.data_dir).map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
@@ -145,12 +193,12 @@ impl Server {
         servicebus::seed_defaults(&store)?;
         let offset: i64 = store.get("meta", "clock")?.unwrap_or(0);
         let ca = Arc::new(Ca::load_or_create(&data_dir)?);
-        let bind = |port| async move {
+        let bind = |port| {
             let addr = SocketAddr::new(config.bind, port);
-            TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))
+            std::net::TcpListener::bind(addr).map_err(|e| StartError::Bind(addr, e))
         };
-        let gateway = bind(config.port).await?;
-        let admin = bind(config.admin_port).await?;
+        let gateway = bind(config.port)?;
+        let admin = bind(config.admin_port)?;
         let gateway_addr =
             gateway.local_addr().map_err(|e| StartError::Bind(SocketAddr::new(config.bind, config.port), e))?;
         let admin_addr =
@@ -163,11 +211,11 @@ impl Server {
             ca,
             tokens: TokenIssuer::new(&token_key),
             identity_header: secrets.identity_header,
-            env,
+            env: std::sync::RwLock::new(env),
             servicebus: servicebus::Broker::default(),
             eventgrid: eventgrid::Publisher::default(),
         });
-        Ok(Server { app, gateway_addr, admin_addr, gateway, admin })
+        Ok(Prepared { app, gateway_addr, admin_addr, gateway, admin })
     }
 
     /// Serves until `shutdown` turns true.

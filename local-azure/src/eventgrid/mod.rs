@@ -76,19 +76,39 @@ pub async fn validate_endpoint(app: &App, sub: &EventSubscription) -> Result<(),
 
 /// `POST /admin/eventgrid/subscriptions`: create (or update) and validate. Async: it calls the endpoint.
 pub async fn create(app: std::sync::Arc<App>, req: Req) -> Resp {
-    let mut sub: EventSubscription = match req.json() {
+    let sub: EventSubscription = match req.json() {
         Ok(s) => s,
         Err(e) => return Resp::json(StatusCode::BAD_REQUEST, &json!({ "error": e.to_string() })),
     };
+    match save_subscription(&app, sub).await {
+        Ok(sub) => Resp::json(StatusCode::CREATED, &sub),
+        Err(SaveError::Invalid(e)) => Resp::json(StatusCode::BAD_REQUEST, &json!({ "error": e })),
+        Err(e) => Resp::json(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "error": e.to_string() })),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("store task: {0}")]
+    Task(String),
+}
+
+/// Validates the endpoint (handshake) and stores the subscription, `Succeeded` or `Failed`.
+pub async fn save_subscription(
+    app: &std::sync::Arc<App>,
+    mut sub: EventSubscription,
+) -> Result<EventSubscription, SaveError> {
     if sub.scope.is_empty() {
         sub.scope = format!("/subscriptions/{}", crate::config::DEFAULT_SUBSCRIPTION_ID);
     }
-    if let Err(e) = sub.validate() {
-        return Resp::json(StatusCode::BAD_REQUEST, &json!({ "error": e }));
-    }
-    let outcome = validate_endpoint(&app, &sub).await;
+    sub.validate().map_err(SaveError::Invalid)?;
+    let outcome = validate_endpoint(app, &sub).await;
     let app2 = app.clone();
-    let stored = tokio::task::spawn_blocking(move || {
+    let sub = tokio::task::spawn_blocking(move || {
         app2.store.write(|tx| -> Result<EventSubscription, crate::store::StoreError> {
             // Events from now on; an update keeps its place in the log and its counts.
             match tx.get::<EventSubscription>(SUBSCRIPTION, &sub.name)? {
@@ -113,16 +133,11 @@ pub async fn create(app: std::sync::Arc<App>, req: Req) -> Resp {
             Ok(sub)
         })
     })
-    .await;
-    match stored {
-        Ok(Ok(sub)) => {
-            tracing::info!(subscription = %sub.name, state = %sub.provisioning_state, "event subscription saved");
-            app.eventgrid.wake();
-            Resp::json(StatusCode::CREATED, &sub)
-        }
-        Ok(Err(e)) => Resp::json(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "error": e.to_string() })),
-        Err(e) => Resp::json(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "error": e.to_string() })),
-    }
+    .await
+    .map_err(|e| SaveError::Task(e.to_string()))??;
+    tracing::info!(subscription = %sub.name, state = %sub.provisioning_state, "event subscription saved");
+    app.eventgrid.wake();
+    Ok(sub)
 }
 
 fn with_pending(app: &App, sub: &EventSubscription) -> Result<Value, AdminError> {

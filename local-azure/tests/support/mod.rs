@@ -30,10 +30,16 @@ impl LocalAzure {
     /// Starts local-azure on `data_dir` with the given ports (0 = any) and waits for its
     /// `local-azure ready <json>` line.
     pub fn start_on(data_dir: &Path, port: u16, admin_port: u16) -> LocalAzure {
+        Self::start_with(data_dir, port, admin_port, &[])
+    }
+
+    /// [`LocalAzure::start_on`] with extra `up` arguments (`--app …`).
+    pub fn start_with(data_dir: &Path, port: u16, admin_port: u16, extra: &[String]) -> LocalAzure {
         let mut child = Command::new(env!("CARGO_BIN_EXE_local-azure"))
             .args(["up", "--exit-on-stdin-close", "--data-dir"])
             .arg(data_dir)
             .args(["--port", &port.to_string(), "--admin-port", &admin_port.to_string()])
+            .args(extra)
             .env("LOCAL_AZURE_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -1,0 +1,59 @@
+//! `local-azure up --app`: the repository's function app in the embedded Functions host, wired to local-azure.
+//! Needs the handler built (`cargo build -p edgevault`).
+
+mod support;
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use support::*;
+
+/// `target/debug/edgevault`, found next to this test binary's directory.
+fn handler() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().skip(1).take(3).map(|d| d.join("edgevault")).find(|p| p.is_file()).unwrap_or_else(|| {
+        panic!("the edgevault handler is not built near {}: run `cargo build -p edgevault`", exe.display())
+    })
+}
+
+#[tokio::test]
+async fn the_function_app_answers_with_its_key_and_is_subscribed_to_arm_events() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = vec![
+        "--app".into(),
+        repo.display().to_string(),
+        "--handler".into(),
+        handler().display().to_string(),
+        "--host-port".into(),
+        "0".into(),
+        "--settings".into(),
+        "RecoverySweepSchedule=0 0 0 1 1 *".into(),
+    ];
+    let la = LocalAzure::start_with(dir.path(), 0, 0, &args);
+    let base = la.var("EDGEVAULT_API_BASE_URL");
+    let key = la.var("EDGEVAULT_FUNCTION_KEY");
+    assert!(base.starts_with("http://127.0.0.1:") && base.ends_with("/api"), "{base}");
+    assert!(!key.is_empty() && !la.var("EDGEVAULT_MASTER_KEY").is_empty());
+
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let with_key = http.get(format!("{base}/activation-keys/x?code={key}")).send().await.unwrap();
+    assert_ne!(with_key.status(), 401, "the handler answered: {}", with_key.text().await.unwrap_or_default());
+    let without = http.get(format!("{base}/activation-keys/x")).send().await.unwrap();
+    assert_eq!(without.status(), 401);
+
+    // ArmEvents (eventGridTrigger) is subscribed and validated.
+    let subs = la.admin_get("/admin/eventgrid/subscriptions").await;
+    let arm_events = subs["value"].as_array().unwrap().iter().find(|s| s["name"] == "functions-armevents").cloned();
+    let arm_events = arm_events.unwrap_or(Value::Null);
+    assert_eq!(arm_events["provisioningState"], "Succeeded", "{subs}");
+    assert!(
+        arm_events["endpoint"].as_str().unwrap().contains("/runtime/webhooks/eventgrid?functionName=ArmEvents&code=")
+    );
+
+    // env.json (and `local-azure env`) carry the additions.
+    let env: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("env.json")).unwrap()).unwrap();
+    assert_eq!(env["EDGEVAULT_API_BASE_URL"], base.as_str());
+    assert_eq!(env["EDGEVAULT_FUNCTION_KEY"], key.as_str());
+    assert_eq!(la.admin_get("/admin/env").await, env);
+}
