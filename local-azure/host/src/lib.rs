@@ -57,8 +57,9 @@ pub enum HostError {
     Listen { addr: SocketAddr, source: std::io::Error },
 }
 
-/// Something observable the host did; tests wait on these instead of sleeping.
+/// Something observable the host did; tests wait on these instead of sleeping. More may be added.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HostEvent {
     HandlerReady {
         port: u16,
