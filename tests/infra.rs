@@ -557,6 +557,21 @@ fn the_dead_letter_alert_watches_every_worker_queue() {
 }
 
 #[test]
+fn alert_rules_select_edgevault_alert_events_and_dead_letters() {
+    let alerts = bicep_file("modules/alerts.bicep");
+    // handlers/src/alerts.rs logs with this target and these `Debug` renderings of state and severity.
+    for needle in [
+        "edgevault::alert",
+        "state=Raised",
+        &format!("severity={:?}", edgevault::alerts::Severity::Critical),
+        &format!("severity={:?}", edgevault::alerts::Severity::Warning),
+        "metricName: 'DeadletteredMessages'",
+    ] {
+        assert!(alerts.contains(needle), "modules/alerts.bicep does not mention `{needle}`");
+    }
+}
+
+#[test]
 fn parameter_files_set_the_deployment_decisions() {
     for file in ["dev.bicepparam", "prod.bicepparam"] {
         let text = bicep_file(file);

@@ -12,9 +12,11 @@ param workerQueues array
 
 param tags object = {}
 
-// The handler logs each alert as a tracing event with target `edgevault::alert` and a `severity` field
-// (handlers/src/alerts.rs); the Functions host records the handler's output as traces in Application Insights.
-var alertTraces = 'traces | where message has "edgevault::alert"'
+// The handler logs each alert as one line on stderr (handlers/src/alerts.rs, tracing's text format):
+//   <time> WARN edgevault::alert: <what> alert_id=… state=Raised severity=Warning device=… vault=… action=…
+// The Functions host collects the custom handler's output as traces (host.json logs at Information), so the rules
+// count raised alerts of each severity; resolutions (state=Resolved) do not fire.
+var alertTraces = 'traces | where message has "edgevault::alert" and message contains "state=Raised"'
 
 resource criticalAlerts 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
   name: 'alert-${baseName}-critical'
@@ -33,7 +35,7 @@ resource criticalAlerts 'Microsoft.Insights/scheduledQueryRules@2023-03-15-previ
     criteria: {
       allOf: [
         {
-          query: '${alertTraces} and message has "Critical" and message !has "Resolved"'
+          query: '${alertTraces} and message contains "severity=Critical"'
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0
@@ -70,7 +72,7 @@ resource warningAlerts 'Microsoft.Insights/scheduledQueryRules@2023-03-15-previe
     criteria: {
       allOf: [
         {
-          query: '${alertTraces} and message has "Warning" and message !has "Resolved"'
+          query: '${alertTraces} and message contains "severity=Warning"'
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0
