@@ -103,14 +103,30 @@ pub struct ServiceBusMetadata {
     pub session_id: Option<String>,
     #[serde(default)]
     pub correlation_id: Option<String>,
-    /// `Subject` in the current extension, `Label` in older ones.
-    #[serde(default, alias = "Label")]
+    /// `Subject` in the current extension; older ones (and some hosts, alongside `Subject`) send `Label`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     #[serde(default)]
     pub content_type: Option<String>,
-    /// `ApplicationProperties` in the current extension, `UserProperties` in older ones.
-    #[serde(default, alias = "UserProperties", deserialize_with = "json_or_encoded")]
+    /// `ApplicationProperties` in the current extension; older ones send `UserProperties` (some hosts both).
+    #[serde(default, deserialize_with = "json_or_encoded")]
     pub application_properties: Map<String, Value>,
+    #[serde(default, deserialize_with = "json_or_encoded", skip_serializing_if = "Map::is_empty")]
+    pub user_properties: Map<String, Value>,
+}
+
+impl ServiceBusMetadata {
+    /// The message's subject under either name.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref().or(self.label.as_deref())
+    }
+
+    /// A custom property under either name.
+    pub fn property(&self, name: &str) -> Option<&Value> {
+        self.application_properties.get(name).or_else(|| self.user_properties.get(name))
+    }
 }
 
 /// The Event Grid event types edgevault reacts to, and the handshake event.
@@ -386,7 +402,7 @@ mod tests {
         assert_eq!(meta.delivery_count, 2);
         assert_eq!(meta.sequence_number, 41);
         assert_eq!(meta.session_id.as_deref(), Some("ase-1"));
-        assert_eq!(meta.application_properties["schemaVersion"], 1);
+        assert_eq!(meta.property("schemaVersion"), Some(&Value::from(1)));
         let body: Map<String, Value> = inv.binding("message").unwrap();
         assert_eq!(body["kind"], "ResourceCreated");
     }
@@ -400,8 +416,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!((meta.delivery_count, meta.sequence_number), (3, 9));
-        assert_eq!(meta.subject.as_deref(), Some("l"));
-        assert_eq!(meta.application_properties["a"], 1);
+        assert_eq!(meta.subject(), Some("l"));
+        assert_eq!(meta.property("a"), Some(&Value::from(1)));
+    }
+
+    #[test]
+    fn service_bus_metadata_with_both_old_and_new_names_is_accepted() {
+        let meta: ServiceBusMetadata = decode(
+            json!({"MessageId": "m", "Subject": "s", "Label": "s", "ApplicationProperties": {"a": 1},
+                   "UserProperties": {"a": 1}}),
+            "Metadata",
+        )
+        .unwrap();
+        assert_eq!(meta.subject(), Some("s"));
+        assert_eq!(meta.property("a"), Some(&Value::from(1)));
     }
 
     #[test]
