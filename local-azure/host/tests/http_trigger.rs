@@ -24,6 +24,8 @@ async fn the_handler_receives_the_documented_request_shape() {
         .post(&url)
         .header("x-functions-key", &key)
         .header("X-Custom", "a")
+        .header("X-Multi", "one")
+        .header("X-Multi", "two")
         .header("Content-Type", "text/plain")
         .body("hello body")
         .send()
@@ -51,6 +53,7 @@ async fn the_handler_receives_the_documented_request_shape() {
     assert_eq!(req["Body"], "hello body");
     let headers = req["Headers"].as_object().unwrap();
     assert_eq!(headers["X-Custom"], json!(["a"]));
+    assert_eq!(headers["X-Multi"], json!(["one", "two"]), "repeated headers keep every value");
     assert_eq!(headers["Content-Type"], json!(["text/plain"]));
     assert!(headers.values().all(Value::is_array), "header values are arrays: {headers:?}");
     let keys: Vec<&str> = req.as_object().unwrap().keys().map(String::as_str).collect();

@@ -101,8 +101,8 @@ async fn invoke(
     let record = json!({"function": function, "invocationId": invocation_id, "request": request});
     if let Ok(path) = std::env::var("TEST_HANDLER_RECORD") {
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the record file");
-        writeln!(file, "{record}").expect("write the record");
-        file.flush().expect("flush the record");
+        // One write per record: readers must never see half a line while another invocation is being recorded.
+        file.write_all(format!("{record}\n").as_bytes()).expect("write the record");
     }
     state.received.lock().unwrap().push(record);
     let answer = |status: u16, body: Value| {

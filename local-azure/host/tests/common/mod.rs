@@ -164,5 +164,7 @@ impl Started {
 
 pub fn received(file: &Path, function: &str) -> Vec<Value> {
     let Ok(text) = std::fs::read_to_string(file) else { return Vec::new() };
-    text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|r| r["function"] == function).collect()
+    // Only complete lines: another invocation may be being recorded right now.
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|r| r["function"] == function).collect()
 }
