@@ -103,9 +103,11 @@ pub struct AppOptions {
 /// Starts the host, subscribes its Event Grid functions, and returns it with the environment additions.
 pub async fn start(app: &Arc<App>, options: AppOptions) -> Result<(RunningHost, Map<String, Value>), FunctionsError> {
     let settings = app_settings(&app.env(), &options.settings);
+    // The host starts the handler in the app folder: a handler path relative to where `up` ran must not move.
+    let handler = options.handler.map(|h| std::fs::canonicalize(&h).unwrap_or(h));
     let host = Host::start(HostOptions {
         app_dir: options.app_dir,
-        handler_path: options.handler,
+        handler_path: handler,
         app_settings: settings,
         listen: options.listen,
         state_dir: Some(options.state_dir),

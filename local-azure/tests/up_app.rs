@@ -51,6 +51,35 @@ async fn the_function_app_answers_with_its_key_and_is_subscribed_to_arm_events()
         arm_events["endpoint"].as_str().unwrap().contains("/runtime/webhooks/eventgrid?functionName=ArmEvents&code=")
     );
 
+    // An ARM write reaches ArmEvents through Event Grid (the host answers 2xx once the function ran).
+    la.export_env();
+    let owner = la.admin_post("/admin/principals", serde_json::json!({"displayName": "owner"})).await;
+    let oid = owner["objectId"].as_str().unwrap();
+    la.admin_post(
+        "/admin/grants",
+        serde_json::json!({"principalId": oid, "scope": format!("/subscriptions/{}", la.var("AZURE_SUBSCRIPTION_ID")), "actions": ["*"]}),
+    )
+    .await;
+    let token = la.token(oid, "https://management.azure.com/").await;
+    let rg = format!(
+        "https://management.azure.com/subscriptions/{}/resourceGroups/{}?api-version=2022-09-01",
+        la.var("AZURE_SUBSCRIPTION_ID"),
+        unique("uprg")
+    );
+    let r = reqwest::Client::new()
+        .put(&rg)
+        .bearer_auth(token)
+        .json(&serde_json::json!({"location": "westus2"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    eventually(|| async {
+        let s = la.admin_get("/admin/eventgrid/subscriptions/functions-armevents").await;
+        (s["deliveredCount"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+
     // env.json (and `local-azure env`) carry the additions.
     let env: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("env.json")).unwrap()).unwrap();
     assert_eq!(env["EDGEVAULT_API_BASE_URL"], base.as_str());

@@ -112,12 +112,13 @@ pub async fn save_subscription(
         app2.store.write(|tx| -> Result<EventSubscription, crate::store::StoreError> {
             // Events from now on; an update keeps its place in the log and its counts.
             match tx.get::<EventSubscription>(SUBSCRIPTION, &sub.name)? {
-                Some(old) => {
+                // A subscription that never validated has not been receiving: it starts now, like a new one.
+                Some(old) if old.provisioning_state == "Succeeded" => {
                     sub.cursor = old.cursor;
                     sub.delivered_count = old.delivered_count;
                     sub.dead_lettered_count = old.dead_lettered_count;
                 }
-                None => sub.cursor = tx.last_activity_sequence()?,
+                _ => sub.cursor = tx.last_activity_sequence()?,
             }
             match &outcome {
                 Ok(()) => {

@@ -233,6 +233,9 @@ pub fn settle(
                 BrokerError::MessageNotFound(id.to_string())
             });
         };
+        if m.message_id != id && m.sequence_number.to_string() != id {
+            return Err(BrokerError::MessageNotFound(id.to_string()));
+        }
         let key = message_key(queue_key, sub, m.sequence_number);
         match action {
             Settle::Complete => {
