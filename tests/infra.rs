@@ -315,6 +315,12 @@ fn check_queues(bicep: &str, bindings: &[Binding]) -> Vec<String> {
                 spec.name
             ));
         }
+        if consumed.contains_key(&spec.name) && prop("deadLetteringOnMessageExpiration") != Some("true") {
+            problems.push(format!(
+                "queue `{}`: a worker queue must dead-letter expired commands (deadLetteringOnMessageExpiration: true)",
+                spec.name
+            ));
+        }
         if prop("requiresDuplicateDetection") != Some("true") {
             problems.push(format!(
                 "queue `{}`: requiresDuplicateDetection must be true (deterministic MessageIds)",
@@ -413,6 +419,9 @@ fn check_app_settings(bicep: &str, bindings: &[Binding]) -> Vec<String> {
             problems
                 .push(format!("{}'s schedule names app setting `{name}`, missing from the Bicep", binding.function));
         }
+    }
+    if app.contains_key(edgevault::config::TEST_PANIC_VAR) {
+        problems.push(format!("`{}` is a test hook and must never be deployed", edgevault::config::TEST_PANIC_VAR));
     }
     for (setting, value) in &app {
         if ["listKeys(", "AccountKey=", "SharedAccessKey", "InstrumentationKey="].iter().any(|k| value.contains(k))
@@ -594,24 +603,28 @@ var queues = [
     requiresSession: true
     requiresDuplicateDetection: true
     maxDeliveryCount: 10
+    deadLetteringOnMessageExpiration: true
   }
   {
     name: 'activation-key-requested'
     requiresSession: true
     requiresDuplicateDetection: true
     maxDeliveryCount: 10
+    deadLetteringOnMessageExpiration: true
   }
   {
     name: 'vault-deleted'
     requiresSession: true
     requiresDuplicateDetection: true
     maxDeliveryCount: 10
+    deadLetteringOnMessageExpiration: true
   }
   {
     name: 'resource-deleted'
     requiresSession: true
     requiresDuplicateDetection: true
     maxDeliveryCount: 10
+    deadLetteringOnMessageExpiration: true
   }
   {
     name: 'alerts'
@@ -661,6 +674,9 @@ fn wrong_queue_options_are_found() {
     assert!(check_snippet(&no_dedup).iter().any(|p| p.contains("requiresDuplicateDetection")));
     let five = GOOD_QUEUES.replacen("maxDeliveryCount: 10", "maxDeliveryCount: 5", 1);
     assert!(check_snippet(&five).iter().any(|p| p.contains("maxDeliveryCount")));
+    let expiring =
+        GOOD_QUEUES.replacen("deadLetteringOnMessageExpiration: true", "deadLetteringOnMessageExpiration: false", 1);
+    assert!(check_snippet(&expiring).iter().any(|p| p.contains("deadLetteringOnMessageExpiration")));
     let overridden = GOOD_QUEUES.replace("maxDeliveryCount: q.maxDeliveryCount", "maxDeliveryCount: 3");
     assert!(check_snippet(&overridden).iter().any(|p| p.contains("q.maxDeliveryCount")));
     let commented_out = GOOD_QUEUES.replace("    name: 'alerts'", "    // name: 'alerts'");
@@ -686,6 +702,7 @@ fn missing_or_keyed_app_settings_are_found() {
         ("ServiceBusConnection__fullyQualifiedNamespace:", "ServiceBusConnection:", "ServiceBusConnection"),
         ("RecoverySweepSchedule:", "SweepSchedule:", "RecoverySweepSchedule"),
         ("FUNCTIONS_WORKER_RUNTIME: 'custom'", "FUNCTIONS_WORKER_RUNTIME: 'node'", "FUNCTIONS_WORKER_RUNTIME"),
+        ("RUST_LOG: rustLog", "RUST_LOG: rustLog\n    EDGEVAULT_TEST_PANIC_IN: 'ArmEvents'", "EDGEVAULT_TEST_PANIC_IN"),
         (
             "EDGEVAULT_PRINCIPAL_ID: site.identity.principalId",
             "EDGEVAULT_PRINCIPAL_ID: principalId",

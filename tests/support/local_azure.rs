@@ -26,20 +26,57 @@ pub struct LocalAzure {
     pub env: BTreeMap<String, String>,
     azure: reqwest::blocking::Client,
     local: reqwest::blocking::Client,
+    /// Everything local-azure (and, with an app, its Functions host and the handler) wrote to stderr.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl LocalAzure {
     pub fn start() -> anyhow::Result<Self> {
+        Self::launch(&[])
+    }
+
+    /// local-azure with the edgevault function app in its Functions host (the repository's `host.json` and
+    /// `function-definitions/`, the built `edgevault` binary), the whole system on one machine. `settings` override
+    /// app settings (e.g. `EDGEVAULT_CUTOVER`).
+    pub fn start_with_app(settings: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut args: Vec<String> = vec![
+            "--app".into(),
+            repo.display().to_string(),
+            "--handler".into(),
+            binary("edgevault")?.display().to_string(),
+            "--host-port".into(),
+            "0".into(),
+            "--settings".into(),
+            "EDGEVAULT_RETRY_INITIAL_DELAY_MS=50".into(),
+        ];
+        for (key, value) in settings {
+            args.push("--settings".into());
+            args.push(format!("{key}={value}"));
+        }
+        Self::launch(&args)
+    }
+
+    fn launch(extra: &[String]) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
         let mut child = Command::new(binary("local-azure")?)
             .args(["up", "--exit-on-stdin-close", "--port", "0", "--admin-port", "0", "--data-dir"])
             .arg(data_dir.path())
+            .args(extra)
             .env("LOCAL_AZURE_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .context("starting local-azure")?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let (tx, rx) = mpsc::channel();
@@ -66,7 +103,36 @@ impl LocalAzure {
             .build()?;
         let local = reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build()?;
         let admin = ready["admin"].as_str().unwrap_or_default().to_string();
-        Ok(LocalAzure { child, _stdin: stdin, _data_dir: data_dir, admin, env, azure, local })
+        Ok(LocalAzure { child, _stdin: stdin, _data_dir: data_dir, admin, env, azure, local, log })
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The function app's HTTP API (with `up --app`): `method` on `<EDGEVAULT_API_BASE_URL><path>` with the
+    /// function key; returns status, headers and the JSON body.
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.var("EDGEVAULT_API_BASE_URL"))
+        };
+        let mut request =
+            self.local.request(method.parse()?, &url).header("x-functions-key", self.var("EDGEVAULT_FUNCTION_KEY"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send()?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text()?;
+        Ok((status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text))))
     }
 
     pub fn var(&self, name: &str) -> &str {
@@ -114,6 +180,16 @@ impl LocalAzure {
         Ok(value)
     }
 
+    pub fn admin_get(&self, path: &str) -> anyhow::Result<Value> {
+        let response = self.local.get(format!("{}{path}", self.admin)).send()?;
+        let status = response.status();
+        let value: Value = response.json().unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("GET {path}: {status} {value}");
+        }
+        Ok(value)
+    }
+
     /// A new principal with `actions` granted at subscription scope; returns its object id.
     pub fn principal(&self, name: &str, actions: &[&str]) -> anyhow::Result<String> {
         let principal = self.admin_post("/admin/principals", json!({"displayName": name}))?;
@@ -157,5 +233,26 @@ impl Drop for LocalAzure {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // With an app, the handler's log arrives here: it is scanned like every handler's.
+        if !std::thread::panicking()
+            && let Some(line) = self.log().iter().find(|l| crate::SECRET_MARKS.iter().any(|m| l.contains(m)))
+        {
+            panic!("a secret reached the log: {line}");
+        }
+    }
+}
+
+/// Waits for `check` to return `Some`, re-evaluating it every 100 ms until `limit`: for state that another
+/// process changes (a queue being worked), this waits on the event, not on time passing.
+pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

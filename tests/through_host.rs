@@ -1,0 +1,164 @@
+//! The whole system on one machine: local-azure with the edgevault app in its Functions host. ARM writes become
+//! Event Grid events, `ArmEvents` enqueues commands on Service Bus, the host delivers them to the workers, the portal
+//! talks to the HTTP API with a function key. Assertions read Azure state; waits are for that state, with deadlines.
+
+use std::time::Duration;
+
+use edgevault::activation_key::{ActivationKey, Cik};
+use edgevault_tests::local_azure::{ARM_AUDIENCE, LocalAzure, VAULT_AUDIENCE, eventually};
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+struct System {
+    la: LocalAzure,
+    operator: String,
+}
+
+impl System {
+    fn start(settings: &[(&str, &str)]) -> System {
+        let la = LocalAzure::start_with_app(settings).expect("local-azure with the app starts");
+        let operator = la.principal("operator", &["*"]).unwrap();
+        System { la, operator }
+    }
+
+    fn arm(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let token = self.la.token(&self.operator, ARM_AUDIENCE).unwrap();
+        self.la.arm(&token, method, path, body).unwrap()
+    }
+
+    fn create_device(&self, name: &str) -> String {
+        let id = format!("{}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/{name}", self.la.resource_group_id());
+        let body = json!({"location": self.la.var("AZURE_LOCATION"), "sku": {"name": "Edge"}, "properties": {}});
+        let (status, answer) = self.arm("PUT", &id, Some(body));
+        assert!(status == 200 || status == 201, "{answer}");
+        id
+    }
+
+    fn info(&self, device: &str) -> Value {
+        self.arm("POST", &format!("{device}/getExtendedInformation"), Some(json!({}))).1["properties"].clone()
+    }
+
+    fn principal(&self, device: &str) -> Option<String> {
+        self.arm("GET", device, None).1["identity"]["principalId"].as_str().map(str::to_string)
+    }
+
+    /// POSTs an activation request and follows the status URL until it settles; returns the final status body.
+    fn activate(&self, device: &str) -> Value {
+        let (status, headers, body) =
+            self.la.api("POST", "/activation-keys", Some(json!({"resourceId": device}))).unwrap();
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(headers["retry-after"], "5");
+        let location = headers["location"].to_str().unwrap().to_string();
+        eventually(LIMIT, || {
+            let (status, _, body) = self.la.api("GET", &location, None).unwrap();
+            assert_eq!(status, 200, "{body}");
+            matches!(body["status"].as_str(), Some("succeeded" | "failed")).then_some(body)
+        })
+        .expect("the activation request settles")
+    }
+}
+
+#[test]
+fn the_whole_lifecycle_runs_through_events_queues_and_the_host() {
+    let s = System::start(&[]);
+    let device = s.create_device("ase-host-1");
+
+    // Creation event → ArmEvents → resource-created queue → ResourceCreated: the identity appears.
+    let principal = eventually(LIMIT, || s.principal(&device)).expect("the creation event enabled the identity");
+
+    // The portal's request → activation-key-requested queue → ActivationKeyRequested → a key.
+    let status = s.activate(&device);
+    assert_eq!(status["status"], "succeeded", "{status}");
+    let info = s.info(&device);
+    assert_eq!(info["keyVaultSyncStatus"], "KeyVaultSynced");
+    let vault_id = info["clientSecretStoreId"].as_str().unwrap().to_string();
+
+    // The device opens it with the CIK its identity reads.
+    let url = format!(
+        "{}/secrets/{}/{}",
+        info["clientSecretStoreUrl"].as_str().unwrap().trim_end_matches('/'),
+        info["channelIntegrityKeyName"].as_str().unwrap(),
+        info["channelIntegrityKeyVersion"].as_str().unwrap()
+    );
+    let device_token = s.la.token(&principal, VAULT_AUDIENCE).unwrap();
+    let (code, secret) = s.la.vault(&device_token, "GET", &url, None).unwrap();
+    assert_eq!(code, 200, "{secret}");
+    let cik = Cik::from_secret_value(secret["value"].as_str().unwrap()).unwrap();
+    let key = ActivationKey::parse(status["activationKey"].as_str().unwrap()).unwrap();
+    assert!(key.open(&cik, time::OffsetDateTime::now_utc().unix_timestamp()).is_ok());
+
+    // The vault is deleted (lock first): the delete event → vault-deleted queue → VaultDeleted recovers it.
+    let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
+    assert_eq!(s.arm("DELETE", &lock, None).0, 200);
+    assert!(matches!(s.arm("DELETE", &vault_id, None).0, 200 | 204));
+    eventually(LIMIT, || (s.arm("GET", &vault_id, None).0 == 200 && s.arm("GET", &lock, None).0 == 200).then_some(()))
+        .expect("the vault and its lock come back");
+    let after = eventually(LIMIT, || {
+        let info = s.info(&device);
+        (info["keyVaultSyncStatus"] == "KeyVaultSynced").then_some(info)
+    })
+    .unwrap();
+    assert_eq!(after["channelIntegrityKeyVersion"], info["channelIntegrityKeyVersion"], "the CIK survived");
+    assert_eq!(s.la.vault(&device_token, "GET", &url, None).unwrap().0, 200, "the device reads its CIK again");
+
+    // Nothing was dead-lettered along the way.
+    for queue in ["resource-created", "activation-key-requested", "vault-deleted"] {
+        let body = s.la.admin_get(&format!("/admin/servicebus/queues/edgevault/{queue}")).unwrap();
+        assert_eq!(body["counts"]["deadLetterMessageCount"], 0, "{queue}: {body}");
+    }
+}
+
+#[test]
+fn two_activation_requests_at_once_yield_one_vault_and_one_cik() {
+    let s = System::start(&[]);
+    let device = s.create_device("ase-race");
+    eventually(LIMIT, || s.principal(&device)).expect("identity");
+    let results: Vec<Value> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2).map(|_| scope.spawn(|| s.activate(&device))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for status in &results {
+        assert_eq!(status["status"], "succeeded", "{status}");
+    }
+    let (_, vaults) = s.arm("GET", &format!("{}/providers/Microsoft.KeyVault/vaults", s.la.resource_group_id()), None);
+    let owned: Vec<&Value> = vaults["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["tags"]["edgevault-device"] == device.as_str())
+        .collect();
+    assert_eq!(owned.len(), 1, "one vault: {vaults}");
+
+    // Let the operator list the CIK's versions (edgevault itself has no list permission).
+    let vault_id = owned[0]["id"].as_str().unwrap();
+    let policy = json!({"properties": {"accessPolicies": [{"tenantId": s.la.var("AZURE_TENANT_ID"),
+        "objectId": s.operator, "permissions": {"secrets": ["list"], "keys": [], "certificates": []}}]}});
+    assert_eq!(s.arm("PUT", &format!("{vault_id}/accessPolicies/add"), Some(policy)).0, 200);
+    let info = s.info(&device);
+    let versions = format!(
+        "{}/secrets/{}/versions",
+        info["clientSecretStoreUrl"].as_str().unwrap().trim_end_matches('/'),
+        info["channelIntegrityKeyName"].as_str().unwrap()
+    );
+    let token = s.la.token(&s.operator, VAULT_AUDIENCE).unwrap();
+    let (code, list) = s.la.vault(&token, "GET", &versions, None).unwrap();
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["value"].as_array().unwrap().len(), 1, "one CIK: {list}");
+}
+
+#[test]
+fn the_api_refuses_callers_without_the_function_key() {
+    let s = System::start(&[]);
+    let base = s.la.var("EDGEVAULT_API_BASE_URL").to_string();
+    let client = reqwest::blocking::Client::builder().no_proxy().build().unwrap();
+    let device = s.create_device("ase-keyless");
+    for key in [None, Some("wrong-key")] {
+        let mut request = client.post(format!("{base}/activation-keys")).json(&json!({"resourceId": device}));
+        if let Some(key) = key {
+            request = request.header("x-functions-key", key);
+        }
+        assert_eq!(request.send().unwrap().status().as_u16(), 401);
+    }
+    assert_eq!(s.info(&device)["keyVaultSyncStatus"], "KeyVaultNotConfigured", "nothing happened");
+}
