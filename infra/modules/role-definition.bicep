@@ -19,7 +19,12 @@ param subscriptionsInScope array
 @description('Distinguishes the role of one deployment (e.g. dev, prod) from another in the same tenant.')
 param roleNameSuffix string
 
-var assignableScopes = [for s in subscriptionsInScope: '/subscriptions/${s}']
+var scopesInScope = [for s in subscriptionsInScope: '/subscriptions/${s}']
+// The subscription the definition is created in must be one of its assignable scopes, even when edgevault lives in a
+// platform subscription that holds no devices (assignable is not assigned: no assignment is made there).
+var assignableScopes = union([
+  subscription().id
+], scopesInScope)
 
 resource vaultKeeper 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(tenant().tenantId, 'edgevault-vault-keeper', roleNameSuffix)
