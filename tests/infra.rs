@@ -276,6 +276,18 @@ const REQUIRED_SETTINGS: &[&str] = &[
     settings::KEY_TTL_HOURS,
 ];
 
+/// Settings read by the Functions host and platform rather than the handler.
+const PLATFORM_SETTINGS: &[&str] = &[
+    "FUNCTIONS_EXTENSION_VERSION",
+    "FUNCTIONS_WORKER_RUNTIME",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__credential",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "RUST_LOG",
+];
+
 // ---------------------------------------------------------------------------------------------------------------
 // The checks.
 
@@ -418,6 +430,37 @@ fn check_app_settings(bicep: &str, bindings: &[Binding]) -> Vec<String> {
         {
             problems
                 .push(format!("{}'s schedule names app setting `{name}`, missing from the Bicep", binding.function));
+        }
+    }
+    // And the other way: every setting the Bicep sets is read by the handler, the host or the platform.
+    let mut known: BTreeSet<String> = [
+        settings::TENANT,
+        settings::PRINCIPAL,
+        settings::SERVICE_BUS,
+        settings::SUBSCRIPTIONS,
+        settings::CUTOVER,
+        settings::DELETE_CONSENT,
+        settings::KEY_TTL_HOURS,
+        settings::ARM_ENDPOINT,
+        settings::RETRY_MAX,
+        settings::RETRY_DELAY_MS,
+    ]
+    .into_iter()
+    .chain(PLATFORM_SETTINGS.iter().copied())
+    .map(str::to_string)
+    .collect();
+    known.extend(
+        trigger(bindings, "serviceBusTrigger")
+            .filter_map(|b| b.json["connection"].as_str())
+            .map(|c| format!("{c}__fullyQualifiedNamespace")),
+    );
+    known.extend(trigger(bindings, "timerTrigger").filter_map(|b| {
+        let schedule = b.json["schedule"].as_str()?;
+        Some(schedule.strip_prefix('%')?.strip_suffix('%')?.to_string())
+    }));
+    for setting in app.keys() {
+        if !known.contains(setting) {
+            problems.push(format!("app setting `{setting}` in the Bicep is read by nothing (not in config.rs, function.json or the platform's list)"));
         }
     }
     if app.contains_key(edgevault::config::TEST_PANIC_VAR) {
@@ -698,7 +741,7 @@ fn missing_or_keyed_app_settings_are_found() {
     let bindings = function_definitions();
     for (from, to, expect) in [
         ("EDGEVAULT_SUBSCRIPTIONS:", "EDGEVAULT_SUBSCRIPTION_IDS:", settings::SUBSCRIPTIONS),
-        ("EDGEVAULT_CUTOVER:", "CUTOVER:", settings::CUTOVER),
+        ("EDGEVAULT_CUTOVER:", "EDGEVAULT_CUTOFF:", "EDGEVAULT_CUTOFF"),
         ("ServiceBusConnection__fullyQualifiedNamespace:", "ServiceBusConnection:", "ServiceBusConnection"),
         ("RecoverySweepSchedule:", "SweepSchedule:", "RecoverySweepSchedule"),
         ("FUNCTIONS_WORKER_RUNTIME: 'custom'", "FUNCTIONS_WORKER_RUNTIME: 'node'", "FUNCTIONS_WORKER_RUNTIME"),
