@@ -180,6 +180,19 @@ impl LocalAzure {
         Ok(value)
     }
 
+    /// Runs a non-HTTP function now through the Functions host's admin API (master key), as an operator would
+    /// with `POST /admin/functions/<name>`; returns the host's status (202 when accepted).
+    pub fn run_function(&self, name: &str, input: &str) -> anyhow::Result<u16> {
+        let url = format!("{}/admin/functions/{name}", self.var("LOCAL_AZURE_FUNCTIONS_HOST"));
+        let response = self
+            .local
+            .post(url)
+            .header("x-functions-key", self.var("EDGEVAULT_MASTER_KEY"))
+            .json(&json!({"input": input}))
+            .send()?;
+        Ok(response.status().as_u16())
+    }
+
     pub fn admin_get(&self, path: &str) -> anyhow::Result<Value> {
         let response = self.local.get(format!("{}{path}", self.admin)).send()?;
         let status = response.status();

@@ -1,14 +1,14 @@
-//! The main job: the Key Vault lifecycle of one Stack Edge device on local-azure, step by step, each step checked
-//! against the Azure state it should leave behind. Exits non-zero unless every step held.
-//!
-//! local-azure plays ARM, Key Vault and the managed-identity endpoint; the real `edgevault` handler is invoked as
-//! the Functions host invokes it. (The Service Bus and Event Grid legs join when local-azure's part 2 lands.)
+//! The main job: the whole system on one machine — local-azure (ARM, Key Vault, identity, Service Bus, Event
+//! Grid) with the edgevault app in its Functions host — walking one Stack Edge device through its life. Each step
+//! is checked against the state it must leave in Azure; the run exits non-zero unless every step held.
 
-use edgevault::activation_key::ActivationKey;
-use edgevault::messages::Command;
-use edgevault::resource_id::ResourceId;
-use edgevault_tests::scenario::{World, operation_id, world};
-use serde_json::json;
+use std::time::Duration;
+
+use edgevault_tests::binary;
+use edgevault_tests::local_azure::{ARM_AUDIENCE, LocalAzure, eventually};
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(60);
 
 struct Steps {
     count: usize,
@@ -19,108 +19,153 @@ impl Steps {
     fn step(&mut self, what: &str, held: bool, detail: impl AsRef<str>) {
         self.count += 1;
         self.all_held &= held;
-        let mark = if held { "✓" } else { "✗" };
-        println!("{mark} {:>2}. {what}", self.count);
-        if !detail.as_ref().is_empty() {
-            println!("       {}", detail.as_ref());
+        println!("{} {:>2}. {what}", if held { "✓" } else { "✗" }, self.count);
+        for line in detail.as_ref().lines().filter(|l| !l.is_empty()) {
+            println!("       {line}");
         }
     }
 }
 
+struct Demo {
+    la: LocalAzure,
+    operator: String,
+}
+
+impl Demo {
+    fn arm(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let token = self.la.token(&self.operator, ARM_AUDIENCE).expect("token");
+        self.la.arm(&token, method, path, body).expect("ARM call")
+    }
+
+    fn info(&self, device: &str) -> Value {
+        self.arm("POST", &format!("{device}/getExtendedInformation"), Some(json!({}))).1["properties"].clone()
+    }
+
+    fn alerts(&self) -> Vec<Value> {
+        let peek =
+            self.la.admin_get("/admin/servicebus/queues/edgevault/alerts/messages?limit=100").unwrap_or_default();
+        let messages = peek["value"].as_array().cloned().unwrap_or_default();
+        messages.iter().filter_map(|m| m["body"].as_str().and_then(|b| serde_json::from_str(b).ok())).collect()
+    }
+
+    fn cli(&self, args: &[&str], stdin: &str) -> (bool, String) {
+        use std::io::Write;
+        let mut child = std::process::Command::new(binary("edgevault-cli").expect("edgevault-cli is built"))
+            .args(args)
+            .envs(&self.la.env)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("edgevault-cli runs");
+        child.stdin.take().expect("piped").write_all(stdin.as_bytes()).expect("stdin");
+        let out = child.wait_with_output().expect("edgevault-cli finishes");
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+}
+
 pub fn run() -> anyhow::Result<bool> {
-    println!("starting local-azure and the edgevault handler …");
-    let w = world(&[]);
+    println!("starting local-azure with the edgevault app in its Functions host …\n");
+    let la = LocalAzure::start_with_app(&[])?;
+    let operator = la.principal("operator", &["*"])?;
+    let d = Demo { la, operator };
     let mut s = Steps { count: 0, all_held: true };
-    s.step("local-azure is up", true, format!("admin API {}", w.la.admin));
-
-    let device = w.create_device("ase-demo-01");
-    s.step("an operator creates a Stack Edge resource", true, device.to_string());
-
-    let (status, _) = w.deliver(
-        "ResourceCreated",
-        &Command::ResourceCreated { device: device.clone(), cause: "demo-write".into() },
-        1,
-    );
-    let principal = principal(&w, &device);
     s.step(
-        "ResourceCreated enables its system-assigned identity",
-        status == 200 && principal.is_some(),
+        "local-azure is up: ARM, Key Vault, identity, Service Bus, Event Grid, Functions host",
+        true,
+        format!("portal API {}  (function key in `local-azure env`)", d.la.var("EDGEVAULT_API_BASE_URL")),
+    );
+
+    let device = format!("{}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/ase-demo-01", d.la.resource_group_id());
+    let body =
+        json!({"location": d.la.var("AZURE_LOCATION"), "sku": {"name": "Edge", "tier": "Standard"}, "properties": {}});
+    let (status, _) = d.arm("PUT", &device, Some(body));
+    s.step("an operator creates a Stack Edge resource", status == 200 || status == 201, &device);
+
+    let principal =
+        eventually(LIMIT, || d.arm("GET", &device, None).1["identity"]["principalId"].as_str().map(str::to_string));
+    s.step(
+        "its creation event reaches ArmEvents; ResourceCreated enables its managed identity",
+        principal.is_some(),
         format!("principal {}", principal.clone().unwrap_or_default()),
     );
 
-    let request = Command::ActivationKeyRequested {
-        device: device.clone(),
-        operation_id: operation_id(&device),
-        vault_name: None,
-    };
-    let (status, answer) = w.deliver("ActivationKeyRequested", &request, 1);
-    let info = w.extended_info(&device);
+    let (status, headers, accepted) = d.la.api("POST", "/activation-keys", Some(json!({"resourceId": device})))?;
+    let location = headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    s.step(
+        "the portal requests an activation key: 202 Accepted with a status URL",
+        status == 202 && !location.is_empty(),
+        format!("vault name {}", accepted["vaultName"].as_str().unwrap_or_default()),
+    );
+
+    let done = eventually(LIMIT, || {
+        let (_, _, body) = d.la.api("GET", &location, None).ok()?;
+        matches!(body["status"].as_str(), Some("succeeded" | "failed")).then_some(body)
+    })
+    .unwrap_or_default();
+    let info = d.info(&device);
     let vault_id = info["clientSecretStoreId"].as_str().unwrap_or_default().to_string();
     s.step(
-        "ActivationKeyRequested provisions vault, lock and CIK and links them",
-        status == 200 && info["keyVaultSyncStatus"] == "KeyVaultSynced",
-        if status == 200 { format!("vault {vault_id}") } else { answer.to_string() },
+        "polling the status URL: vault, lock and CIK provisioned, extended information synced, key issued",
+        done["status"] == "succeeded" && info["keyVaultSyncStatus"] == "KeyVaultSynced",
+        format!("vault {}\nkey expires {}", vault_id, done["expiresAt"].as_str().unwrap_or_default()),
     );
 
-    let (_, vault) = w.arm("GET", &vault_id, None);
-    let p = &vault["properties"];
-    let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
-    s.step(
-        "the vault has soft delete (90 days), purge protection and a CanNotDelete lock",
-        p["enableSoftDelete"] == true
-            && p["softDeleteRetentionInDays"] == 90
-            && p["enablePurgeProtection"] == true
-            && w.arm("GET", &lock, None).0 == 200,
-        "",
-    );
-
-    let res = w.api("GET", None, Some(&operation_id(&device)));
-    let key = res["body"]["activationKey"].as_str().unwrap_or_default().to_string();
-    s.step(
-        "the portal's status URL returns the activation key",
-        res["statusCode"] == 200 && res["body"]["status"] == "succeeded" && ActivationKey::parse(&key).is_ok(),
-        format!("expires {}", res["body"]["expiresAt"].as_str().unwrap_or_default()),
-    );
-
-    let (ok, out) = w.cli(&["device", "open-key", "--resource-id", &device.to_string()], &key);
+    let key = done["activationKey"].as_str().unwrap_or_default();
+    let (ok, out) = d.cli(&["device", "open-key", "--resource-id", &device], key);
     s.step(
         "the device, as its own identity, reads its CIK and opens the key",
         ok,
         out.lines().next().unwrap_or_default(),
     );
 
-    let blocked = w.arm("DELETE", &vault_id, None).0 == 409;
-    let unlocked = w.arm("DELETE", &lock, None).0 == 200;
-    let deleted = matches!(w.arm("DELETE", &vault_id, None).0, 200 | 204);
+    let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
+    let refused = d.arm("DELETE", &vault_id, None).0 == 409;
+    let unlocked = d.arm("DELETE", &lock, None).0 == 200;
+    let deleted = matches!(d.arm("DELETE", &vault_id, None).0, 200 | 204);
     s.step(
-        "an operator deletes the vault (the lock refuses until removed)",
-        blocked && unlocked && deleted,
-        "vault soft-deleted",
+        "an operator deletes the vault: the lock refuses, then lock removed and vault deleted",
+        refused && unlocked && deleted,
+        "",
     );
 
-    let vault: ResourceId = vault_id.parse()?;
-    let (status, answer) = w.deliver("VaultDeleted", &Command::VaultDeleted { vault, cause: "demo-delete".into() }, 1);
-    let after = w.extended_info(&device);
-    let recovered = w.arm("GET", &vault_id, None).0 == 200 && w.arm("GET", &lock, None).0 == 200;
+    // The worker resolves the alert as its last step, so wait for that, then check the state it vouches for.
+    let resolved = eventually(LIMIT, || {
+        d.alerts().iter().any(|a| a["state"] == "Resolved" && a["vault"] == vault_id.as_str()).then_some(())
+    })
+    .is_some();
+    let back = (d.arm("GET", &vault_id, None).0 == 200
+        && d.arm("GET", &lock, None).0 == 200
+        && d.info(&device)["keyVaultSyncStatus"] == "KeyVaultSynced")
+        .then_some(());
+    let alerts = d.alerts();
+    let raised = alerts.iter().any(|a| a["state"] == "Raised" && a["vault"] == vault_id.as_str());
+    let cik_kept = d.info(&device)["channelIntegrityKeyVersion"] == info["channelIntegrityKeyVersion"];
     s.step(
-        "VaultDeleted raises an alert, recovers the vault, re-applies the lock, keeps the CIK",
-        status == 200 && recovered && after["channelIntegrityKeyVersion"] == info["channelIntegrityKeyVersion"],
-        answer["Logs"].get(0).and_then(|l| l.as_str()).unwrap_or_default(),
+        "the delete event: an alert is raised, the vault recovered, lock and policies re-applied, the alert resolved",
+        back.is_some() && raised && resolved && cik_kept,
+        alerts
+            .iter()
+            .map(|a| format!("alert {} {}: {}", a["state"], a["severity"], a["what"]))
+            .collect::<Vec<_>>()
+            .join("\n"),
     );
 
-    let (status, answer) = w.handler.invoke("RecoverySweep", &json!({"Data": {"timer": {"IsPastDue": false}}}))?;
+    // Drift the sweep must find: the lock removed by hand.
+    d.arm("DELETE", &lock, None);
+    let accepted = d.la.run_function("RecoverySweep", "")?;
+    let relocked = eventually(LIMIT, || (d.arm("GET", &lock, None).0 == 200).then_some(()));
     s.step(
-        "the recovery sweep finds the device healthy",
-        status == 200 && answer["ReturnValue"]["findings"]["Healthy"] == 1,
-        answer["ReturnValue"].to_string(),
+        "the recovery sweep (timer) finds the missing lock and the worker puts it back",
+        accepted == 202 && relocked.is_some(),
+        "",
     );
 
-    let (ok, out) = w.cli(&["status"], "");
-    s.step("edgevault-cli status shows the fleet", ok, out.lines().nth(1).unwrap_or_default());
+    let (ok, out) = d.cli(&["status"], "");
+    s.step("edgevault-cli status shows the fleet", ok, out);
     Ok(s.all_held)
-}
-
-fn principal(w: &World, device: &ResourceId) -> Option<String> {
-    let (_, body) = w.arm("GET", &device.to_string(), None);
-    body["identity"]["principalId"].as_str().map(str::to_string)
 }
