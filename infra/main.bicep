@@ -141,6 +141,7 @@ module serviceBus 'modules/servicebus.bicep' = {
     location: location
     name: serviceBusName
     skuName: serviceBusSku
+    workspaceId: monitoring.outputs.workspaceId
     tags: allTags
   }
 }
@@ -250,6 +251,7 @@ module eventTopics 'modules/eventgrid-topic.bicep' = [for src in eventSources: {
     name: 'evgt-${baseName}-${take(uniqueString(src.source), 8)}'
     source: src.source
     topicType: src.topicType
+    actionGroupId: monitoring.outputs.actionGroupId
     tags: allTags
   }
 }]

@@ -13,6 +13,10 @@ param source string
 param topicType string
 
 param name string
+
+@description('Action group notified when the topic dead-letters an event it could not deliver to ArmEvents.')
+param actionGroupId string
+
 param tags object = {}
 
 resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
@@ -26,6 +30,44 @@ resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   properties: {
     source: source
     topicType: topicType
+  }
+}
+
+// An ARM event that never reached ArmEvents (24 h of retries) is a device or vault change edgevault missed until
+// the next sweep: page on it.
+resource deadLetters 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: 'alert-${name}-deadletters'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'Event Grid dead-lettered an ARM event it could not deliver to ArmEvents (see the eventgrid-deadletter container); the recovery sweep will catch the change, or replay the event.'
+    severity: 1
+    enabled: true
+    scopes: [
+      topic.id
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT1H'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'DeadLetteredCount'
+          metricNamespace: 'Microsoft.EventGrid/systemTopics'
+          metricName: 'DeadLetteredCount'
+          timeAggregation: 'Total'
+          operator: 'GreaterThan'
+          threshold: 0
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: [
+      {
+        actionGroupId: actionGroupId
+      }
+    ]
   }
 }
 

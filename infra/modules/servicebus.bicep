@@ -32,6 +32,9 @@ param skuName string = 'Standard'
 
 param tags object = {}
 
+@description('Log Analytics workspace that receives the namespace\'s operational logs and metrics.')
+param workspaceId string
+
 @description('How long duplicate detection remembers a MessageId.')
 param duplicateDetectionWindow string = 'PT10M'
 
@@ -108,6 +111,27 @@ resource queue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = [fo
     enablePartitioning: false
   }
 }]
+
+// Operational logs (entity changes, auth failures) and metrics next to the app's telemetry.
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: namespace
+  properties: {
+    workspaceId: workspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
 
 output id string = namespace.id
 output name string = namespace.name
