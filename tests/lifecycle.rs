@@ -296,3 +296,50 @@ fn the_openapi_document_matches_the_function_definition() {
     assert!(openapi::check("get", "/activation-keys/{operationId}", 200, &json!({"status": "succeeded"})).is_err());
     assert!(openapi::check("get", "/activation-keys/{operationId}", 418, &json!({})).is_err());
 }
+
+/// Deletes the device as an operator and delivers the resulting command to `ResourceDeleted`.
+fn delete_device(w: &edgevault_tests::scenario::World, device: &ResourceId) {
+    assert!(matches!(w.arm("DELETE", &device.to_string(), None).0, 200 | 204));
+    let command = Command::ResourceDeleted { device: device.clone(), cause: "event-device-delete".into() };
+    for delivery in 1..=2 {
+        let (status, answer) = w.deliver("ResourceDeleted", &command, delivery);
+        assert_eq!(status, 200, "delivery {delivery}: {answer}");
+    }
+}
+
+#[test]
+fn with_consent_a_deleted_devices_vault_is_unlocked_and_soft_deleted() {
+    let w = world(&[("EDGEVAULT_DELETE_VAULT_WITH_DEVICE", "true")]);
+    let device = w.create_device("ase-gone");
+    let info = w.provision(&device);
+    let vault_id: ResourceId = info["clientSecretStoreId"].as_str().unwrap().parse().unwrap();
+    delete_device(&w, &device);
+    assert_eq!(w.arm("GET", &vault_id.to_string(), None).0, 404, "the vault is deleted");
+    let deleted = format!(
+        "/subscriptions/{}/providers/Microsoft.KeyVault/locations/{}/deletedVaults/{}",
+        w.la.subscription(),
+        w.la.var("AZURE_LOCATION"),
+        vault_id.name().unwrap()
+    );
+    let (status, body) = w.arm("GET", &deleted, None);
+    assert_eq!(status, 200, "it stays soft-deleted: {body}");
+    assert_eq!(body["properties"]["purgeProtectionEnabled"], true, "{body}");
+}
+
+#[test]
+fn without_consent_a_deleted_devices_vault_is_kept_with_its_lock() {
+    let w = world(&[]);
+    let device = w.create_device("ase-orphan");
+    let info = w.provision(&device);
+    let vault_id = info["clientSecretStoreId"].as_str().unwrap().to_string();
+    delete_device(&w, &device);
+    assert_eq!(w.arm("GET", &vault_id, None).0, 200, "the vault is kept");
+    let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
+    assert_eq!(w.arm("GET", &lock, None).0, 200, "and still locked");
+    let alerts = w.la.admin_get("/admin/servicebus/queues/edgevault/alerts/messages").unwrap();
+    let orphaned = alerts["value"].as_array().unwrap().iter().any(|m| {
+        let alert: Value = serde_json::from_str(m["body"].as_str().unwrap_or("null")).unwrap_or_default();
+        alert["vault"] == vault_id.as_str() && alert["what"].as_str().unwrap_or_default().contains("orphaned")
+    });
+    assert!(orphaned, "an orphan alert is on the alerts queue: {alerts}");
+}
