@@ -8,7 +8,7 @@
 //! message whose session has no locked message, and within a session the lowest sequence number first. That gives
 //! each session one consumer at a time, in order, to plain REST receivers (what the Functions host stand-in needs).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -50,10 +50,38 @@ pub enum Settle {
     Renew,
 }
 
-/// Per-queue wake-ups for long-polling receivers. Holds no lock across an await.
+/// One queue's messages, mirrored in memory so an operation costs a walk over small structs rather than reading
+/// and parsing every stored document. The store stays the source of truth: every change is committed before the
+/// mirror counts it as done, and a failed commit drops the mirror (it is reloaded on next use).
+#[derive(Default)]
+struct QueueState {
+    loaded: bool,
+    active: BTreeMap<i64, Message>,
+    dead: BTreeMap<i64, Message>,
+}
+
+impl QueueState {
+    fn sub(&self, sub: SubQueue) -> &BTreeMap<i64, Message> {
+        match sub {
+            SubQueue::Active => &self.active,
+            SubQueue::DeadLetter => &self.dead,
+        }
+    }
+}
+
+/// A change to apply to the store (the mirror is already changed).
+enum Change {
+    Put(SubQueue, Box<Message>),
+    Delete(SubQueue, i64),
+}
+
+/// The broker: per-queue mirrors and wake-ups for long-polling receivers. Its locks are std mutexes held only
+/// inside synchronous operations (run off the async workers), never across an await.
 #[derive(Default)]
 pub struct Broker {
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    queues: Mutex<HashMap<String, Arc<Mutex<QueueState>>>>,
+    ticks: std::sync::atomic::AtomicU64,
 }
 
 impl Broker {
@@ -72,6 +100,400 @@ impl Broker {
             n.notify_waiters();
         }
     }
+
+    fn state(&self, queue_key: &str) -> Arc<Mutex<QueueState>> {
+        let mut map = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(queue_key.to_string()).or_default().clone()
+    }
+
+    /// Runs `f` on the queue's mirror (loaded from the store on first use), holding the queue's lock, so operations
+    /// on one queue are serialised and the mirror follows the store's order.
+    fn with_queue<R>(
+        &self,
+        store: &Store,
+        queue_key: &str,
+        f: impl FnOnce(&mut QueueState) -> Result<R, BrokerError>,
+    ) -> Result<R, BrokerError> {
+        let state = self.state(queue_key);
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        if !st.loaded {
+            let load = |sub| -> Result<BTreeMap<i64, Message>, StoreError> {
+                let msgs: Vec<Message> = store.list(super::queue::MESSAGE, &message_prefix(queue_key, sub))?;
+                Ok(msgs.into_iter().map(|m| (m.sequence_number, m)).collect())
+            };
+            st.active = load(SubQueue::Active)?;
+            st.dead = load(SubQueue::DeadLetter)?;
+            st.loaded = true;
+        }
+        let result = f(&mut st);
+        if let Err(BrokerError::Store(_)) = &result {
+            // The mirror may be ahead of what committed.
+            *st = QueueState::default();
+        }
+        result
+    }
+
+    /// Forgets a queue's mirror (after it was deleted).
+    fn forget(&self, queue_key: &str) {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner()).remove(queue_key);
+    }
+
+    /// Enqueues `messages` atomically (all or none). Duplicates of a `MessageId` seen within the detection window
+    /// are accepted and dropped, as Azure does. Returns how many were stored.
+    pub fn send(
+        &self,
+        store: &Store,
+        now_ms: i64,
+        queue_key: &str,
+        messages: Vec<Message>,
+    ) -> Result<usize, BrokerError> {
+        self.with_queue(store, queue_key, |st| {
+            let stored = store.write(|tx| -> Result<Vec<Message>, BrokerError> {
+                let mut q = load_queue(tx, queue_key)?;
+                let mut stored = Vec::new();
+                for mut m in messages {
+                    if q.requires_session && m.session_id.as_deref().is_none_or(str::is_empty) {
+                        return Err(BrokerError::BadRequest(format!(
+                            "The SessionId was not set on a message, and it cannot be sent to the entity '{}'. Entities that have session support enabled can only receive messages that have the SessionId set.",
+                            q.name
+                        )));
+                    }
+                    if q.requires_duplicate_detection {
+                        let dkey = format!("{queue_key}/{}", m.message_id);
+                        let window = (q.duplicate_detection_window_seconds as i64) * 1000;
+                        if tx.get::<i64>(DEDUP, &dkey)?.is_some_and(|seen| now_ms < seen + window) {
+                            tracing::info!(queue = %queue_key, message_id = %m.message_id, "duplicate dropped");
+                            continue;
+                        }
+                        tx.put(DEDUP, &dkey, &now_ms)?;
+                    }
+                    q.last_sequence_number += 1;
+                    m.sequence_number = q.last_sequence_number;
+                    if m.scheduled && m.enqueued_ms <= now_ms {
+                        m.scheduled = false;
+                    }
+                    if !m.scheduled {
+                        m.enqueued_ms = now_ms;
+                    }
+                    let queue_ttl = q.default_message_ttl_seconds.map(|s| s as i64 * 1000);
+                    m.ttl_ms = match (m.ttl_ms, queue_ttl) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    m.delivery_count = 0;
+                    m.lock_token = None;
+                    m.locked_until_ms = None;
+                    m.dead_lettered = false;
+                    tx.put(
+                        super::queue::MESSAGE,
+                        &message_key(queue_key, SubQueue::Active, m.sequence_number),
+                        &m,
+                    )?;
+                    stored.push(m);
+                }
+                tx.put(QUEUE, queue_key, &q)?;
+                Ok(stored)
+            })?;
+            let n = stored.len();
+            for m in stored {
+                st.active.insert(m.sequence_number, m);
+            }
+            Ok(n)
+        })
+    }
+
+    /// Takes the next receivable message: locked for `PeekLock`, removed for `ReceiveAndDelete`.
+    pub fn receive(
+        &self,
+        store: &Store,
+        now_ms: i64,
+        queue_key: &str,
+        sub: SubQueue,
+        mode: ReceiveMode,
+    ) -> Result<Option<(Message, QueueConfig)>, BrokerError> {
+        let q = queue(store, queue_key)?.ok_or_else(|| BrokerError::EntityNotFound(queue_key.to_string()))?;
+        self.with_queue(store, queue_key, |st| {
+            let mut changes = tidy(st, &q, now_ms);
+            let Some(mut m) = pick(st.sub(sub), &q, sub, now_ms) else {
+                commit(store, queue_key, &changes)?;
+                return Ok(None);
+            };
+            m.delivery_count += 1;
+            match mode {
+                ReceiveMode::PeekLock => {
+                    m.lock_token = Some(uuid::Uuid::new_v4().to_string());
+                    m.locked_until_ms = Some(now_ms + q.lock_duration_seconds as i64 * 1000);
+                    changes.push(Change::Put(sub, Box::new(m.clone())));
+                }
+                ReceiveMode::ReceiveAndDelete => changes.push(Change::Delete(sub, m.sequence_number)),
+            }
+            commit(store, queue_key, &changes)?;
+            mirror(st, changes);
+            Ok(Some((m, q)))
+        })
+    }
+
+    /// Completes, abandons or renews the lock of the message locked with `lock_token`. `id` (MessageId or
+    /// SequenceNumber) must name that message; it also tells "lock lost" (`410`: the message is still there) from
+    /// "no such message" (`404`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn settle(
+        &self,
+        store: &Store,
+        now_ms: i64,
+        queue_key: &str,
+        sub: SubQueue,
+        id: &str,
+        lock_token: &str,
+        action: Settle,
+    ) -> Result<Option<Message>, BrokerError> {
+        let q = queue(store, queue_key)?.ok_or_else(|| BrokerError::EntityNotFound(queue_key.to_string()))?;
+        self.with_queue(store, queue_key, |st| {
+            let mut changes = tidy(st, &q, now_ms);
+            let messages = st.sub(sub);
+            let Some(mut m) = messages
+                .values()
+                .find(|m| {
+                    m.lock_token.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(lock_token)) && m.is_locked(now_ms)
+                })
+                .cloned()
+            else {
+                let exists = messages.values().any(|m| m.message_id == id || m.sequence_number.to_string() == id);
+                commit(store, queue_key, &changes)?;
+                mirror(st, changes);
+                return Err(if exists {
+                    BrokerError::LockLost(lock_token.to_string())
+                } else {
+                    BrokerError::MessageNotFound(id.to_string())
+                });
+            };
+            if m.message_id != id && m.sequence_number.to_string() != id {
+                commit(store, queue_key, &changes)?;
+                mirror(st, changes);
+                return Err(BrokerError::MessageNotFound(id.to_string()));
+            }
+            let renewed = match action {
+                Settle::Complete => {
+                    changes.push(Change::Delete(sub, m.sequence_number));
+                    None
+                }
+                Settle::Abandon => {
+                    m.lock_token = None;
+                    m.locked_until_ms = None;
+                    if sub == SubQueue::Active && m.delivery_count >= q.max_delivery_count {
+                        tracing::info!(queue = %queue_key, sequence = m.sequence_number, "message dead-lettered after abandon");
+                        dead_letter_changes(&mut changes, m, MAX_DELIVERY.0, MAX_DELIVERY.1);
+                    } else {
+                        changes.push(Change::Put(sub, Box::new(m)));
+                    }
+                    None
+                }
+                Settle::Renew => {
+                    m.locked_until_ms = Some(now_ms + q.lock_duration_seconds as i64 * 1000);
+                    changes.push(Change::Put(sub, Box::new(m.clone())));
+                    Some(m)
+                }
+            };
+            commit(store, queue_key, &changes)?;
+            mirror(st, changes);
+            Ok(renewed)
+        })
+    }
+
+    /// Applies time to every queue; returns the keys of the queues that changed, whose receivers should look again.
+    pub fn tick(&self, store: &Store, now_ms: i64) -> Result<Vec<String>, BrokerError> {
+        let mut changed = Vec::new();
+        let queues = store.list::<QueueConfig>(QUEUE, "")?;
+        for q in &queues {
+            let key = q.key();
+            let any = self.with_queue(store, &key, |st| {
+                let changes = tidy(st, q, now_ms);
+                let any = !changes.is_empty();
+                commit(store, &key, &changes)?;
+                mirror(st, changes);
+                Ok(any)
+            })?;
+            if any {
+                changed.push(key);
+            }
+        }
+        // Now and then, forget MessageIds older than the longest window, so the detection history stays bounded.
+        let tick = self.ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if tick.is_multiple_of(240)
+            && let Some(window) = queues.iter().map(|q| q.duplicate_detection_window_seconds).max()
+        {
+            let cutoff = now_ms - window as i64 * 1000;
+            let old: Vec<(String, i64)> =
+                store.list_keys::<i64>(DEDUP, "")?.into_iter().filter(|(_, seen)| *seen < cutoff).collect();
+            if !old.is_empty() {
+                store.write(|tx| -> Result<(), StoreError> {
+                    for (k, _) in &old {
+                        tx.delete(DEDUP, k)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Message counts of a queue, as the admin API shows them.
+    pub fn counts(&self, store: &Store, now_ms: i64, q: &QueueConfig) -> Result<Value, BrokerError> {
+        self.with_queue(store, &q.key(), |st| {
+            let (mut active, mut scheduled, mut locked) = (0u64, 0u64, 0u64);
+            for m in st.active.values() {
+                match m.clone().tidy(now_ms, q.max_delivery_count, q.dead_lettering_on_message_expiration) {
+                    Tidy::DeadLetter(..) | Tidy::Drop => continue,
+                    _ => {}
+                }
+                match m.state(now_ms) {
+                    "scheduled" => scheduled += 1,
+                    "locked" => locked += 1,
+                    _ => active += 1,
+                }
+            }
+            Ok(json!({ "activeMessageCount": active, "scheduledMessageCount": scheduled, "lockedMessageCount": locked, "deadLetterMessageCount": st.dead.len() }))
+        })
+    }
+
+    /// Up to `limit` messages of a sub-queue, without locking.
+    pub fn peek(
+        &self,
+        store: &Store,
+        queue_key: &str,
+        sub: SubQueue,
+        limit: usize,
+    ) -> Result<Vec<Message>, BrokerError> {
+        self.with_queue(store, queue_key, |st| Ok(st.sub(sub).values().take(limit).cloned().collect()))
+    }
+
+    /// Removes every message of a sub-queue; returns how many.
+    pub fn purge(&self, store: &Store, queue_key: &str, sub: SubQueue) -> Result<usize, BrokerError> {
+        self.with_queue(store, queue_key, |st| {
+            let n = store.write(|tx| tx.delete_prefix(super::queue::MESSAGE, &message_prefix(queue_key, sub)))?;
+            match sub {
+                SubQueue::Active => st.active.clear(),
+                SubQueue::DeadLetter => st.dead.clear(),
+            }
+            Ok(n)
+        })
+    }
+
+    /// Deletes a queue and its messages.
+    pub fn delete_queue(&self, store: &Store, queue_key: &str) -> Result<(), BrokerError> {
+        self.with_queue(store, queue_key, |st| {
+            store.write(|tx| -> Result<(), StoreError> {
+                tx.delete_prefix(super::queue::MESSAGE, &format!("{queue_key}/"))?;
+                tx.delete(QUEUE, queue_key)?;
+                Ok(())
+            })?;
+            *st = QueueState::default();
+            Ok(())
+        })?;
+        self.forget(queue_key);
+        Ok(())
+    }
+}
+
+const MAX_DELIVERY: (&str, &str) =
+    ("MaxDeliveryCountExceeded", "Message could not be consumed after maximum delivery attempts.");
+
+fn dead_letter_changes(changes: &mut Vec<Change>, mut m: Message, reason: &str, description: &str) {
+    changes.push(Change::Delete(SubQueue::Active, m.sequence_number));
+    m.dead_letter(reason, description);
+    changes.push(Change::Put(SubQueue::DeadLetter, Box::new(m)));
+}
+
+/// Applies time to the mirror's messages and returns the changes for the store. Changes later in the list win.
+fn tidy(st: &mut QueueState, q: &QueueConfig, now_ms: i64) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for sub in [SubQueue::Active, SubQueue::DeadLetter] {
+        // Only locks, schedules and lifetimes change with time.
+        for m in st.sub(sub).values().filter(|m| m.lock_token.is_some() || m.scheduled || m.ttl_ms.is_some()) {
+            let mut m = m.clone();
+            match m.tidy(now_ms, q.max_delivery_count, q.dead_lettering_on_message_expiration) {
+                Tidy::Unchanged => {}
+                Tidy::Updated => changes.push(Change::Put(sub, Box::new(m))),
+                Tidy::DeadLetter(reason, description) => {
+                    tracing::info!(queue = %q.key(), sequence = m.sequence_number, reason, "message dead-lettered");
+                    dead_letter_changes(&mut changes, m, reason, description);
+                }
+                Tidy::Drop => {
+                    tracing::info!(queue = %q.key(), sequence = m.sequence_number, "message expired");
+                    changes.push(Change::Delete(sub, m.sequence_number));
+                }
+            }
+        }
+    }
+    let taken = std::mem::take(&mut changes);
+    let replay: Vec<Change> = taken
+        .iter()
+        .map(|c| match c {
+            Change::Put(s, m) => Change::Put(*s, m.clone()),
+            Change::Delete(s, n) => Change::Delete(*s, *n),
+        })
+        .collect();
+    mirror(st, replay);
+    taken
+}
+
+/// Applies changes to the mirror.
+fn mirror(st: &mut QueueState, changes: Vec<Change>) {
+    for c in changes {
+        match c {
+            Change::Put(SubQueue::Active, m) => {
+                st.active.insert(m.sequence_number, *m);
+            }
+            Change::Put(SubQueue::DeadLetter, m) => {
+                st.dead.insert(m.sequence_number, *m);
+            }
+            Change::Delete(SubQueue::Active, n) => {
+                st.active.remove(&n);
+            }
+            Change::Delete(SubQueue::DeadLetter, n) => {
+                st.dead.remove(&n);
+            }
+        }
+    }
+}
+
+/// Writes changes in one transaction (none: no transaction).
+fn commit(store: &Store, queue_key: &str, changes: &[Change]) -> Result<(), BrokerError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    store.write(|tx| -> Result<(), StoreError> {
+        for c in changes {
+            match c {
+                Change::Put(sub, m) => {
+                    tx.put(super::queue::MESSAGE, &message_key(queue_key, *sub, m.sequence_number), m.as_ref())?
+                }
+                Change::Delete(sub, n) => {
+                    tx.delete(super::queue::MESSAGE, &message_key(queue_key, *sub, *n))?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// The first message a receiver may take now: available by the time rules and, on a session queue, from a session
+/// with no locked message.
+fn pick(messages: &BTreeMap<i64, Message>, q: &QueueConfig, sub: SubQueue, now_ms: i64) -> Option<Message> {
+    let sessions_apply = q.requires_session && sub == SubQueue::Active;
+    let locked_sessions: HashSet<&str> = if sessions_apply {
+        messages.values().filter(|m| m.is_locked(now_ms)).filter_map(|m| m.session_id.as_deref()).collect()
+    } else {
+        HashSet::new()
+    };
+    messages
+        .values()
+        .find(|m| {
+            m.is_available(now_ms)
+                && !(sessions_apply && m.session_id.as_deref().is_some_and(|s| locked_sessions.contains(s)))
+        })
+        .cloned()
 }
 
 pub fn namespace(store: &Store, name: &str) -> Result<Option<Namespace>, StoreError> {
@@ -84,251 +506,6 @@ pub fn queue(store: &Store, queue_key: &str) -> Result<Option<QueueConfig>, Stor
 
 fn load_queue(tx: &Tx<'_>, queue_key: &str) -> Result<QueueConfig, BrokerError> {
     tx.get::<QueueConfig>(QUEUE, queue_key)?.ok_or_else(|| BrokerError::EntityNotFound(queue_key.to_string()))
-}
-
-/// Applies time to every message of a sub-queue and returns the survivors in sequence order.
-fn tidy_sub(tx: &mut Tx<'_>, q: &QueueConfig, sub: SubQueue, now_ms: i64) -> Result<Vec<Message>, StoreError> {
-    let key = q.key();
-    let mut out = Vec::new();
-    for mut m in tx.list::<Message>(super::queue::MESSAGE, &message_prefix(&key, sub))? {
-        match m.tidy(now_ms, q.max_delivery_count, q.dead_lettering_on_message_expiration) {
-            Tidy::Unchanged => out.push(m),
-            Tidy::Updated => {
-                tx.put(super::queue::MESSAGE, &message_key(&key, sub, m.sequence_number), &m)?;
-                out.push(m);
-            }
-            Tidy::DeadLetter(reason, description) => {
-                tracing::info!(queue = %key, sequence = m.sequence_number, reason, "message dead-lettered");
-                move_to_dead_letter(tx, &key, m, reason, description)?;
-            }
-            Tidy::Drop => {
-                tracing::info!(queue = %key, sequence = m.sequence_number, "message expired");
-                tx.delete(super::queue::MESSAGE, &message_key(&key, sub, m.sequence_number))?;
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn move_to_dead_letter(
-    tx: &mut Tx<'_>,
-    queue_key: &str,
-    mut m: Message,
-    reason: &str,
-    description: &str,
-) -> Result<(), StoreError> {
-    tx.delete(super::queue::MESSAGE, &message_key(queue_key, SubQueue::Active, m.sequence_number))?;
-    m.dead_letter(reason, description);
-    tx.put(super::queue::MESSAGE, &message_key(queue_key, SubQueue::DeadLetter, m.sequence_number), &m)
-}
-
-/// Enqueues `messages` atomically (all or none). Duplicates of a `MessageId` seen within the detection window are
-/// accepted and dropped, as Azure does. Returns how many were stored.
-pub fn send(store: &Store, now_ms: i64, queue_key: &str, messages: Vec<Message>) -> Result<usize, BrokerError> {
-    store.write(|tx| -> Result<usize, BrokerError> {
-        let mut q = load_queue(tx, queue_key)?;
-        let mut stored = 0;
-        for mut m in messages {
-            if q.requires_session && m.session_id.as_deref().is_none_or(str::is_empty) {
-                return Err(BrokerError::BadRequest(format!(
-                    "The SessionId was not set on a message, and it cannot be sent to the entity '{}'. Entities that have session support enabled can only receive messages that have the SessionId set.",
-                    q.name
-                )));
-            }
-            if q.requires_duplicate_detection {
-                let dkey = format!("{queue_key}/{}", m.message_id);
-                let window = (q.duplicate_detection_window_seconds as i64) * 1000;
-                if tx.get::<i64>(DEDUP, &dkey)?.is_some_and(|seen| now_ms < seen + window) {
-                    tracing::info!(queue = %queue_key, message_id = %m.message_id, "duplicate dropped");
-                    continue;
-                }
-                tx.put(DEDUP, &dkey, &now_ms)?;
-            }
-            q.last_sequence_number += 1;
-            m.sequence_number = q.last_sequence_number;
-            if m.scheduled && m.enqueued_ms <= now_ms {
-                m.scheduled = false;
-            }
-            if !m.scheduled {
-                m.enqueued_ms = now_ms;
-            }
-            let queue_ttl = q.default_message_ttl_seconds.map(|s| s as i64 * 1000);
-            m.ttl_ms = match (m.ttl_ms, queue_ttl) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            m.delivery_count = 0;
-            m.lock_token = None;
-            m.locked_until_ms = None;
-            m.dead_lettered = false;
-            tx.put(super::queue::MESSAGE, &message_key(queue_key, SubQueue::Active, m.sequence_number), &m)?;
-            stored += 1;
-        }
-        tx.put(QUEUE, queue_key, &q)?;
-        Ok(stored)
-    })
-}
-
-/// Takes the next receivable message: locked for `PeekLock`, removed for `ReceiveAndDelete`.
-pub fn receive(
-    store: &Store,
-    now_ms: i64,
-    queue_key: &str,
-    sub: SubQueue,
-    mode: ReceiveMode,
-) -> Result<Option<(Message, QueueConfig)>, BrokerError> {
-    store.write(|tx| -> Result<Option<(Message, QueueConfig)>, BrokerError> {
-        let q = load_queue(tx, queue_key)?;
-        let messages = tidy_sub(tx, &q, sub, now_ms)?;
-        let sessions_apply = q.requires_session && sub == SubQueue::Active;
-        let locked_sessions: HashSet<&str> = if sessions_apply {
-            messages.iter().filter(|m| m.is_locked(now_ms)).filter_map(|m| m.session_id.as_deref()).collect()
-        } else {
-            HashSet::new()
-        };
-        let pick = messages.iter().find(|m| {
-            m.is_available(now_ms)
-                && !(sessions_apply && m.session_id.as_deref().is_some_and(|s| locked_sessions.contains(s)))
-        });
-        let Some(mut m) = pick.cloned() else { return Ok(None) };
-        m.delivery_count += 1;
-        let key = message_key(queue_key, sub, m.sequence_number);
-        match mode {
-            ReceiveMode::PeekLock => {
-                m.lock_token = Some(uuid::Uuid::new_v4().to_string());
-                m.locked_until_ms = Some(now_ms + q.lock_duration_seconds as i64 * 1000);
-                tx.put(super::queue::MESSAGE, &key, &m)?;
-            }
-            ReceiveMode::ReceiveAndDelete => {
-                tx.delete(super::queue::MESSAGE, &key)?;
-            }
-        }
-        Ok(Some((m, q)))
-    })
-}
-
-/// Completes, abandons or renews the lock of the message locked with `lock_token`. `id` (MessageId or
-/// SequenceNumber) only tells "lock lost" (`410`: the message is still there) from "no such message" (`404`).
-pub fn settle(
-    store: &Store,
-    now_ms: i64,
-    queue_key: &str,
-    sub: SubQueue,
-    id: &str,
-    lock_token: &str,
-    action: Settle,
-) -> Result<Option<Message>, BrokerError> {
-    store.write(|tx| -> Result<Option<Message>, BrokerError> {
-        let q = load_queue(tx, queue_key)?;
-        let messages = tidy_sub(tx, &q, sub, now_ms)?;
-        let Some(mut m) = messages
-            .iter()
-            .find(|m| m.lock_token.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(lock_token)) && m.is_locked(now_ms))
-            .cloned()
-        else {
-            let exists = messages.iter().any(|m| m.message_id == id || m.sequence_number.to_string() == id);
-            return Err(if exists {
-                BrokerError::LockLost(lock_token.to_string())
-            } else {
-                BrokerError::MessageNotFound(id.to_string())
-            });
-        };
-        if m.message_id != id && m.sequence_number.to_string() != id {
-            return Err(BrokerError::MessageNotFound(id.to_string()));
-        }
-        let key = message_key(queue_key, sub, m.sequence_number);
-        match action {
-            Settle::Complete => {
-                tx.delete(super::queue::MESSAGE, &key)?;
-                Ok(None)
-            }
-            Settle::Abandon => {
-                if sub == SubQueue::Active && m.delivery_count >= q.max_delivery_count {
-                    tracing::info!(queue = %queue_key, sequence = m.sequence_number, "message dead-lettered after abandon");
-                    move_to_dead_letter(
-                        tx,
-                        queue_key,
-                        m,
-                        "MaxDeliveryCountExceeded",
-                        "Message could not be consumed after maximum delivery attempts.",
-                    )?;
-                    return Ok(None);
-                }
-                m.lock_token = None;
-                m.locked_until_ms = None;
-                tx.put(super::queue::MESSAGE, &key, &m)?;
-                Ok(None)
-            }
-            Settle::Renew => {
-                m.locked_until_ms = Some(now_ms + q.lock_duration_seconds as i64 * 1000);
-                tx.put(super::queue::MESSAGE, &key, &m)?;
-                Ok(Some(m))
-            }
-        }
-    })
-}
-
-/// Applies time to every queue whose messages it changes; returns the keys of the queues that changed, whose
-/// receivers should look again.
-pub fn tick(store: &Store, now_ms: i64) -> Result<Vec<String>, BrokerError> {
-    let mut changed = Vec::new();
-    for q in store.list::<QueueConfig>(QUEUE, "")? {
-        let key = q.key();
-        let stale = [SubQueue::Active, SubQueue::DeadLetter].into_iter().try_fold(false, |acc, sub| {
-            let msgs: Vec<Message> = store.list(super::queue::MESSAGE, &message_prefix(&key, sub))?;
-            Ok::<bool, StoreError>(
-                acc || msgs.into_iter().any(|mut m| {
-                    m.tidy(now_ms, q.max_delivery_count, q.dead_lettering_on_message_expiration) != Tidy::Unchanged
-                }),
-            )
-        })?;
-        if stale {
-            store.write(|tx| -> Result<(), BrokerError> {
-                let q = load_queue(tx, &key)?;
-                tidy_sub(tx, &q, SubQueue::Active, now_ms)?;
-                tidy_sub(tx, &q, SubQueue::DeadLetter, now_ms)?;
-                Ok(())
-            })?;
-            changed.push(key);
-        }
-    }
-    // Forget MessageIds older than the longest window, so the detection history stays bounded.
-    let longest = store.list::<QueueConfig>(QUEUE, "")?.iter().map(|q| q.duplicate_detection_window_seconds).max();
-    if let Some(window) = longest {
-        let cutoff = now_ms - window as i64 * 1000;
-        let old: Vec<(String, i64)> =
-            store.list_keys::<i64>(DEDUP, "")?.into_iter().filter(|(_, seen)| *seen < cutoff).collect();
-        if !old.is_empty() {
-            store.write(|tx| -> Result<(), StoreError> {
-                for (k, _) in &old {
-                    tx.delete(DEDUP, k)?;
-                }
-                Ok(())
-            })?;
-        }
-    }
-    Ok(changed)
-}
-
-/// Message counts of a queue, as the admin API shows them.
-pub fn counts(store: &Store, now_ms: i64, q: &QueueConfig) -> Result<Value, StoreError> {
-    let key = q.key();
-    let (mut active, mut scheduled, mut locked) = (0u64, 0u64, 0u64);
-    for mut m in store.list::<Message>(super::queue::MESSAGE, &message_prefix(&key, SubQueue::Active))? {
-        match m.tidy(now_ms, q.max_delivery_count, q.dead_lettering_on_message_expiration) {
-            Tidy::DeadLetter(..) | Tidy::Drop => continue,
-            _ => {}
-        }
-        match m.state(now_ms) {
-            "scheduled" => scheduled += 1,
-            "locked" => locked += 1,
-            _ => active += 1,
-        }
-    }
-    let dead = store.list::<Message>(super::queue::MESSAGE, &message_prefix(&key, SubQueue::DeadLetter))?.len();
-    Ok(
-        json!({ "activeMessageCount": active, "scheduledMessageCount": scheduled, "lockedMessageCount": locked, "deadLetterMessageCount": dead }),
-    )
 }
 
 /// A message as the admin API shows it (peek, no lock).

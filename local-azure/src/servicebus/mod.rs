@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 pub use broker::Broker;
-use queue::{MESSAGE, NAMESPACE, Namespace, QUEUE, QueueConfig, SubQueue, message_prefix, queue_key, unix_ms};
+use queue::{NAMESPACE, Namespace, QUEUE, QueueConfig, SubQueue, queue_key, unix_ms};
 
 use crate::App;
 use crate::admin::{AdminError, bad, body, created, ok};
@@ -89,7 +89,8 @@ pub async fn run_ticker(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         let app2 = app.clone();
-        let changed = tokio::task::spawn_blocking(move || broker::tick(&app2.store, unix_ms(app2.clock.now()))).await;
+        let changed =
+            tokio::task::spawn_blocking(move || app2.servicebus.tick(&app2.store, unix_ms(app2.clock.now()))).await;
         match changed {
             Ok(Ok(keys)) => {
                 for k in keys {
@@ -102,10 +103,18 @@ pub async fn run_ticker(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-fn queue_json(app: &App, q: &QueueConfig) -> Result<Value, StoreError> {
-    let mut v = serde_json::to_value(q)?;
+fn sb_err(e: broker::BrokerError) -> AdminError {
+    match e {
+        broker::BrokerError::Store(e) => AdminError::Store(e),
+        broker::BrokerError::EntityNotFound(q) => AdminError::NotFound(format!("queue {q} not found")),
+        other => AdminError::BadRequest(other.to_string()),
+    }
+}
+
+fn queue_json(app: &App, q: &QueueConfig) -> Result<Value, AdminError> {
+    let mut v = serde_json::to_value(q).map_err(StoreError::from)?;
     v["path"] = json!(format!("{}.servicebus.windows.net/{}", q.namespace, q.name));
-    v["counts"] = broker::counts(&app.store, unix_ms(app.clock.now()), q)?;
+    v["counts"] = app.servicebus.counts(&app.store, unix_ms(app.clock.now()), q).map_err(sb_err)?;
     Ok(v)
 }
 
@@ -117,13 +126,13 @@ fn find_queue(app: &App, ns: &str, name: &str) -> Result<QueueConfig, AdminError
 fn peek(app: &App, req: &Req, q: &QueueConfig, sub: SubQueue) -> Result<Resp, AdminError> {
     let limit = req.query("limit").and_then(|l| l.parse().ok()).unwrap_or(100usize);
     let now = unix_ms(app.clock.now());
-    let msgs: Vec<queue::Message> = app.store.list(MESSAGE, &message_prefix(&q.key(), sub))?;
-    let value: Vec<Value> = msgs.iter().take(limit).map(|m| broker::peek_json(m, now)).collect();
+    let msgs = app.servicebus.peek(&app.store, &q.key(), sub, limit).map_err(sb_err)?;
+    let value: Vec<Value> = msgs.iter().map(|m| broker::peek_json(m, now)).collect();
     ok(json!({ "value": value }))
 }
 
 fn purge(app: &App, q: &QueueConfig, sub: SubQueue) -> Result<Resp, AdminError> {
-    let n = app.store.write(|tx| tx.delete_prefix(MESSAGE, &message_prefix(&q.key(), sub)))?;
+    let n = app.servicebus.purge(&app.store, &q.key(), sub).map_err(sb_err)?;
     tracing::info!(queue = %q.key(), removed = n, "purged");
     ok(json!({ "removed": n }))
 }
@@ -149,7 +158,7 @@ pub fn admin(app: &App, req: &Req, segs: &[&str]) -> Result<Resp, AdminError> {
         }
         (Method::GET, ["queues"]) => {
             let queues: Vec<QueueConfig> = app.store.list(QUEUE, "")?;
-            let value = queues.iter().map(|q| queue_json(app, q)).collect::<Result<Vec<_>, _>>()?;
+            let value = queues.iter().map(|q| queue_json(app, q)).collect::<Result<Vec<_>, AdminError>>()?;
             ok(json!({ "value": value }))
         }
         (Method::POST, ["queues"]) => {
@@ -177,11 +186,7 @@ pub fn admin(app: &App, req: &Req, segs: &[&str]) -> Result<Resp, AdminError> {
         (Method::GET, ["queues", ns, name]) => ok(queue_json(app, &find_queue(app, ns, name)?)?),
         (Method::DELETE, ["queues", ns, name]) => {
             let q = find_queue(app, ns, name)?;
-            app.store.write(|tx| -> Result<(), StoreError> {
-                tx.delete_prefix(MESSAGE, &format!("{}/", q.key()))?;
-                tx.delete(QUEUE, &q.key())?;
-                Ok(())
-            })?;
+            app.servicebus.delete_queue(&app.store, &q.key()).map_err(sb_err)?;
             Ok(Resp::empty(StatusCode::NO_CONTENT))
         }
         (Method::GET, ["queues", ns, name, "messages"]) => {

@@ -197,7 +197,7 @@ pub async fn handle(app: Arc<App>, req: Req) -> Resp {
                 &app,
                 Box::new(move |app: &App| {
                     let now = unix_ms(app.clock.now());
-                    match broker::settle(&app.store, now, &key, sub, &id, &lock_token, action) {
+                    match app.servicebus.settle(&app.store, now, &key, sub, &id, &lock_token, action) {
                         Ok(Some(m)) => {
                             let mut resp = Resp::empty(StatusCode::OK);
                             let q = broker::queue(&app.store, &key).ok().flatten();
@@ -376,7 +376,7 @@ fn send(app: &App, qkey: &str, req: &Req) -> Resp {
         }
     };
     let count = messages.len();
-    match broker::send(&app.store, now, qkey, messages) {
+    match app.servicebus.send(&app.store, now, qkey, messages) {
         Ok(stored) => {
             tracing::debug!(queue = %qkey, count, stored, "sent");
             Resp::empty(StatusCode::CREATED)
@@ -403,7 +403,7 @@ async fn receive(app: Arc<App>, req: &Req, qkey: &str, sub: SubQueue, mode: Rece
             let key = qkey.to_string();
             tokio::task::spawn_blocking(move || {
                 let now = unix_ms(app.clock.now());
-                broker::receive(&app.store, now, &key, sub, mode)
+                app.servicebus.receive(&app.store, now, &key, sub, mode)
             })
             .await
         };
