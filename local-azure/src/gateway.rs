@@ -231,6 +231,24 @@ async fn serve_proxy(app: Arc<App>, req: Request<Incoming>) -> Result<Response<F
             )));
         }
     }
+    if let Some(namespace) = host.strip_suffix(".servicebus.windows.net") {
+        let exists = {
+            let app = app.clone();
+            let namespace = namespace.to_string();
+            tokio::task::spawn_blocking(move || {
+                crate::servicebus::broker::namespace(&app.store, &namespace).ok().flatten().is_some()
+            })
+            .await
+            .unwrap_or(false)
+        };
+        if !exists {
+            // Like a vault, a namespace that doesn't exist has no DNS name.
+            return Ok(to_hyper(Resp::text(
+                StatusCode::BAD_GATEWAY,
+                format!("local-azure: {host} does not resolve (no such Service Bus namespace)\n"),
+            )));
+        }
+    }
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => serve_tls(app, TokioIo::new(upgraded), host).await,

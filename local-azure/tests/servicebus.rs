@@ -221,7 +221,7 @@ async fn tokens_and_grants_are_enforced() {
     assert_eq!(sb.http.post(&url).bearer_auth(&token).body("x").send().await.unwrap().status(), 201);
     let r = sb.http.post(format!("{url}/head?timeout=0")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 403);
-    // Unknown queue and namespace: 404.
+    // An unknown namespace does not resolve (the proxy refuses the tunnel); an unknown queue is 404.
     let r = sb
         .http
         .post(format!("{}/no-such-queue/messages", sb.base))
@@ -231,6 +231,15 @@ async fn tokens_and_grants_are_enforced() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    assert!(
+        sb.http
+            .post("https://nosuchns.servicebus.windows.net/q/messages")
+            .bearer_auth(&sb.token)
+            .body("x")
+            .send()
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
