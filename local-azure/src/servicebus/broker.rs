@@ -533,3 +533,76 @@ pub fn peek_json(m: &Message, now_ms: i64) -> Value {
         "body": body,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(requires_session: bool) -> (tempfile::TempDir, Store, Broker, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let q = QueueConfig {
+            namespace: "ns".into(),
+            name: "q".into(),
+            max_delivery_count: 2,
+            lock_duration_seconds: 30,
+            requires_duplicate_detection: true,
+            duplicate_detection_window_seconds: 600,
+            requires_session,
+            default_message_ttl_seconds: None,
+            dead_lettering_on_message_expiration: false,
+            last_sequence_number: 0,
+        };
+        store.write(|tx| tx.put(QUEUE, &q.key(), &q)).unwrap();
+        (dir, store, Broker::default(), q.key())
+    }
+
+    fn msg(id: &str, session: &str) -> Message {
+        Message { message_id: id.into(), session_id: Some(session.into()), ..Default::default() }
+    }
+
+    #[test]
+    fn sessions_hand_out_one_locked_message_each_in_order() {
+        let (_dir, store, broker, key) = setup(true);
+        let sent = broker.send(&store, 0, &key, vec![msg("a1", "A"), msg("a2", "A"), msg("b1", "B"), msg("a1", "A")]);
+        assert_eq!(sent.unwrap(), 3, "the duplicate a1 is dropped");
+        let take = |now| broker.receive(&store, now, &key, SubQueue::Active, ReceiveMode::PeekLock).unwrap();
+        let (a1, _) = take(0).unwrap();
+        let (b1, _) = take(0).unwrap();
+        assert_eq!((a1.message_id.as_str(), b1.message_id.as_str()), ("a1", "b1"));
+        assert!(take(0).is_none());
+        let lock = a1.lock_token.clone().unwrap();
+        broker.settle(&store, 0, &key, SubQueue::Active, "a1", &lock, Settle::Complete).unwrap();
+        assert_eq!(take(0).unwrap().0.message_id, "a2");
+        // The mirror and the store agree: a fresh broker over the same store sees the same state.
+        let fresh = Broker::default();
+        let q = queue(&store, &key).unwrap().unwrap();
+        assert_eq!(fresh.counts(&store, 0, &q).unwrap(), broker.counts(&store, 0, &q).unwrap());
+    }
+
+    #[test]
+    fn lapsed_locks_redeliver_then_dead_letter() {
+        let (_dir, store, broker, key) = setup(false);
+        broker.send(&store, 0, &key, vec![msg("m", "s")]).unwrap();
+        let take = |now| broker.receive(&store, now, &key, SubQueue::Active, ReceiveMode::PeekLock).unwrap();
+        let (first, _) = take(0).unwrap();
+        assert_eq!(first.delivery_count, 1);
+        let lost = broker.settle(
+            &store,
+            30_000,
+            &key,
+            SubQueue::Active,
+            "m",
+            first.lock_token.as_deref().unwrap(),
+            Settle::Complete,
+        );
+        assert!(matches!(lost, Err(BrokerError::LockLost(_))));
+        let (second, _) = take(30_000).unwrap();
+        assert_eq!(second.delivery_count, 2);
+        assert!(take(60_000).is_none(), "dead-lettered after the second lapse");
+        assert_eq!(
+            broker.peek(&store, &key, SubQueue::DeadLetter, 10).unwrap()[0].properties["DeadLetterReason"],
+            "MaxDeliveryCountExceeded"
+        );
+    }
+}
