@@ -1,1 +1,150 @@
-fn main() {}
+//! `edgevault-bench`: reproducible benchmarks of edgevault and local-azure, as binaries (never timed tests).
+//!
+//! Build once in release (`cargo build --release -p edgevault-bench -p edgevault -p local-azure --bins`), then
+//! `target/release/edgevault-bench all` (or one sub-command). The binaries under test are found next to this one
+//! (`target/release`), as the end-to-end tests find theirs. Results go to `docs/BENCHMARKS.md` by hand, with the
+//! machine line each run prints.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+mod activation;
+mod cold;
+mod invocations;
+mod invoke;
+mod load;
+mod procfs;
+mod stand_in;
+mod sweep;
+
+#[derive(Parser)]
+#[command(about = "Benchmarks of edgevault and local-azure")]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Process start to first answered invocation, and idle RSS: edgevault vs the warp floor.
+    ColdStart {
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+    },
+    /// Handler-side invocation overhead per trigger type (no Azure), and the real work paths on local-azure.
+    Invoke {
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 1)]
+        client_threads: usize,
+        /// Skip the real work paths against local-azure.
+        #[arg(long)]
+        no_azure: bool,
+    },
+    /// Activation key end to end through the Functions host, with realistic Azure latencies injected.
+    Activation {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Recovery sweep over seeded fleets (healthy / drifted / soft-deleted).
+    Sweep {
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1000, 10000])]
+        sizes: Vec<usize>,
+    },
+    /// local-azure's own throughput: ARM GETs, Service Bus send / receive.
+    LocalAzure {
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    /// Everything, with the defaults above, and one summary table.
+    All,
+}
+
+/// One line of the summary table.
+pub struct Row {
+    pub bench: &'static str,
+    pub what: String,
+    pub value: String,
+    pub target: String,
+    pub met: Option<bool>,
+}
+
+impl Row {
+    pub fn new(
+        bench: &'static str,
+        what: impl Into<String>,
+        value: String,
+        target: impl Into<String>,
+        met: Option<bool>,
+    ) -> Self {
+        Row { bench, what: what.into(), value, target: target.into(), met }
+    }
+}
+
+fn print_summary(rows: &[Row]) {
+    println!();
+    println!("machine: {}", procfs::machine());
+    println!("| benchmark | what | measured | target | met |");
+    println!("|---|---|---|---|---|");
+    for r in rows {
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "",
+        };
+        println!("| {} | {} | {} | {} | {} |", r.bench, r.what, r.value, r.target, met);
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    println!("machine: {}", procfs::machine());
+    let invoke_options = |seconds: f64, connections, client_threads| invoke::Options {
+        duration: Duration::from_secs_f64(seconds),
+        connections,
+        client_threads,
+    };
+    let rows = match cli.command {
+        Bench::ColdStart { runs } => cold::run(runs)?,
+        Bench::Invoke { seconds, connections, client_threads, no_azure } => {
+            let mut rows = invoke::run(&invoke_options(seconds, connections, client_threads))?;
+            if !no_azure {
+                rows.extend(invoke::run_real(Duration::from_secs_f64(seconds))?);
+            }
+            rows
+        }
+        Bench::Activation { runs } => activation::run(runs)?,
+        Bench::Sweep { sizes } => sweep::run(&sizes)?,
+        Bench::LocalAzure { seconds } => stand_in::run(Duration::from_secs_f64(seconds))?,
+        Bench::All => {
+            let mut rows = Vec::new();
+            let started = std::time::Instant::now();
+            let mut section = |name: &str, result: anyhow::Result<Vec<Row>>| match result {
+                Ok(r) => rows.extend(r),
+                Err(e) => {
+                    eprintln!("{name} failed: {e:#}");
+                    rows.push(Row::new("error", name, format!("{e:#}"), "", Some(false)));
+                }
+            };
+            section("cold-start", cold::run(30));
+            section("invoke", invoke::run(&invoke_options(2.0, 16, 1)));
+            section("invoke (local-azure)", invoke::run_real(Duration::from_secs(2)));
+            section("activation", activation::run(3));
+            section("sweep", sweep::run(&[1000, 10000]));
+            section("local-azure", stand_in::run(Duration::from_secs(3)));
+            rows.push(Row::new(
+                "all",
+                "wall time",
+                format!("{:.0} s", started.elapsed().as_secs_f64()),
+                "< 15 min",
+                None,
+            ));
+            rows
+        }
+    };
+    print_summary(&rows);
+    Ok(())
+}
