@@ -193,6 +193,14 @@ impl LocalAzure {
         Ok(response.status().as_u16())
     }
 
+    pub fn admin_delete(&self, path: &str) -> anyhow::Result<()> {
+        let response = self.local.delete(format!("{}{path}", self.admin)).send()?;
+        if !response.status().is_success() {
+            bail!("DELETE {path}: {}", response.status());
+        }
+        Ok(())
+    }
+
     pub fn admin_get(&self, path: &str) -> anyhow::Result<Value> {
         let response = self.local.get(format!("{}{path}", self.admin)).send()?;
         let status = response.status();
