@@ -104,8 +104,8 @@ fn the_whole_lifecycle_runs_through_events_queues_and_the_host() {
 
     // Nothing was dead-lettered along the way.
     for queue in ["resource-created", "activation-key-requested", "vault-deleted"] {
-        let body = s.la.admin_get(&format!("/admin/servicebus/queues/edgevault/{queue}")).unwrap();
-        assert_eq!(body["counts"]["deadLetterMessageCount"], 0, "{queue}: {body}");
+        let counts = s.la.queue_counts(queue).unwrap();
+        assert_eq!(counts["deadLetterMessageCount"], 0, "{queue}: {counts}");
     }
 }
 
@@ -161,4 +161,80 @@ fn the_api_refuses_callers_without_the_function_key() {
         assert_eq!(request.send().unwrap().status().as_u16(), 401);
     }
     assert_eq!(s.info(&device)["keyVaultSyncStatus"], "KeyVaultNotConfigured", "nothing happened");
+}
+
+/// Waits until a queue has nothing active or locked: every message delivered and settled.
+fn drained(s: &System, queue: &str) {
+    eventually(LIMIT, || {
+        let counts = s.la.queue_counts(queue).unwrap();
+        (counts["activeMessageCount"] == 0 && counts["lockedMessageCount"] == 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{queue} did not drain"));
+}
+
+#[test]
+fn a_pre_integration_device_is_left_alone_by_the_whole_system() {
+    let s = System::start(&[("EDGEVAULT_CUTOVER", "2999-01-01T00:00:00Z")]);
+    let delivered = || {
+        s.la.admin_get("/admin/eventgrid/subscriptions/functions-armevents").unwrap()["deliveredCount"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = delivered();
+    let device = s.create_device("ase-host-legacy");
+    // The creation event reaches ArmEvents (which answers only once its command is queued), and the queue drains …
+    eventually(LIMIT, || (delivered() > before).then_some(())).expect("the creation event was delivered");
+    drained(&s, "resource-created");
+    // … and the device is exactly as its owner left it.
+    assert_eq!(s.principal(&device), None, "no identity was enabled");
+    let (status, _, body) = s.la.api("POST", "/activation-keys", Some(json!({"resourceId": device}))).unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "PreIntegrationResource");
+    assert_eq!(s.info(&device)["keyVaultSyncStatus"], "KeyVaultNotConfigured");
+}
+
+#[test]
+fn a_deleted_device_takes_its_vault_with_it_when_the_operator_consents() {
+    let s = System::start(&[("EDGEVAULT_DELETE_VAULT_WITH_DEVICE", "true")]);
+    let device = s.create_device("ase-host-gone");
+    eventually(LIMIT, || s.principal(&device)).expect("identity");
+    assert_eq!(s.activate(&device)["status"], "succeeded");
+    let vault_id = s.info(&device)["clientSecretStoreId"].as_str().unwrap().to_string();
+    assert!(matches!(s.arm("DELETE", &device, None).0, 200 | 204));
+    // The delete event → resource-deleted → lock removed, vault deleted (soft-deleted, purge-protected).
+    eventually(LIMIT, || (s.arm("GET", &vault_id, None).0 == 404).then_some(())).expect("the vault is deleted");
+    drained(&s, "vault-deleted");
+    assert_eq!(s.arm("GET", &vault_id, None).0, 404, "and the vault-deleted event did not bring it back");
+}
+
+#[test]
+fn the_timer_sweep_repairs_drift_through_the_queues() {
+    let s = System::start(&[]);
+    let device = s.create_device("ase-host-drift");
+    eventually(LIMIT, || s.principal(&device)).expect("identity");
+    assert_eq!(s.activate(&device)["status"], "succeeded");
+    let vault_id = s.info(&device)["clientSecretStoreId"].as_str().unwrap().to_string();
+    let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
+    assert_eq!(s.arm("DELETE", &lock, None).0, 200, "drift: the lock removed by hand");
+    assert_eq!(s.la.run_function("RecoverySweep", "").unwrap(), 202);
+    eventually(LIMIT, || (s.arm("GET", &lock, None).0 == 200).then_some(()))
+        .expect("the sweep's fix puts the lock back");
+}
+
+#[test]
+fn a_message_the_worker_always_refuses_comes_back_until_it_is_dead_lettered() {
+    let s = System::start(&[]);
+    let body = json!({"schemaVersion": 99, "kind": "ResourceCreated"}).to_string();
+    let broker = json!({"MessageId": "future-schema", "SessionId": "s1"});
+    assert_eq!(s.la.send_message("resource-created", &body, broker).unwrap(), 201);
+    let counts = eventually(LIMIT, || {
+        let counts = s.la.queue_counts("resource-created").unwrap();
+        (counts["deadLetterMessageCount"] == 1).then_some(counts)
+    })
+    .expect("the refused message is dead-lettered");
+    assert_eq!(counts["activeMessageCount"], 0, "{counts}");
+    let dead = s.la.admin_get("/admin/servicebus/queues/edgevault/resource-created/deadletter").unwrap();
+    let message = &dead["value"][0];
+    assert_eq!(message["deliveryCount"], 10, "delivered MaxDeliveryCount times: {message}");
+    assert!(message.to_string().contains("MaxDeliveryCountExceeded"), "{message}");
 }

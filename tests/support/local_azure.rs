@@ -238,6 +238,26 @@ impl LocalAzure {
         self.call(token, method, &format!("{url}{separator}api-version=7.5"), body)
     }
 
+    /// Sends a message to a queue of the `edgevault` namespace over the Service Bus REST protocol, as edgevault's
+    /// identity (which may send); `broker` is the `BrokerProperties` header.
+    pub fn send_message(&self, queue: &str, body: &str, broker: Value) -> anyhow::Result<u16> {
+        let token = self.token(self.var("EDGEVAULT_PRINCIPAL_ID"), "https://servicebus.azure.net")?;
+        let response = self
+            .azure
+            .post(format!("https://edgevault.servicebus.windows.net/{queue}/messages"))
+            .bearer_auth(token)
+            .header("BrokerProperties", broker.to_string())
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()?;
+        Ok(response.status().as_u16())
+    }
+
+    /// A queue's message counts (`activeMessageCount`, `lockedMessageCount`, `deadLetterMessageCount`, …).
+    pub fn queue_counts(&self, queue: &str) -> anyhow::Result<Value> {
+        Ok(self.admin_get(&format!("/admin/servicebus/queues/edgevault/{queue}"))?["counts"].clone())
+    }
+
     fn call(&self, token: &str, method: &str, url: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
         let mut request = self.azure.request(method.parse()?, url).bearer_auth(token);
         if let Some(body) = body {
