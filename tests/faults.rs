@@ -8,7 +8,6 @@
 use edgevault::messages::{Command, MAX_DELIVERY_COUNT};
 use edgevault::resource_id::ResourceId;
 use edgevault::vault_name::VaultName;
-use edgevault_tests::local_azure::VAULT_AUDIENCE;
 use edgevault_tests::scenario::{World, operation_id, world};
 use serde_json::{Value, json};
 
@@ -85,21 +84,8 @@ fn owned_vaults(w: &World, device: &ResourceId) -> usize {
         .count()
 }
 
-/// The number of versions of the device's CIK secret (the operator grants itself `list` to look).
 fn cik_versions(w: &World, info: &Value) -> usize {
-    let vault = info["clientSecretStoreId"].as_str().unwrap();
-    let policy = json!({"properties": {"accessPolicies": [{"tenantId": w.la.var("AZURE_TENANT_ID"),
-        "objectId": w.operator, "permissions": {"secrets": ["list"], "keys": [], "certificates": []}}]}});
-    assert_eq!(w.arm("PUT", &format!("{vault}/accessPolicies/add"), Some(policy)).0, 200);
-    let url = format!(
-        "{}/secrets/{}/versions",
-        info["clientSecretStoreUrl"].as_str().unwrap().trim_end_matches('/'),
-        info["channelIntegrityKeyName"].as_str().unwrap()
-    );
-    let token = w.la.token(&w.operator, VAULT_AUDIENCE).unwrap();
-    let (status, list) = w.la.vault(&token, "GET", &url, None).unwrap();
-    assert_eq!(status, 200, "{list}");
-    list["value"].as_array().unwrap().len()
+    w.la.cik_versions(&w.operator, info).unwrap()
 }
 
 fn request(device: &ResourceId) -> Command {

@@ -238,6 +238,29 @@ impl LocalAzure {
         self.call(token, method, &format!("{url}{separator}api-version=7.5"), body)
     }
 
+    /// Counts the versions of a device's CIK secret (`info` is its extended information). `operator`, an ARM owner,
+    /// first grants itself `secrets/list` on the vault: edgevault's own identity deliberately has none.
+    pub fn cik_versions(&self, operator: &str, info: &Value) -> anyhow::Result<usize> {
+        let vault = info["clientSecretStoreId"].as_str().context("no vault linked")?;
+        let policy = json!({"properties": {"accessPolicies": [{"tenantId": self.var("AZURE_TENANT_ID"),
+            "objectId": operator, "permissions": {"secrets": ["list"], "keys": [], "certificates": []}}]}});
+        let arm_token = self.token(operator, ARM_AUDIENCE)?;
+        let (status, answer) = self.arm(&arm_token, "PUT", &format!("{vault}/accessPolicies/add"), Some(policy))?;
+        if status != 200 {
+            bail!("granting list: {status} {answer}");
+        }
+        let url = format!(
+            "{}/secrets/{}/versions",
+            info["clientSecretStoreUrl"].as_str().unwrap_or_default().trim_end_matches('/'),
+            info["channelIntegrityKeyName"].as_str().unwrap_or_default()
+        );
+        let (status, list) = self.vault(&self.token(operator, VAULT_AUDIENCE)?, "GET", &url, None)?;
+        if status != 200 {
+            bail!("listing versions: {status} {list}");
+        }
+        Ok(list["value"].as_array().map(Vec::len).unwrap_or_default())
+    }
+
     /// Sends a message to a queue of the `edgevault` namespace over the Service Bus REST protocol, as edgevault's
     /// identity (which may send); `broker` is the `BrokerProperties` header.
     pub fn send_message(&self, queue: &str, body: &str, broker: Value) -> anyhow::Result<u16> {

@@ -289,9 +289,7 @@ impl ArmClient {
         path: &str,
         api_version: &str,
     ) -> Result<(), AzureError> {
-        let response = self.send_raw(operation, method, path, api_version, None::<&()>).await?;
-        self.wait_for_completion(operation, response).await?;
-        Ok(())
+        self.send::<Value>(operation, method, path, api_version, None::<&()>).await.map(drop)
     }
 
     async fn send_raw(
