@@ -224,3 +224,42 @@ fn a_message_the_worker_always_refuses_comes_back_until_it_is_dead_lettered() {
     assert_eq!(message["deliveryCount"], 10, "delivered MaxDeliveryCount times: {message}");
     assert!(message.to_string().contains("MaxDeliveryCountExceeded"), "{message}");
 }
+
+#[test]
+fn a_handler_killed_mid_provisioning_finishes_the_work_exactly_once_after_restart() {
+    let s = System::start(&[]);
+    let device = s.create_device("ase-crash");
+    eventually(LIMIT, || s.principal(&device)).expect("identity");
+    let first = s.la.handler_pid().expect("the host runs the handler");
+    // Hold provisioning between "vault created" and "CIK stored", then kill the handler right there.
+    s.la.admin_post(
+        "/admin/faults",
+        json!({"service": "keyvault", "operation": "secrets/set", "action": {"type": "latency", "ms": 5000}, "count": 1}),
+    )
+    .unwrap();
+    let (status, headers, _) = s.la.api("POST", "/activation-keys", Some(json!({"resourceId": device}))).unwrap();
+    assert_eq!(status, 202);
+    let vaults = format!("{}/providers/Microsoft.KeyVault/vaults", s.la.resource_group_id());
+    let owned = |s: &System| {
+        let (_, list) = s.arm("GET", &vaults, None);
+        list["value"].as_array().unwrap().iter().filter(|v| v["tags"]["edgevault-device"] == device.as_str()).count()
+    };
+    eventually(LIMIT, || (owned(&s) == 1).then_some(())).expect("provisioning reached the vault");
+    assert!(std::process::Command::new("kill").args(["-9", &first.to_string()]).status().unwrap().success());
+
+    // The host restarts the handler; the message's lock lapses (local-azure's clock moved past it) and the
+    // message is delivered again.
+    let second =
+        eventually(LIMIT, || s.la.handler_pid().filter(|pid| *pid != first)).expect("the handler is restarted");
+    assert_ne!(first, second);
+    s.la.admin_post("/admin/clock/advance", json!({"seconds": 120})).unwrap();
+    let location = headers["location"].to_str().unwrap().to_string();
+    let done = eventually(LIMIT, || {
+        let (_, _, body) = s.la.api("GET", &location, None).unwrap();
+        (body["status"] == "succeeded").then_some(body)
+    })
+    .expect("the activation completes after the crash");
+    assert!(done["activationKey"].is_string());
+    assert_eq!(owned(&s), 1, "one vault");
+    assert_eq!(s.la.cik_versions(&s.operator, &s.info(&device)).unwrap(), 1, "one CIK");
+}
