@@ -36,10 +36,13 @@ const DEFAULT_NAME_ATTEMPTS: u32 = 5;
 
 pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
     let request: HttpRequest = invocation.request.binding("req")?;
-    let response = match request.method.to_ascii_uppercase().as_str() {
-        "POST" => post(&deps, &request, &invocation.invocation_id).await,
-        "GET" => get(&deps, &request).await,
-        other => Ok(HttpResponse::error(405, "MethodNotAllowed", format!("{other} is not supported; use GET or POST"))),
+    // One route serves both shapes: POST on the collection, GET on an operation.
+    let operation = request.params.get("operationId").filter(|id| !id.is_empty()).cloned();
+    let response = match (request.method.to_ascii_uppercase().as_str(), operation) {
+        ("POST", None) => post(&deps, &request, &invocation.invocation_id).await,
+        ("GET", Some(operation_id)) => get(&deps, &operation_id).await,
+        (_, None) => Ok(method_not_allowed("POST", "/api/activation-keys")),
+        (_, Some(_)) => Ok(method_not_allowed("GET", "/api/activation-keys/{operationId}")),
     };
     let response = match response {
         Ok(response) => response,
@@ -202,10 +205,13 @@ async fn default_name(deps: &Deps, device: &ResourceId, location: &str) -> Resul
     Ok(None)
 }
 
-async fn get(deps: &Deps, request: &HttpRequest) -> Result<HttpResponse, FunctionError> {
-    let Some(operation_id) = request.params.get("operationId").filter(|id| !id.is_empty()) else {
-        return Ok(HttpResponse::error(400, "OperationIdMissing", "GET /api/activation-keys/{operationId}"));
-    };
+fn method_not_allowed(allowed: &str, path: &str) -> HttpResponse {
+    let mut response = HttpResponse::error(405, "MethodNotAllowed", format!("{path} takes {allowed} only"));
+    response.headers.insert("Allow".into(), allowed.to_string());
+    response
+}
+
+async fn get(deps: &Deps, operation_id: &str) -> Result<HttpResponse, FunctionError> {
     let Some(device_id) = device_of(operation_id) else {
         return Ok(HttpResponse::error(404, "OperationNotFound", "no activation request has this operation id"));
     };
