@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv=target/schemathesis-venv
+target="${CARGO_TARGET_DIR:-target}"
+venv="$target/schemathesis-venv"
 if [ ! -x "$venv/bin/schemathesis" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==4.32.5"
@@ -17,8 +18,8 @@ fi
 cargo build --quiet -p edgevault -p local-azure --bins
 
 data=$(mktemp -d)
-target/debug/local-azure up --data-dir "$data" --port 0 --admin-port 0 --host-port 0 \
-  --app . --handler target/debug/edgevault >"$data/out" 2>"$data/err" &
+"$target/debug/local-azure" up --data-dir "$data" --port 0 --admin-port 0 --host-port 0 \
+  --app . --handler "$target/debug/edgevault" >"$data/out" 2>"$data/err" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
 for _ in $(seq 1 300); do
@@ -26,7 +27,7 @@ for _ in $(seq 1 300); do
   kill -0 "$pid" 2>/dev/null || { cat "$data/err"; echo "local-azure exited" >&2; exit 1; }
   sleep 0.2
 done
-eval "$(target/debug/local-azure env --data-dir "$data")"
+eval "$("$target/debug/local-azure" env --data-dir "$data")"
 
 "$venv/bin/schemathesis" --config-file tests/schemathesis.toml run docs/activation-key-api.openapi.json \
   --url "$EDGEVAULT_API_BASE_URL" \
