@@ -263,3 +263,36 @@ fn a_handler_killed_mid_provisioning_finishes_the_work_exactly_once_after_restar
     assert_eq!(owned(&s), 1, "one vault");
     assert_eq!(s.la.cik_versions(&s.operator, &s.info(&device)).unwrap(), 1, "one CIK");
 }
+
+#[test]
+fn an_activation_request_racing_a_vault_deletion_converges() {
+    let s = System::start(&[]);
+    let device = s.create_device("ase-race-delete");
+    eventually(LIMIT, || s.principal(&device)).expect("identity");
+    assert_eq!(s.activate(&device)["status"], "succeeded");
+    let info = s.info(&device);
+    let vault_id = info["clientSecretStoreId"].as_str().unwrap().to_string();
+    let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
+    assert_eq!(s.arm("DELETE", &lock, None).0, 200);
+
+    // The vault-deleted event and a new activation request reach their workers (on different queues) together.
+    let status = std::thread::scope(|scope| {
+        let deleting = scope.spawn(|| s.arm("DELETE", &vault_id, None).0);
+        let activating = scope.spawn(|| s.activate(&device));
+        assert!(matches!(deleting.join().unwrap(), 200 | 204));
+        activating.join().unwrap()
+    });
+    // Whichever order they ran in, the system settles on the device's one vault, locked, with its one CIK.
+    let settled = eventually(LIMIT, || {
+        let info = s.info(&device);
+        let ready = s.arm("GET", &vault_id, None).0 == 200
+            && s.arm("GET", &lock, None).0 == 200
+            && info["keyVaultSyncStatus"] == "KeyVaultSynced";
+        ready.then_some(info)
+    })
+    .expect("the system settles");
+    assert!(matches!(status["status"].as_str(), Some("succeeded" | "failed")), "{status}");
+    assert_eq!(settled["clientSecretStoreId"], info["clientSecretStoreId"], "the same vault");
+    assert_eq!(s.la.cik_versions(&s.operator, &settled).unwrap(), 1, "one CIK");
+    assert_eq!(settled["channelIntegrityKeyVersion"], info["channelIntegrityKeyVersion"], "the CIK the device has");
+}
