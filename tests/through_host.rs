@@ -296,3 +296,107 @@ fn an_activation_request_racing_a_vault_deletion_converges() {
     assert_eq!(s.la.cik_versions(&s.operator, &settled).unwrap(), 1, "one CIK");
     assert_eq!(settled["channelIntegrityKeyVersion"], info["channelIntegrityKeyVersion"], "the CIK the device has");
 }
+
+/// A second Functions host for the same app, on the same local-azure: a scaled-out function app whose instances
+/// compete for the same queues.
+struct SecondHost {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl SecondHost {
+    fn start(la: &LocalAzure) -> SecondHost {
+        use std::io::{BufRead, BufReader};
+        let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let mut command = std::process::Command::new(edgevault_tests::binary("local-azure-host").unwrap());
+        command
+            .args(["--app", repo, "--listen", "127.0.0.1:0", "--handler"])
+            .arg(edgevault_tests::binary("edgevault").unwrap())
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let settings = [
+            "HTTPS_PROXY",
+            "SSL_CERT_FILE",
+            "NO_PROXY",
+            "IDENTITY_ENDPOINT",
+            "IDENTITY_HEADER",
+            "AZURE_TENANT_ID",
+            "EDGEVAULT_PRINCIPAL_ID",
+        ];
+        for name in settings {
+            command.env(name, la.var(name)).arg("--setting").arg(format!("{name}={}", la.var(name)));
+        }
+        for (name, value) in [
+            ("EDGEVAULT_SUBSCRIPTIONS", la.subscription()),
+            ("ServiceBusConnection__fullyQualifiedNamespace", "edgevault.servicebus.windows.net"),
+            ("RecoverySweepSchedule", "0 0 0 1 1 *"),
+            ("FUNCTIONS_WORKER_RUNTIME", "custom"),
+        ] {
+            command.arg("--setting").arg(format!("{name}={value}"));
+        }
+        let mut child = command.spawn().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("Functions host listening") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        rx.recv_timeout(LIMIT).expect("the second host starts");
+        SecondHost { child, log }
+    }
+
+    /// How many worker invocations this host completed successfully.
+    fn handled(&self) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            // Lines may carry colour codes around `completed=…`, so look for the value alone.
+            .filter(|l| l.contains("message settled") && l.contains("true") && !l.contains("false"))
+            .count()
+    }
+}
+
+impl Drop for SecondHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = self.log.lock().unwrap();
+        let leak = log.iter().find(|l| edgevault_tests::SECRET_MARKS.iter().any(|m| l.contains(m)));
+        assert!(std::thread::panicking() || leak.is_none(), "a secret reached the second host's log: {leak:?}");
+    }
+}
+
+#[test]
+fn two_function_app_instances_share_the_queues_and_every_device_ends_right() {
+    let s = System::start(&[]);
+    let second = SecondHost::start(&s.la);
+    let devices: Vec<String> = (0..8).map(|i| s.create_device(&format!("ase-scale-{i}"))).collect();
+    for device in &devices {
+        eventually(LIMIT, || s.principal(device)).expect("identity");
+    }
+    let results: Vec<Value> = std::thread::scope(|scope| {
+        let system = &s;
+        let handles: Vec<_> = devices.iter().map(|d| scope.spawn(move || system.activate(d))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (device, status) in devices.iter().zip(&results) {
+        assert_eq!(status["status"], "succeeded", "{device}: {status}");
+        let info = s.info(device);
+        assert_eq!(info["keyVaultSyncStatus"], "KeyVaultSynced");
+        assert_eq!(s.la.cik_versions(&s.operator, &info).unwrap(), 1, "{device}: one CIK");
+    }
+    assert!(second.handled() > 0, "the second instance took part");
+}
