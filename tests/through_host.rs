@@ -400,3 +400,38 @@ fn two_function_app_instances_share_the_queues_and_every_device_ends_right() {
     }
     assert!(second.handled() > 0, "the second instance took part");
 }
+
+#[test]
+fn local_azure_killed_mid_provisioning_loses_nothing_and_the_work_finishes_once() {
+    let s = System::start(&[]);
+    let device = s.create_device("ase-azure-crash");
+    eventually(LIMIT, || s.principal(&device)).expect("identity");
+    s.la.admin_post(
+        "/admin/faults",
+        json!({"service": "keyvault", "operation": "secrets/set", "action": {"type": "latency", "ms": 5000}, "count": 1}),
+    )
+    .unwrap();
+    let (status, _, _) = s.la.api("POST", "/activation-keys", Some(json!({"resourceId": device}))).unwrap();
+    assert_eq!(status, 202);
+    let owned = |s: &System| {
+        let (_, vaults) =
+            s.arm("GET", &format!("{}/providers/Microsoft.KeyVault/vaults", s.la.resource_group_id()), None);
+        vaults["value"].as_array().unwrap().iter().filter(|v| v["tags"]["edgevault-device"] == device.as_str()).count()
+    };
+    eventually(LIMIT, || (owned(&s) == 1).then_some(())).expect("provisioning reached the vault");
+
+    // SIGKILL local-azure — ARM, Key Vault, Service Bus, the Functions host and the handler all at once — and
+    // start it again on its data.
+    let System { la, operator } = s;
+    let s = System { la: la.kill_and_restart().expect("local-azure restarts on its data"), operator };
+    // The in-flight message is still on its queue, locked by a receiver that no longer exists: once the lock
+    // lapses it is delivered again, to the restarted host.
+    s.la.admin_post("/admin/clock/advance", json!({"seconds": 120})).unwrap();
+    let info = eventually(LIMIT, || {
+        let info = s.info(&device);
+        (info["keyVaultSyncStatus"] == "KeyVaultSynced").then_some(info)
+    })
+    .expect("the activation completes after the crash");
+    assert_eq!(owned(&s), 1, "one vault");
+    assert_eq!(s.la.cik_versions(&s.operator, &info).unwrap(), 1, "one CIK");
+}

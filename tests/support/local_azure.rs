@@ -21,7 +21,10 @@ pub struct LocalAzure {
     child: Child,
     /// local-azure runs with `--exit-on-stdin-close`: dropping this ends it even if the test aborts.
     _stdin: ChildStdin,
-    _data_dir: tempfile::TempDir,
+    /// `None` only while [`LocalAzure::kill_and_restart`] moves it to the new process.
+    data_dir: Option<tempfile::TempDir>,
+    /// The arguments after the data directory, so a restart runs the same configuration.
+    extra: Vec<String>,
     pub admin: String,
     pub env: BTreeMap<String, String>,
     azure: reqwest::blocking::Client,
@@ -58,11 +61,23 @@ impl LocalAzure {
     }
 
     fn launch(extra: &[String]) -> anyhow::Result<Self> {
-        let data_dir = tempfile::tempdir()?;
+        Self::spawn_on(tempfile::tempdir()?, extra.to_vec())
+    }
+
+    /// SIGKILLs local-azure (and with it the Functions host and the handler) and starts it again on the same data
+    /// directory, as after a crash. Ports change; `env` is refreshed.
+    pub fn kill_and_restart(mut self) -> anyhow::Result<Self> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let data_dir = self.data_dir.take().expect("present until a restart");
+        Self::spawn_on(data_dir, std::mem::take(&mut self.extra))
+    }
+
+    fn spawn_on(data_dir: tempfile::TempDir, extra: Vec<String>) -> anyhow::Result<Self> {
         let mut child = Command::new(binary("local-azure")?)
             .args(["up", "--exit-on-stdin-close", "--port", "0", "--admin-port", "0", "--data-dir"])
             .arg(data_dir.path())
-            .args(extra)
+            .args(&extra)
             .env("LOCAL_AZURE_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -103,7 +118,7 @@ impl LocalAzure {
             .build()?;
         let local = reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build()?;
         let admin = ready["admin"].as_str().unwrap_or_default().to_string();
-        Ok(LocalAzure { child, _stdin: stdin, _data_dir: data_dir, admin, env, azure, local, log })
+        Ok(LocalAzure { child, _stdin: stdin, data_dir: Some(data_dir), extra, admin, env, azure, local, log })
     }
 
     pub fn log(&self) -> Vec<String> {
