@@ -9,7 +9,7 @@ use crate::alerts::Alert;
 use crate::azure::arm::ArmClient;
 use crate::azure::secrets::VaultSecrets;
 use crate::azure::service_bus::QueueSender;
-use crate::azure::{ARM_SCOPE, AzureError, SERVICE_BUS_SCOPE, pipeline};
+use crate::azure::{ARM_SCOPE, AzureError, HttpStack, SERVICE_BUS_SCOPE, pipeline};
 use crate::config::Lifecycle;
 use crate::messages::{Command, queues};
 
@@ -24,22 +24,25 @@ pub struct Deps {
 impl Deps {
     /// Builds the clients on the app's managed identity (`IDENTITY_ENDPOINT` / `IDENTITY_HEADER` in Functions).
     pub fn from_settings(settings: &Lifecycle) -> Result<Self, AzureError> {
+        let stack = HttpStack::new(settings.retry);
         let options = azure_identity::ManagedIdentityCredentialOptions {
-            client_options: settings.retry.client_options(),
+            client_options: stack.client_options(),
             ..Default::default()
         };
         let credential: Arc<dyn TokenCredential> = azure_identity::ManagedIdentityCredential::new(Some(options))
             .map_err(|e| AzureError::from_core("create managed identity credential", e))?;
-        Self::with_credential(settings, credential)
+        Self::with_credential(settings, credential, stack)
     }
 
-    pub fn with_credential(settings: &Lifecycle, credential: Arc<dyn TokenCredential>) -> Result<Self, AzureError> {
-        let arm = ArmClient::new(&settings.arm_endpoint, pipeline(credential.clone(), ARM_SCOPE, settings.retry))?;
-        let queue = QueueSender::new(
-            &settings.service_bus_namespace,
-            pipeline(credential.clone(), SERVICE_BUS_SCOPE, settings.retry),
-        )?;
-        let secrets = VaultSecrets::new(credential, settings.retry);
+    pub fn with_credential(
+        settings: &Lifecycle,
+        credential: Arc<dyn TokenCredential>,
+        stack: HttpStack,
+    ) -> Result<Self, AzureError> {
+        let arm = ArmClient::new(&settings.arm_endpoint, pipeline(credential.clone(), ARM_SCOPE, &stack))?;
+        let queue =
+            QueueSender::new(&settings.service_bus_namespace, pipeline(credential.clone(), SERVICE_BUS_SCOPE, &stack))?;
+        let secrets = VaultSecrets::new(credential, stack);
         Ok(Deps { settings: settings.clone(), arm, secrets, queue })
     }
 

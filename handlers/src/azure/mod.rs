@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
-use azure_core::http::{ClientOptions, ExponentialRetryOptions, Pipeline, RetryOptions};
+use azure_core::http::{ClientOptions, ExponentialRetryOptions, Pipeline, RetryOptions, Transport};
 
 /// The public-cloud Resource Manager endpoint.
 pub const ARM_ENDPOINT: &str = "https://management.azure.com";
@@ -41,27 +41,41 @@ impl Default for RetrySettings {
     }
 }
 
-impl RetrySettings {
+/// The one HTTP stack every client shares: a single HTTP client (one connection pool, the system's root
+/// certificates parsed once — by far the largest cost of starting the handler) and one retry policy.
+#[derive(Debug, Clone)]
+pub struct HttpStack {
+    pub retry: RetrySettings,
+    transport: Transport,
+}
+
+impl HttpStack {
+    pub fn new(retry: RetrySettings) -> Self {
+        HttpStack { retry, transport: Transport::new(azure_core::http::new_http_client(None)) }
+    }
+
+    /// Client options for any `azure_core`-based client: the shared transport and the retry policy.
     pub fn client_options(&self) -> ClientOptions {
         ClientOptions {
             retry: RetryOptions::exponential(ExponentialRetryOptions {
-                max_retries: self.max_retries,
-                initial_delay: azure_core::time::Duration::milliseconds(self.initial_delay_ms as i64),
-                max_delay: azure_core::time::Duration::milliseconds(self.max_delay_ms as i64),
+                max_retries: self.retry.max_retries,
+                initial_delay: azure_core::time::Duration::milliseconds(self.retry.initial_delay_ms as i64),
+                max_delay: azure_core::time::Duration::milliseconds(self.retry.max_delay_ms as i64),
                 ..Default::default()
             }),
+            transport: Some(self.transport.clone()),
             ..Default::default()
         }
     }
 }
 
 /// A pipeline that authenticates every request with a token for `scope`.
-pub fn pipeline(credential: Arc<dyn TokenCredential>, scope: &str, retry: RetrySettings) -> Pipeline {
+pub fn pipeline(credential: Arc<dyn TokenCredential>, scope: &str, stack: &HttpStack) -> Pipeline {
     let auth = Arc::new(BearerTokenAuthorizationPolicy::new(credential, vec![scope.to_string()]));
     Pipeline::new(
         Some(env!("CARGO_PKG_NAME")),
         Some(env!("CARGO_PKG_VERSION")),
-        retry.client_options(),
+        stack.client_options(),
         Vec::new(),
         vec![auth],
         None,

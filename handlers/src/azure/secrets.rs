@@ -1,14 +1,15 @@
 //! CIK secrets in a device's vault, through the official `azure_security_keyvault_secrets::SecretClient` with its
 //! default safety settings (challenge-resource verification on).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::RequestContent;
 use azure_security_keyvault_secrets::models::{SecretAttributes, SetSecretParameters};
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 
-use super::{AzureError, RetrySettings};
+use super::{AzureError, HttpStack};
 use crate::activation_key::Cik;
 
 /// The content type CIK secrets carry, so an operator browsing the vault knows what the value is.
@@ -22,27 +23,45 @@ pub struct StoredCik {
     pub enabled: bool,
 }
 
+/// Vault clients kept at most; past it the cache starts over (a sweep touches every vault once per run).
+const MAX_CACHED_VAULTS: usize = 512;
+
 #[derive(Clone)]
 pub struct VaultSecrets {
     credential: Arc<dyn TokenCredential>,
-    retry: RetrySettings,
+    stack: HttpStack,
+    /// One `SecretClient` per vault: it keeps the vault's authentication challenge, so only the first call to a
+    /// vault pays the unauthenticated round trip that discovers it.
+    clients: Arc<Mutex<HashMap<String, Arc<SecretClient>>>>,
 }
 
 impl std::fmt::Debug for VaultSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VaultSecrets").field("retry", &self.retry).finish_non_exhaustive()
+        f.debug_struct("VaultSecrets").field("retry", &self.stack.retry).finish_non_exhaustive()
     }
 }
 
 impl VaultSecrets {
-    pub fn new(credential: Arc<dyn TokenCredential>, retry: RetrySettings) -> Self {
-        VaultSecrets { credential, retry }
+    pub fn new(credential: Arc<dyn TokenCredential>, stack: HttpStack) -> Self {
+        VaultSecrets { credential, stack, clients: Default::default() }
     }
 
-    fn client(&self, vault_uri: &str) -> Result<SecretClient, AzureError> {
-        let options = SecretClientOptions { client_options: self.retry.client_options(), ..Default::default() };
-        SecretClient::new(vault_uri, self.credential.clone(), Some(options))
-            .map_err(|e| AzureError::from_core("open vault", e))
+    fn client(&self, vault_uri: &str) -> Result<Arc<SecretClient>, AzureError> {
+        let key = vault_uri.trim_end_matches('/').to_ascii_lowercase();
+        let mut clients = self.clients.lock().expect("not poisoned: no code panics while holding it");
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let options = SecretClientOptions { client_options: self.stack.client_options(), ..Default::default() };
+        let client = Arc::new(
+            SecretClient::new(vault_uri, self.credential.clone(), Some(options))
+                .map_err(|e| AzureError::from_core("open vault", e))?,
+        );
+        if clients.len() >= MAX_CACHED_VAULTS {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
     }
 
     /// Stores `cik` as a new version of secret `name`; returns that version.

@@ -15,6 +15,7 @@ use azure_core::credentials::TokenCredential;
 use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
 use clap::{Parser, Subcommand};
 use edgevault::activation_key::ActivationKey;
+use edgevault::azure::HttpStack;
 use edgevault::azure::secrets::VaultSecrets;
 use edgevault::config::{Lifecycle, settings};
 use edgevault::deps::Deps;
@@ -96,12 +97,13 @@ async fn open_key(deps: &Deps, settings: &Lifecycle, resource_id: &str, key: &st
     let found = deps.arm.get_device(&device).await?.with_context(|| format!("{device} does not exist"))?;
     let Some(principal) = found.principal_id() else { bail!("{device} has no managed identity yet") };
     // From here on everything happens as the device: its identity, its access policy, nothing of edgevault's.
+    let stack = HttpStack::new(settings.retry);
     let options = ManagedIdentityCredentialOptions {
         user_assigned_id: Some(UserAssignedId::ObjectId(principal.to_string())),
-        client_options: settings.retry.client_options(),
+        client_options: stack.client_options(),
     };
     let credential: Arc<dyn TokenCredential> = ManagedIdentityCredential::new(Some(options))?;
-    let secrets = VaultSecrets::new(credential, settings.retry);
+    let secrets = VaultSecrets::new(credential, stack);
     let stored = secrets
         .get_cik(&location.vault_uri, &location.secret_name, Some(&location.secret_version))
         .await?
