@@ -109,10 +109,11 @@ fn a_bounded_soak_with_injected_faults_ends_with_every_device_correct() {
     let fired: u64 = faults["value"].as_array().unwrap().iter().map(|r| r["fired"].as_u64().unwrap_or(0)).sum();
     la.admin_delete("/admin/faults").unwrap();
     // Every device ends correct: synced, one vault of its own, one CIK version, nothing dead-lettered.
-    let (_, vaults) = arm("GET", &format!("{}/providers/Microsoft.KeyVault/vaults", la.resource_group_id()), None);
+    let token = la.token(&operator, ARM_AUDIENCE).unwrap();
+    let vaults =
+        la.arm_list(&token, &format!("{}/providers/Microsoft.KeyVault/vaults", la.resource_group_id())).unwrap();
     for id in &ids {
-        let owned =
-            vaults["value"].as_array().unwrap().iter().filter(|v| v["tags"]["edgevault-device"] == id.as_str()).count();
+        let owned = vaults.iter().filter(|v| v["tags"]["edgevault-device"] == id.as_str()).count();
         assert_eq!(owned, 1, "{id}: one vault");
         assert!(synced(id), "{id}");
     }

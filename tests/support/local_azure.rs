@@ -247,6 +247,24 @@ impl LocalAzure {
         self.call(token, method, &url, body)
     }
 
+    /// Every item of an ARM list, following `nextLink` across pages.
+    pub fn arm_list(&self, token: &str, path: &str) -> anyhow::Result<Vec<Value>> {
+        let (status, mut page) = self.arm(token, "GET", path, None)?;
+        if status != 200 {
+            bail!("GET {path}: {status} {page}");
+        }
+        let mut items = Vec::new();
+        loop {
+            items.extend(page["value"].as_array().cloned().unwrap_or_default());
+            let Some(next) = page["nextLink"].as_str().map(str::to_string) else { return Ok(items) };
+            let (status, next_page) = self.call(token, "GET", &next, None)?;
+            if status != 200 {
+                bail!("GET {next}: {status} {next_page}");
+            }
+            page = next_page;
+        }
+    }
+
     /// A Key Vault data-plane call as the holder of `token`.
     pub fn vault(&self, token: &str, method: &str, url: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
         let separator = if url.contains('?') { '&' } else { '?' };
