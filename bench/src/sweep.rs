@@ -176,8 +176,7 @@ const COUNTERS: &[(&str, &str, &str)] = &[
 ];
 
 fn install_counters(la: &LocalAzure) -> anyhow::Result<Vec<(Value, &'static str)>> {
-    let client = reqwest::blocking::Client::builder().no_proxy().build()?;
-    client.delete(format!("{}/admin/faults", la.admin)).send()?.error_for_status()?;
+    clear_faults(la)?;
     COUNTERS
         .iter()
         .map(|(label, service, operation)| {
@@ -209,31 +208,46 @@ struct SweepResult {
     arm_calls: u64,
     needed_arm: u64,
     summary: Value,
+    handler_cpu: f64,
+    la_cpu: f64,
 }
 
-fn sweep(la: &LocalAzure, devices: usize) -> anyhow::Result<SweepResult> {
-    let handler = edgevault_tests::Handler::start_with(&la.handler_env())?;
-    let (idle, _) = procfs::memory_kib(handler.pid()).unwrap_or_default();
-    let rules = install_counters(la)?;
+fn invoke_sweep(handler: &edgevault_tests::Handler, tag: &str) -> anyhow::Result<(f64, Value)> {
     let client = reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(1800)).build()?;
     let started = Instant::now();
     let response = client
         .post(handler.url("RecoverySweep"))
         .header("content-type", "application/json")
-        .header("x-azure-functions-invocationid", format!("bench-sweep-{devices}"))
+        .header("x-azure-functions-invocationid", format!("bench-sweep-{tag}"))
         .body(invocations::timer().to_string())
         .send()?;
     let status = response.status();
     let answer: Value = response.json()?;
     let seconds = started.elapsed().as_secs_f64();
     anyhow::ensure!(status.is_success(), "RecoverySweep: {status} {answer}");
+    Ok((seconds, answer["ReturnValue"].clone()))
+}
+
+/// Two sweeps: the timed one with no fault rules installed, then one with the counting rules (local-azure records
+/// every firing durably, one fsync'd write per request, which slows it several-fold: those timings are not used).
+fn sweep(la: &LocalAzure, devices: usize) -> anyhow::Result<SweepResult> {
+    clear_faults(la)?;
+    let handler = edgevault_tests::Handler::start_with(&la.handler_env())?;
+    let (idle, _) = procfs::memory_kib(handler.pid()).unwrap_or_default();
+    let la_pid = procfs::child_named("local-azure");
+    let cpu = |pid: Option<u32>| pid.and_then(procfs::cpu_seconds).unwrap_or(0.0);
+    let (handler_cpu0, la_cpu0) = (cpu(Some(handler.pid())), cpu(la_pid));
+    let (seconds, summary) = invoke_sweep(&handler, &format!("{devices}-timed"))?;
     let (_, hwm) = procfs::memory_kib(handler.pid()).unwrap_or_default();
+    let (handler_cpu, la_cpu) = (cpu(Some(handler.pid())) - handler_cpu0, cpu(la_pid) - la_cpu0);
+    let la_rss = la_pid.and_then(procfs::memory_kib).map(|m| m.0 as f64 / 1024.0).unwrap_or(0.0);
+    let rules = install_counters(la)?;
+    let (counted_seconds, _) = invoke_sweep(&handler, &format!("{devices}-counted"))?;
     let counted = counts(la, &rules)?;
-    let summary = answer["ReturnValue"].clone();
+    clear_faults(la)?;
     let arm_calls = counted.iter().find(|c| c.0 == "ARM, all").map(|c| c.1).unwrap_or(0);
-    // What the findings need: the listing (pages of the stand-in's default page size are counted as made), and
-    // per device its extended information and vault; then the lock for a present vault or the deleted vault for a
-    // missing one. The CIK is a Key Vault call.
+    // What the findings need: the listing pages, and per device its extended information and its vault, then the
+    // lock for a present vault or the deleted vault for a missing one (3 ARM reads); the CIK is one Key Vault read.
     let lists = counted.iter().find(|c| c.0 == "ARM device list/get").map(|c| c.1).unwrap_or(0);
     let needed_arm = lists + 3 * devices as u64;
     println!(
@@ -242,7 +256,13 @@ fn sweep(la: &LocalAzure, devices: usize) -> anyhow::Result<SweepResult> {
         idle as f64 / 1024.0,
         hwm as f64 / 1024.0
     );
+    println!(
+        "    CPU during the sweep: handler {handler_cpu:.2} s ({:.2} ms per device), local-azure {la_cpu:.2} s ({:.2} ms per device; its RSS {la_rss:.0} MiB)",
+        handler_cpu * 1000.0 / devices as f64,
+        la_cpu * 1000.0 / devices as f64
+    );
     println!("    summary {summary}");
+    println!("    calls, counted in a second sweep with 0 ms latency rules (that sweep took {counted_seconds:.2} s):");
     for (label, n) in &counted {
         println!("    {label:<30} {n:>8}  ({:.2} per device)", *n as f64 / devices as f64);
     }
@@ -254,7 +274,15 @@ fn sweep(la: &LocalAzure, devices: usize) -> anyhow::Result<SweepResult> {
         arm_calls,
         needed_arm,
         summary,
+        handler_cpu,
+        la_cpu,
     })
+}
+
+fn clear_faults(la: &LocalAzure) -> anyhow::Result<()> {
+    let client = reqwest::blocking::Client::builder().no_proxy().build()?;
+    client.delete(format!("{}/admin/faults", la.admin)).send()?.error_for_status()?;
+    Ok(())
 }
 
 pub fn run(sizes: &[usize]) -> anyhow::Result<Vec<Row>> {
@@ -280,8 +308,8 @@ pub fn run(sizes: &[usize]) -> anyhow::Result<Vec<Row>> {
             "sweep",
             format!("{} devices (80 % healthy, 10 % lock missing, 10 % soft-deleted)", r.devices),
             format!(
-                "{:.2} s, RSS {:.1} → {:.1} MiB, ARM calls {} (needed ≤ {}), errors {}",
-                r.seconds, r.idle_mib, r.hwm_mib, r.arm_calls, r.needed_arm, r.summary["errors"]
+                "{:.2} s, RSS {:.1} → {:.1} MiB, ARM calls {} (needed {}), errors {}, CPU handler {:.1} s / local-azure {:.1} s",
+                r.seconds, r.idle_mib, r.hwm_mib, r.arm_calls, r.needed_arm, r.summary["errors"], r.handler_cpu, r.la_cpu
             ),
             "",
             None,
