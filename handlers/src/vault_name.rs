@@ -73,13 +73,16 @@ impl VaultName {
     /// `attempt` gives a different name when the first is taken by someone else.
     pub fn default_for(device: &ResourceId, attempt: u32) -> Self {
         let mut base = String::new();
-        for c in device.name().unwrap_or("device").chars().map(|c| c.to_ascii_lowercase()) {
+        const PREFIX: &str = "ase-";
+        let name = device.name().unwrap_or("device").to_ascii_lowercase();
+        // Devices are often named `ase-…` themselves; `ase-ase-…` would spend the scarce 24 characters on a repeat.
+        let name = name.strip_prefix(PREFIX).unwrap_or(&name);
+        for c in name.chars() {
             let c = if c.is_ascii_alphanumeric() { c } else { '-' };
             if !(c == '-' && (base.is_empty() || base.ends_with('-'))) {
                 base.push(c);
             }
         }
-        const PREFIX: &str = "ase-";
         const SUFFIX_LEN: usize = 6;
         base.truncate(MAX_LEN - PREFIX.len() - 1 - SUFFIX_LEN);
         let base = base.trim_end_matches('-');
@@ -164,6 +167,8 @@ mod tests {
         assert!(a.as_str().starts_with("ase-testedgedevic-"), "truncated to fit 24: {a}");
         assert_ne!(a, VaultName::default_for(&device("testedgedevice"), 1));
         assert_ne!(a, VaultName::default_for(&device("otherdevice"), 0));
+        let prefixed = VaultName::default_for(&device("ase-demo-01"), 0);
+        assert!(prefixed.as_str().starts_with("ase-demo-01-"), "no ase-ase-: {prefixed}");
         for name in ["x", "A_very__long.Device-Name-that-goes-on-and-on", "--", "9lives", "ÄÖÜ"] {
             let derived = VaultName::default_for(&device(name), 0);
             assert!(derived.as_str().len() <= MAX_LEN, "{derived}");
