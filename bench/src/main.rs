@@ -134,7 +134,7 @@ fn main() -> anyhow::Result<()> {
             section("invoke", invoke::run(&invoke_options(2.0, 16, 1)));
             section("invoke (local-azure)", invoke::run_real(Duration::from_secs(2)));
             section("activation", activation::run(3));
-            section("sweep", sweep::run(&[1000, 3000]));
+            section("sweep", sweep::run(&[1000, 2000]));
             section("local-azure", stand_in::run(Duration::from_secs(3)));
             rows.push(Row::new(
                 "all",
