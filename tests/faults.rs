@@ -29,7 +29,7 @@ const PROVISION_CALLS: &[(&str, &str)] = &[
     ("arm", "Microsoft.KeyVault/vaults/read"),
     ("arm", "Microsoft.KeyVault/locations/deletedVaults/read"),
     ("arm", "Microsoft.KeyVault/vaults/write"),
-    ("arm", "Microsoft.Authorization/locks/read"),
+    // No lock read here: a vault this activation just created cannot have one, so it is not looked up.
     ("arm", "Microsoft.Authorization/locks/write"),
     ("keyvault", "secrets/get"),
     ("keyvault", "secrets/set"),
@@ -43,6 +43,7 @@ const CREATION_CALLS: &[(&str, &str)] = &[
 
 const RECOVERY_CALLS: &[(&str, &str)] = &[
     ("arm", "Microsoft.KeyVault/vaults/read"),
+    ("arm", "Microsoft.Authorization/locks/read"),
     ("arm", "Microsoft.KeyVault/deletedVaults/read"),
     ("arm", "Microsoft.KeyVault/vaults/write"),
     ("arm", "Microsoft.Authorization/locks/write"),

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::{Deps, HandlerResult, Invocation};
 use crate::azure::models::KeyVaultSyncStatus;
 use crate::error::FunctionError;
-use crate::lifecycle::provision::mark_status;
+use crate::lifecycle::provision::{device_and_info, mark_status};
 use crate::lifecycle::status::{KeyStatus, key_status};
 use crate::lifecycle::{is_legacy, owned_by, vault_id};
 use crate::messages::Command;
@@ -107,10 +107,9 @@ async fn post(deps: &Deps, request: &HttpRequest, invocation_id: &str) -> Result
         Ok(name) => name,
         Err(e) => return Ok(HttpResponse::error(400, e.rule(), e.to_string())),
     };
-    let Some(device) = deps.arm.get_device(&device_id).await? else {
+    let Some((device, info)) = device_and_info(deps, &device_id).await? else {
         return Ok(HttpResponse::error(404, "DeviceNotFound", format!("{device_id} does not exist")));
     };
-    let info = deps.arm.get_extended_info(&device_id).await?;
     if is_legacy(&device, &info, deps.settings.cutover) {
         return Ok(HttpResponse::error(
             409,

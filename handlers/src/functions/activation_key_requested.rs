@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use super::{Deps, HandlerResult, Invocation, settle, worker_input};
 use crate::alerts::{Alert, Severity};
-use crate::azure::models::KeyVaultSyncStatus;
-use crate::lifecycle::provision::{mark_status, provision};
+use crate::lifecycle::provision::provision;
 use crate::messages::Command;
 use crate::protocol::InvocationResponse;
 
@@ -19,10 +18,7 @@ pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
         _ => unreachable!("worker_input checked the kind"),
     };
     let result = async {
-        if requested {
-            mark_status(&deps, device, KeyVaultSyncStatus::KeyVaultSyncing).await?;
-        }
-        let Some(provisioned) = provision(&deps, device, vault_name).await? else {
+        let Some(provisioned) = provision(&deps, device, vault_name, requested).await? else {
             return Ok(InvocationResponse::default().with_log(format!("{device} no longer exists")));
         };
         if provisioned.cik_created && !requested {

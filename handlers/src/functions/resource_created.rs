@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{Deps, HandlerResult, Invocation, settle, worker_input};
 use crate::lifecycle::is_legacy;
-use crate::lifecycle::provision::ensure_identity;
+use crate::lifecycle::provision::{device_and_info, ensure_identity};
 use crate::messages::Command;
 use crate::protocol::InvocationResponse;
 
@@ -13,10 +13,9 @@ pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
     let (command, metadata) = worker_input(&invocation, &["ResourceCreated"])?;
     let Command::ResourceCreated { device: id, .. } = &command else { unreachable!("worker_input checked the kind") };
     let result = async {
-        let Some(device) = deps.arm.get_device(id).await? else {
+        let Some((device, info)) = device_and_info(&deps, id).await? else {
             return Ok(InvocationResponse::default().with_log(format!("{id} no longer exists")));
         };
-        let info = deps.arm.get_extended_info(id).await?;
         if is_legacy(&device, &info, deps.settings.cutover) {
             return Ok(
                 InvocationResponse::default().with_log(format!("{id} is a pre-integration resource; left alone"))

@@ -38,28 +38,54 @@ pub async fn ensure_identity(deps: &Deps, id: &ResourceId, device: &Device) -> R
     })
 }
 
+/// The device and its extended information, read concurrently (they are independent). `None` if the device no
+/// longer exists.
+pub async fn device_and_info(deps: &Deps, id: &ResourceId) -> Result<Option<(Device, ExtendedInfo)>, FunctionError> {
+    let (device, info) = tokio::join!(deps.arm.get_device(id), deps.arm.get_extended_info(id));
+    match (device?, info) {
+        (None, _) => Ok(None),
+        (Some(_), Err(err)) if err.is_not_found() => Ok(None),
+        (Some(device), info) => Ok(Some((device, info?))),
+    }
+}
+
 /// Provisions `id`'s vault. `requested` is the vault name from the activation request (custom or default); without
-/// it the name linked in the extended information is used. `None` if the device no longer exists.
+/// it the name linked in the extended information is used. With `mark_syncing` the device is marked
+/// `KeyVaultSyncing` while the work starts. `None` if the device no longer exists.
+///
+/// Calls that do not depend on each other run concurrently — the reads at the start, the syncing mark with them,
+/// the lock beside the access policies and the CIK — so an activation costs about the sum of the calls that must
+/// follow one another (see docs/BENCHMARKS.md).
 pub async fn provision(
     deps: &Deps,
     id: &ResourceId,
     requested: Option<&VaultName>,
+    mark_syncing: bool,
 ) -> Result<Option<Provisioned>, FunctionError> {
-    let Some(device) = deps.arm.get_device(id).await? else {
+    let mark =
+        async { if mark_syncing { mark_status(deps, id, KeyVaultSyncStatus::KeyVaultSyncing).await } else { Ok(()) } };
+    let (read, marked) = tokio::join!(device_and_info(deps, id), mark);
+    let Some((device, info)) = read? else {
         tracing::info!(device = %id, "device no longer exists; nothing to provision");
         return Ok(None);
     };
+    marked?;
     let principal = ensure_identity(deps, id, &device).await?;
-    let info = deps.arm.get_extended_info(id).await?;
     let vault_id = target_vault(id, &info, requested)?;
-    let vault = ensure_vault(deps, id, &device, &principal, &vault_id).await?;
-    ensure_policies(deps, &vault_id, &vault, &principal).await?;
-    ensure_lock(deps, &vault_id).await?;
+    let (vault, created) = ensure_vault(deps, id, &device, &principal, &vault_id).await?;
     let vault_uri =
         vault.properties.vault_uri.clone().unwrap_or_else(|| format!("https://{}.vault.azure.net/", vault.name));
-    let (cik_name, cik_version, cik_created) = ensure_cik(deps, id, &vault_id, &vault_uri, &info).await?;
+    // The CIK write needs edgevault's access policy in place; the lock needs only the vault.
+    let cik = async {
+        ensure_policies(deps, &vault_id, &vault, &principal).await?;
+        ensure_cik(deps, id, &vault_id, &vault_uri, &info).await
+    };
+    let (locked, cik) = tokio::join!(ensure_lock(deps, &vault_id, created), cik);
+    locked?;
+    let (cik_name, cik_version, cik_created) = cik?;
     let provisioned = Provisioned { vault_id, vault_uri, cik_name, cik_version, cik_created };
-    sync_extended_info(deps, id, &info, &provisioned).await?;
+    // A syncing mark changed the status after `info` was read, so the final write is due whatever `info` says.
+    sync_extended_info(deps, id, &info, &provisioned, mark_syncing).await?;
     clear_error(deps, id, &device).await?;
     Ok(Some(provisioned))
 }
@@ -97,7 +123,7 @@ async fn ensure_vault(
     device: &Device,
     principal: &str,
     vault_id: &ResourceId,
-) -> Result<Vault, FunctionError> {
+) -> Result<(Vault, bool), FunctionError> {
     let desired = desired_vault(&deps.settings, device, principal);
     if let Some(vault) = deps.arm.get_vault(vault_id).await? {
         if !owned_by(&vault.tags, id) {
@@ -109,7 +135,7 @@ async fn ensure_vault(
         let protected = vault.properties.enable_soft_delete != Some(false)
             && vault.properties.enable_purge_protection == Some(true);
         if protected {
-            return Ok(vault);
+            return Ok((vault, false));
         }
         // Purge protection can only be turned on; re-PUT the vault with it (and keep its other policies).
         let mut update = desired;
@@ -117,7 +143,7 @@ async fn ensure_vault(
         update.properties.soft_delete_retention_in_days =
             vault.properties.soft_delete_retention_in_days.or(Some(RETENTION_DAYS));
         tracing::warn!(vault = %vault_id, "vault lacked soft delete or purge protection; turning them on");
-        return Ok(deps.arm.put_vault(vault_id, &update).await?);
+        return Ok((deps.arm.put_vault(vault_id, &update).await?, false));
     }
     let name = vault_id.name().unwrap_or_default();
     let subscription = vault_id.subscription();
@@ -129,17 +155,33 @@ async fn ensure_vault(
             });
         }
         tracing::info!(vault = %vault_id, "recovering the device's soft-deleted vault");
-        return Ok(deps.arm.recover_vault(vault_id, &device.location, &deps.settings.tenant_id).await?);
+        return recover_or_find(deps, vault_id, &device.location).await.map(|vault| (vault, false));
     }
     match deps.arm.put_vault(vault_id, &desired).await {
         Ok(vault) => {
             tracing::info!(vault = %vault_id, "created the vault");
-            Ok(vault)
+            Ok((vault, true))
         }
         Err(err) if err.status == Some(409) => Err(FunctionError::Permanent {
             code: "VaultNameUnavailable",
             message: format!("vault name {name} is taken: {}", err.message),
         }),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Recovers a soft-deleted vault. When the recovery is refused because the vault is no longer soft-deleted — another
+/// worker (the `VaultDeleted` one, say) recovered it first — the recovered vault is what was wanted.
+pub async fn recover_or_find(deps: &Deps, vault_id: &ResourceId, location: &str) -> Result<Vault, FunctionError> {
+    match deps.arm.recover_vault(vault_id, location, &deps.settings.tenant_id).await {
+        Ok(vault) => Ok(vault),
+        Err(err) if !err.retryable() => match deps.arm.get_vault(vault_id).await? {
+            Some(vault) => {
+                tracing::info!(vault = %vault_id, "the vault was recovered meanwhile");
+                Ok(vault)
+            }
+            None => Err(err.into()),
+        },
         Err(err) => Err(err.into()),
     }
 }
@@ -161,8 +203,10 @@ async fn ensure_policies(
     Ok(())
 }
 
-async fn ensure_lock(deps: &Deps, vault_id: &ResourceId) -> Result<(), FunctionError> {
-    let present = deps.arm.get_lock(vault_id, LOCK_NAME).await?.is_some_and(|l| l.properties.level == "CanNotDelete");
+/// Makes sure the vault has its lock; a vault this call just `created` cannot have one, so it is not looked up.
+async fn ensure_lock(deps: &Deps, vault_id: &ResourceId, created: bool) -> Result<(), FunctionError> {
+    let present =
+        !created && deps.arm.get_lock(vault_id, LOCK_NAME).await?.is_some_and(|l| l.properties.level == "CanNotDelete");
     if !present {
         deps.arm.put_lock(vault_id, LOCK_NAME, LOCK_NOTES).await?;
         tracing::info!(vault = %vault_id, "locked the vault against deletion");
@@ -185,6 +229,10 @@ async fn ensure_cik(
         _ => cik_secret_name(id, vault_id),
     };
     let version = if linked_here { props.link.channel_integrity_key_version.as_deref() } else { None };
+    // Read first even in a vault this call just created: it costs nothing on the critical path (the lock PUT runs
+    // beside it), and it lets the Key Vault client learn the vault's authentication challenge on a read. The SDK
+    // discovers a challenge by sending the first request without its body; were that first request the write, a
+    // retried attempt could go out with a `null` body and be refused as a 400 (seen under fault injection).
     if let Some(stored) = deps.secrets.get_cik(vault_uri, &name, version).await?
         && stored.enabled
     {
@@ -201,6 +249,7 @@ async fn sync_extended_info(
     id: &ResourceId,
     info: &ExtendedInfo,
     provisioned: &Provisioned,
+    force: bool,
 ) -> Result<(), FunctionError> {
     let patch = ExtendedInfoPatch {
         link: VaultLink {
@@ -213,7 +262,7 @@ async fn sync_extended_info(
     };
     let in_sync =
         info.properties.link.same_as(&patch.link) && info.properties.key_vault_sync_status == patch.sync_status;
-    if !in_sync {
+    if force || !in_sync {
         deps.arm.update_extended_info(id, &patch).await?;
         tracing::info!(device = %id, "extended information synced");
     }

@@ -9,7 +9,7 @@ use crate::deps::Deps;
 use crate::error::FunctionError;
 use crate::resource_id::ResourceId;
 
-use super::provision::{mark_failed, provision};
+use super::provision::{mark_failed, provision, recover_or_find};
 use super::{OWNER_TAG, owned_by};
 
 /// What became of a deleted vault.
@@ -28,7 +28,7 @@ pub enum Outcome {
 pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outcome, FunctionError> {
     if let Some(vault) = deps.arm.get_vault(vault_id).await? {
         let Some(device) = owner(&vault.tags) else { return Ok(Outcome::NotOurs) };
-        return match provision(deps, &device, None).await? {
+        return match provision(deps, &device, None, false).await? {
             Some(_) => Ok(Outcome::AlreadyPresent { device }),
             None => Ok(Outcome::NotOurs),
         };
@@ -64,13 +64,14 @@ pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outc
         return unrecoverable(deps, &device, vault_id, "the vault is past its soft-delete retention").await;
     }
     let location = deleted.properties.location.clone();
-    if let Err(err) = deps.arm.recover_vault(vault_id, &location, &deps.settings.tenant_id).await {
-        if err.retryable() {
-            return Err(err.into());
+    match recover_or_find(deps, vault_id, &location).await {
+        Ok(_) => {}
+        Err(FunctionError::Azure(err)) if !err.retryable() => {
+            return unrecoverable(deps, &device, vault_id, &format!("recovery was refused: {}", err.message)).await;
         }
-        return unrecoverable(deps, &device, vault_id, &format!("recovery was refused: {}", err.message)).await;
+        Err(err) => return Err(err),
     }
-    let Some(provisioned) = provision(deps, &device, None).await? else { return Ok(Outcome::NotOurs) };
+    let Some(provisioned) = provision(deps, &device, None, false).await? else { return Ok(Outcome::NotOurs) };
     if provisioned.cik_created {
         deps.alert(
             &Alert::raise(

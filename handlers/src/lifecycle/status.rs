@@ -31,8 +31,7 @@ pub enum KeyStatus {
 
 /// `None` when the device does not exist.
 pub async fn key_status(deps: &Deps, id: &ResourceId) -> Result<Option<KeyStatus>, FunctionError> {
-    let Some(device) = deps.arm.get_device(id).await? else { return Ok(None) };
-    let info = deps.arm.get_extended_info(id).await?;
+    let Some((device, info)) = super::provision::device_and_info(deps, id).await? else { return Ok(None) };
     if is_legacy(&device, &info, deps.settings.cutover) {
         return Ok(Some(KeyStatus::Legacy));
     }
