@@ -225,43 +225,61 @@ fn a_message_the_worker_always_refuses_comes_back_until_it_is_dead_lettered() {
     assert!(message.to_string().contains("MaxDeliveryCountExceeded"), "{message}");
 }
 
-#[test]
-fn a_handler_killed_mid_provisioning_finishes_the_work_exactly_once_after_restart() {
-    let s = System::start(&[]);
-    let device = s.create_device("ase-crash");
-    eventually(LIMIT, || s.principal(&device)).expect("identity");
-    let first = s.la.handler_pid().expect("the host runs the handler");
-    // Hold provisioning between "vault created" and "CIK stored", then kill the handler right there.
-    s.la.admin_post(
-        "/admin/faults",
-        json!({"service": "keyvault", "operation": "secrets/set", "action": {"type": "latency", "ms": 5000}, "count": 1}),
-    )
-    .unwrap();
-    let (status, headers, _) = s.la.api("POST", "/activation-keys", Some(json!({"resourceId": device}))).unwrap();
-    assert_eq!(status, 202);
-    let vaults = format!("{}/providers/Microsoft.KeyVault/vaults", s.la.resource_group_id());
-    let owned = |s: &System| {
-        let (_, list) = s.arm("GET", &vaults, None);
-        list["value"].as_array().unwrap().iter().filter(|v| v["tags"]["edgevault-device"] == device.as_str()).count()
-    };
-    eventually(LIMIT, || (owned(&s) == 1).then_some(())).expect("provisioning reached the vault");
-    assert!(std::process::Command::new("kill").args(["-9", &first.to_string()]).status().unwrap().success());
+/// The provisioning calls, in the order a first activation makes them; the handler is killed while each is held.
+const PROVISIONING_STEPS: &[(&str, &str)] = &[
+    ("arm", "Microsoft.KeyVault/vaults/read"),
+    ("arm", "Microsoft.KeyVault/vaults/write"),
+    ("arm", "Microsoft.Authorization/locks/write"),
+    ("keyvault", "secrets/get"),
+    ("keyvault", "secrets/set"),
+];
 
-    // The host restarts the handler; the message's lock lapses (local-azure's clock moved past it) and the
-    // message is delivered again.
-    let second =
+#[test]
+fn a_handler_killed_at_each_provisioning_step_finishes_the_work_exactly_once_after_restart() {
+    let s = System::start(&[]);
+    let vaults = format!("{}/providers/Microsoft.KeyVault/vaults", s.la.resource_group_id());
+    for (n, (service, operation)) in PROVISIONING_STEPS.iter().enumerate() {
+        let device = s.create_device(&format!("ase-crash-{n}"));
+        eventually(LIMIT, || s.principal(&device)).expect("identity");
+        let first = s.la.handler_pid().expect("the host runs the handler");
+        // Hold this step's call, wait until the worker is inside it, and kill the handler right there.
+        let rule =
+            json!({"service": service, "operation": operation, "action": {"type": "latency", "ms": 5000}, "count": 1});
+        let id = s.la.admin_post("/admin/faults", rule).unwrap()["id"].as_str().unwrap().to_string();
+        let (status, headers, _) = s.la.api("POST", "/activation-keys", Some(json!({"resourceId": device}))).unwrap();
+        assert_eq!(status, 202);
+        let held = || {
+            let rules = s.la.admin_get("/admin/faults").unwrap();
+            rules["value"].as_array().unwrap().iter().any(|r| r["id"] == id.as_str() && r["fired"] == 1).then_some(())
+        };
+        eventually(LIMIT, held).unwrap_or_else(|| panic!("the worker reached {operation}"));
+        assert!(std::process::Command::new("kill").args(["-9", &first.to_string()]).status().unwrap().success());
+
+        // The host sees the invocation fail, abandons the message and restarts the handler; the message is
+        // delivered again to the new one.
         eventually(LIMIT, || s.la.handler_pid().filter(|pid| *pid != first)).expect("the handler is restarted");
-    assert_ne!(first, second);
-    s.la.admin_post("/admin/clock/advance", json!({"seconds": 120})).unwrap();
-    let location = headers["location"].to_str().unwrap().to_string();
-    let done = eventually(LIMIT, || {
-        let (_, _, body) = s.la.api("GET", &location, None).unwrap();
-        (body["status"] == "succeeded").then_some(body)
-    })
-    .expect("the activation completes after the crash");
-    assert!(done["activationKey"].is_string());
-    assert_eq!(owned(&s), 1, "one vault");
-    assert_eq!(s.la.cik_versions(&s.operator, &s.info(&device)).unwrap(), 1, "one CIK");
+        let location = headers["location"].to_str().unwrap().to_string();
+        let done = eventually(LIMIT, || {
+            let (_, _, body) = s.la.api("GET", &location, None).unwrap();
+            (body["status"] == "succeeded").then_some(body)
+        })
+        .unwrap_or_else(|| panic!("the activation completes after a crash in {operation}"));
+        assert!(done["activationKey"].is_string());
+        let token = s.la.token(&s.operator, ARM_AUDIENCE).unwrap();
+        let owned =
+            s.la.arm_list(&token, &vaults)
+                .unwrap()
+                .iter()
+                .filter(|v| v["tags"]["edgevault-device"] == device.as_str())
+                .count();
+        assert_eq!(owned, 1, "one vault after a crash in {operation}");
+        assert_eq!(
+            s.la.cik_versions(&s.operator, &s.info(&device)).unwrap(),
+            1,
+            "one CIK after a crash in {operation}"
+        );
+        s.la.admin_delete("/admin/faults").unwrap();
+    }
 }
 
 #[test]
