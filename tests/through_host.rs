@@ -333,25 +333,13 @@ impl SecondHost {
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let settings = [
-            "HTTPS_PROXY",
-            "SSL_CERT_FILE",
-            "NO_PROXY",
-            "IDENTITY_ENDPOINT",
-            "IDENTITY_HEADER",
-            "AZURE_TENANT_ID",
-            "EDGEVAULT_PRINCIPAL_ID",
-        ];
-        for name in settings {
-            command.env(name, la.var(name)).arg("--setting").arg(format!("{name}={}", la.var(name)));
-        }
-        for (name, value) in [
-            ("EDGEVAULT_SUBSCRIPTIONS", la.subscription()),
-            ("ServiceBusConnection__fullyQualifiedNamespace", "edgevault.servicebus.windows.net"),
-            ("RecoverySweepSchedule", "0 0 0 1 1 *"),
-            ("FUNCTIONS_WORKER_RUNTIME", "custom"),
-        ] {
-            command.arg("--setting").arg(format!("{name}={value}"));
+        // The same app settings the handler gets everywhere else, also in the host's own environment (its Service
+        // Bus client reads the proxy and identity endpoint from there).
+        let mut settings = la.handler_env();
+        settings.push(("RecoverySweepSchedule".into(), "0 0 0 1 1 *".into()));
+        settings.push(("FUNCTIONS_WORKER_RUNTIME".into(), "custom".into()));
+        for (name, value) in &settings {
+            command.env(name, value).arg("--setting").arg(format!("{name}={value}"));
         }
         let mut child = command.spawn().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
