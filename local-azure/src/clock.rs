@@ -45,19 +45,9 @@ impl Clock {
     }
 }
 
-/// RFC 3339 with seven fractional digits, the way ARM writes timestamps.
+/// RFC 3339 with seven fractional digits, the way ARM writes timestamps (the Functions host's `UtcNow` form).
 pub fn arm_time(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.nanosecond() / 100
-    )
+    local_azure_host::clock::utc_7(t)
 }
 
 /// RFC 3339 to the second, the way Key Vault's ARM deleted-vault dates look.

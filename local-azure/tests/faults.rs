@@ -5,7 +5,6 @@ mod support;
 use std::time::Instant;
 
 use azure_core::http::Method;
-use azure_security_keyvault_secrets::models::SetSecretParameters;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use serde_json::{Value, json};
 use support::*;
@@ -37,14 +36,7 @@ async fn faults_are_injected_per_service_and_operation() {
         Some(SecretClientOptions { client_options: client_options(), ..Default::default() }),
     )
     .unwrap();
-    client
-        .set_secret(
-            "s",
-            SetSecretParameters { value: Some("v".into()), ..Default::default() }.try_into().unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+    set_value(&client, "s", "v").await.unwrap();
 
     // 429 with Retry-After once: the client waits and retries, the call succeeds.
     let id = fault(la, json!({ "service": "keyvault", "operation": "secrets/get", "action": { "type": "throttle", "retryAfterSeconds": 1 }, "count": 1 })).await;

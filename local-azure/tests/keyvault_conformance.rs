@@ -92,16 +92,7 @@ async fn secret_client_sets_gets_versions_and_deletes() {
     let first_id = first.resource_id().unwrap();
     assert_eq!(first_id.name, "cik");
     assert_eq!(first_id.vault_url, format!("https://{vault}.vault.azure.net"));
-    let second = client
-        .set_secret(
-            "cik",
-            SetSecretParameters { value: Some("two".into()), ..Default::default() }.try_into().unwrap(),
-            None,
-        )
-        .await
-        .unwrap()
-        .into_model()
-        .unwrap();
+    let second = set_value(&client, "cik", "two").await.unwrap().into_model().unwrap();
 
     let latest = client.get_secret("cik", None).await.unwrap().into_model().unwrap();
     assert_eq!(latest.value.as_deref(), Some("two"));
@@ -176,27 +167,13 @@ async fn device_msi_reads_only_what_its_policy_allows() {
     let vault = unique("kvdev");
     create_vault(la, &vault, &[(&app, ALL_SECRET_PERMS), (&msi, &["get"])]).await;
     let app_client = secret_client(&vault, managed_identity(None));
-    app_client
-        .set_secret(
-            "ase-cik",
-            SetSecretParameters { value: Some("k".into()), ..Default::default() }.try_into().unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+    set_value(&app_client, "ase-cik", "k").await.unwrap();
 
     // Acting as the device's MSI (azure_identity sends object_id=…).
     let device_client = secret_client(&vault, managed_identity(Some(UserAssignedId::ObjectId(msi.clone()))));
     let got = device_client.get_secret("ase-cik", None).await.unwrap().into_model().unwrap();
     assert_eq!(got.value.as_deref(), Some("k"));
-    let err = device_client
-        .set_secret(
-            "other",
-            SetSecretParameters { value: Some("x".into()), ..Default::default() }.try_into().unwrap(),
-            None,
-        )
-        .await
-        .unwrap_err();
+    let err = set_value(&device_client, "other", "x").await.unwrap_err();
     assert_eq!(err.http_status().map(u16::from), Some(403));
 }
 
@@ -275,14 +252,7 @@ async fn access_policy_changes_take_effect_on_the_data_plane() {
     let reader_id = reader["objectId"].as_str().unwrap().to_string();
     let token = la.token(&reader_id, "https://vault.azure.net").await;
     let app_client = secret_client(&vault, managed_identity(None));
-    app_client
-        .set_secret(
-            "s",
-            SetSecretParameters { value: Some("v".into()), ..Default::default() }.try_into().unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+    set_value(&app_client, "s", "v").await.unwrap();
     let read = || async {
         reqwest::Client::new()
             .get(format!("https://{vault}.vault.azure.net/secrets/s?api-version=7.5"))

@@ -4,7 +4,6 @@
 mod support;
 
 use azure_core::http::Method;
-use azure_security_keyvault_secrets::models::SetSecretParameters;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use serde_json::json;
 use support::*;
@@ -54,16 +53,7 @@ async fn state_survives_sigkill() {
     let options = || Some(SecretClientOptions { client_options: client_options(), ..Default::default() });
     let client =
         SecretClient::new(&format!("https://{name}.vault.azure.net/"), managed_identity(None), options()).unwrap();
-    let set = client
-        .set_secret(
-            "cik",
-            SetSecretParameters { value: Some("durable".into()), ..Default::default() }.try_into().unwrap(),
-            None,
-        )
-        .await
-        .unwrap()
-        .into_model()
-        .unwrap();
+    let set = set_value(&client, "cik", "durable").await.unwrap().into_model().unwrap();
     first.admin_post("/admin/clock/advance", json!({ "seconds": 3600 })).await;
     let last_seq = first.admin_get("/admin/activity?after=0").await["last"].as_u64().unwrap();
 

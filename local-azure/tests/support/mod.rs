@@ -354,6 +354,19 @@ impl Received {
 }
 
 /// A managed-identity token for `resource`, from the identity endpoint as an app would get it.
+/// Sets a secret to a plain value with the official client, as most tests need.
+pub async fn set_value(
+    client: &azure_security_keyvault_secrets::SecretClient,
+    name: &str,
+    value: &str,
+) -> azure_core::Result<azure_core::http::Response<azure_security_keyvault_secrets::models::Secret>> {
+    let parameters = azure_security_keyvault_secrets::models::SetSecretParameters {
+        value: Some(value.into()),
+        ..Default::default()
+    };
+    client.set_secret(name, parameters.try_into()?, None).await
+}
+
 pub async fn msi_token(la: &LocalAzure, resource: &str) -> String {
     let r = reqwest::Client::builder()
         .no_proxy()
