@@ -5,6 +5,7 @@
 use edgevault::activation_key::{ActivationKey, Cik};
 use edgevault::messages::Command;
 use edgevault::resource_id::ResourceId;
+use edgevault::vault_name::VaultName;
 use edgevault_tests::local_azure::{ARM_AUDIENCE, VAULT_AUDIENCE};
 use edgevault_tests::openapi;
 use edgevault_tests::scenario::{cik_url, operation_id, world};
@@ -143,6 +144,55 @@ fn a_deleted_vault_is_recovered_with_its_lock_policies_and_cik() {
     let (status, _) = w.deliver("VaultDeleted", &command, 2);
     assert_eq!(status, 200);
     assert_eq!(w.extended_info(&device), after);
+}
+
+/// The worker creates a vault without first looking for a soft-deleted one; Azure's 409 for a name a soft-deleted
+/// vault holds is what sends it to look. Here the activation request arrives after the device's vault was deleted
+/// (before any `VaultDeleted` event), and a second device asks for a name another's soft-deleted vault holds.
+#[test]
+fn a_name_held_by_a_soft_deleted_vault_recovers_the_devices_own_and_refuses_anothers() {
+    let w = world(&[]);
+    let device = w.create_device("ase-held");
+    let info = w.provision(&device);
+    let vault_id: ResourceId = info["clientSecretStoreId"].as_str().unwrap().parse().unwrap();
+    let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
+    assert_eq!(w.arm("DELETE", &lock, None).0, 200);
+    assert!(matches!(w.arm("DELETE", &vault_id.to_string(), None).0, 200 | 204));
+
+    let again = Command::ActivationKeyRequested {
+        device: device.clone(),
+        operation_id: operation_id(&device),
+        vault_name: Some(VaultName::parse(vault_id.name().unwrap()).unwrap()),
+    };
+    let (status, answer) = w.deliver("ActivationKeyRequested", &again, 1);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(w.arm("GET", &vault_id.to_string(), None).0, 200, "the device's own vault is recovered");
+    assert_eq!(w.arm("GET", &lock, None).0, 200, "and locked again");
+    let after = w.extended_info(&device);
+    assert_eq!(after["channelIntegrityKeyVersion"], info["channelIntegrityKeyVersion"], "with the same CIK");
+    assert_eq!(after["keyVaultSyncStatus"], "KeyVaultSynced");
+
+    // Another device's request for a name that someone else's soft-deleted vault holds creates nothing.
+    let other = w.create_device("ase-held-2");
+    let created = Command::ResourceCreated { device: other.clone(), cause: "event-2".into() };
+    assert_eq!(w.deliver("ResourceCreated", &created, 1).0, 200);
+    let foreign = format!("{}/providers/Microsoft.KeyVault/vaults/held-by-another", w.la.resource_group_id());
+    let body = json!({"location": w.la.var("AZURE_LOCATION"), "properties": {"tenantId": w.la.var("AZURE_TENANT_ID"),
+        "sku": {"family": "A", "name": "standard"}, "accessPolicies": []}});
+    assert!(matches!(w.arm("PUT", &foreign, Some(body)).0, 200 | 201));
+    assert!(matches!(w.arm("DELETE", &foreign, None).0, 200 | 204));
+    let refused = Command::ActivationKeyRequested {
+        device: other.clone(),
+        operation_id: operation_id(&other),
+        vault_name: Some(VaultName::parse("held-by-another").unwrap()),
+    };
+    let (status, answer) = w.deliver("ActivationKeyRequested", &refused, 1);
+    assert_ne!(status, 200, "a permanent refusal fails the invocation: {answer}");
+    assert_eq!(w.arm("GET", &foreign, None).0, 404, "the soft-deleted vault is neither recovered nor replaced");
+    assert_eq!(w.extended_info(&other)["keyVaultSyncStatus"], "KeyVaultSyncFailed");
+    let (_, device_body) = w.arm("GET", &other.to_string(), None);
+    let reason = device_body["tags"]["edgevault-sync-error"].as_str().unwrap_or_default();
+    assert!(reason.contains("VaultNameReserved") || reason.contains("reserves the name"), "{device_body}");
 }
 
 #[test]

@@ -25,6 +25,8 @@ pub const LOCKS_API: &str = "2020-05-01";
 const MAX_POLLS: u32 = 120;
 /// The poll interval when the service gives no `Retry-After`.
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The first wait for a vault still provisioning; it doubles up to `DEFAULT_POLL_INTERVAL`.
+const FIRST_PROVISIONING_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub struct ArmClient {
@@ -120,6 +122,9 @@ impl ArmClient {
         // Vault PUT answers at once but may still be registering DNS; the ARM contract is to wait for a terminal
         // provisioning state before relying on the data plane.
         let mut vault = vault;
+        // Vault PUTs carry no `Retry-After`; a short backoff finds a vault that is ready within a fraction of a
+        // second without rounding every creation up to a whole poll interval.
+        let mut wait = FIRST_PROVISIONING_POLL;
         for _ in 0..MAX_POLLS {
             match vault.properties.provisioning_state.as_deref() {
                 None | Some("Succeeded") => return Ok(vault),
@@ -132,7 +137,8 @@ impl ArmClient {
                     ));
                 }
                 Some(_) => {
-                    tokio::time::sleep(DEFAULT_POLL_INTERVAL).await;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(DEFAULT_POLL_INTERVAL);
                     vault = self.get_vault(id).await?.ok_or_else(|| {
                         AzureError::new(operation, Some(404), None, "the vault disappeared while provisioning")
                     })?;

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Deps, HandlerResult, Invocation};
-use crate::azure::models::KeyVaultSyncStatus;
+use crate::azure::models::{KeyVaultSyncStatus, NameAvailability};
 use crate::error::FunctionError;
 use crate::lifecycle::provision::{device_and_info, mark_status};
 use crate::lifecycle::status::{KeyStatus, key_status};
@@ -29,8 +29,13 @@ use crate::vault_name::VaultName;
 
 /// Bodies are a resource id and a name; anything much larger is not a request of this API.
 const MAX_BODY_BYTES: usize = 16 * 1024;
-/// Seconds the portal should wait between status polls.
-const RETRY_AFTER_SECONDS: u32 = 5;
+/// Seconds the portal should wait before its first status poll: a vault is usually created within a few seconds.
+const FIRST_POLL_SECONDS: u32 = 2;
+/// Seconds between status polls while the work is under way: the key is ready within a second of the worker
+/// finishing, and a poll costs two ARM reads.
+const POLL_SECONDS: u32 = 1;
+/// Seconds to wait before retrying after Azure was unavailable.
+const UNAVAILABLE_RETRY_SECONDS: u32 = 5;
 /// Default-name attempts before giving up (a name is global; a clash on the derived name is rare).
 const DEFAULT_NAME_ATTEMPTS: u32 = 5;
 
@@ -54,7 +59,7 @@ pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
                 "AzureUnavailable",
                 format!("{} is temporarily unavailable; retry", err.operation),
             );
-            response.headers.insert("Retry-After".into(), RETRY_AFTER_SECONDS.to_string());
+            response.headers.insert("Retry-After".into(), UNAVAILABLE_RETRY_SECONDS.to_string());
             response
         }
         Err(err) => return Err(err),
@@ -107,7 +112,15 @@ async fn post(deps: &Deps, request: &HttpRequest, invocation_id: &str) -> Result
         Ok(name) => name,
         Err(e) => return Ok(HttpResponse::error(400, e.rule(), e.to_string())),
     };
-    let Some((device, info)) = device_and_info(deps, &device_id).await? else {
+    // The name check of the first candidate name runs beside the device reads: it needs neither, and a request
+    // for a device that turns out to be linked already wastes one cheap call instead of adding a round trip to
+    // every first activation.
+    let candidate = custom.clone().unwrap_or_else(|| VaultName::default_for(&device_id, 0));
+    let (read, check) = tokio::join!(
+        device_and_info(deps, &device_id),
+        deps.arm.check_vault_name(device_id.subscription(), candidate.as_str())
+    );
+    let Some((device, info)) = read? else {
         return Ok(HttpResponse::error(404, "DeviceNotFound", format!("{device_id} does not exist")));
     };
     if is_legacy(&device, &info, deps.settings.cutover) {
@@ -132,11 +145,11 @@ async fn post(deps: &Deps, request: &HttpRequest, invocation_id: &str) -> Result
         // A repeated request reuses the linked vault.
         (Some(linked), _) => VaultName::parse(linked.name().unwrap_or_default())
             .map_err(|e| FunctionError::Permanent { code: "LinkedVaultInvalid", message: e.to_string() })?,
-        (None, Some(custom)) => match availability(deps, &device_id, &device.location, &custom).await? {
+        (None, Some(custom)) => match availability(deps, &device_id, &device.location, &custom, Some(check?)).await? {
             Ok(()) => custom,
             Err(reason) => return Ok(HttpResponse::error(409, "VaultNameUnavailable", reason)),
         },
-        (None, None) => match default_name(deps, &device_id, &device.location).await? {
+        (None, None) => match default_name(deps, &device_id, &device.location, check?).await? {
             Some(name) => name,
             None => {
                 return Ok(HttpResponse::error(
@@ -162,19 +175,23 @@ async fn post(deps: &Deps, request: &HttpRequest, invocation_id: &str) -> Result
         json!({"operationId": operation_id, "status": "pending", "vaultName": vault_name.as_str(), "statusUrl": location}),
     );
     response.headers.insert("Location".into(), location);
-    response.headers.insert("Retry-After".into(), RETRY_AFTER_SECONDS.to_string());
+    response.headers.insert("Retry-After".into(), FIRST_POLL_SECONDS.to_string());
     Ok(response)
 }
 
 /// Whether `name` can be this device's vault: free, or already the device's own (live or soft-deleted, from an
-/// earlier attempt). `Err` carries the reason for the caller.
+/// earlier attempt). `checked` is the name check when it was already made. `Err` carries the reason for the caller.
 async fn availability(
     deps: &Deps,
     device: &ResourceId,
     location: &str,
     name: &VaultName,
+    checked: Option<NameAvailability>,
 ) -> Result<Result<(), String>, FunctionError> {
-    let check = deps.arm.check_vault_name(device.subscription(), name.as_str()).await?;
+    let check = match checked {
+        Some(check) => check,
+        None => deps.arm.check_vault_name(device.subscription(), name.as_str()).await?,
+    };
     if check.name_available {
         return Ok(Ok(()));
     }
@@ -194,10 +211,17 @@ async fn availability(
     })))
 }
 
-async fn default_name(deps: &Deps, device: &ResourceId, location: &str) -> Result<Option<VaultName>, FunctionError> {
+/// The first free default name; `first_check` is the name check already made for attempt 0.
+async fn default_name(
+    deps: &Deps,
+    device: &ResourceId,
+    location: &str,
+    first_check: NameAvailability,
+) -> Result<Option<VaultName>, FunctionError> {
+    let mut checked = Some(first_check);
     for attempt in 0..DEFAULT_NAME_ATTEMPTS {
         let name = VaultName::default_for(device, attempt);
-        if availability(deps, device, location, &name).await?.is_ok() {
+        if availability(deps, device, location, &name, checked.take()).await?.is_ok() {
             return Ok(Some(name));
         }
     }
@@ -237,7 +261,7 @@ async fn get(deps: &Deps, operation_id: &str) -> Result<HttpResponse, FunctionEr
     body["status"] = name.into();
     let mut response = HttpResponse::json(200, body);
     if in_progress {
-        response.headers.insert("Retry-After".into(), RETRY_AFTER_SECONDS.to_string());
+        response.headers.insert("Retry-After".into(), POLL_SECONDS.to_string());
     }
     response.headers.insert("Cache-Control".into(), "no-store".into());
     Ok(response)

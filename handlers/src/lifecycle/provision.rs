@@ -51,11 +51,11 @@ pub async fn device_and_info(deps: &Deps, id: &ResourceId) -> Result<Option<(Dev
 
 /// Provisions `id`'s vault. `requested` is the vault name from the activation request (custom or default); without
 /// it the name linked in the extended information is used. With `mark_syncing` the device is marked
-/// `KeyVaultSyncing` while the work starts. `None` if the device no longer exists.
+/// `KeyVaultSyncing` while the work goes on. `None` if the device no longer exists.
 ///
-/// Calls that do not depend on each other run concurrently — the reads at the start, the syncing mark with them,
-/// the lock beside the access policies and the CIK — so an activation costs about the sum of the calls that must
-/// follow one another (see docs/BENCHMARKS.md).
+/// Calls that do not depend on each other run concurrently — the device reads with the requested vault's read, the
+/// syncing mark beside everything up to the final link write, the lock beside the access policies and the CIK — so
+/// an activation costs about the sum of the calls that must follow one another (see docs/BENCHMARKS.md).
 pub async fn provision(
     deps: &Deps,
     id: &ResourceId,
@@ -64,15 +64,43 @@ pub async fn provision(
 ) -> Result<Option<Provisioned>, FunctionError> {
     let mark =
         async { if mark_syncing { mark_status(deps, id, KeyVaultSyncStatus::KeyVaultSyncing).await } else { Ok(()) } };
-    let (read, marked) = tokio::join!(device_and_info(deps, id), mark);
-    let Some((device, info)) = read? else {
+    let (marked, prepared) = tokio::join!(mark, prepare(deps, id, requested));
+    let Some((device, info, provisioned)) = prepared? else {
         tracing::info!(device = %id, "device no longer exists; nothing to provision");
         return Ok(None);
     };
+    // The link is published only after the syncing mark has landed, so the mark can never overwrite it.
     marked?;
+    // A syncing mark changed the status after `info` was read, so the final write is due whatever `info` says.
+    sync_extended_info(deps, id, &info, &provisioned, mark_syncing).await?;
+    clear_error(deps, id, &device).await?;
+    Ok(Some(provisioned))
+}
+
+/// Everything up to the link: identity, vault, access policies, lock and CIK.
+async fn prepare(
+    deps: &Deps,
+    id: &ResourceId,
+    requested: Option<&VaultName>,
+) -> Result<Option<(Device, ExtendedInfo, Provisioned)>, FunctionError> {
+    // A requested name names the vault before the device is read, so its read joins the device reads. (A device
+    // already linked to that name gets the same id; one linked elsewhere is refused below, and the read is unused.)
+    let early_id = requested.map(|name| vault_id(id, name));
+    let early_read = async {
+        match &early_id {
+            Some(vault) => deps.arm.get_vault(vault).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (read, early_vault) = tokio::join!(device_and_info(deps, id), early_read);
+    let Some((device, info)) = read? else { return Ok(None) };
     let principal = ensure_identity(deps, id, &device).await?;
     let vault_id = target_vault(id, &info, requested)?;
-    let (vault, created) = ensure_vault(deps, id, &device, &principal, &vault_id).await?;
+    let known = match early_vault? {
+        Some(vault) if early_id.as_ref() == Some(&vault_id) => Some(vault),
+        _ => None,
+    };
+    let (vault, created) = ensure_vault(deps, id, &device, &principal, &vault_id, known).await?;
     let vault_uri =
         vault.properties.vault_uri.clone().unwrap_or_else(|| format!("https://{}.vault.azure.net/", vault.name));
     // The CIK write needs edgevault's access policy in place; the lock needs only the vault.
@@ -83,11 +111,7 @@ pub async fn provision(
     let (locked, cik) = tokio::join!(ensure_lock(deps, &vault_id, created), cik);
     locked?;
     let (cik_name, cik_version, cik_created) = cik?;
-    let provisioned = Provisioned { vault_id, vault_uri, cik_name, cik_version, cik_created };
-    // A syncing mark changed the status after `info` was read, so the final write is due whatever `info` says.
-    sync_extended_info(deps, id, &info, &provisioned, mark_syncing).await?;
-    clear_error(deps, id, &device).await?;
-    Ok(Some(provisioned))
+    Ok(Some((device, info, Provisioned { vault_id, vault_uri, cik_name, cik_version, cik_created })))
 }
 
 /// The vault the device should use: the one already linked, or the requested name. A request for a different name
@@ -117,15 +141,22 @@ fn target_vault(
     }
 }
 
+/// Finds, recovers or creates the vault. `known` is the vault's read when it was already made (`Some(None)`: it
+/// does not exist).
 async fn ensure_vault(
     deps: &Deps,
     id: &ResourceId,
     device: &Device,
     principal: &str,
     vault_id: &ResourceId,
+    known: Option<Option<Vault>>,
 ) -> Result<(Vault, bool), FunctionError> {
     let desired = desired_vault(&deps.settings, device, principal);
-    if let Some(vault) = deps.arm.get_vault(vault_id).await? {
+    let existing = match known {
+        Some(read) => read,
+        None => deps.arm.get_vault(vault_id).await?,
+    };
+    if let Some(vault) = existing {
         if !owned_by(&vault.tags, id) {
             return Err(FunctionError::Permanent {
                 code: "VaultNotOwned",
@@ -145,28 +176,30 @@ async fn ensure_vault(
         tracing::warn!(vault = %vault_id, "vault lacked soft delete or purge protection; turning them on");
         return Ok((deps.arm.put_vault(vault_id, &update).await?, false));
     }
-    let name = vault_id.name().unwrap_or_default();
-    let subscription = vault_id.subscription();
-    if let Some(deleted) = deps.arm.get_deleted_vault(subscription, &device.location, name).await? {
-        if !owned_by(&deleted.properties.tags, id) {
-            return Err(FunctionError::Permanent {
-                code: "VaultNameReserved",
-                message: format!("a soft-deleted vault named {name} that is not this device's reserves the name"),
-            });
-        }
-        tracing::info!(vault = %vault_id, "recovering the device's soft-deleted vault");
-        return recover_or_find(deps, vault_id, &device.location).await.map(|vault| (vault, false));
-    }
-    match deps.arm.put_vault(vault_id, &desired).await {
+    // Created without first looking for a soft-deleted vault of that name: Azure refuses the create with a 409
+    // when one holds the name, and only then is it worth a read. A first activation saves a round trip.
+    let err = match deps.arm.put_vault(vault_id, &desired).await {
         Ok(vault) => {
             tracing::info!(vault = %vault_id, "created the vault");
-            Ok((vault, true))
+            return Ok((vault, true));
         }
-        Err(err) if err.status == Some(409) => Err(FunctionError::Permanent {
+        Err(err) if err.status == Some(409) => err,
+        Err(err) => return Err(err.into()),
+    };
+    let name = vault_id.name().unwrap_or_default();
+    match deps.arm.get_deleted_vault(vault_id.subscription(), &device.location, name).await? {
+        Some(deleted) if owned_by(&deleted.properties.tags, id) => {
+            tracing::info!(vault = %vault_id, "recovering the device's soft-deleted vault");
+            recover_or_find(deps, vault_id, &device.location).await.map(|vault| (vault, false))
+        }
+        Some(_) => Err(FunctionError::Permanent {
+            code: "VaultNameReserved",
+            message: format!("a soft-deleted vault named {name} that is not this device's reserves the name"),
+        }),
+        None => Err(FunctionError::Permanent {
             code: "VaultNameUnavailable",
             message: format!("vault name {name} is taken: {}", err.message),
         }),
-        Err(err) => Err(err.into()),
     }
 }
 
