@@ -379,9 +379,9 @@ impl Drop for SecondHost {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let log = self.log.lock().unwrap();
-        let leak = log.iter().find(|l| edgevault_tests::SECRET_MARKS.iter().any(|m| l.contains(m)));
-        assert!(std::thread::panicking() || leak.is_none(), "a secret reached the second host's log: {leak:?}");
+        if !std::thread::panicking() {
+            edgevault_tests::secrets::scan("the second host's log", &self.log.lock().unwrap().join("\n"));
+        }
     }
 }
 

@@ -113,6 +113,7 @@ impl World {
         child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         let output = child.wait_with_output().unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        crate::secrets::scan(&format!("the output of edgevault-cli {}", args.join(" ")), &text);
         (output.status.success(), text)
     }
 
