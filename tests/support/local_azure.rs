@@ -278,15 +278,7 @@ impl LocalAzure {
 
     /// The pid of the custom handler the embedded Functions host runs (a child of local-azure named `edgevault`).
     pub fn handler_pid(&self) -> Option<u32> {
-        let parent = self.child.id();
-        std::fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            // `pid (comm) state ppid …`; comm may hold spaces, so split after the closing parenthesis.
-            let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
-            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
-            (ppid == parent && comm == "edgevault").then_some(pid)
-        })
+        crate::child_named(self.child.id(), "edgevault")
     }
 
     /// Counts the versions of a device's CIK secret (`info` is its extended information). `operator`, an ARM owner,

@@ -36,6 +36,8 @@ pub struct Handler {
     pub port: u16,
     log: Arc<(Mutex<Vec<String>>, Condvar)>,
     client: reqwest::blocking::Client,
+    /// The traced `edgevault` under `strace` ([`Handler::start_traced`]): killing strace would only detach it.
+    tracee: Option<u32>,
 }
 
 /// Settings for tests that exercise the runtime only: well-formed, and every Azure endpoint (identity, ARM, Service
@@ -64,7 +66,28 @@ impl Handler {
     /// Starts the handler with extra environment variables (they override the placeholders); it binds port 0 and
     /// the port is read from its log.
     pub fn start_with<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(env: &[(K, V)]) -> anyhow::Result<Self> {
-        let mut command = Command::new(binary("edgevault")?);
+        Self::spawn(Command::new(binary("edgevault")?), env)
+    }
+
+    /// Starts the handler under `strace`, which writes every `connect`, `sendto` and `sendmsg` the process and its
+    /// threads make to `trace` (addresses only: `-s 0` leaves the data out).
+    pub fn start_traced<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        env: &[(K, V)],
+        trace: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new("strace");
+        command.args(["-f", "-qq", "-s", "0", "-e", "trace=connect,sendto,sendmsg", "-o"]).arg(trace);
+        command.arg(binary("edgevault")?);
+        let mut handler = Self::spawn(command, env)?;
+        handler.tracee = child_named(handler.pid(), "edgevault");
+        anyhow::ensure!(handler.tracee.is_some(), "strace started no edgevault process");
+        Ok(handler)
+    }
+
+    fn spawn<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        mut command: Command,
+        env: &[(K, V)],
+    ) -> anyhow::Result<Self> {
         command
             .env_remove("FUNCTIONS_HTTPWORKER_PORT")
             .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
@@ -100,7 +123,7 @@ impl Handler {
             }
         };
         let client = reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build()?;
-        Ok(Handler { child: Some(child), port, log, client })
+        Ok(Handler { child: Some(child), port, log, client, tracee: None })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -169,6 +192,9 @@ impl Handler {
 
 impl Drop for Handler {
     fn drop(&mut self) {
+        if let Some(pid) = self.tracee {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
         if let Some(child) = self.child.as_mut() {
             let _ = child.kill();
             let _ = child.wait();
@@ -178,6 +204,18 @@ impl Drop for Handler {
             secrets::scan("the handler's log", &self.log().join("\n"));
         }
     }
+}
+
+/// The pid of a child of `parent` whose command name is `comm`.
+pub fn child_named(parent: u32, comm: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+        // `pid (comm) state ppid …`; comm may hold spaces, so split after the closing parenthesis.
+        let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == parent && name == comm).then_some(pid)
+    })
 }
 
 fn listening_port(line: &str) -> Option<u16> {

@@ -25,11 +25,22 @@ pub fn world(extra: &[(&str, &str)]) -> World {
     let mut env = la.handler_env();
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let handler = Handler::start_with(&env).expect("edgevault starts");
-    let operator = la.principal("operator", &["*"]).unwrap();
-    World { la, handler, operator }
+    World::of(la, handler)
+}
+
+/// A world whose handler runs under `strace`, recording its network calls to `trace`.
+pub fn traced_world(trace: &std::path::Path) -> World {
+    let la = LocalAzure::start().expect("local-azure starts");
+    let handler = Handler::start_traced(&la.handler_env(), trace).expect("edgevault starts under strace");
+    World::of(la, handler)
 }
 
 impl World {
+    fn of(la: LocalAzure, handler: Handler) -> World {
+        let operator = la.principal("operator", &["*"]).unwrap();
+        World { la, handler, operator }
+    }
+
     pub fn arm(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let token = self.la.token(&self.operator, ARM_AUDIENCE).unwrap();
         self.la.arm(&token, method, path, body).unwrap()

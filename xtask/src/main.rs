@@ -47,6 +47,12 @@ fn run(task: Task) -> anyhow::Result<bool> {
     let root = workspace_root();
     match task {
         Task::Test { args } => {
+            // Said before a long build rather than by a failing test at the end.
+            let traced = std::process::Command::new("strace").arg("-V").output().is_ok_and(|o| o.status.success());
+            anyhow::ensure!(
+                traced,
+                "the tests need strace (tests/loopback.rs traces the handler's network calls): apt-get install strace"
+            );
             cargo(&["build", "--workspace", "--bins"])?;
             let mut test_args = vec!["test", "--workspace"];
             test_args.extend(args.iter().map(String::as_str));
