@@ -393,3 +393,55 @@ fn without_consent_a_deleted_devices_vault_is_kept_with_its_lock() {
     });
     assert!(orphaned, "an orphan alert is on the alerts queue: {alerts}");
 }
+
+/// Event Grid and Service Bus give no order across resources and retries: each worker must hold whatever arrives
+/// when. An activation before the creation event; that creation event late; a deleted device's creation event,
+/// activation request and vault-deleted event all arriving after its deletion; a vault-deleted event arriving after
+/// the vault is back.
+#[test]
+fn events_and_messages_out_of_order_end_in_the_right_state() {
+    let w = world(&[("EDGEVAULT_DELETE_VAULT_WITH_DEVICE", "true")]);
+    let vaults = || {
+        let (_, list) =
+            w.arm("GET", &format!("{}/providers/Microsoft.KeyVault/vaults", w.la.resource_group_id()), None);
+        list["value"].as_array().unwrap().len()
+    };
+    let request = |device: &ResourceId| Command::ActivationKeyRequested {
+        device: device.clone(),
+        operation_id: operation_id(device),
+        vault_name: Some(VaultName::default_for(device, 0)),
+    };
+    let created = |device: &ResourceId| Command::ResourceCreated { device: device.clone(), cause: "late".into() };
+
+    // The activation request is worked before the creation event: it enables the identity itself.
+    let early = w.create_device("ase-early");
+    assert_eq!(w.deliver("ActivationKeyRequested", &request(&early), 1).0, 200);
+    let info = w.extended_info(&early);
+    assert_eq!(info["keyVaultSyncStatus"], "KeyVaultSynced", "{info}");
+    let principal = w.device_principal(&early);
+    // The creation event, late, finds the identity there and changes nothing.
+    assert_eq!(w.deliver("ResourceCreated", &created(&early), 1).0, 200);
+    assert_eq!(w.device_principal(&early), principal, "the identity is kept");
+    assert_eq!(w.extended_info(&early), info);
+    let vault_id: ResourceId = info["clientSecretStoreId"].as_str().unwrap().parse().unwrap();
+
+    // A vault-deleted event for a vault that is there (already recovered, or a stale event): nothing is created,
+    // no CIK is written.
+    let stale = Command::VaultDeleted { vault: vault_id.clone(), cause: "stale".into() };
+    assert_eq!(w.deliver("VaultDeleted", &stale, 1).0, 200);
+    assert_eq!(w.extended_info(&early), info, "the same vault and CIK version");
+    assert_eq!(w.la.cik_versions(&w.operator, &info).unwrap(), 1);
+
+    // The device is deleted (its vault with it, by consent); its events and messages arrive afterwards.
+    let before = vaults();
+    delete_device(&w, &early);
+    assert_eq!(vaults(), before - 1, "the device's vault went with it");
+    assert_eq!(w.deliver("ResourceCreated", &created(&early), 2).0, 200);
+    assert_eq!(w.deliver("ActivationKeyRequested", &request(&early), 2).0, 200);
+    let (status, answer) =
+        w.deliver("VaultDeleted", &Command::VaultDeleted { vault: vault_id.clone(), cause: "x".into() }, 1);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(w.arm("GET", &early.to_string(), None).0, 404, "the device stays deleted");
+    assert_eq!(w.arm("GET", &vault_id.to_string(), None).0, 404, "its vault is neither recovered nor recreated");
+    assert_eq!(vaults(), before - 1, "no vault was created for a device that is gone");
+}
