@@ -234,51 +234,57 @@ const PROVISIONING_STEPS: &[(&str, &str)] = &[
     ("keyvault", "secrets/set"),
 ];
 
-#[test]
-fn a_handler_killed_at_each_provisioning_step_finishes_the_work_exactly_once_after_restart() {
-    let s = System::start(&[]);
-    let vaults = format!("{}/providers/Microsoft.KeyVault/vaults", s.la.resource_group_id());
-    for (n, (service, operation)) in PROVISIONING_STEPS.iter().enumerate() {
-        let device = s.create_device(&format!("ase-crash-{n}"));
-        eventually(LIMIT, || s.principal(&device)).expect("identity");
-        let first = s.la.handler_pid().expect("the host runs the handler");
-        // Hold this step's call, wait until the worker is inside it, and kill the handler right there.
+impl System {
+    /// Creates a device, holds the activation's `operation` (a 5 s latency, once), POSTs the activation request and
+    /// waits until the worker is inside that call. Returns the device and its operation id.
+    fn activation_held_at(&self, name: &str, service: &str, operation: &str) -> (String, String) {
+        let device = self.create_device(name);
+        eventually(LIMIT, || self.principal(&device)).expect("identity");
         let rule =
             json!({"service": service, "operation": operation, "action": {"type": "latency", "ms": 5000}, "count": 1});
-        let id = s.la.admin_post("/admin/faults", rule).unwrap()["id"].as_str().unwrap().to_string();
-        let (status, headers, _) = s.la.api("POST", "/activation-keys", Some(json!({"resourceId": device}))).unwrap();
+        let id = self.la.admin_post("/admin/faults", rule).unwrap()["id"].as_str().unwrap().to_string();
+        let (status, headers, _) =
+            self.la.api("POST", "/activation-keys", Some(json!({"resourceId": device}))).unwrap();
         assert_eq!(status, 202);
         let held = || {
-            let rules = s.la.admin_get("/admin/faults").unwrap();
+            let rules = self.la.admin_get("/admin/faults").unwrap();
             rules["value"].as_array().unwrap().iter().any(|r| r["id"] == id.as_str() && r["fired"] == 1).then_some(())
         };
         eventually(LIMIT, held).unwrap_or_else(|| panic!("the worker reached {operation}"));
-        assert!(std::process::Command::new("kill").args(["-9", &first.to_string()]).status().unwrap().success());
+        let location = headers["location"].to_str().unwrap();
+        (device, location.rsplit('/').next().unwrap().to_string())
+    }
 
-        // The host sees the invocation fail, abandons the message and restarts the handler; the message is
-        // delivered again to the new one.
-        eventually(LIMIT, || s.la.handler_pid().filter(|pid| *pid != first)).expect("the handler is restarted");
-        let location = headers["location"].to_str().unwrap().to_string();
+    /// After a crash in `operation`: the activation completes, with one vault and one CIK version.
+    fn assert_done_once(&self, device: &str, operation_id: &str, operation: &str) {
         let done = eventually(LIMIT, || {
-            let (_, _, body) = s.la.api("GET", &location, None).unwrap();
+            let (_, _, body) = self.la.api("GET", &format!("/activation-keys/{operation_id}"), None).unwrap();
             (body["status"] == "succeeded").then_some(body)
         })
         .unwrap_or_else(|| panic!("the activation completes after a crash in {operation}"));
         assert!(done["activationKey"].is_string());
-        let token = s.la.token(&s.operator, ARM_AUDIENCE).unwrap();
-        let owned =
-            s.la.arm_list(&token, &vaults)
-                .unwrap()
-                .iter()
-                .filter(|v| v["tags"]["edgevault-device"] == device.as_str())
-                .count();
+        let token = self.la.token(&self.operator, ARM_AUDIENCE).unwrap();
+        let vaults = format!("{}/providers/Microsoft.KeyVault/vaults", self.la.resource_group_id());
+        let owned = self.la.arm_list(&token, &vaults).unwrap();
+        let owned = owned.iter().filter(|v| v["tags"]["edgevault-device"] == device).count();
         assert_eq!(owned, 1, "one vault after a crash in {operation}");
-        assert_eq!(
-            s.la.cik_versions(&s.operator, &s.info(&device)).unwrap(),
-            1,
-            "one CIK after a crash in {operation}"
-        );
-        s.la.admin_delete("/admin/faults").unwrap();
+        let versions = self.la.cik_versions(&self.operator, &self.info(device)).unwrap();
+        assert_eq!(versions, 1, "one CIK after a crash in {operation}");
+        self.la.admin_delete("/admin/faults").unwrap();
+    }
+}
+
+#[test]
+fn a_handler_killed_at_each_provisioning_step_finishes_the_work_exactly_once_after_restart() {
+    let s = System::start(&[]);
+    for (n, (service, operation)) in PROVISIONING_STEPS.iter().enumerate() {
+        let first = s.la.handler_pid().expect("the host runs the handler");
+        let (device, operation_id) = s.activation_held_at(&format!("ase-crash-{n}"), service, operation);
+        assert!(std::process::Command::new("kill").args(["-9", &first.to_string()]).status().unwrap().success());
+        // The host sees the invocation fail, abandons the message and restarts the handler; the message is
+        // delivered again to the new one.
+        eventually(LIMIT, || s.la.handler_pid().filter(|pid| *pid != first)).expect("the handler is restarted");
+        s.assert_done_once(&device, &operation_id, operation);
     }
 }
 
@@ -408,36 +414,17 @@ fn two_function_app_instances_share_the_queues_and_every_device_ends_right() {
 }
 
 #[test]
-fn local_azure_killed_mid_provisioning_loses_nothing_and_the_work_finishes_once() {
-    let s = System::start(&[]);
-    let device = s.create_device("ase-azure-crash");
-    eventually(LIMIT, || s.principal(&device)).expect("identity");
-    s.la.admin_post(
-        "/admin/faults",
-        json!({"service": "keyvault", "operation": "secrets/set", "action": {"type": "latency", "ms": 5000}, "count": 1}),
-    )
-    .unwrap();
-    let (status, _, _) = s.la.api("POST", "/activation-keys", Some(json!({"resourceId": device}))).unwrap();
-    assert_eq!(status, 202);
-    let owned = |s: &System| {
-        let (_, vaults) =
-            s.arm("GET", &format!("{}/providers/Microsoft.KeyVault/vaults", s.la.resource_group_id()), None);
-        vaults["value"].as_array().unwrap().iter().filter(|v| v["tags"]["edgevault-device"] == device.as_str()).count()
-    };
-    eventually(LIMIT, || (owned(&s) == 1).then_some(())).expect("provisioning reached the vault");
-
-    // SIGKILL local-azure — ARM, Key Vault, Service Bus, the Functions host and the handler all at once — and
-    // start it again on its data.
-    let System { la, operator } = s;
-    let s = System { la: la.kill_and_restart().expect("local-azure restarts on its data"), operator };
-    // The in-flight message is still on its queue, locked by a receiver that no longer exists: once the lock
-    // lapses it is delivered again, to the restarted host.
-    s.la.admin_post("/admin/clock/advance", json!({"seconds": 120})).unwrap();
-    let info = eventually(LIMIT, || {
-        let info = s.info(&device);
-        (info["keyVaultSyncStatus"] == "KeyVaultSynced").then_some(info)
-    })
-    .expect("the activation completes after the crash");
-    assert_eq!(owned(&s), 1, "one vault");
-    assert_eq!(s.la.cik_versions(&s.operator, &info).unwrap(), 1, "one CIK");
+fn local_azure_killed_at_each_provisioning_step_loses_nothing_and_the_work_finishes_once() {
+    let mut s = System::start(&[]);
+    for (n, (service, operation)) in PROVISIONING_STEPS.iter().enumerate() {
+        let (device, operation_id) = s.activation_held_at(&format!("ase-azure-crash-{n}"), service, operation);
+        // SIGKILL local-azure — ARM, Key Vault, Service Bus, the Functions host and the handler all at once — and
+        // start it again on its data.
+        let System { la, operator } = s;
+        s = System { la: la.kill_and_restart().expect("local-azure restarts on its data"), operator };
+        // The in-flight message is still on its queue, locked by a receiver that no longer exists: once the lock
+        // lapses it is delivered again, to the restarted host.
+        s.la.admin_post("/admin/clock/advance", json!({"seconds": 120})).unwrap();
+        s.assert_done_once(&device, &operation_id, operation);
+    }
 }
