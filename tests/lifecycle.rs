@@ -305,6 +305,15 @@ fn the_device_side_opens_its_key_and_status_shows_the_fleet() {
     let (_, secret) = w.read_secret(&principal, &cik_url(&info));
     assert!(!out.contains(secret["value"].as_str().unwrap()), "the CIK is never printed");
 
+    // A forged key — one character of the sealed part changed, or cut short — is refused, saying why.
+    let at = key.len() - 10;
+    let flipped = if key.as_bytes()[at] == b'A' { "B" } else { "A" };
+    let tampered = format!("{}{flipped}{}", &key[..at], &key[at + 1..]);
+    let (ok, out) = w.cli(&["device", "open-key", "--resource-id", &device.to_string()], &tampered);
+    assert!(!ok && out.contains("altered"), "{out}");
+    let (ok, out) = w.cli(&["device", "open-key", "--resource-id", &device.to_string()], &key[..key.len() / 2]);
+    assert!(!ok && (out.contains("malformed") || out.contains("altered")), "{out}");
+
     // A key for another device does not open as this one.
     let other = w.create_device("ase-cli-2");
     w.provision(&other);

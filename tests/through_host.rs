@@ -149,6 +149,76 @@ fn the_api_refuses_callers_without_the_function_key() {
     assert_eq!(s.info(&device)["keyVaultSyncStatus"], "KeyVaultNotConfigured", "nothing happened");
 }
 
+/// Hostile input over real HTTP through the Functions host: wrong content types, an oversized body, injection in
+/// the vault name and the resource id, path traversal in the id and the status URL. Each is a clear 4xx with an
+/// error code, and nothing changes: no vault, no mark on the device, no message queued.
+#[test]
+fn hostile_api_input_gets_a_clear_4xx_and_changes_nothing() {
+    let s = System::start(&[]);
+    let device = s.create_device("ase-hostile");
+    eventually(LIMIT, || s.principal(&device)).expect("identity");
+    let base = s.la.var("EDGEVAULT_API_BASE_URL").to_string();
+    let key = s.la.var("EDGEVAULT_FUNCTION_KEY").to_string();
+    let client = reqwest::blocking::Client::builder().no_proxy().build().unwrap();
+    let vaults = format!("{}/providers/Microsoft.KeyVault/vaults", s.la.resource_group_id());
+    let before = s.arm("GET", &vaults, None).1;
+    let post = |content_type: &str, body: String| {
+        let response = client
+            .post(format!("{base}/activation-keys"))
+            .header("x-functions-key", &key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().unwrap_or(Value::Null))
+    };
+    let valid = json!({"resourceId": device}).to_string();
+    let inside_rg =
+        |name: &str| format!("{}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/{name}", s.la.resource_group_id());
+    let mut cases: Vec<(String, String, u16)> = vec![
+        ("text/plain".into(), valid.clone(), 415),
+        ("application/xml".into(), "<resourceId>x</resourceId>".into(), 415),
+        ("application/json".into(), json!({"resourceId": device, "pad": "x".repeat(64 * 1024)}).to_string(), 413),
+    ];
+    for name in ["a'; DROP TABLE vaults;--", "<script>alert(1)</script>", "vault%00name", "ünïcode-vault", "../../x"]
+    {
+        cases.push(("application/json".into(), json!({"resourceId": device, "vaultName": name}).to_string(), 400));
+    }
+    for id in [
+        "/subscriptions/../../etc/passwd".to_string(),
+        "%2e%2e%2f%2e%2e%2fadmin%2ffaults".to_string(),
+        format!("{device}/../../../providers/Microsoft.KeyVault/vaults/x"),
+        inside_rg("x' OR '1'='1"),
+        "https://evil.example/subscriptions/x".to_string(),
+    ] {
+        cases.push(("application/json".into(), json!({"resourceId": id}).to_string(), 400));
+    }
+    for (content_type, body, expected) in &cases {
+        let (status, answer) = post(content_type, body.clone());
+        let shown: String = body.chars().take(80).collect();
+        assert_eq!(status, *expected, "{content_type} {shown}: {answer}");
+        assert!(answer["error"]["code"].is_string(), "a clear error for {shown}: {answer}");
+    }
+    for operation in
+        ["..%2F..%2Fadmin%2Ffaults", "%2e%2e", "not-an-operation", "Li4vLi4vZXRjL3Bhc3N3ZA.0000000000000000"]
+    {
+        let response =
+            client.get(format!("{base}/activation-keys/{operation}")).header("x-functions-key", &key).send().unwrap();
+        let status = response.status().as_u16();
+        assert!((400..500).contains(&status), "GET {operation}: {status}");
+    }
+
+    assert_eq!(s.arm("GET", &vaults, None).1, before, "no vault was created");
+    assert_eq!(s.info(&device)["keyVaultSyncStatus"], "KeyVaultNotConfigured", "the device was not marked");
+    let queued = s.la.queue_counts("activation-key-requested").unwrap();
+    assert_eq!(queued["activeMessageCount"], 0, "nothing was queued: {queued}");
+    // The same checks see a valid request change things: they are not blind.
+    assert_eq!(post("application/json", valid).0, 202);
+    let marked = eventually(LIMIT, || (s.info(&device)["keyVaultSyncStatus"] != "KeyVaultNotConfigured").then_some(()));
+    assert!(marked.is_some(), "a valid request marks the device");
+}
+
 /// Waits until a queue has nothing active or locked: every message delivered and settled.
 fn drained(s: &System, queue: &str) {
     eventually(LIMIT, || {
