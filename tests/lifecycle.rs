@@ -156,8 +156,7 @@ fn a_name_held_by_a_soft_deleted_vault_recovers_the_devices_own_and_refuses_anot
     let info = w.provision(&device);
     let vault_id: ResourceId = info["clientSecretStoreId"].as_str().unwrap().parse().unwrap();
     let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
-    assert_eq!(w.arm("DELETE", &lock, None).0, 200);
-    assert!(matches!(w.arm("DELETE", &vault_id.to_string(), None).0, 200 | 204));
+    w.unlock_and_delete_vault(&vault_id);
 
     let again = Command::ActivationKeyRequested {
         device: device.clone(),
@@ -201,9 +200,7 @@ fn a_purged_vault_marks_the_device_failed_and_the_api_says_why() {
     let device = w.create_device("ase-purged");
     let info = w.provision(&device);
     let vault_id: ResourceId = info["clientSecretStoreId"].as_str().unwrap().parse().unwrap();
-    let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
-    assert_eq!(w.arm("DELETE", &lock, None).0, 200);
-    assert!(matches!(w.arm("DELETE", &vault_id.to_string(), None).0, 200 | 204));
+    w.unlock_and_delete_vault(&vault_id);
     // Past the 90-day retention local-azure purges the vault, as Azure does.
     w.la.admin_post("/admin/clock/advance", json!({"seconds": 91 * 86_400})).unwrap();
 

@@ -104,6 +104,13 @@ impl World {
         self.extended_info(device)
     }
 
+    /// Removes edgevault's lock from a vault and deletes it (it is then soft-deleted), as an operator would.
+    pub fn unlock_and_delete_vault(&self, vault: &ResourceId) {
+        let lock = format!("{vault}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
+        assert_eq!(self.arm("DELETE", &lock, None).0, 200, "the lock is removed");
+        assert!(matches!(self.arm("DELETE", &vault.to_string(), None).0, 200 | 204), "the vault is deleted");
+    }
+
     pub fn device_principal(&self, device: &ResourceId) -> String {
         let (_, body) = self.arm("GET", &device.to_string(), None);
         body["identity"]["principalId"].as_str().expect("the device has an identity").to_string()
