@@ -75,8 +75,10 @@ for name in "${targets[@]}"; do
       echo "!! $name failed; last lines of $log:"
       tail -n 40 "$log"
       if [ -n "$artifact" ]; then
-        echo "reproducer: fuzz/${artifact#./}"
-        echo "replay:     (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run ${flags[*]} $name ${artifact#./})"
+        # cargo-fuzz names it relative to fuzz/ or absolutely, depending on its version.
+        case "$artifact" in /*) ;; *) artifact="$PWD/fuzz/${artifact#./}" ;; esac
+        echo "reproducer: $artifact"
+        echo "replay:     (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run ${flags[*]} $name $artifact)"
       fi
     } >&2
   fi
