@@ -146,9 +146,10 @@ async fn invoke(
     .await
 }
 
-fn parse_envelope(body: &[u8]) -> Result<InvocationRequest, FunctionError> {
+/// Reads the host's POST body. Public for the `envelope` fuzz target, which must drive this very function.
+pub fn parse_envelope(body: &[u8]) -> Result<InvocationRequest, FunctionError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|err| {
+    let request = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         // A syntax error has no meaningful field path (serde reports the half-read one); name the body itself.
         let path = err.path().to_string();
         let unparseable =
@@ -158,7 +159,11 @@ fn parse_envelope(body: &[u8]) -> Result<InvocationRequest, FunctionError> {
             field,
             format!("not a custom-handler invocation ({{\"Data\", \"Metadata\"}}): {}", err.inner()),
         )
-    })
+    })?;
+    // Bytes after the document (two bodies run together, trailing garbage) are no invocation; the envelope fuzz
+    // target found them accepted.
+    de.end().map_err(|err| FunctionError::invalid("body", format!("not one JSON document: {err}")))?;
+    Ok(request)
 }
 
 fn failed(err: &FunctionError) -> Response {

@@ -5,6 +5,7 @@ use edgevault::activation_key::{ActivationKey, Cik, CikLocation, Claims};
 use edgevault::messages::Command;
 use edgevault::protocol::{InvocationRequest, decode};
 use edgevault::resource_id::ResourceId;
+use edgevault::server::parse_envelope;
 use edgevault::triggers::{GridEvent, HttpRequest, ServiceBusMetadata, TimerInfo};
 use edgevault::vault_name::{MAX_LEN, MIN_LEN, VaultName};
 use proptest::prelude::*;
@@ -104,10 +105,25 @@ proptest! {
     }
 
     #[test]
+    fn an_envelope_is_one_json_document(value in json(), suffix in "[^ \t\r\n]{1,8}") {
+        let body = serde_json::json!({"Data": {"x": value}}).to_string();
+        prop_assert_eq!(parse_envelope(body.as_bytes()).unwrap().data["x"].clone(), value);
+        prop_assert!(parse_envelope(format!("{body}{suffix}").as_bytes()).is_err(), "accepted `{}` after it", suffix);
+    }
+
+    #[test]
     fn double_encoding_is_transparent(value in json()) {
         // A `Value` target takes any JSON as it is, so the string layer is kept, never guessed away.
         let once = Value::String(value.to_string());
         prop_assert_eq!(decode::<Value>(value.clone(), "x").unwrap(), value.clone());
         prop_assert_eq!(decode::<Value>(once.clone(), "x").unwrap(), once);
     }
+}
+
+/// Found by the `envelope` fuzz target: the server read the first JSON document of a body and ignored the rest.
+#[test]
+fn bytes_after_the_envelope_are_refused() {
+    let err = parse_envelope(b"{\n  \"Data\": { \n  \"t imgr\": 8}}}}geD\n").unwrap_err();
+    assert_eq!(err.field(), Some("body"));
+    assert!(parse_envelope(b"{\"Data\": {}}\n").is_ok(), "trailing whitespace is still one document");
 }
