@@ -10,7 +10,8 @@
 //! | `GET/POST /admin/grants`, `DELETE /admin/grants/{id}` | ARM role grants |
 //! | `GET/POST /admin/principals` | identities (service principals, MSIs) |
 //! | `POST /admin/tokens {"principalId","resource"}` | mint a token without the MSI header |
-//! | `GET/POST/DELETE /admin/faults`, `DELETE /admin/faults/{id}` | fault injection |
+//! | `GET/POST/DELETE /admin/faults`, `DELETE /admin/faults/{id}` | fault injection (incl. rate limits) |
+//! | `POST /admin/seed` | bulk fleet: devices, vaults, locks, secrets in one transaction ([`crate::seed`]) |
 //! | `GET/POST /admin/servicebus/namespaces`, `GET/POST /admin/servicebus/queues` | Service Bus entities |
 //! | `GET/DELETE /admin/servicebus/queues/{ns}/{q}[/messages|/deadletter]` | a queue, peek, purge |
 //! | `GET/POST /admin/eventgrid/subscriptions`, `GET/DELETE …/{name}`, `GET /admin/eventgrid/deadletters` | Event Grid |
@@ -22,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::App;
 use crate::arm::tenancy::{GRANT, Grant, RESOURCE_GROUP, ResourceGroup, SUBSCRIPTION, Subscription, TENANT, Tenant};
-use crate::faults::{FAULT, FaultRule};
+use crate::faults::FaultRule;
 use crate::http::{Req, Resp};
 use crate::identity::{self, PRINCIPAL, Principal};
 use crate::store::StoreError;
@@ -160,7 +161,7 @@ fn route(app: &App, req: &Req, segs: &[&str]) -> Result<Resp, AdminError> {
                 display_name: n.display_name.unwrap_or_default(),
                 resource_id: None,
             };
-            app.store.write(|tx| tx.put(PRINCIPAL, &p.object_id, &p))?;
+            app.store.write(|tx| identity::put_principal(tx, &p))?;
             created(&p)
         }
         (Method::POST, ["admin", "tokens"]) => {
@@ -178,22 +179,25 @@ fn route(app: &App, req: &Req, segs: &[&str]) -> Result<Resp, AdminError> {
                 json!({ "access_token": token, "expires_on": exp.to_string(), "token_type": "Bearer", "resource": t.resource }),
             )
         }
-        (Method::GET, ["admin", "faults"]) => ok(json!({ "value": app.store.list::<Value>(FAULT, "")? })),
+        (Method::GET, ["admin", "faults"]) => ok(json!({ "value": app.faults.list() })),
         (Method::POST, ["admin", "faults"]) => {
             let mut f: FaultRule = body(req)?;
             f.validate().map_err(bad)?;
             f.id = uuid::Uuid::new_v4().to_string();
             f.fired = 0;
-            app.store.write(|tx| tx.put(FAULT, &f.id, &f))?;
-            created(&f)
+            created(&app.faults.add(&app.store, f)?)
         }
         (Method::DELETE, ["admin", "faults"]) => {
-            let n = app.store.write(|tx| tx.delete_prefix(FAULT, ""))?;
+            let n = app.faults.clear(&app.store)?;
             ok(json!({ "removed": n }))
         }
         (Method::DELETE, ["admin", "faults", id]) => {
-            let removed = app.store.write(|tx| tx.delete(FAULT, id))?;
+            let removed = app.faults.remove(&app.store, id)?;
             deleted(removed, "fault")
+        }
+        (Method::POST, ["admin", "seed"]) => {
+            let seed: crate::seed::Seed = body(req)?;
+            Ok(Resp::json(StatusCode::CREATED, &crate::seed::seed(app, &seed)?))
         }
         (_, ["admin", "servicebus", rest @ ..]) => crate::servicebus::admin(app, req, rest),
         (_, ["admin", "eventgrid", rest @ ..]) => crate::eventgrid::admin(app, req, rest),

@@ -84,41 +84,58 @@ async fn run_service(
     req: Req,
     handler: fn(&App, &Req) -> Resp,
 ) -> Result<Resp, DropConnection> {
-    if let Some(resp) = apply_faults(&app, service, &req).await? {
-        return Ok(resp);
-    }
+    let headers = match apply_faults(&app, service, &req).await? {
+        Applied::Answer(resp) => return Ok(resp),
+        Applied::Continue(headers) => headers,
+    };
     let resp = tokio::task::spawn_blocking(move || handler(&app, &req)).await;
-    Ok(resp.unwrap_or_else(|e| {
+    let mut resp = resp.unwrap_or_else(|e| {
         tracing::error!(error = %e, service, "handler panicked");
         Resp::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-    }))
+    });
+    for (name, value) in headers {
+        resp = resp.with_header(name, value);
+    }
+    Ok(resp)
 }
 
-/// The faults that fire for this request: latency is slept here; a terminal fault is the answer.
-async fn apply_faults(app: &Arc<App>, service: &'static str, req: &Req) -> Result<Option<Resp>, DropConnection> {
+/// What the fault rules decided for a request.
+enum Applied {
+    /// A fault answers instead of the service.
+    Answer(Resp),
+    /// The service answers, with these headers added (a rate limit's remaining count).
+    Continue(Vec<(&'static str, String)>),
+}
+
+/// The faults that fire for this request: latency is slept here; a terminal fault is the answer. Matching and
+/// counting happen in memory; only counted rules that fired are stored, before the request goes on.
+async fn apply_faults(app: &Arc<App>, service: &'static str, req: &Req) -> Result<Applied, DropConnection> {
     let operation = operation_of(service, req);
-    let fired = {
+    let firing = app.faults.fire(service, &operation, req);
+    if !firing.to_persist.is_empty() {
         let app = app.clone();
-        let req = req.clone();
-        let op = operation.clone();
-        tokio::task::spawn_blocking(move || faults::fire(&app, service, &op, &req)).await
-    };
-    match fired {
-        Ok(Ok((latency, terminal))) => {
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
-            if let Some(action) = terminal {
-                return match faults::outcome(service, &action) {
-                    Outcome::Drop => Err(DropConnection),
-                    Outcome::Respond(r) => Ok(Some(r)),
-                };
-            }
+        let fired = firing.to_persist;
+        match tokio::task::spawn_blocking(move || faults::Faults::persist(&app.store, &fired)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "storing fault counts"),
+            Err(e) => tracing::error!(error = %e, "fault task"),
         }
-        Ok(Err(e)) => tracing::error!(error = %e, "reading fault rules"),
-        Err(e) => tracing::error!(error = %e, "fault task"),
     }
-    Ok(None)
+    if !firing.latency.is_zero() {
+        tokio::time::sleep(firing.latency).await;
+    }
+    if let Some(terminal) = firing.terminal {
+        return match faults::outcome(service, &terminal) {
+            Outcome::Drop => Err(DropConnection),
+            Outcome::Respond(mut r) => {
+                for (name, value) in firing.headers {
+                    r = r.with_header(name, value);
+                }
+                Ok(Applied::Answer(r))
+            }
+        };
+    }
+    Ok(Applied::Continue(firing.headers))
 }
 
 fn keyvault_handler(app: &App, req: &Req) -> Resp {
@@ -157,8 +174,8 @@ async fn serve_https(
         }
         Some("keyvault") => run_service(app, "keyvault", req, keyvault_handler).await?,
         Some(_) => match apply_faults(&app, "servicebus", &req).await? {
-            Some(resp) => resp,
-            None => crate::servicebus::rest::handle(app, req).await,
+            Applied::Answer(resp) => resp,
+            Applied::Continue(_) => crate::servicebus::rest::handle(app, req).await,
         },
         None => Resp::text(StatusCode::MISDIRECTED_REQUEST, format!("local-azure does not serve host '{}'", req.host)),
     };

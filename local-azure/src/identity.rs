@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::App;
 use crate::http::{Req, Resp};
-use crate::store::StoreError;
+use crate::store::{StoreError, Tx};
 use crate::token::Claims;
 
 /// Token lifetime (the JWT `exp`, on local-azure's clock); App Service hands out tokens valid for
@@ -39,6 +39,51 @@ pub struct Principal {
 }
 
 pub const PRINCIPAL: &str = "principal";
+/// Indexes from a principal's client id and from its owning resource to its object id: token requests name the
+/// identity either way, and there is one principal per device.
+const BY_CLIENT_ID: &str = "principal-by-client";
+const BY_RESOURCE: &str = "principal-by-resource";
+
+/// Writes a principal and its index entries. Every principal write goes through here.
+pub fn put_principal(tx: &mut Tx<'_>, p: &Principal) -> Result<(), StoreError> {
+    delete_principal(tx, &p.object_id)?;
+    tx.put(PRINCIPAL, &p.object_id.to_ascii_lowercase(), p)?;
+    tx.put(BY_CLIENT_ID, &p.client_id.to_ascii_lowercase(), &p.object_id)?;
+    if let Some(r) = &p.resource_id {
+        tx.put(BY_RESOURCE, &r.to_ascii_lowercase(), &p.object_id)?;
+    }
+    Ok(())
+}
+
+/// Removes a principal and its index entries.
+pub fn delete_principal(tx: &mut Tx<'_>, object_id: &str) -> Result<(), StoreError> {
+    if let Some(old) = tx.get::<Principal>(PRINCIPAL, &object_id.to_ascii_lowercase())? {
+        tx.delete(BY_CLIENT_ID, &old.client_id.to_ascii_lowercase())?;
+        if let Some(r) = &old.resource_id {
+            tx.delete(BY_RESOURCE, &r.to_ascii_lowercase())?;
+        }
+    }
+    tx.delete(PRINCIPAL, &object_id.to_ascii_lowercase())?;
+    Ok(())
+}
+
+/// Builds the indexes from the principals, for a data directory written before they existed.
+pub fn build_principal_index(tx: &mut Tx<'_>) -> Result<(), StoreError> {
+    tx.delete_prefix(BY_CLIENT_ID, "")?;
+    tx.delete_prefix(BY_RESOURCE, "")?;
+    for (_, p) in tx.list_keys::<Principal>(PRINCIPAL, "")? {
+        put_principal(tx, &p)?;
+    }
+    Ok(())
+}
+
+/// The principal an index entry points at.
+fn via(app: &App, index: &str, key: &str) -> Result<Option<Principal>, StoreError> {
+    match app.store.get::<String>(index, &key.to_ascii_lowercase())? {
+        Some(oid) => get_principal(app, &oid),
+        None => Ok(None),
+    }
+}
 
 pub fn get_principal(app: &App, object_id: &str) -> Result<Option<Principal>, StoreError> {
     app.store.get(PRINCIPAL, &object_id.to_ascii_lowercase())
@@ -49,12 +94,10 @@ fn find_principal(app: &App, req: &Req) -> Result<Option<Principal>, StoreError>
         return get_principal(app, oid);
     }
     if let Some(client_id) = req.query("client_id") {
-        let all: Vec<Principal> = app.store.list(PRINCIPAL, "")?;
-        return Ok(all.into_iter().find(|p| p.client_id.eq_ignore_ascii_case(client_id)));
+        return via(app, BY_CLIENT_ID, client_id);
     }
     if let Some(res_id) = req.query("mi_res_id").or_else(|| req.query("msi_res_id")) {
-        let all: Vec<Principal> = app.store.list(PRINCIPAL, "")?;
-        return Ok(all.into_iter().find(|p| p.resource_id.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(res_id))));
+        return via(app, BY_RESOURCE, res_id);
     }
     get_principal(app, crate::config::APP_PRINCIPAL_ID)
 }

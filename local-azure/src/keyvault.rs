@@ -123,7 +123,7 @@ pub struct SecretDoc {
     pub deleted: Option<DeletedSecret>,
 }
 
-fn secret_key(vault: &str, name: &str) -> String {
+pub(crate) fn secret_key(vault: &str, name: &str) -> String {
     format!("{}/{}", vault.to_ascii_lowercase(), name.to_ascii_lowercase())
 }
 

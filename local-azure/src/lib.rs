@@ -13,7 +13,7 @@
 //! - [`eventgrid`]: successful ARM operations published to webhook subscriptions (handshake, retries, dead-letter).
 //! - [`functions`]: `up --app`, the embedded Functions host (`local-azure-host`) wired to all of the above.
 //! - [`faults`]: fault injection per service and operation.
-//! - [`admin`]: the admin API that seeds, inspects and steers all of the above.
+//! - [`admin`]: the admin API that seeds, inspects and steers all of the above; [`seed`]: its bulk fleet writes.
 //! - [`store`]: durable state (redb); [`clock`]: the movable clock; [`http`]: request/response.
 //!
 
@@ -30,6 +30,7 @@ pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod keyvault;
+pub mod seed;
 pub mod servicebus;
 pub mod store;
 pub mod token;
@@ -62,6 +63,8 @@ pub struct App {
     pub servicebus: servicebus::Broker,
     /// The Event Grid publisher's wake-up and webhook client.
     pub eventgrid: eventgrid::Publisher,
+    /// The fault rules, served from memory.
+    pub faults: faults::Faults,
 }
 
 impl App {
@@ -115,6 +118,21 @@ fn load_or_seed(store: &Store) -> Result<Secrets, StoreError> {
         let s = Secrets { token_key: b64.encode(random_bytes(32)), identity_header: b64.encode(random_bytes(24)) };
         tx.put("meta", "secrets", &s)?;
         Ok(s)
+    })
+}
+
+/// The version of the secondary indexes ([`arm::vaults::PURGE_DUE`], the principal indexes); a data directory
+/// with an older one gets them built once at start-up.
+const INDEX_VERSION: u32 = 1;
+
+fn ensure_indexes(store: &Store) -> Result<(), StoreError> {
+    store.write(|tx| -> Result<(), StoreError> {
+        if tx.get::<u32>("meta", "index-version")? == Some(INDEX_VERSION) {
+            return Ok(());
+        }
+        arm::vaults::build_purge_index(tx)?;
+        identity::build_principal_index(tx)?;
+        tx.put("meta", "index-version", &INDEX_VERSION)
     })
 }
 
@@ -190,6 +208,7 @@ impl Server {
             std::fs::canonicalize(&config.data_dir).map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
         let store = Store::open(&data_dir.join("state.redb"))?;
         let secrets = load_or_seed(&store)?;
+        ensure_indexes(&store)?;
         servicebus::seed_defaults(&store)?;
         let offset: i64 = store.get("meta", "clock")?.unwrap_or(0);
         let ca = Arc::new(Ca::load_or_create(&data_dir)?);
@@ -205,7 +224,9 @@ impl Server {
             admin.local_addr().map_err(|e| StartError::Bind(SocketAddr::new(config.bind, config.admin_port), e))?;
         let token_key = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&secrets.token_key).unwrap_or_default();
         let env = client_env(&data_dir, gateway_addr, admin_addr, &secrets.identity_header);
+        let faults = faults::Faults::load(&store)?;
         let app = Arc::new(App {
+            faults,
             store,
             clock: Clock::with_offset(offset),
             ca,

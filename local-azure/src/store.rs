@@ -92,6 +92,57 @@ impl Store {
         Ok(out)
     }
 
+    /// One page of a kind's documents under `key_prefix`, in key order, starting right after the key `after`
+    /// (without the `kind/` prefix) when given: a keyset page, so the cost of a page does not grow with how far
+    /// into the listing it is. The flag says whether more documents follow.
+    pub fn page<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        key_prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(String, T)>, bool), StoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let table = txn.open_table(DOCS).map_err(dberr)?;
+        let (start, end) = prefix_range(&doc_key(kind, key_prefix));
+        let skip = kind.len() + 1;
+        let mut out = Vec::new();
+        let after = after.map(|a| doc_key(kind, a));
+        let range = match &after {
+            Some(a) if a.as_str() >= end.as_str() => return Ok((out, false)),
+            Some(a) if a.as_str() >= start.as_str() => {
+                table.range::<&str>((std::ops::Bound::Excluded(a.as_str()), std::ops::Bound::Excluded(end.as_str())))
+            }
+            _ => table.range(start.as_str()..end.as_str()),
+        }
+        .map_err(dberr)?;
+        for item in range {
+            let (k, v) = item.map_err(dberr)?;
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push((k.value()[skip..].to_string(), serde_json::from_str(v.value())?));
+        }
+        Ok((out, false))
+    }
+
+    /// The documents of a kind whose keys lie in `[from, to)` (keys without the `kind/` prefix), in key order.
+    pub fn range<T: DeserializeOwned>(&self, kind: &str, from: &str, to: &str) -> Result<Vec<(String, T)>, StoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let table = txn.open_table(DOCS).map_err(dberr)?;
+        let (start, end) = (doc_key(kind, from), doc_key(kind, to));
+        let skip = kind.len() + 1;
+        let mut out = Vec::new();
+        if start >= end {
+            return Ok(out);
+        }
+        for item in table.range(start.as_str()..end.as_str()).map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            out.push((k.value()[skip..].to_string(), serde_json::from_str(v.value())?));
+        }
+        Ok(out)
+    }
+
     /// Runs `f` in one write transaction; commits (with fsync) only when it succeeds.
     pub fn write<R, E>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<R, E>) -> Result<R, E>
     where
@@ -149,6 +200,19 @@ impl Tx<'_> {
         for item in table.range(start.as_str()..end.as_str()).map_err(dberr)? {
             let (_, v) = item.map_err(dberr)?;
             out.push(serde_json::from_str(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Like [`Store::list_keys`], inside the transaction.
+    pub fn list_keys<T: DeserializeOwned>(&self, kind: &str, key_prefix: &str) -> Result<Vec<(String, T)>, StoreError> {
+        let table = self.txn.open_table(DOCS).map_err(dberr)?;
+        let (start, end) = prefix_range(&doc_key(kind, key_prefix));
+        let skip = kind.len() + 1;
+        let mut out = Vec::new();
+        for item in table.range(start.as_str()..end.as_str()).map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            out.push((k.value()[skip..].to_string(), serde_json::from_str(v.value())?));
         }
         Ok(out)
     }
@@ -220,6 +284,14 @@ mod tests {
         let all: Vec<i32> = store.list("vault", "").unwrap();
         assert_eq!(all, [1, 2]);
         assert_eq!(store.get::<i32>("vault", "b").unwrap(), Some(2));
+        let (page, more) = store.page::<i32>("vault", "", None, 1).unwrap();
+        assert_eq!((page, more), (vec![("a".to_string(), 1)], true));
+        let (page, more) = store.page::<i32>("vault", "", Some("a"), 1).unwrap();
+        assert_eq!((page, more), (vec![("b".to_string(), 2)], false));
+        assert!(store.page::<i32>("vault", "", Some("b"), 1).unwrap().0.is_empty());
+        assert!(store.page::<i32>("vault", "", Some("zz"), 5).unwrap().0.is_empty(), "past the kind's end");
+        assert_eq!(store.range::<i32>("vault", "a", "b").unwrap(), [("a".to_string(), 1)]);
+        assert!(store.range::<i32>("vault", "b", "a").unwrap().is_empty());
         let after = store.activity_after(1, 10).unwrap();
         assert_eq!(after, [serde_json::json!({ "seq": 2 })]);
         let err = store.write(|tx| -> Result<(), StoreError> {

@@ -8,11 +8,11 @@ use serde_json::{Map, Value, json};
 use super::{ArmCtx, ArmError, ResourceId, locks};
 use crate::App;
 use crate::http::Resp;
-use crate::identity::{PRINCIPAL, Principal};
+use crate::identity::{Principal, delete_principal, put_principal};
 use crate::store::{StoreError, Tx};
 
 pub const DEVICE: &str = "device";
-const TYPE: &str = "Microsoft.DataBoxEdge/dataBoxEdgeDevices";
+pub const TYPE: &str = "Microsoft.DataBoxEdge/dataBoxEdgeDevices";
 
 pub const SYNC_STATUSES: &[&str] = &[
     "KeyVaultSynced",
@@ -89,7 +89,11 @@ pub fn find(app: &App, id: &ResourceId) -> Result<Option<Device>, StoreError> {
 }
 
 fn etag(ctx: &ArmCtx<'_>) -> String {
-    let t = crate::clock::arm_time(ctx.now).replace(':', "%3A");
+    etag_at(ctx.now)
+}
+
+pub(crate) fn etag_at(now: time::OffsetDateTime) -> String {
+    let t = crate::clock::arm_time(now).replace(':', "%3A");
     format!("W/\"datetime'{t}'\"")
 }
 
@@ -101,7 +105,7 @@ fn random_digits(n: usize) -> String {
     uuid::Uuid::new_v4().as_u128().to_string().chars().take(n).collect()
 }
 
-fn default_extended() -> Map<String, Value> {
+pub(crate) fn default_extended() -> Map<String, Value> {
     use base64::Engine;
     let key = base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes());
     let secrets: Map<String, Value> =
@@ -119,7 +123,7 @@ fn default_extended() -> Map<String, Value> {
     .unwrap_or_default()
 }
 
-fn default_properties(name: &str) -> Map<String, Value> {
+pub(crate) fn default_properties(name: &str) -> Map<String, Value> {
     json!({
         "dataBoxEdgeDeviceStatus": "ReadyToSetup",
         "serialNumber": format!("LA{}", random_digits(6)),
@@ -159,7 +163,7 @@ fn apply_identity(ctx: &ArmCtx<'_>, tx: &mut Tx<'_>, device: &mut Device, reques
                     display_name: device.name.clone(),
                     resource_id: Some(device.id.clone()),
                 };
-                tx.put(PRINCIPAL, &principal.object_id, &principal)?;
+                put_principal(tx, &principal)?;
                 device.identity = Some(json!({
                     "type": "SystemAssigned",
                     "principalId": principal.object_id,
@@ -170,7 +174,7 @@ fn apply_identity(ctx: &ArmCtx<'_>, tx: &mut Tx<'_>, device: &mut Device, reques
         }
         "none" => {
             if let Some(oid) = current {
-                tx.delete(PRINCIPAL, &oid.to_ascii_lowercase())?;
+                delete_principal(tx, &oid)?;
             }
             device.identity = None;
             Ok(())
@@ -303,7 +307,7 @@ pub fn delete(ctx: &ArmCtx<'_>, id: &ResourceId) -> Result<Resp, ArmError> {
         };
         locks::check(tx, id, true)?;
         if let Some(oid) = device.identity.as_ref().and_then(|i| i.get("principalId")).and_then(Value::as_str) {
-            tx.delete(PRINCIPAL, &oid.to_ascii_lowercase())?;
+            delete_principal(tx, oid)?;
         }
         locks::remove_under(tx, id)?;
         tx.delete(DEVICE, &id.key())?;
@@ -318,19 +322,59 @@ pub fn list(ctx: &ArmCtx<'_>, subscription: &str, group: Option<&str>) -> Result
         Some(g) => ResourceId::resource_group(subscription, g).key() + "/",
         None => ResourceId::subscription(subscription).key() + "/",
     };
-    let devices: Vec<Device> = ctx.app.store.list(DEVICE, &prefix)?;
-    let items = devices.iter().map(Device::to_json).collect();
-    Ok(Resp::json(StatusCode::OK, &ctx.page(items)))
+    // A keyset page: the token is the last key served, so listing a large fleet reads each device once in all.
+    let after = ctx.req.query("$skiptoken").filter(|t| !t.is_empty());
+    let (devices, more) = ctx.app.store.page::<Device>(DEVICE, &prefix, after, ctx.page_size())?;
+    let next = if more { devices.last().map(|(k, _)| k.clone()) } else { None };
+    let items = devices.iter().map(|(_, d)| d.to_json()).collect();
+    Ok(Resp::json(StatusCode::OK, &ctx.page_after(items, next.as_deref())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ExtendedPatch {
+pub struct ExtendedPatch {
     client_secret_store_id: Option<String>,
     client_secret_store_url: Option<String>,
     channel_integrity_key_name: Option<String>,
     channel_integrity_key_version: Option<String>,
     sync_status: Option<String>,
+}
+
+impl ExtendedPatch {
+    /// Refuses a sync status the service does not know.
+    pub(crate) fn validate(&self) -> Result<(), ArmError> {
+        match &self.sync_status {
+            Some(status) if !SYNC_STATUSES.contains(&status.as_str()) => Err(ArmError::bad_request(
+                "InvalidSyncStatus",
+                format!(
+                    "The value '{status}' is not valid for syncStatus. Allowed values: {}.",
+                    SYNC_STATUSES.join(", ")
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies the patch to a device's extended information; a secret store also points every device secret at it.
+    pub(crate) fn apply(&self, ext: &mut Map<String, Value>) {
+        let mut set = |k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                ext.insert(k.to_string(), json!(v));
+            }
+        };
+        set("clientSecretStoreId", &self.client_secret_store_id);
+        set("clientSecretStoreUrl", &self.client_secret_store_url);
+        set("channelIntegrityKeyName", &self.channel_integrity_key_name);
+        set("channelIntegrityKeyVersion", &self.channel_integrity_key_version);
+        set("keyVaultSyncStatus", &self.sync_status);
+        if let Some(store_id) = &self.client_secret_store_id
+            && let Some(secrets) = ext.get_mut("deviceSecrets").and_then(Value::as_object_mut)
+        {
+            for (name, secret) in secrets.iter_mut() {
+                secret["keyVaultId"] = json!(format!("{store_id}/secrets/{name}"));
+            }
+        }
+    }
 }
 
 pub fn action(ctx: &ArmCtx<'_>, id: &ResourceId, action: &str) -> Result<Resp, ArmError> {
@@ -339,35 +383,11 @@ pub fn action(ctx: &ArmCtx<'_>, id: &ResourceId, action: &str) -> Result<Resp, A
         return Ok(Resp::json(StatusCode::OK, &device.extended_json()));
     }
     let body: ExtendedPatch = ctx.body()?;
-    if let Some(status) = &body.sync_status
-        && !SYNC_STATUSES.contains(&status.as_str())
-    {
-        return Err(ArmError::bad_request(
-            "InvalidSyncStatus",
-            format!("The value '{status}' is not valid for syncStatus. Allowed values: {}.", SYNC_STATUSES.join(", ")),
-        ));
-    }
+    body.validate()?;
     let device = ctx.app.store.write(|tx| -> Result<Device, ArmError> {
         let mut device: Device = tx.get(DEVICE, &id.key())?.ok_or_else(|| not_found(id))?;
         locks::check(tx, id, false)?;
-        let ext = &mut device.extended;
-        let mut set = |k: &str, v: &Option<String>| {
-            if let Some(v) = v {
-                ext.insert(k.to_string(), json!(v));
-            }
-        };
-        set("clientSecretStoreId", &body.client_secret_store_id);
-        set("clientSecretStoreUrl", &body.client_secret_store_url);
-        set("channelIntegrityKeyName", &body.channel_integrity_key_name);
-        set("channelIntegrityKeyVersion", &body.channel_integrity_key_version);
-        set("keyVaultSyncStatus", &body.sync_status);
-        if let Some(store_id) = &body.client_secret_store_id
-            && let Some(secrets) = ext.get_mut("deviceSecrets").and_then(Value::as_object_mut)
-        {
-            for (name, secret) in secrets.iter_mut() {
-                secret["keyVaultId"] = json!(format!("{store_id}/secrets/{name}"));
-            }
-        }
+        body.apply(&mut device.extended);
         tx.put(DEVICE, &id.key(), &device)?;
         ctx.record(tx, &device.id, StatusCode::OK)?;
         Ok(device)

@@ -28,7 +28,7 @@ impl Lock {
         format!("{}/providers/Microsoft.Authorization/locks/{}", self.scope, self.name)
     }
 
-    fn key(scope: &str, name: &str) -> String {
+    pub(crate) fn key(scope: &str, name: &str) -> String {
         format!("{}|{}", scope.to_ascii_lowercase(), name.to_ascii_lowercase())
     }
 
@@ -61,10 +61,28 @@ struct LockProps {
     owners: Option<Value>,
 }
 
+/// The scopes at or above `target`, lower-cased: every prefix of it that ends at a segment boundary. Locks are
+/// keyed `scope|name`, so the locks that apply to a resource are a few prefix reads, not a scan of every lock. (Not
+/// every prefix is a valid scope, `…/providers` for one, but no lock is stored at those.)
+fn scopes_at_or_above(target: &str) -> Vec<String> {
+    let t = target.trim_end_matches('/').to_ascii_lowercase();
+    let mut out: Vec<String> = t.match_indices('/').filter(|(i, _)| *i > 0).map(|(i, _)| t[..i].to_string()).collect();
+    out.push(t);
+    out
+}
+
+/// The locks at exactly `scope` (any case).
+fn at_scope(tx: &Tx<'_>, scope: &str) -> Result<Vec<Lock>, ArmError> {
+    Ok(tx.list(LOCK, &format!("{}|", scope.trim_end_matches('/').to_ascii_lowercase()))?)
+}
+
 /// Fails with `409 ScopeLocked` when a lock at or above `resource` forbids the operation.
 pub fn check(tx: &Tx<'_>, resource: &ResourceId, delete: bool) -> Result<(), ArmError> {
-    let locks: Vec<Lock> = tx.list(LOCK, "")?;
     let target = resource.to_string();
+    let mut locks = Vec::new();
+    for scope in scopes_at_or_above(&target) {
+        locks.extend(at_scope(tx, &scope)?);
+    }
     let blocking: Vec<&Lock> = locks
         .iter()
         .filter(|l| scope_covers(&l.scope, &target))
@@ -88,7 +106,9 @@ pub fn check(tx: &Tx<'_>, resource: &ResourceId, delete: bool) -> Result<(), Arm
 
 /// Removes the locks at or under a deleted resource, as ARM does.
 pub fn remove_under(tx: &mut Tx<'_>, resource: &ResourceId) -> Result<(), ArmError> {
-    let locks: Vec<Lock> = tx.list(LOCK, "")?;
+    let scope = resource.to_string().trim_end_matches('/').to_ascii_lowercase();
+    let mut locks = at_scope(tx, &scope)?;
+    locks.extend(tx.list::<Lock>(LOCK, &format!("{scope}/"))?);
     for l in locks.iter().filter(|l| scope_covers(&resource.to_string(), &l.scope)) {
         tx.delete(LOCK, &Lock::key(&l.scope, &l.name))?;
     }
@@ -177,11 +197,41 @@ pub fn delete(ctx: &ArmCtx<'_>, scope: &str, name: &str) -> Result<crate::http::
 
 /// Locks that apply at `scope` (at or above it) and locks on anything below it.
 pub fn list(ctx: &ArmCtx<'_>, scope: &str) -> Result<crate::http::Resp, ArmError> {
-    let locks: Vec<Lock> = ctx.app.store.list(LOCK, "")?;
+    let mut locks: Vec<(String, Lock)> = Vec::new();
+    for at in scopes_at_or_above(scope) {
+        locks.extend(ctx.app.store.list_keys::<Lock>(LOCK, &format!("{at}|"))?);
+    }
+    let below = format!("{}/", scope.trim_end_matches('/').to_ascii_lowercase());
+    locks.extend(ctx.app.store.list_keys::<Lock>(LOCK, &below)?);
+    // Key order, as a scan of the whole table gave.
+    locks.sort_by(|a, b| a.0.cmp(&b.0));
     let items: Vec<Value> = locks
         .iter()
+        .map(|(_, l)| l)
         .filter(|l| scope_covers(&l.scope, scope) || scope_covers(scope, &l.scope))
         .map(Lock::to_json)
         .collect();
     Ok(crate::http::Resp::json(StatusCode::OK, &ctx.page(items)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_above_a_resource() {
+        let scopes = scopes_at_or_above("/subscriptions/S/resourceGroups/RG/providers/Microsoft.KeyVault/vaults/V/");
+        assert_eq!(scopes.first().map(String::as_str), Some("/subscriptions"));
+        for expected in [
+            "/subscriptions/s",
+            "/subscriptions/s/resourcegroups/rg",
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.keyvault/vaults/v",
+        ] {
+            assert!(scopes.iter().any(|s| s == expected), "{expected} in {scopes:?}");
+        }
+        assert_eq!(
+            scopes.last().map(String::as_str),
+            Some("/subscriptions/s/resourcegroups/rg/providers/microsoft.keyvault/vaults/v")
+        );
+    }
 }

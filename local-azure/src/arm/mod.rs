@@ -274,6 +274,22 @@ impl ArmCtx<'_> {
         out
     }
 
+    /// A page read by key (see [`crate::store::Store::page`]): `next` is the last key served when more follow, and
+    /// becomes the `$skiptoken` of the `nextLink`. Clients treat the token as opaque, as ARM's are.
+    pub fn page_after(&self, items: Vec<Value>, next: Option<&str>) -> Value {
+        let mut out = json!({ "value": items });
+        if let Some(next) = next {
+            let api = self.req.query("api-version").unwrap_or_default();
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("api-version", api)
+                .append_pair("$top", &self.page_size().to_string())
+                .append_pair("$skiptoken", next)
+                .finish();
+            out["nextLink"] = json!(format!("https://management.azure.com{}?{query}", self.req.path()));
+        }
+        out
+    }
+
     pub fn subscription(&self, id: &str) -> Result<Subscription, ArmError> {
         self.app.store.get(tenancy::SUBSCRIPTION, &id.to_ascii_lowercase())?.ok_or_else(|| subscription_not_found(id))
     }
@@ -285,24 +301,29 @@ impl ArmCtx<'_> {
     }
 
     pub fn system_data(&self, created: Option<&Value>) -> Value {
-        let now = crate::clock::arm_time(self.now);
-        let mut sd = json!({
-            "createdBy": self.caller(),
-            "createdByType": "Application",
-            "createdAt": now,
-            "lastModifiedBy": self.caller(),
-            "lastModifiedByType": "Application",
-            "lastModifiedAt": now,
-        });
-        if let Some(prev) = created {
-            for k in ["createdBy", "createdByType", "createdAt"] {
-                if let Some(v) = prev.get(k) {
-                    sd[k] = v.clone();
-                }
+        system_data(self.now, self.caller(), created)
+    }
+}
+
+/// `systemData` for a write by `caller` at `now`, keeping the creation fields of `created`.
+pub fn system_data(now: OffsetDateTime, caller: &str, created: Option<&Value>) -> Value {
+    let now = crate::clock::arm_time(now);
+    let mut sd = json!({
+        "createdBy": caller,
+        "createdByType": "Application",
+        "createdAt": now,
+        "lastModifiedBy": caller,
+        "lastModifiedByType": "Application",
+        "lastModifiedAt": now,
+    });
+    if let Some(prev) = created {
+        for k in ["createdBy", "createdByType", "createdAt"] {
+            if let Some(v) = prev.get(k) {
+                sd[k] = v.clone();
             }
         }
-        sd
     }
+    sd
 }
 
 fn subscription_not_found(id: &str) -> ArmError {

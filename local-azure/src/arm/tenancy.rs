@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config;
-use crate::identity::{PRINCIPAL, Principal};
+use crate::identity::Principal;
 use crate::store::{StoreError, Tx};
 
 pub const TENANT: &str = "tenant";
@@ -85,9 +85,8 @@ pub fn seed_defaults(tx: &mut Tx<'_>) -> Result<(), StoreError> {
             tags: Default::default(),
         },
     )?;
-    tx.put(
-        PRINCIPAL,
-        config::APP_PRINCIPAL_ID,
+    crate::identity::put_principal(
+        tx,
         &Principal {
             object_id: config::APP_PRINCIPAL_ID.into(),
             client_id: config::APP_CLIENT_ID.into(),

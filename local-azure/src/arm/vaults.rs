@@ -118,35 +118,74 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn name_in_use(name: &str) -> String {
+pub(crate) fn name_in_use(name: &str) -> String {
     format!(
         "The vault name '{name}' is already in use. Vault names are globally unique so it is possible that the name is already taken. If you are sure that the vault name was not taken then it is possible that a vault with the same name was recently deleted but not purged after being placed in a recoverable state. If the vault is in a recoverable state then the vault will need to be purged before reusing the name. For more information on soft delete and purging a vault follow this link https://go.microsoft.com/fwlink/?linkid=2147740."
     )
 }
 
-fn key(name: &str) -> String {
+pub(crate) fn key(name: &str) -> String {
     name.to_ascii_lowercase()
+}
+
+/// The index of soft-deleted vaults by scheduled purge date (`<unix seconds, 20 digits>/<name>` → name), so that
+/// expiry, which every vault request runs first, reads only the vaults that are due instead of every vault.
+pub const PURGE_DUE: &str = "vault-purge-due";
+
+fn due_key(deleted: &Deleted, name: &str) -> String {
+    let at = parse_time(&deleted.scheduled_purge_date).map(|t| t.unix_timestamp().max(0)).unwrap_or(0);
+    format!("{at:020}/{}", key(name))
+}
+
+/// Writes a vault and keeps [`PURGE_DUE`] in step with its deletion state. Every vault write goes through here.
+pub fn save(tx: &mut Tx<'_>, vault: &Vault) -> Result<(), StoreError> {
+    if let Some(previous) = tx.get::<Vault>(VAULT, &key(&vault.name))?
+        && let Some(d) = &previous.deleted
+    {
+        tx.delete(PURGE_DUE, &due_key(d, &previous.name))?;
+    }
+    tx.put(VAULT, &key(&vault.name), vault)?;
+    if let Some(d) = &vault.deleted {
+        tx.put(PURGE_DUE, &due_key(d, &vault.name), &vault.name)?;
+    }
+    Ok(())
+}
+
+/// Builds [`PURGE_DUE`] from the vaults, for a data directory written before the index existed.
+pub fn build_purge_index(tx: &mut Tx<'_>) -> Result<(), StoreError> {
+    tx.delete_prefix(PURGE_DUE, "")?;
+    for (_, vault) in tx.list_keys::<Vault>(VAULT, "")? {
+        if let Some(d) = &vault.deleted {
+            tx.put(PURGE_DUE, &due_key(d, &vault.name), &vault.name)?;
+        }
+    }
+    Ok(())
 }
 
 /// Purges soft-deleted vaults whose scheduled purge date has passed, as Key Vault does.
 pub fn expire(app: &App, now: OffsetDateTime) -> Result<(), StoreError> {
-    let vaults: Vec<Vault> = app.store.list(VAULT, "")?;
-    let due: Vec<&Vault> = vaults
-        .iter()
-        .filter(|v| v.deleted.as_ref().and_then(|d| parse_time(&d.scheduled_purge_date)).is_some_and(|t| t <= now))
-        .collect();
+    let until = format!("{:020}", now.unix_timestamp().max(0) + 1);
+    let due: Vec<(String, String)> = app.store.range(PURGE_DUE, "", &until)?;
     if due.is_empty() {
         return Ok(());
     }
     app.store.write(|tx| -> Result<(), StoreError> {
-        for v in due {
-            purge_now(tx, &v.name)?;
+        for (_, name) in due {
+            // Still due inside the transaction: a concurrent recovery may have taken it out of the index.
+            if tx.get::<Vault>(VAULT, &key(&name))?.is_some_and(|v| v.deleted.is_some()) {
+                purge_now(tx, &name)?;
+            }
         }
         Ok(())
     })
 }
 
 fn purge_now(tx: &mut Tx<'_>, name: &str) -> Result<(), StoreError> {
+    if let Some(vault) = tx.get::<Vault>(VAULT, &key(name))?
+        && let Some(d) = &vault.deleted
+    {
+        tx.delete(PURGE_DUE, &due_key(d, &vault.name))?;
+    }
     tx.delete(VAULT, &key(name))?;
     crate::keyvault::purge_vault_data(tx, name)?;
     Ok(())
@@ -227,7 +266,10 @@ fn is_guid(s: &str) -> bool {
 
 /// Checks the rules that hold for every write of vault properties, `previous` being the stored
 /// properties on update.
-fn validate_properties(props: &Map<String, Value>, previous: Option<&Map<String, Value>>) -> Result<(), ArmError> {
+pub(crate) fn validate_properties(
+    props: &Map<String, Value>,
+    previous: Option<&Map<String, Value>>,
+) -> Result<(), ArmError> {
     match props.get("tenantId").and_then(Value::as_str) {
         Some(t) if is_guid(t) => {}
         _ => {
@@ -274,7 +316,7 @@ fn validate_properties(props: &Map<String, Value>, previous: Option<&Map<String,
 }
 
 /// Properties a vault always reports, filled in where the request left them out.
-fn complete_properties(props: &mut Map<String, Value>, name: &str) {
+pub(crate) fn complete_properties(props: &mut Map<String, Value>, name: &str) {
     let defaults = json!({
         "accessPolicies": [],
         "enabledForDeployment": false,
@@ -340,7 +382,7 @@ pub fn put(ctx: &ArmCtx<'_>, id: &ResourceId) -> Result<Resp, ArmError> {
                 vault.tags = body.tags.clone();
             }
             vault.system_data = ctx.system_data(Some(&vault.system_data));
-            tx.put(VAULT, &key(&name), &vault)?;
+            save(tx, &vault)?;
             ctx.record(tx, &vault.id().to_string(), StatusCode::OK)?;
             return Ok((vault, StatusCode::OK));
         }
@@ -373,7 +415,7 @@ pub fn put(ctx: &ArmCtx<'_>, id: &ResourceId) -> Result<Resp, ArmError> {
             system_data: ctx.system_data(existing.as_ref().map(|v| &v.system_data)),
             deleted: None,
         };
-        tx.put(VAULT, &key(&name), &vault)?;
+        save(tx, &vault)?;
         let status = if existing.is_some() {
             StatusCode::OK
         } else {
@@ -410,7 +452,7 @@ pub fn patch(ctx: &ArmCtx<'_>, id: &ResourceId) -> Result<Resp, ArmError> {
             vault.tags = tags.clone();
         }
         vault.system_data = ctx.system_data(Some(&vault.system_data));
-        tx.put(VAULT, &key(&vault.name), &vault)?;
+        save(tx, &vault)?;
         ctx.record(tx, &vault.id().to_string(), StatusCode::OK)?;
         Ok(vault)
     })?;
@@ -431,7 +473,7 @@ pub fn delete(ctx: &ArmCtx<'_>, id: &ResourceId) -> Result<Resp, ArmError> {
             deletion_date: arm_time_seconds(ctx.now),
             scheduled_purge_date: arm_time_seconds(scheduled),
         });
-        tx.put(VAULT, &key(&vault.name), &vault)?;
+        save(tx, &vault)?;
         locks::remove_under(tx, id)?;
         ctx.record(tx, &vault.id().to_string(), StatusCode::OK)?;
         Ok(true)
@@ -566,7 +608,7 @@ pub fn update_access_policies(ctx: &ArmCtx<'_>, id: &ResourceId, kind: &str) -> 
             apply_policy(&mut policies, req, &kind);
         }
         vault.properties.insert("accessPolicies".into(), json!(policies));
-        tx.put(VAULT, &key(&vault.name), &vault)?;
+        save(tx, &vault)?;
         ctx.record(tx, &vault.id().to_string(), StatusCode::OK)?;
         Ok(vault)
     })?;

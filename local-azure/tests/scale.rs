@@ -1,0 +1,201 @@
+//! What benchmarks at fleet scale need from local-azure: the bulk seed (`POST /admin/seed`), served by the same APIs
+//! as resources created through them, and the rate limit (ARM's `429` with `Retry-After` beyond N requests/s).
+
+mod support;
+
+use std::time::Instant;
+
+use azure_core::http::Method;
+use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+use serde_json::{Value, json};
+use support::*;
+
+async fn seed(la: &LocalAzure, body: &Value) -> (u16, Value) {
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("{}/admin/seed", la.admin))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_seeded_fleet_is_served_like_one_created_through_the_apis() {
+    let la = shared();
+    let app = la.var("EDGEVAULT_PRINCIPAL_ID");
+    let tenant = la.var("AZURE_TENANT_ID");
+    let location = la.var("AZURE_LOCATION");
+    let rg = rg_path(la);
+    let prefix = unique("seed");
+    let device_id = |i: usize| format!("{rg}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/{prefix}-{i}");
+    let vault_name = |i: usize| format!("{prefix}v{i}");
+    let vault_id = |i: usize| format!("{rg}/providers/Microsoft.KeyVault/vaults/{}", vault_name(i));
+    let principal = uuid::Uuid::new_v4().to_string();
+    let version = uuid::Uuid::new_v4().simple().to_string();
+    let props = json!({ "tenantId": tenant, "sku": { "family": "A", "name": "standard" }, "enablePurgeProtection": true,
+        "accessPolicies": [{ "tenantId": tenant, "objectId": app, "permissions": { "secrets": ["get"] } },
+                           { "tenantId": tenant, "objectId": principal, "permissions": { "secrets": ["get"] } }] });
+    let devices: Vec<Value> = (0..5)
+        .map(|i| {
+            let mut d = json!({ "id": device_id(i), "location": location, "sku": { "name": "Edge" } });
+            if i == 0 {
+                d["identity"] = json!({ "principalId": principal });
+                d["extendedInformation"] = json!({ "clientSecretStoreId": vault_id(0), "clientSecretStoreUrl": format!("https://{}.vault.azure.net", vault_name(0)),
+                    "channelIntegrityKeyName": "cik", "channelIntegrityKeyVersion": version, "syncStatus": "KeyVaultSynced" });
+            }
+            d
+        })
+        .collect();
+    let body = json!({
+        "devices": devices,
+        "vaults": [{ "id": vault_id(0), "location": location, "properties": props },
+                   { "id": vault_id(1), "location": location, "properties": props, "softDeleted": true }],
+        "locks": [{ "scope": vault_id(0), "name": "keep", "level": "CanNotDelete" }],
+        "secrets": [{ "vault": vault_name(0), "name": "cik", "value": "c2VjcmV0", "version": version }],
+    });
+    let (status, answer) = seed(la, &body).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["devices"], 5);
+    assert_eq!(answer["principals"][0]["principalId"], principal.as_str());
+
+    let arm = Arm::new(managed_identity(None));
+    // Paged listing (keyset pages of 2) returns every seeded device once, in order.
+    let mut url = format!("{rg}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices?api-version=2023-12-01&$top=2");
+    let mut listed = Vec::new();
+    let mut pages = 0;
+    loop {
+        let r = arm.call(Method::Get, &url, None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        pages += 1;
+        listed.extend(r.body["value"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap().to_string()));
+        match r.body["nextLink"].as_str() {
+            Some(next) => url = next.to_string(),
+            None => break,
+        }
+    }
+    let ours: Vec<&String> = listed.iter().filter(|n| n.starts_with(&prefix)).collect();
+    assert_eq!(ours, (0..5).map(|i| format!("{prefix}-{i}")).collect::<Vec<_>>().iter().collect::<Vec<_>>());
+    assert!(pages >= 3, "5 devices in pages of 2: {pages} pages");
+
+    let device = arm.call(Method::Get, &device_id(0), None).await;
+    assert_eq!(device.body["identity"]["principalId"], principal.as_str());
+    let info =
+        arm.call(Method::Post, &format!("{}/getExtendedInformation?api-version=2023-12-01", device_id(0)), None).await;
+    assert_eq!(info.body["properties"]["channelIntegrityKeyVersion"], version.as_str());
+    assert_eq!(info.body["properties"]["keyVaultSyncStatus"], "KeyVaultSynced");
+    let vault = arm.call(Method::Get, &vault_id(0), None).await;
+    assert_eq!((vault.status, vault.body["properties"]["enableSoftDelete"].clone()), (200, json!(true)));
+    assert_eq!(arm.call(Method::Get, &vault_id(1), None).await.status, 404, "soft-deleted");
+    let sub = la.var("AZURE_SUBSCRIPTION_ID");
+    let deleted = arm
+        .call(
+            Method::Get,
+            &format!(
+                "/subscriptions/{sub}/providers/Microsoft.KeyVault/locations/{location}/deletedVaults/{}",
+                vault_name(1)
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 200);
+    let lock = arm
+        .call(
+            Method::Get,
+            &format!("{}/providers/Microsoft.Authorization/locks/keep?api-version=2020-05-01", vault_id(0)),
+            None,
+        )
+        .await;
+    assert_eq!(lock.body["properties"]["level"], "CanNotDelete");
+    // The lock holds: the seeded vault cannot be deleted.
+    assert_eq!(arm.call(Method::Delete, &vault_id(0), None).await.status, 409);
+
+    // The device's identity gets tokens by its resource id (an index, not a scan of every principal).
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!(
+            "{}?api-version=2019-08-01&resource=https://vault.azure.net&mi_res_id={}",
+            la.var("IDENTITY_ENDPOINT"),
+            device_id(0)
+        ))
+        .header("X-IDENTITY-HEADER", la.var("IDENTITY_HEADER"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let client = SecretClient::new(
+        &format!("https://{}.vault.azure.net/", vault_name(0)),
+        managed_identity(None),
+        Some(SecretClientOptions { client_options: client_options(), ..Default::default() }),
+    )
+    .unwrap();
+    let secret = client.get_secret("cik", None).await.unwrap().into_model().unwrap();
+    assert_eq!(secret.value.as_deref(), Some("c2VjcmV0"));
+    assert!(secret.id.unwrap().ends_with(&version));
+
+    // One transaction: a refused item leaves nothing behind.
+    let bad = json!({ "devices": [{ "id": device_id(9), "location": location }],
+        "vaults": [{ "id": format!("{rg}/providers/Microsoft.KeyVault/vaults/1bad"), "location": location, "properties": props }] });
+    assert_eq!(seed(la, &bad).await.0, 400);
+    assert_eq!(arm.call(Method::Get, &device_id(9), None).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_rate_limit_answers_arms_429_with_retry_after_beyond_the_rate() {
+    let la = shared();
+    let app = la.var("EDGEVAULT_PRINCIPAL_ID");
+    let name = unique("rl");
+    let path = format!("{}/providers/Microsoft.KeyVault/vaults/{name}", rg_path(la));
+    let arm = Arm::new(managed_identity(None));
+    assert_eq!(arm.call(Method::Put, &path, Some(&vault_body(la, &[(&app, &["get"])], false))).await.status, 201);
+    let rule = la
+        .admin_post(
+            "/admin/faults",
+            json!({ "service": "arm", "pathRegex": format!("(?i)/vaults/{name}$"), "action": { "type": "rateLimit", "perSecond": 1, "burst": 2 } }),
+        )
+        .await;
+    let token = la.token(&app, "https://management.azure.com/").await;
+    let get = || async {
+        reqwest::Client::new()
+            .get(format!("https://management.azure.com{path}?api-version=2024-11-01"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+    };
+    // The burst, then refusals (a token comes back every second; these requests take far less).
+    let first = get().await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-ms-ratelimit-remaining-subscription-reads"], "1");
+    let second = get().await;
+    assert_eq!(second.headers()["x-ms-ratelimit-remaining-subscription-reads"], "0");
+    let refused = get().await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(refused.headers()["x-ms-ratelimit-remaining-subscription-reads"], "0");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "SubscriptionRequestsThrottled");
+    assert!(body["error"]["message"].as_str().unwrap().contains(&app), "{body}");
+
+    // The official pipeline waits as told and gets through.
+    let started = Instant::now();
+    assert_eq!(arm.call(Method::Get, &path, None).await.status, 200);
+    assert!(started.elapsed().as_millis() >= 900, "Retry-After honoured: {:?}", started.elapsed());
+    let rules = la.admin_get("/admin/faults").await;
+    let fired =
+        rules["value"].as_array().unwrap().iter().find(|r| r["id"] == rule["id"]).unwrap()["fired"].as_u64().unwrap();
+    assert!(fired >= 2, "the refusals are the firings: {fired}");
+    // Other resources are not limited by this rule.
+    let other = format!("{}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices", rg_path(la));
+    for _ in 0..5 {
+        assert_eq!(arm.call(Method::Get, &other, None).await.status, 200);
+    }
+    la.admin_delete(&format!("/admin/faults/{}", rule["id"].as_str().unwrap())).await;
+    assert_eq!(get().await.status(), 200);
+}
