@@ -170,11 +170,23 @@ fn route(app: &App, req: &Req, segs: &[&str]) -> Result<Resp, AdminError> {
             struct TokenReq {
                 principal_id: String,
                 resource: String,
+                /// Seconds of validity; `0` mints a token that has already expired, for testing refusals.
+                #[serde(default = "default_lifetime")]
+                expires_in_seconds: i64,
+            }
+            fn default_lifetime() -> i64 {
+                identity::TOKEN_LIFETIME_SECONDS
             }
             let t: TokenReq = body(req)?;
+            if !(0..=identity::TOKEN_LIFETIME_SECONDS).contains(&t.expires_in_seconds) {
+                return Err(bad(format!(
+                    "expiresInSeconds must be between 0 and {}",
+                    identity::TOKEN_LIFETIME_SECONDS
+                )));
+            }
             let p = identity::get_principal(app, &t.principal_id)?
                 .ok_or_else(|| AdminError::NotFound(format!("principal {} not found", t.principal_id)))?;
-            let (token, exp) = identity::issue_token(app, &p, &t.resource);
+            let (token, exp) = identity::issue_token(app, &p, &t.resource, t.expires_in_seconds);
             ok(
                 json!({ "access_token": token, "expires_on": exp.to_string(), "token_type": "Bearer", "resource": t.resource }),
             )

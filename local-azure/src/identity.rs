@@ -14,17 +14,14 @@ use crate::http::{Req, Resp};
 use crate::store::{StoreError, Tx};
 use crate::token::Claims;
 
-/// Token lifetime (the JWT `exp`, on local-azure's clock); App Service hands out tokens valid for
-/// about a day.
-const TOKEN_LIFETIME_SECONDS: i64 = 24 * 3600;
-
-/// How far ahead (wall clock) the `expires_on` reported to clients lies. The SDK token caches
-/// (`azure_identity`, `azure_core`'s bearer policy, MSAL) refresh a token that expires within five
-/// minutes, so reporting exactly five minutes makes them fetch a fresh token for every request.
-/// Without this, a client that cached a token before a test moved local-azure's clock forward
-/// would keep sending a token local-azure now considers expired, and never recover — in Azure
-/// time passes for clients too, and they refresh.
-const REPORTED_LIFETIME_SECONDS: i64 = 300;
+/// Token lifetime; App Service hands out tokens valid for about a day.
+///
+/// Tokens live on the wall clock, not on local-azure's movable clock: the clock stands in for the time resources
+/// age (retention, purge dates, message locks), and a client's token cache runs on real time. Were tokens on the
+/// movable clock, a client that cached one before a test moved the clock a day ahead would keep sending a token
+/// local-azure calls expired, where in Azure the client would have refreshed it as time passed. So clients cache a
+/// token for its real lifetime, as against Azure, and fetch it once, not once per request.
+pub const TOKEN_LIFETIME_SECONDS: i64 = 24 * 3600;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -109,10 +106,10 @@ fn error(status: StatusCode, code: &str, message: &str) -> Resp {
     )
 }
 
-/// Issues a token for `principal` with audience `resource`.
-pub fn issue_token(app: &App, principal: &Principal, resource: &str) -> (String, i64) {
-    let now = app.clock.now().unix_timestamp();
-    let exp = now + TOKEN_LIFETIME_SECONDS;
+/// Issues a token for `principal` with audience `resource`, valid for `lifetime` seconds of wall-clock time.
+pub fn issue_token(app: &App, principal: &Principal, resource: &str, lifetime: i64) -> (String, i64) {
+    let now = crate::token::wall_now();
+    let exp = now + lifetime;
     let claims = Claims {
         aud: resource.to_string(),
         iss: format!("https://sts.windows.net/{}/", principal.tenant_id),
@@ -172,14 +169,13 @@ pub fn handle(app: &App, req: &Req) -> Resp {
         }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
     };
-    let (token, _exp) = issue_token(app, &principal, resource);
-    let reported = time::OffsetDateTime::now_utc().unix_timestamp() + REPORTED_LIFETIME_SECONDS;
+    let (token, exp) = issue_token(app, &principal, resource, TOKEN_LIFETIME_SECONDS);
     tracing::debug!(principal = %principal.object_id, resource, "issued managed identity token");
     Resp::json(
         StatusCode::OK,
         &json!({
             "access_token": token,
-            "expires_on": reported.to_string(),
+            "expires_on": exp.to_string(),
             "resource": resource,
             "token_type": "Bearer",
             "client_id": principal.client_id,

@@ -360,7 +360,7 @@ fn handle_inner(app: &App, vault_name: &str, req: &Req) -> Result<Resp, KvError>
     let Some(token) = req.bearer() else {
         return Err(unauthorized(&tenant, "AKV10000: Request is missing a Bearer or PoP token."));
     };
-    let claims = app.tokens.verify(token, now.unix_timestamp(), &[AUDIENCE]).map_err(|e| {
+    let claims = app.tokens.verify(token, crate::token::wall_now(), &[AUDIENCE]).map_err(|e| {
         let msg = match e {
             TokenError::Expired(_) => "AKV10012: Token has expired.".to_string(),
             TokenError::WrongAudience(aud) => {

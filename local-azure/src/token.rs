@@ -41,6 +41,11 @@ pub enum TokenError {
     WrongAudience(String),
 }
 
+/// Now on the wall clock, in unix seconds: tokens are issued and checked on it (see `identity::TOKEN_LIFETIME_SECONDS`).
+pub fn wall_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
 pub struct TokenIssuer {
     key: hmac::Key,
 }

@@ -17,6 +17,8 @@ pub struct World {
     pub handler: Handler,
     /// An operator principal with every ARM permission in the subscription (not edgevault's identity).
     pub operator: String,
+    /// The handler's settings, to start it again.
+    env: Vec<(String, String)>,
 }
 
 /// Starts local-azure and the handler pointed at it; `extra` adds or overrides handler settings.
@@ -25,20 +27,26 @@ pub fn world(extra: &[(&str, &str)]) -> World {
     let mut env = la.handler_env();
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let handler = Handler::start_with(&env).expect("edgevault starts");
-    World::of(la, handler)
+    World::of(la, handler, env)
 }
 
 /// A world whose handler runs under `strace`, recording its network calls to `trace`.
 pub fn traced_world(trace: &std::path::Path) -> World {
     let la = LocalAzure::start().expect("local-azure starts");
-    let handler = Handler::start_traced(&la.handler_env(), trace).expect("edgevault starts under strace");
-    World::of(la, handler)
+    let env = la.handler_env();
+    let handler = Handler::start_traced(&env, trace).expect("edgevault starts under strace");
+    World::of(la, handler, env)
 }
 
 impl World {
-    fn of(la: LocalAzure, handler: Handler) -> World {
+    fn of(la: LocalAzure, handler: Handler, env: Vec<(String, String)>) -> World {
         let operator = la.principal("operator", &["*"]).unwrap();
-        World { la, handler, operator }
+        World { la, handler, operator, env }
+    }
+
+    /// Replaces the handler with a new process on the same settings: nothing cached (tokens, clients).
+    pub fn restart_handler(&mut self) {
+        self.handler = Handler::start_with(&self.env).expect("edgevault starts again");
     }
 
     pub fn arm(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {

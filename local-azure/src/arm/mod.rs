@@ -347,7 +347,7 @@ fn authenticate(app: &App, req: &Req) -> Result<Claims, ArmError> {
             challenge("The authentication failed because of missing 'Authorization' header."),
         ));
     };
-    let now = app.clock.now();
+    let now = OffsetDateTime::now_utc();
     app.tokens
         .verify(token, now.unix_timestamp(), AUDIENCES)
         .map_err(|e| {

@@ -233,7 +233,7 @@ fn authorize(app: &App, ns_name: &str, req: &Req) -> Result<Route, Resp> {
     let ns_audience = format!("https://{}", req.host);
     let claims = app
         .tokens
-        .verify(token, app.clock.now().unix_timestamp(), &[AUDIENCE, &ns_audience])
+        .verify(token, crate::token::wall_now(), &[AUDIENCE, &ns_audience])
         .map_err(|e| error(StatusCode::UNAUTHORIZED, &format!("InvalidToken: {e}")))?;
     let ns = match broker::namespace(&app.store, ns_name) {
         Ok(Some(ns)) => ns,
