@@ -187,8 +187,10 @@ pub fn run(runs: usize) -> anyhow::Result<Vec<Row>> {
     let mut results = Vec::new();
     for i in 0..runs {
         let r = one(&la, &token, i)?;
+        let tokens: u64 =
+            r.calls.iter().filter(|(op, _, _)| op.starts_with("identity")).map(|(_, fired, _)| fired).sum();
         println!(
-            "  run {i}: POST → worker done {:.0} ms, → key {:.0} ms (status GET {:.0} ms); latency paid {} ms; critical path {critical:.0} ms; ratio {:.3}",
+            "  run {i}: POST → worker done {:.0} ms, → key {:.0} ms (status GET {:.0} ms); latency paid {} ms; critical path {critical:.0} ms; ratio {:.3}; token requests {tokens}",
             r.to_worker_done_ms,
             r.to_key_ms,
             r.status_get_ms,
