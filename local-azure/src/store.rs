@@ -14,6 +14,23 @@ use serde::de::DeserializeOwned;
 const DOCS: TableDefinition<&str, &str> = TableDefinition::new("docs");
 const ACTIVITY: TableDefinition<u64, &str> = TableDefinition::new("activity");
 
+/// The documents of `kind` whose keys start with `key_prefix`, each with its key (without the `kind/` prefix), in
+/// key order; from a read or a write transaction's table alike.
+fn keyed_range<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static str>,
+    kind: &str,
+    key_prefix: &str,
+) -> Result<Vec<(String, T)>, StoreError> {
+    let (start, end) = prefix_range(&doc_key(kind, key_prefix));
+    let skip = kind.len() + 1;
+    let mut out = Vec::new();
+    for item in table.range(start.as_str()..end.as_str()).map_err(dberr)? {
+        let (k, v) = item.map_err(dberr)?;
+        out.push((k.value()[skip..].to_string(), serde_json::from_str(v.value())?));
+    }
+    Ok(out)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -67,29 +84,13 @@ impl Store {
 
     /// Every document of a kind whose key starts with `key_prefix`, in key order.
     pub fn list<T: DeserializeOwned>(&self, kind: &str, key_prefix: &str) -> Result<Vec<T>, StoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
-        let table = txn.open_table(DOCS).map_err(dberr)?;
-        let (start, end) = prefix_range(&doc_key(kind, key_prefix));
-        let mut out = Vec::new();
-        for item in table.range(start.as_str()..end.as_str()).map_err(dberr)? {
-            let (_, v) = item.map_err(dberr)?;
-            out.push(serde_json::from_str(v.value())?);
-        }
-        Ok(out)
+        Ok(self.list_keys(kind, key_prefix)?.into_iter().map(|(_, doc)| doc).collect())
     }
 
     /// Like [`Store::list`], with each document's key (without the `kind/` prefix).
     pub fn list_keys<T: DeserializeOwned>(&self, kind: &str, key_prefix: &str) -> Result<Vec<(String, T)>, StoreError> {
         let txn = self.db.begin_read().map_err(dberr)?;
-        let table = txn.open_table(DOCS).map_err(dberr)?;
-        let (start, end) = prefix_range(&doc_key(kind, key_prefix));
-        let skip = kind.len() + 1;
-        let mut out = Vec::new();
-        for item in table.range(start.as_str()..end.as_str()).map_err(dberr)? {
-            let (k, v) = item.map_err(dberr)?;
-            out.push((k.value()[skip..].to_string(), serde_json::from_str(v.value())?));
-        }
-        Ok(out)
+        keyed_range(&txn.open_table(DOCS).map_err(dberr)?, kind, key_prefix)
     }
 
     /// One page of a kind's documents under `key_prefix`, in key order, starting right after the key `after`
@@ -194,27 +195,12 @@ impl Tx<'_> {
     }
 
     pub fn list<T: DeserializeOwned>(&self, kind: &str, key_prefix: &str) -> Result<Vec<T>, StoreError> {
-        let table = self.txn.open_table(DOCS).map_err(dberr)?;
-        let (start, end) = prefix_range(&doc_key(kind, key_prefix));
-        let mut out = Vec::new();
-        for item in table.range(start.as_str()..end.as_str()).map_err(dberr)? {
-            let (_, v) = item.map_err(dberr)?;
-            out.push(serde_json::from_str(v.value())?);
-        }
-        Ok(out)
+        Ok(self.list_keys(kind, key_prefix)?.into_iter().map(|(_, doc)| doc).collect())
     }
 
     /// Like [`Store::list_keys`], inside the transaction.
     pub fn list_keys<T: DeserializeOwned>(&self, kind: &str, key_prefix: &str) -> Result<Vec<(String, T)>, StoreError> {
-        let table = self.txn.open_table(DOCS).map_err(dberr)?;
-        let (start, end) = prefix_range(&doc_key(kind, key_prefix));
-        let skip = kind.len() + 1;
-        let mut out = Vec::new();
-        for item in table.range(start.as_str()..end.as_str()).map_err(dberr)? {
-            let (k, v) = item.map_err(dberr)?;
-            out.push((k.value()[skip..].to_string(), serde_json::from_str(v.value())?));
-        }
-        Ok(out)
+        keyed_range(&self.txn.open_table(DOCS).map_err(dberr)?, kind, key_prefix)
     }
 
     pub fn put<T: Serialize + ?Sized>(&mut self, kind: &str, key: &str, value: &T) -> Result<(), StoreError> {
