@@ -173,8 +173,11 @@ fn sweep(la: &LocalAzure, devices: usize, rate: Option<f64>) -> anyhow::Result<S
         None => None,
     };
     // The production retry policy (6 retries, honouring Retry-After), not the tests' short one.
-    let env: Vec<(String, String)> =
+    // (Explicitly: the handler's test placeholders turn retries off.)
+    let mut env: Vec<(String, String)> =
         la.handler_env().into_iter().filter(|(k, _)| !k.starts_with("EDGEVAULT_RETRY_")).collect();
+    env.push(("EDGEVAULT_RETRY_MAX_RETRIES".into(), "6".into()));
+    env.push(("EDGEVAULT_RETRY_INITIAL_DELAY_MS".into(), "800".into()));
     let handler = edgevault_tests::Handler::start_with(&env)?;
     let (idle, _) = procfs::memory_kib(handler.pid()).unwrap_or_default();
     let la_pid = procfs::child_named("local-azure");
