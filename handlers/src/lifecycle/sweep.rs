@@ -19,11 +19,11 @@ use crate::resource_id::{DEVICE_TYPE, ResourceId};
 
 use super::{LOCK_NAME, cik_secret_name, is_legacy, owned_by, required_policies};
 
-/// Devices inspected at once: enough to hide ARM latency, few enough to stay inside ARM's read throttling. (32
-/// was tried against a rate-limited local-azure: the handler stalled with every inspection parked and nothing on
-/// the wire, most likely on the credential's token refresh, which local-azure makes happen before every call; not
-/// yet understood, so 8 stays.)
-pub const CONCURRENCY: usize = 8;
+/// Devices inspected at once. ARM throttles by rate, not by concurrency: a call refused with `429` waits out its
+/// `Retry-After` (whole seconds), and the slot it holds is idle meanwhile, so enough must be in flight for the others
+/// to keep using the allowed rate (8 reached 1.13–1.23 × the rate's bound, 32 about 1.03). Bounded so memory stays
+/// flat whatever the fleet size.
+pub const CONCURRENCY: usize = 32;
 
 /// Commands sent as they accumulate, at most this many at a time (one Service Bus batch per queue), so neither the
 /// findings nor the commands of the fleet are ever held.
@@ -184,26 +184,45 @@ pub async fn run(deps: &Deps, sweep_id: &str) -> Result<Summary, FunctionError> 
         .buffer_unordered(CONCURRENCY);
     let mut inspected = std::pin::pin!(inspected);
     let mut commands = Vec::new();
-    while let Some(item) = inspected.next().await {
-        let (device, result) = item?;
-        summary.devices += 1;
-        match result {
-            Ok((findings, fixes)) => {
-                for finding in findings {
-                    *summary.findings.entry(finding).or_default() += 1;
+    // A batch is sent while the inspections go on, both polled here: awaiting the send alone would leave the
+    // in-flight inspections unpolled, and one of them may hold the credential's token-cache lock the send needs
+    // (that deadlocked the sweep at its first batch).
+    let mut sending: Option<futures::future::BoxFuture<'_, Result<usize, FunctionError>>> = None;
+    loop {
+        tokio::select! {
+            item = inspected.next() => {
+                let Some(item) = item else { break };
+                let (device, result) = item?;
+                summary.devices += 1;
+                match result {
+                    Ok((findings, fixes)) => {
+                        for finding in findings {
+                            *summary.findings.entry(finding).or_default() += 1;
+                        }
+                        commands.extend(fixes);
+                    }
+                    Err(err) => {
+                        summary.errors += 1;
+                        tracing::warn!(device = %device.id, "could not inspect the device: {err}");
+                    }
                 }
-                commands.extend(fixes);
+                if commands.len() >= ENQUEUE_BATCH && sending.is_none() {
+                    let batch = std::mem::take(&mut commands);
+                    sending = Some(Box::pin(async move {
+                        deps.enqueue(&batch, Some(sweep_id)).await?;
+                        Ok(batch.len())
+                    }));
+                }
             }
-            Err(err) => {
-                summary.errors += 1;
-                tracing::warn!(device = %device.id, "could not inspect the device: {err}");
+            sent = async { sending.as_mut().expect("guarded by the branch condition").await }, if sending.is_some() => {
+                summary.commands += sent?;
+                sending = None;
             }
         }
-        if commands.len() >= ENQUEUE_BATCH {
-            deps.enqueue(&commands, Some(sweep_id)).await?;
-            summary.commands += commands.len();
-            commands.clear();
-        }
+    }
+    // The inspections are done: nothing else can hold what the sends need.
+    if let Some(pending) = sending {
+        summary.commands += pending.await?;
     }
     if !commands.is_empty() {
         deps.enqueue(&commands, Some(sweep_id)).await?;
