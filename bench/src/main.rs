@@ -49,11 +49,13 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
-    /// Recovery sweep over seeded fleets (healthy / drifted / soft-deleted). Seeding 10,000 devices takes local-azure
-    /// over 15 minutes on 2 cores (its writes slow down as the store grows), so the default stops at 3,000.
+    /// Recovery sweep over seeded fleets (healthy / drifted / soft-deleted), ARM rate-limited for the handler.
     Sweep {
-        #[arg(long, value_delimiter = ',', default_values_t = vec![1000, 3000])]
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1000, 10000])]
         sizes: Vec<usize>,
+        /// ARM requests per second allowed to the handler (local-azure's rate limit); 0: unthrottled.
+        #[arg(long, default_value_t = 300.0)]
+        rate: f64,
     },
     /// local-azure's own throughput: ARM GETs, Service Bus send / receive.
     LocalAzure {
@@ -118,7 +120,7 @@ fn main() -> anyhow::Result<()> {
             rows
         }
         Bench::Activation { runs } => activation::run(runs)?,
-        Bench::Sweep { sizes } => sweep::run(&sizes)?,
+        Bench::Sweep { sizes, rate } => sweep::run(&sizes, rate)?,
         Bench::LocalAzure { seconds } => stand_in::run(Duration::from_secs_f64(seconds))?,
         Bench::All => {
             let mut rows = Vec::new();
@@ -134,7 +136,7 @@ fn main() -> anyhow::Result<()> {
             section("invoke", invoke::run(&invoke_options(2.0, 16, 1)));
             section("invoke (local-azure)", invoke::run_real(Duration::from_secs(2)));
             section("activation", activation::run(3));
-            section("sweep", sweep::run(&[1000, 2000]));
+            section("sweep", sweep::run(&[1000, 10000], 300.0));
             section("local-azure", stand_in::run(Duration::from_secs(3)));
             rows.push(Row::new(
                 "all",

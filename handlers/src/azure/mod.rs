@@ -51,7 +51,7 @@ pub struct HttpStack {
 
 impl HttpStack {
     pub fn new(retry: RetrySettings) -> Self {
-        HttpStack { retry, transport: Transport::new(azure_core::http::new_http_client(None)) }
+        HttpStack { retry, transport: Transport::new(http_client()) }
     }
 
     /// Client options for any `azure_core`-based client: the shared transport and the retry policy.
@@ -65,6 +65,30 @@ impl HttpStack {
             }),
             transport: Some(self.transport.clone()),
             ..Default::default()
+        }
+    }
+}
+
+/// How long an idle connection is kept. Every vault is its own host, so a sweep opens one connection per vault and
+/// rarely uses it again: with reqwest's default (90 s) a sweep at 100 vaults/s keeps ~9,000 idle TLS sessions,
+/// ~40 KiB each (300 MiB at 10,000 devices, measured). ARM and the identity endpoint are busy, so their
+/// connections stay in use.
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The SDK's default client (its timeouts, no redirects) with a short idle timeout ([`POOL_IDLE`]); the SDK's own
+/// if that cannot be built.
+fn http_client() -> Arc<dyn azure_core::http::HttpClient> {
+    match reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(20))
+        .read_timeout(std::time::Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(POOL_IDLE)
+        .build()
+    {
+        Ok(client) => Arc::new(client),
+        Err(err) => {
+            tracing::warn!("building the HTTP client: {err}; using the SDK's default");
+            azure_core::http::new_http_client(None)
         }
     }
 }
