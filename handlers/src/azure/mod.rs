@@ -12,6 +12,8 @@
 
 pub mod arm;
 pub mod models;
+pub mod pacing;
+pub mod retry;
 pub mod secrets;
 pub mod service_bus;
 
@@ -19,7 +21,7 @@ use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
-use azure_core::http::{ClientOptions, ExponentialRetryOptions, Pipeline, RetryOptions, Transport};
+use azure_core::http::{ClientOptions, Pipeline, RetryOptions, Transport};
 
 /// The public-cloud Resource Manager endpoint.
 pub const ARM_ENDPOINT: &str = "https://management.azure.com";
@@ -42,27 +44,26 @@ impl Default for RetrySettings {
 }
 
 /// The one HTTP stack every client shares: a single HTTP client (one connection pool, the system's root
-/// certificates parsed once — by far the largest cost of starting the handler) and one retry policy.
+/// certificates parsed once — by far the largest cost of starting the handler), one retry policy, and one pacer, so
+/// what ARM says about its throttling to one client holds back all of them.
 #[derive(Debug, Clone)]
 pub struct HttpStack {
     pub retry: RetrySettings,
     transport: Transport,
+    pacer: Arc<pacing::Pacer>,
 }
 
 impl HttpStack {
     pub fn new(retry: RetrySettings) -> Self {
-        HttpStack { retry, transport: Transport::new(http_client()) }
+        HttpStack { retry, transport: Transport::new(http_client()), pacer: pacing::Pacer::new() }
     }
 
-    /// Client options for any `azure_core`-based client: the shared transport and the retry policy.
+    /// Client options for any `azure_core`-based client: the shared transport, the retry policy (the service's
+    /// `Retry-After`, else exponential backoff) and, under it for every try, the pacer.
     pub fn client_options(&self) -> ClientOptions {
         ClientOptions {
-            retry: RetryOptions::exponential(ExponentialRetryOptions {
-                max_retries: self.retry.max_retries,
-                initial_delay: azure_core::time::Duration::milliseconds(self.retry.initial_delay_ms as i64),
-                max_delay: azure_core::time::Duration::milliseconds(self.retry.max_delay_ms as i64),
-                ..Default::default()
-            }),
+            retry: RetryOptions::custom(Arc::new(retry::ServerPacedRetry::new(self.retry))),
+            per_try_policies: vec![self.pacer.clone()],
             transport: Some(self.transport.clone()),
             ..Default::default()
         }

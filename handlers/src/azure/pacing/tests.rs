@@ -1,0 +1,186 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use azure_core::http::{AsyncRawResponse, Url};
+
+use super::*;
+use crate::azure::RetrySettings;
+use crate::azure::retry::ServerPacedRetry;
+
+fn at(base: Instant, ms: u64) -> Instant {
+    base + Duration::from_millis(ms)
+}
+
+#[test]
+fn nothing_known_means_no_limit() {
+    let now = Instant::now();
+    let mut w = Window::default();
+    for _ in 0..500 {
+        assert_eq!(w.admit(now), Admission::Go);
+    }
+    assert_eq!(w.in_flight, 500);
+}
+
+#[test]
+fn a_429_closes_the_window_then_one_request_goes_first() {
+    let t0 = Instant::now();
+    let mut w = Window { in_flight: 3, ..Window::default() };
+    w.answered(t0, Some(Duration::from_secs(1)), None);
+    w.in_flight -= 1;
+    assert_eq!(w.admit(at(t0, 999)), Admission::ClosedUntil(at(t0, 1000)));
+    // A later, shorter Retry-After does not reopen it early.
+    w.answered(at(t0, 10), Some(Duration::from_millis(100)), None);
+    w.in_flight -= 1;
+    assert_eq!(w.admit(at(t0, 500)), Admission::ClosedUntil(at(t0, 1000)));
+    w.in_flight -= 1;
+    assert_eq!(w.admit(at(t0, 1000)), Admission::Go, "the probe");
+    assert_eq!(w.admit(at(t0, 1000)), Admission::Full, "the others wait for what the probe learns");
+    w.answered(at(t0, 1002), None, Some(299));
+    assert_eq!(w.admit(at(t0, 1002)), Admission::Go);
+}
+
+#[test]
+fn at_most_the_reported_remaining_are_in_flight() {
+    let now = Instant::now();
+    let mut w = Window::default();
+    w.answered(now, None, Some(3));
+    for _ in 0..3 {
+        assert_eq!(w.admit(now), Admission::Go);
+    }
+    assert_eq!(w.admit(now), Admission::Full);
+    w.in_flight -= 1;
+    w.answered(now, None, None);
+    assert_eq!(w.admit(now), Admission::Go, "a scope that stops reporting is not held back");
+}
+
+#[test]
+fn a_window_is_idle_only_with_nothing_to_remember() {
+    let now = Instant::now();
+    assert!(Window::default().is_idle(now));
+    assert!(!Window { in_flight: 1, ..Window::default() }.is_idle(now));
+    assert!(!Window { remaining: Some(5), ..Window::default() }.is_idle(now));
+    let closed = Window { closed_until: Some(at(now, 5)), ..Window::default() };
+    assert!(!closed.is_idle(now));
+    assert!(closed.is_idle(at(now, 5)));
+}
+
+fn request(url: &str, method: Method) -> Request {
+    Request::new(Url::parse(url).unwrap(), method)
+}
+
+#[test]
+fn scopes_follow_arm_host_subscription_and_kind() {
+    let arm = "https://management.azure.com/subscriptions/ABC/resourceGroups/rg/providers/X/y/z?api-version=1";
+    let read = Scope::of(&request(arm, Method::Get));
+    assert_eq!(read.host, "management.azure.com");
+    assert_eq!(read.subscription.as_deref(), Some("abc"), "subscription ids compare case-insensitively");
+    assert_eq!(read.kind, Kind::Reads);
+    assert_eq!(Scope::of(&request(arm, Method::Post)).kind, Kind::Writes);
+    assert_eq!(Scope::of(&request(arm, Method::Put)).kind, Kind::Writes);
+    assert_eq!(Scope::of(&request(arm, Method::Delete)).kind, Kind::Deletes);
+    let other = "https://management.azure.com/SUBSCRIPTIONS/def/providers/X?api-version=1";
+    assert_eq!(Scope::of(&request(other, Method::Get)).subscription.as_deref(), Some("def"));
+    let vault = Scope::of(&request("https://v1.vault.azure.net/secrets/s?api-version=7.5", Method::Get));
+    assert_eq!((vault.host.as_str(), vault.subscription), ("v1.vault.azure.net", None));
+}
+
+/// ARM's throttling as local-azure plays it: a token bucket per subscription, `429` with `Retry-After` in whole
+/// seconds beyond it, the remaining count on every answer. Time is tokio's (paused in these tests).
+#[derive(Debug)]
+struct ThrottledArm {
+    rate: f64,
+    bucket: Mutex<(f64, Instant)>,
+    refused: AtomicU64,
+}
+
+impl ThrottledArm {
+    fn new(rate: f64) -> Arc<Self> {
+        Arc::new(ThrottledArm { rate, bucket: Mutex::new((rate, Instant::now())), refused: AtomicU64::new(0) })
+    }
+}
+
+#[async_trait::async_trait]
+impl Policy for ThrottledArm {
+    async fn send(&self, _: &Context, _: &mut Request, _: &[Arc<dyn Policy>]) -> PolicyResult {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let mut headers = Headers::new();
+        let status = {
+            let mut bucket = self.bucket.lock().unwrap();
+            let now = Instant::now();
+            bucket.0 = (bucket.0 + now.duration_since(bucket.1).as_secs_f64() * self.rate).min(self.rate);
+            bucket.1 = now;
+            if bucket.0 >= 1.0 {
+                bucket.0 -= 1.0;
+                headers.insert(Kind::Reads.remaining_header(), (bucket.0.floor() as u64).to_string());
+                StatusCode::Ok
+            } else {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                let wait = ((1.0 - bucket.0) / self.rate).ceil().max(1.0) as u64;
+                headers.insert(RETRY_AFTER, wait.to_string());
+                headers.insert(Kind::Reads.remaining_header(), "0");
+                StatusCode::TooManyRequests
+            }
+        };
+        Ok(AsyncRawResponse::from_bytes(status, headers, Vec::<u8>::new()))
+    }
+}
+
+/// `workers` tasks each send `each` ARM reads one after another, through the production retry policy, the pacer
+/// when `paced`, and a throttled ARM; returns (seconds taken, requests refused, requests that failed).
+async fn sweep_like(rate: f64, workers: usize, each: usize, paced: bool) -> (f64, u64, usize) {
+    let arm = ThrottledArm::new(rate);
+    let retry = ServerPacedRetry::new(RetrySettings { max_retries: 6, initial_delay_ms: 800, max_delay_ms: 60_000 });
+    let mut policies: Vec<Arc<dyn Policy>> = vec![Arc::new(retry)];
+    if paced {
+        policies.push(Pacer::new());
+    }
+    policies.push(arm.clone());
+    let policies = Arc::new(policies);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let policies = policies.clone();
+            tokio::spawn(async move {
+                let mut failed = 0;
+                for _ in 0..each {
+                    let mut req = request("https://management.azure.com/subscriptions/s1/providers/X", Method::Get);
+                    let answer = policies[0].send(&Context::new(), &mut req, &policies[1..]).await.unwrap();
+                    failed += usize::from(answer.status() != StatusCode::Ok);
+                }
+                failed
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for task in tasks {
+        failed += task.await.unwrap();
+    }
+    (start.elapsed().as_secs_f64(), arm.refused.load(Ordering::Relaxed), failed)
+}
+
+#[tokio::test(start_paused = true)]
+async fn paced_requests_use_the_whole_rate_and_are_rarely_refused() {
+    // 96 × 32 reads at 300/s with a full bucket of 300 to start: 9.24 s is the least possible. ARM's
+    // `Retry-After` comes in whole seconds, so the requests left after the last refusal wait up to one more second
+    // than the bucket needs to serve them (what it costs the sweep is measured in docs/BENCHMARKS.md).
+    let (seconds, refused, failed) = sweep_like(300.0, 96, 32, true).await;
+    let ideal = (96.0 * 32.0 - 300.0) / 300.0;
+    assert_eq!(failed, 0);
+    assert!(seconds <= ideal * 1.02 + 1.0, "took {seconds:.2} s; the rate allows {ideal:.2} s");
+    assert!(refused <= 3 * seconds.ceil() as u64, "{refused} refused in {seconds:.2} s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_the_pacer_every_request_in_flight_is_refused_each_second() {
+    // The contrast that shows the test above can see the difference: the same load, unpaced.
+    let (seconds, refused, _) = sweep_like(300.0, 96, 32, false).await;
+    assert!(refused >= 50 * seconds.floor() as u64, "{refused} refused in {seconds:.2} s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_bucket_is_shared_fairly_enough_that_no_request_runs_out_of_retries() {
+    // ARM's documented read refill (25/s, here with a 25-token bucket) against the same 96 in flight.
+    let (seconds, _, failed) = sweep_like(25.0, 96, 4, true).await;
+    assert_eq!(failed, 0, "a request ran out of its 6 retries");
+    let ideal = (96.0 * 4.0 - 25.0) / 25.0;
+    assert!(seconds <= ideal * 1.1, "took {seconds:.2} s; the rate allows {ideal:.2} s");
+}
