@@ -9,6 +9,7 @@ use crate::alerts::Alert;
 use crate::azure::arm::ArmClient;
 use crate::azure::secrets::VaultSecrets;
 use crate::azure::service_bus::QueueSender;
+use crate::azure::traits::{CikStore, Devices, Locks, Queue, Vaults};
 use crate::azure::{ARM_SCOPE, AzureError, HttpStack, SERVICE_BUS_SCOPE, pipeline};
 use crate::config::Lifecycle;
 use crate::messages::{Command, queues};
@@ -16,9 +17,11 @@ use crate::messages::{Command, queues};
 #[derive(Debug, Clone)]
 pub struct Deps {
     pub settings: Lifecycle,
-    pub arm: ArmClient,
-    pub secrets: VaultSecrets,
-    pub queue: QueueSender,
+    pub devices: Arc<dyn Devices>,
+    pub vaults: Arc<dyn Vaults>,
+    pub locks: Arc<dyn Locks>,
+    pub secrets: Arc<dyn CikStore>,
+    pub queue: Arc<dyn Queue>,
 }
 
 impl Deps {
@@ -39,11 +42,18 @@ impl Deps {
         credential: Arc<dyn TokenCredential>,
         stack: HttpStack,
     ) -> Result<Self, AzureError> {
-        let arm = ArmClient::new(&settings.arm_endpoint, pipeline(credential.clone(), ARM_SCOPE, &stack))?;
+        // One ARM client (one pipeline, one token cache) behind all three ARM traits.
+        let arm = Arc::new(ArmClient::new(&settings.arm_endpoint, pipeline(credential.clone(), ARM_SCOPE, &stack))?);
         let queue =
             QueueSender::new(&settings.service_bus_namespace, pipeline(credential.clone(), SERVICE_BUS_SCOPE, &stack))?;
-        let secrets = VaultSecrets::new(credential, stack);
-        Ok(Deps { settings: settings.clone(), arm, secrets, queue })
+        Ok(Deps {
+            settings: settings.clone(),
+            devices: arm.clone(),
+            vaults: arm.clone(),
+            locks: arm,
+            secrets: Arc::new(VaultSecrets::new(credential, stack)),
+            queue: Arc::new(queue),
+        })
     }
 
     /// Enqueues commands, one request per queue.

@@ -15,6 +15,7 @@ use super::models::{
     AccessPolicy, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Lock, LockProperties, NameAvailability, Page,
     Vault,
 };
+use super::traits::{Devices, Locks, Vaults};
 use crate::resource_id::ResourceId;
 
 pub const DEVICES_API: &str = "2023-12-01";
@@ -42,27 +43,28 @@ impl ArmClient {
             .map_err(|e| AzureError::new("configure ARM", None, None, format!("invalid endpoint `{endpoint}`: {e}")))?;
         Ok(ArmClient { endpoint, pipeline })
     }
+}
 
-    // --- Stack Edge devices -------------------------------------------------------------------------------------
-
-    pub async fn get_device(&self, id: &ResourceId) -> Result<Option<Device>, AzureError> {
+#[async_trait::async_trait]
+impl Devices for ArmClient {
+    async fn get_device(&self, id: &ResourceId) -> Result<Option<Device>, AzureError> {
         self.get_optional("get device", &id.to_string(), DEVICES_API).await
     }
 
     /// Turns on the device's system-assigned identity (idempotent: ARM keeps the existing principal).
-    pub async fn enable_identity(&self, id: &ResourceId) -> Result<Device, AzureError> {
+    async fn enable_identity(&self, id: &ResourceId) -> Result<Device, AzureError> {
         let body = json!({"identity": {"type": "SystemAssigned"}});
         self.send("enable device identity", Method::Patch, &id.to_string(), DEVICES_API, Some(&body)).await
     }
 
     /// One page of the devices in a subscription; pass the previous page's `next_link` to continue.
-    pub async fn list_devices(&self, subscription: &str, next_link: Option<&str>) -> Result<Page<Device>, AzureError> {
+    async fn list_devices(&self, subscription: &str, next_link: Option<&str>) -> Result<Page<Device>, AzureError> {
         let path = format!("/subscriptions/{subscription}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices");
         self.page("list devices", &path, DEVICES_API, next_link).await
     }
 
     /// Replaces the device's tags (ARM PATCH semantics for `tags`: the object given is the new set).
-    pub async fn set_device_tags(
+    async fn set_device_tags(
         &self,
         id: &ResourceId,
         tags: &std::collections::BTreeMap<String, String>,
@@ -71,12 +73,12 @@ impl ArmClient {
         self.send("update device tags", Method::Patch, &id.to_string(), DEVICES_API, Some(&body)).await
     }
 
-    pub async fn get_extended_info(&self, id: &ResourceId) -> Result<ExtendedInfo, AzureError> {
+    async fn get_extended_info(&self, id: &ResourceId) -> Result<ExtendedInfo, AzureError> {
         let path = format!("{id}/getExtendedInformation");
         self.send("get extended information", Method::Post, &path, DEVICES_API, Some(&json!({}))).await
     }
 
-    pub async fn update_extended_info(
+    async fn update_extended_info(
         &self,
         id: &ResourceId,
         patch: &ExtendedInfoPatch,
@@ -84,26 +86,27 @@ impl ArmClient {
         let path = format!("{id}/updateExtendedInformation");
         self.send("update extended information", Method::Post, &path, DEVICES_API, Some(patch)).await
     }
+}
 
-    // --- Key Vault vaults ---------------------------------------------------------------------------------------
-
-    pub async fn check_vault_name(&self, subscription: &str, name: &str) -> Result<NameAvailability, AzureError> {
+#[async_trait::async_trait]
+impl Vaults for ArmClient {
+    async fn check_vault_name(&self, subscription: &str, name: &str) -> Result<NameAvailability, AzureError> {
         let path = format!("/subscriptions/{subscription}/providers/Microsoft.KeyVault/checkNameAvailability");
         let body = json!({"name": name, "type": "Microsoft.KeyVault/vaults"});
         self.send("check vault name", Method::Post, &path, VAULTS_API, Some(&body)).await
     }
 
-    pub async fn get_vault(&self, id: &ResourceId) -> Result<Option<Vault>, AzureError> {
+    async fn get_vault(&self, id: &ResourceId) -> Result<Option<Vault>, AzureError> {
         self.get_optional("get vault", &id.to_string(), VAULTS_API).await
     }
 
     /// Creates or updates a vault and waits until it is provisioned.
-    pub async fn put_vault(&self, id: &ResourceId, vault: &Vault) -> Result<Vault, AzureError> {
+    async fn put_vault(&self, id: &ResourceId, vault: &Vault) -> Result<Vault, AzureError> {
         self.put_vault_body("create vault", id, &serde_json::to_value(vault).expect("serializable")).await
     }
 
     /// Recovers a soft-deleted vault (`createMode: recover`); Key Vault restores it with its secrets and policies.
-    pub async fn recover_vault(&self, id: &ResourceId, location: &str, tenant_id: &str) -> Result<Vault, AzureError> {
+    async fn recover_vault(&self, id: &ResourceId, location: &str, tenant_id: &str) -> Result<Vault, AzureError> {
         let body = json!({
             "location": location,
             "properties": {"tenantId": tenant_id, "sku": {"family": "A", "name": "standard"}, "createMode": "recover"}
@@ -111,6 +114,80 @@ impl ArmClient {
         self.put_vault_body("recover vault", id, &body).await
     }
 
+    /// One page of the vaults in a resource group.
+    async fn list_vaults(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        next_link: Option<&str>,
+    ) -> Result<Page<Vault>, AzureError> {
+        let path = format!(
+            "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.KeyVault/vaults"
+        );
+        self.page("list vaults", &path, VAULTS_API, next_link).await
+    }
+
+    /// Adds access policies to a vault (`accessPolicies/add`), leaving the others alone.
+    async fn add_access_policies(&self, id: &ResourceId, policies: &[AccessPolicy]) -> Result<(), AzureError> {
+        let path = format!("{id}/accessPolicies/add");
+        let body = json!({"properties": {"accessPolicies": policies}});
+        let _: Value = self.send("add access policies", Method::Put, &path, VAULTS_API, Some(&body)).await?;
+        Ok(())
+    }
+
+    async fn delete_vault(&self, id: &ResourceId) -> Result<(), AzureError> {
+        self.send_empty("delete vault", Method::Delete, &id.to_string(), VAULTS_API).await
+    }
+
+    async fn get_deleted_vault(
+        &self,
+        subscription: &str,
+        location: &str,
+        name: &str,
+    ) -> Result<Option<DeletedVault>, AzureError> {
+        let path = format!(
+            "/subscriptions/{subscription}/providers/Microsoft.KeyVault/locations/{location}/deletedVaults/{name}"
+        );
+        self.get_optional("get deleted vault", &path, VAULTS_API).await
+    }
+
+    /// One page of the soft-deleted vaults in a subscription.
+    async fn list_deleted_vaults(
+        &self,
+        subscription: &str,
+        next_link: Option<&str>,
+    ) -> Result<Page<DeletedVault>, AzureError> {
+        let path = format!("/subscriptions/{subscription}/providers/Microsoft.KeyVault/deletedVaults");
+        self.page("list deleted vaults", &path, VAULTS_API, next_link).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Locks for ArmClient {
+    async fn get_lock(&self, scope: &ResourceId, name: &str) -> Result<Option<Lock>, AzureError> {
+        let path = format!("{scope}/providers/Microsoft.Authorization/locks/{name}");
+        self.get_optional("get lock", &path, LOCKS_API).await
+    }
+
+    async fn put_lock(&self, scope: &ResourceId, name: &str, notes: &str) -> Result<Lock, AzureError> {
+        let path = format!("{scope}/providers/Microsoft.Authorization/locks/{name}");
+        let body = Lock {
+            properties: LockProperties { level: "CanNotDelete".into(), notes: Some(notes.to_string()) },
+            ..Default::default()
+        };
+        self.send("create lock", Method::Put, &path, LOCKS_API, Some(&body)).await
+    }
+
+    async fn delete_lock(&self, scope: &ResourceId, name: &str) -> Result<(), AzureError> {
+        let path = format!("{scope}/providers/Microsoft.Authorization/locks/{name}");
+        match self.send_empty("delete lock", Method::Delete, &path, LOCKS_API).await {
+            Err(err) if err.is_not_found() => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl ArmClient {
     async fn put_vault_body(
         &self,
         operation: &'static str,
@@ -146,77 +223,6 @@ impl ArmClient {
             }
         }
         Err(AzureError::new(operation, None, None, "the vault did not finish provisioning"))
-    }
-
-    /// One page of the vaults in a resource group.
-    pub async fn list_vaults(
-        &self,
-        subscription: &str,
-        resource_group: &str,
-        next_link: Option<&str>,
-    ) -> Result<Page<Vault>, AzureError> {
-        let path = format!(
-            "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.KeyVault/vaults"
-        );
-        self.page("list vaults", &path, VAULTS_API, next_link).await
-    }
-
-    /// Adds access policies to a vault (`accessPolicies/add`), leaving the others alone.
-    pub async fn add_access_policies(&self, id: &ResourceId, policies: &[AccessPolicy]) -> Result<(), AzureError> {
-        let path = format!("{id}/accessPolicies/add");
-        let body = json!({"properties": {"accessPolicies": policies}});
-        let _: Value = self.send("add access policies", Method::Put, &path, VAULTS_API, Some(&body)).await?;
-        Ok(())
-    }
-
-    pub async fn delete_vault(&self, id: &ResourceId) -> Result<(), AzureError> {
-        self.send_empty("delete vault", Method::Delete, &id.to_string(), VAULTS_API).await
-    }
-
-    pub async fn get_deleted_vault(
-        &self,
-        subscription: &str,
-        location: &str,
-        name: &str,
-    ) -> Result<Option<DeletedVault>, AzureError> {
-        let path = format!(
-            "/subscriptions/{subscription}/providers/Microsoft.KeyVault/locations/{location}/deletedVaults/{name}"
-        );
-        self.get_optional("get deleted vault", &path, VAULTS_API).await
-    }
-
-    /// One page of the soft-deleted vaults in a subscription.
-    pub async fn list_deleted_vaults(
-        &self,
-        subscription: &str,
-        next_link: Option<&str>,
-    ) -> Result<Page<DeletedVault>, AzureError> {
-        let path = format!("/subscriptions/{subscription}/providers/Microsoft.KeyVault/deletedVaults");
-        self.page("list deleted vaults", &path, VAULTS_API, next_link).await
-    }
-
-    // --- Locks --------------------------------------------------------------------------------------------------
-
-    pub async fn get_lock(&self, scope: &ResourceId, name: &str) -> Result<Option<Lock>, AzureError> {
-        let path = format!("{scope}/providers/Microsoft.Authorization/locks/{name}");
-        self.get_optional("get lock", &path, LOCKS_API).await
-    }
-
-    pub async fn put_lock(&self, scope: &ResourceId, name: &str, notes: &str) -> Result<Lock, AzureError> {
-        let path = format!("{scope}/providers/Microsoft.Authorization/locks/{name}");
-        let body = Lock {
-            properties: LockProperties { level: "CanNotDelete".into(), notes: Some(notes.to_string()) },
-            ..Default::default()
-        };
-        self.send("create lock", Method::Put, &path, LOCKS_API, Some(&body)).await
-    }
-
-    pub async fn delete_lock(&self, scope: &ResourceId, name: &str) -> Result<(), AzureError> {
-        let path = format!("{scope}/providers/Microsoft.Authorization/locks/{name}");
-        match self.send_empty("delete lock", Method::Delete, &path, LOCKS_API).await {
-            Err(err) if err.is_not_found() => Ok(()),
-            other => other,
-        }
     }
 
     // --- plumbing -----------------------------------------------------------------------------------------------

@@ -11,11 +11,14 @@
 //! `SSL_CERT_FILE`, `IDENTITY_ENDPOINT`, …), never by code path.
 
 pub mod arm;
+#[cfg(test)]
+pub mod fake;
 pub mod models;
 pub mod pacing;
 pub mod retry;
 pub mod secrets;
 pub mod service_bus;
+pub mod traits;
 
 use std::sync::Arc;
 

@@ -9,6 +9,7 @@ use azure_core::http::RequestContent;
 use azure_security_keyvault_secrets::models::{SecretAttributes, SetSecretParameters};
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 
+use super::traits::CikStore;
 use super::{AzureError, HttpStack};
 use crate::activation_key::Cik;
 
@@ -63,9 +64,12 @@ impl VaultSecrets {
         clients.insert(key, client.clone());
         Ok(client)
     }
+}
 
+#[async_trait::async_trait]
+impl CikStore for VaultSecrets {
     /// Stores `cik` as a new version of secret `name`; returns that version.
-    pub async fn set_cik(&self, vault_uri: &str, name: &str, cik: &Cik) -> Result<String, AzureError> {
+    async fn set_cik(&self, vault_uri: &str, name: &str, cik: &Cik) -> Result<String, AzureError> {
         let parameters = SetSecretParameters {
             value: Some(cik.to_secret_value().to_string()),
             content_type: Some(CIK_CONTENT_TYPE.to_string()),
@@ -84,7 +88,7 @@ impl VaultSecrets {
     }
 
     /// Reads secret `name` (a given version, or the latest); `None` if it does not exist.
-    pub async fn get_cik(
+    async fn get_cik(
         &self,
         vault_uri: &str,
         name: &str,

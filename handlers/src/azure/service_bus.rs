@@ -11,6 +11,7 @@ use azure_core::http::{Context, Method, Pipeline, Request, Url};
 use serde::Serialize;
 
 use super::AzureError;
+use super::traits::Queue;
 
 /// What the broker needs to know about a message besides its body.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -50,8 +51,11 @@ impl QueueSender {
         })?;
         Ok(QueueSender { namespace, pipeline })
     }
+}
 
-    pub async fn send(&self, queue: &str, message: &OutgoingMessage) -> Result<(), AzureError> {
+#[async_trait::async_trait]
+impl Queue for QueueSender {
+    async fn send(&self, queue: &str, message: &OutgoingMessage) -> Result<(), AzureError> {
         let mut request = Request::new(self.messages_url(queue)?, Method::Post);
         request.insert_header("content-type", "application/json");
         request.insert_header("brokerproperties", serde_json::to_string(&message.broker).expect("serializable"));
@@ -64,7 +68,7 @@ impl QueueSender {
     }
 
     /// Sends several messages in one request (the broker takes all or none).
-    pub async fn send_batch(&self, queue: &str, messages: &[OutgoingMessage]) -> Result<(), AzureError> {
+    async fn send_batch(&self, queue: &str, messages: &[OutgoingMessage]) -> Result<(), AzureError> {
         if messages.is_empty() {
             return Ok(());
         }
@@ -84,7 +88,9 @@ impl QueueSender {
         request.set_body(serde_json::to_vec(&entries).expect("serializable"));
         self.execute("send message batch", request).await
     }
+}
 
+impl QueueSender {
     fn messages_url(&self, queue: &str) -> Result<Url, AzureError> {
         if queue.is_empty() || !queue.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
             return Err(AzureError::new("send message", None, None, format!("invalid queue name `{queue}`")));

@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use edgevault::activation_key::ActivationKey;
 use edgevault::azure::HttpStack;
 use edgevault::azure::secrets::VaultSecrets;
+use edgevault::azure::traits::CikStore;
 use edgevault::config::{Lifecycle, settings};
 use edgevault::deps::Deps;
 use edgevault::lifecycle::sweep::{Finding, inspect};
@@ -94,7 +95,7 @@ async fn open_key(deps: &Deps, settings: &Lifecycle, resource_id: &str, key: &st
     };
     let key = ActivationKey::parse(&text)?;
     let location = key.cik_location()?;
-    let found = deps.arm.get_device(&device).await?.with_context(|| format!("{device} does not exist"))?;
+    let found = deps.devices.get_device(&device).await?.with_context(|| format!("{device} does not exist"))?;
     let Some(principal) = found.principal_id() else { bail!("{device} has no managed identity yet") };
     // From here on everything happens as the device: its identity, its access policy, nothing of edgevault's.
     let stack = HttpStack::new(settings.retry);
@@ -135,10 +136,10 @@ async fn status(deps: &Deps) -> anyhow::Result<()> {
     for subscription in &deps.settings.subscriptions {
         let mut next: Option<String> = None;
         loop {
-            let page = deps.arm.list_devices(subscription, next.as_deref()).await?;
+            let page = deps.devices.list_devices(subscription, next.as_deref()).await?;
             for device in &page.value {
                 let id: ResourceId = device.id.parse()?;
-                let info = deps.arm.get_extended_info(&id).await?;
+                let info = deps.devices.get_extended_info(&id).await?;
                 let (findings, _) = inspect(deps, device, "status").await?;
                 let has = |f: Finding| findings.contains(&f);
                 let mark = |ok: bool| if ok { "yes" } else { "NO" };

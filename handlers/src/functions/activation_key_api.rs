@@ -118,7 +118,7 @@ async fn post(deps: &Deps, request: &HttpRequest, invocation_id: &str) -> Result
     let candidate = custom.clone().unwrap_or_else(|| VaultName::default_for(&device_id, 0));
     let (read, check) = tokio::join!(
         device_and_info(deps, &device_id),
-        deps.arm.check_vault_name(device_id.subscription(), candidate.as_str())
+        deps.vaults.check_vault_name(device_id.subscription(), candidate.as_str())
     );
     let Some((device, info)) = read? else {
         return Ok(HttpResponse::error(404, "DeviceNotFound", format!("{device_id} does not exist")));
@@ -190,18 +190,18 @@ async fn availability(
 ) -> Result<Result<(), String>, FunctionError> {
     let check = match checked {
         Some(check) => check,
-        None => deps.arm.check_vault_name(device.subscription(), name.as_str()).await?,
+        None => deps.vaults.check_vault_name(device.subscription(), name.as_str()).await?,
     };
     if check.name_available {
         return Ok(Ok(()));
     }
     let id = vault_id(device, name);
-    if let Some(vault) = deps.arm.get_vault(&id).await?
+    if let Some(vault) = deps.vaults.get_vault(&id).await?
         && owned_by(&vault.tags, device)
     {
         return Ok(Ok(()));
     }
-    if let Some(deleted) = deps.arm.get_deleted_vault(device.subscription(), location, name.as_str()).await?
+    if let Some(deleted) = deps.vaults.get_deleted_vault(device.subscription(), location, name.as_str()).await?
         && owned_by(&deleted.properties.tags, device)
     {
         return Ok(Ok(()));

@@ -20,22 +20,22 @@ pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
 }
 
 async fn handle(deps: &Deps, device: &ResourceId) -> Result<InvocationResponse, FunctionError> {
-    if deps.arm.get_device(device).await?.is_some() {
+    if deps.devices.get_device(device).await?.is_some() {
         return Ok(InvocationResponse::default().with_log(format!("{device} exists again; its vault stays")));
     }
     let mut response = InvocationResponse::default();
     let (subscription, group) = (device.subscription(), device.resource_group().unwrap_or_default());
     let mut next: Option<String> = None;
     loop {
-        let page = deps.arm.list_vaults(subscription, group, next.as_deref()).await?;
+        let page = deps.vaults.list_vaults(subscription, group, next.as_deref()).await?;
         for vault in page.value.iter().filter(|v| owned_by(&v.tags, device)) {
             let vault_id: ResourceId = vault
                 .id
                 .parse()
                 .map_err(|e| FunctionError::Permanent { code: "BadVaultId", message: format!("{e}") })?;
             let alert = if deps.settings.delete_vault_with_device {
-                deps.arm.delete_lock(&vault_id, LOCK_NAME).await?;
-                deps.arm.delete_vault(&vault_id).await?;
+                deps.locks.delete_lock(&vault_id, LOCK_NAME).await?;
+                deps.vaults.delete_vault(&vault_id).await?;
                 Alert::raise(
                     &format!("{vault_id}|device-deleted"),
                     Severity::Informational,

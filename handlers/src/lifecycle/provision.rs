@@ -30,7 +30,7 @@ pub async fn ensure_identity(deps: &Deps, id: &ResourceId, device: &Device) -> R
     if let Some(principal) = device.principal_id() {
         return Ok(principal.to_string());
     }
-    let updated = deps.arm.enable_identity(id).await?;
+    let updated = deps.devices.enable_identity(id).await?;
     tracing::info!(device = %id, "enabled the system-assigned identity");
     updated.principal_id().map(str::to_string).ok_or_else(|| FunctionError::Permanent {
         code: "IdentityNotCreated",
@@ -41,7 +41,7 @@ pub async fn ensure_identity(deps: &Deps, id: &ResourceId, device: &Device) -> R
 /// The device and its extended information, read concurrently (they are independent). `None` if the device no
 /// longer exists.
 pub async fn device_and_info(deps: &Deps, id: &ResourceId) -> Result<Option<(Device, ExtendedInfo)>, FunctionError> {
-    let (device, info) = tokio::join!(deps.arm.get_device(id), deps.arm.get_extended_info(id));
+    let (device, info) = tokio::join!(deps.devices.get_device(id), deps.devices.get_extended_info(id));
     match (device?, info) {
         (None, _) => Ok(None),
         (Some(_), Err(err)) if err.is_not_found() => Ok(None),
@@ -88,7 +88,7 @@ async fn prepare(
     let early_id = requested.map(|name| vault_id(id, name));
     let early_read = async {
         match &early_id {
-            Some(vault) => deps.arm.get_vault(vault).await.map(Some),
+            Some(vault) => deps.vaults.get_vault(vault).await.map(Some),
             None => Ok(None),
         }
     };
@@ -154,7 +154,7 @@ async fn ensure_vault(
     let desired = desired_vault(&deps.settings, device, principal);
     let existing = match known {
         Some(read) => read,
-        None => deps.arm.get_vault(vault_id).await?,
+        None => deps.vaults.get_vault(vault_id).await?,
     };
     if let Some(vault) = existing {
         if !owned_by(&vault.tags, id) {
@@ -174,11 +174,11 @@ async fn ensure_vault(
         update.properties.soft_delete_retention_in_days =
             vault.properties.soft_delete_retention_in_days.or(Some(RETENTION_DAYS));
         tracing::warn!(vault = %vault_id, "vault lacked soft delete or purge protection; turning them on");
-        return Ok((deps.arm.put_vault(vault_id, &update).await?, false));
+        return Ok((deps.vaults.put_vault(vault_id, &update).await?, false));
     }
     // Created without first looking for a soft-deleted vault of that name: Azure refuses the create with a 409
     // when one holds the name, and only then is it worth a read. A first activation saves a round trip.
-    let err = match deps.arm.put_vault(vault_id, &desired).await {
+    let err = match deps.vaults.put_vault(vault_id, &desired).await {
         Ok(vault) => {
             tracing::info!(vault = %vault_id, "created the vault");
             return Ok((vault, true));
@@ -187,7 +187,7 @@ async fn ensure_vault(
         Err(err) => return Err(err.into()),
     };
     let name = vault_id.name().unwrap_or_default();
-    match deps.arm.get_deleted_vault(vault_id.subscription(), &device.location, name).await? {
+    match deps.vaults.get_deleted_vault(vault_id.subscription(), &device.location, name).await? {
         Some(deleted) if owned_by(&deleted.properties.tags, id) => {
             tracing::info!(vault = %vault_id, "recovering the device's soft-deleted vault");
             recover_or_find(deps, vault_id, &device.location).await.map(|vault| (vault, false))
@@ -206,9 +206,9 @@ async fn ensure_vault(
 /// Recovers a soft-deleted vault. When the recovery is refused because the vault is no longer soft-deleted — another
 /// worker (the `VaultDeleted` one, say) recovered it first — the recovered vault is what was wanted.
 pub async fn recover_or_find(deps: &Deps, vault_id: &ResourceId, location: &str) -> Result<Vault, FunctionError> {
-    match deps.arm.recover_vault(vault_id, location, &deps.settings.tenant_id).await {
+    match deps.vaults.recover_vault(vault_id, location, &deps.settings.tenant_id).await {
         Ok(vault) => Ok(vault),
-        Err(err) if !err.retryable() => match deps.arm.get_vault(vault_id).await? {
+        Err(err) if !err.retryable() => match deps.vaults.get_vault(vault_id).await? {
             Some(vault) => {
                 tracing::info!(vault = %vault_id, "the vault was recovered meanwhile");
                 Ok(vault)
@@ -230,7 +230,7 @@ async fn ensure_policies(
         .filter(|want| !vault.properties.access_policies.iter().any(|have| have.covers(want)))
         .collect();
     if !missing.is_empty() {
-        deps.arm.add_access_policies(vault_id, &missing).await?;
+        deps.vaults.add_access_policies(vault_id, &missing).await?;
         tracing::info!(vault = %vault_id, added = missing.len(), "added access policies");
     }
     Ok(())
@@ -238,10 +238,10 @@ async fn ensure_policies(
 
 /// Makes sure the vault has its lock; a vault this call just `created` cannot have one, so it is not looked up.
 async fn ensure_lock(deps: &Deps, vault_id: &ResourceId, created: bool) -> Result<(), FunctionError> {
-    let present =
-        !created && deps.arm.get_lock(vault_id, LOCK_NAME).await?.is_some_and(|l| l.properties.level == "CanNotDelete");
+    let present = !created
+        && deps.locks.get_lock(vault_id, LOCK_NAME).await?.is_some_and(|l| l.properties.level == "CanNotDelete");
     if !present {
-        deps.arm.put_lock(vault_id, LOCK_NAME, LOCK_NOTES).await?;
+        deps.locks.put_lock(vault_id, LOCK_NAME, LOCK_NOTES).await?;
         tracing::info!(vault = %vault_id, "locked the vault against deletion");
     }
     Ok(())
@@ -296,7 +296,7 @@ async fn sync_extended_info(
     let in_sync =
         info.properties.link.same_as(&patch.link) && info.properties.key_vault_sync_status == patch.sync_status;
     if force || !in_sync {
-        deps.arm.update_extended_info(id, &patch).await?;
+        deps.devices.update_extended_info(id, &patch).await?;
         tracing::info!(device = %id, "extended information synced");
     }
     Ok(())
@@ -310,7 +310,7 @@ async fn clear_error(deps: &Deps, id: &ResourceId, device: &Device) -> Result<()
             .filter(|(k, _)| !k.eq_ignore_ascii_case(ERROR_TAG))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        deps.arm.set_device_tags(id, &tags).await?;
+        deps.devices.set_device_tags(id, &tags).await?;
     }
     Ok(())
 }
@@ -318,19 +318,19 @@ async fn clear_error(deps: &Deps, id: &ResourceId, device: &Device) -> Result<()
 /// Records a failed synchronisation where the status API and the portal see it: `KeyVaultSyncFailed` in the
 /// extended information and the reason in the device's `edgevault-sync-error` tag.
 pub async fn mark_failed(deps: &Deps, id: &ResourceId, reason: &str) -> Result<(), FunctionError> {
-    let Some(device) = deps.arm.get_device(id).await? else { return Ok(()) };
+    let Some(device) = deps.devices.get_device(id).await? else { return Ok(()) };
     let patch = ExtendedInfoPatch { sync_status: Some(KeyVaultSyncStatus::KeyVaultSyncFailed), ..Default::default() };
-    deps.arm.update_extended_info(id, &patch).await?;
+    deps.devices.update_extended_info(id, &patch).await?;
     let mut tags = device.tags.clone();
     // Tag values are limited to 256 characters.
     tags.insert(ERROR_TAG.to_string(), reason.chars().take(256).collect());
-    deps.arm.set_device_tags(id, &tags).await?;
+    deps.devices.set_device_tags(id, &tags).await?;
     Ok(())
 }
 
 /// Sets the device's sync status (pending / syncing) without touching the links.
 pub async fn mark_status(deps: &Deps, id: &ResourceId, status: KeyVaultSyncStatus) -> Result<(), FunctionError> {
     let patch = ExtendedInfoPatch { sync_status: Some(status), ..Default::default() };
-    deps.arm.update_extended_info(id, &patch).await?;
+    deps.devices.update_extended_info(id, &patch).await?;
     Ok(())
 }

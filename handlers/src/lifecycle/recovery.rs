@@ -26,7 +26,7 @@ pub enum Outcome {
 }
 
 pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outcome, FunctionError> {
-    if let Some(vault) = deps.arm.get_vault(vault_id).await? {
+    if let Some(vault) = deps.vaults.get_vault(vault_id).await? {
         let Some(device) = owner(&vault.tags) else { return Ok(Outcome::NotOurs) };
         return match provision(deps, &device, None, false).await? {
             Some(_) => Ok(Outcome::AlreadyPresent { device }),
@@ -40,7 +40,7 @@ pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outc
         tracing::info!(vault = %vault_id, "deleted vault belongs to no device; ignored");
         return Ok(Outcome::NotOurs);
     };
-    if deps.arm.get_device(&device).await?.is_none() {
+    if deps.devices.get_device(&device).await?.is_none() {
         tracing::info!(vault = %vault_id, device = %device, "the vault's device is gone; its deletion is expected");
         return Ok(Outcome::NotOurs);
     }
@@ -98,7 +98,7 @@ fn owner(tags: &std::collections::BTreeMap<String, String>) -> Option<ResourceId
 async fn find_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Option<DeletedVault>, FunctionError> {
     let mut next: Option<String> = None;
     loop {
-        let page = deps.arm.list_deleted_vaults(vault_id.subscription(), next.as_deref()).await?;
+        let page = deps.vaults.list_deleted_vaults(vault_id.subscription(), next.as_deref()).await?;
         if let Some(found) =
             page.value.into_iter().find(|d| d.properties.vault_id.parse::<ResourceId>().is_ok_and(|id| &id == vault_id))
         {
@@ -145,7 +145,7 @@ async fn unrecoverable(
 async fn linked_device(deps: &Deps, vault_id: &ResourceId) -> Result<Option<ResourceId>, FunctionError> {
     let mut next: Option<String> = None;
     loop {
-        let page = deps.arm.list_devices(vault_id.subscription(), next.as_deref()).await?;
+        let page = deps.devices.list_devices(vault_id.subscription(), next.as_deref()).await?;
         for device in page.value {
             let Ok(id) = device.id.parse::<ResourceId>() else { continue };
             if !id
@@ -155,7 +155,7 @@ async fn linked_device(deps: &Deps, vault_id: &ResourceId) -> Result<Option<Reso
             {
                 continue;
             }
-            let info = deps.arm.get_extended_info(&id).await?;
+            let info = deps.devices.get_extended_info(&id).await?;
             if info.properties.link.vault_id().as_ref() == Some(vault_id) {
                 return Ok(Some(id));
             }

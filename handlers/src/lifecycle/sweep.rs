@@ -58,7 +58,7 @@ pub async fn inspect(
 ) -> Result<(Vec<Finding>, Vec<Command>), FunctionError> {
     let id: ResourceId =
         device.id.parse().map_err(|e| FunctionError::Permanent { code: "BadDeviceId", message: format!("{e}") })?;
-    let info = deps.arm.get_extended_info(&id).await?;
+    let info = deps.devices.get_extended_info(&id).await?;
     if is_legacy(device, &info, deps.settings.cutover) {
         return Ok((vec![Finding::Legacy], vec![]));
     }
@@ -73,10 +73,10 @@ pub async fn inspect(
     let Some(vault_id) = props.link.vault_id() else {
         return Ok((vec![Finding::NotActivated], vec![]));
     };
-    match deps.arm.get_vault(&vault_id).await? {
+    match deps.vaults.get_vault(&vault_id).await? {
         None => {
             let name = vault_id.name().unwrap_or_default();
-            match deps.arm.get_deleted_vault(vault_id.subscription(), &device.location, name).await? {
+            match deps.vaults.get_deleted_vault(vault_id.subscription(), &device.location, name).await? {
                 Some(deleted) => {
                     findings.push(Finding::VaultSoftDeleted);
                     let deletion = deleted.properties.deletion_date.unwrap_or_default();
@@ -98,7 +98,7 @@ pub async fn inspect(
             if !wanted.iter().all(|w| p.access_policies.iter().any(|h| h.covers(w))) {
                 findings.push(Finding::AccessPolicyMissing);
             }
-            if deps.arm.get_lock(&vault_id, LOCK_NAME).await?.is_none() {
+            if deps.locks.get_lock(&vault_id, LOCK_NAME).await?.is_none() {
                 findings.push(Finding::LockMissing);
             }
             let uri = p.vault_uri.clone().unwrap_or_else(|| format!("https://{}.vault.azure.net/", vault.name));
@@ -165,7 +165,7 @@ where
 pub async fn run(deps: &Deps, sweep_id: &str) -> Result<Summary, FunctionError> {
     let mut summary = Summary::default();
     let list = |subscription: String, next: Option<String>| async move {
-        let page = deps.arm.list_devices(&subscription, next.as_deref()).await?;
+        let page = deps.devices.list_devices(&subscription, next.as_deref()).await?;
         let devices: Vec<Device> = page
             .value
             .into_iter()
@@ -269,6 +269,205 @@ mod tests {
         let rest: Vec<usize> = pages.map(|p| p.unwrap().len()).collect().await;
         assert_eq!(rest, [1, 1]);
         assert_eq!(*calls.borrow(), ["a:", "a:a-2", "b:"]);
+    }
+
+    mod inspection {
+        //! `inspect` and `run` against the in-memory Azure: each finding from the Azure state that causes it, the
+        //! command that fixes it, and nothing written by the sweep itself.
+
+        use std::sync::Arc;
+
+        use super::*;
+        use crate::azure::fake::FakeAzure;
+        use crate::azure::models::{ExtendedInfo, Identity, Lock, VaultLink};
+        use crate::config::Lifecycle;
+        use crate::lifecycle::desired_vault;
+        use crate::resource_id::VAULT_TYPE;
+
+        fn settings() -> Lifecycle {
+            Lifecycle {
+                tenant_id: "tenant".into(),
+                principal_id: "edgevault".into(),
+                service_bus_namespace: "edgevault.servicebus.windows.net".into(),
+                subscriptions: vec!["s".into()],
+                cutover: None,
+                delete_vault_with_device: false,
+                activation_key_ttl: time::Duration::hours(72),
+                arm_endpoint: crate::azure::ARM_ENDPOINT.into(),
+                retry: Default::default(),
+            }
+        }
+
+        /// A device provisioned the way activation leaves it: identity, owned vault with soft delete, purge
+        /// protection and both policies, the lock, an enabled CIK, the link in sync. Returns (device, vault) ids.
+        fn healthy(azure: &FakeAzure, name: &str) -> (ResourceId, ResourceId) {
+            let mut device = super::device(name);
+            let principal = format!("principal-{name}");
+            device.identity = Some(Identity {
+                kind: "SystemAssigned".into(),
+                principal_id: Some(principal.clone()),
+                tenant_id: None,
+            });
+            let id: ResourceId = device.id.parse().unwrap();
+            let vault_id = ResourceId::new("s", "rg", VAULT_TYPE, &format!("kv-{name}"));
+            let uri = format!("https://kv-{name}.vault.azure.net/");
+            let mut vault = desired_vault(&settings(), &device, &principal);
+            vault.id = vault_id.to_string();
+            vault.name = format!("kv-{name}");
+            vault.properties.vault_uri = Some(uri.clone());
+            let cik_name = cik_secret_name(&id, &vault_id);
+            azure.put_cik(&uri, &cik_name, true);
+            let mut state = azure.state();
+            let version = state.ciks.values().last().unwrap()[0].version.clone();
+            let key = |id: &ResourceId| id.to_string().to_ascii_lowercase();
+            state.locks.insert(key(&vault_id) + "/" + LOCK_NAME, Lock::default());
+            state.vaults.insert(key(&vault_id), vault);
+            let mut info = ExtendedInfo::default();
+            info.properties.link = VaultLink {
+                client_secret_store_id: Some(vault_id.to_string()),
+                client_secret_store_url: Some(uri),
+                channel_integrity_key_name: Some(cik_name),
+                channel_integrity_key_version: Some(version),
+            };
+            info.properties.key_vault_sync_status = Some(KeyVaultSyncStatus::KeyVaultSynced);
+            state.infos.insert(key(&id), info);
+            state.devices.insert(key(&id), device);
+            (id, vault_id)
+        }
+
+        async fn inspect_one(azure: &Arc<FakeAzure>, id: &ResourceId) -> (Vec<Finding>, Vec<Command>) {
+            let deps = azure.deps(settings());
+            let device = azure.state().devices[&id.to_string().to_ascii_lowercase()].clone();
+            inspect(&deps, &device, "sweep-1").await.unwrap()
+        }
+
+        fn repairs(commands: &[Command]) -> Vec<String> {
+            match commands {
+                [Command::ReconcileVault { findings, .. }] => findings.clone(),
+                other => panic!("expected one ReconcileVault, got {other:?}"),
+            }
+        }
+
+        #[tokio::test]
+        async fn a_provisioned_device_is_healthy_and_costs_four_reads() {
+            let azure = FakeAzure::new();
+            let (id, vault_id) = healthy(&azure, "d1");
+            let (findings, commands) = inspect_one(&azure, &id).await;
+            assert_eq!(findings, [Finding::Healthy]);
+            assert!(commands.is_empty());
+            let calls = azure.state().calls.clone();
+            assert_eq!(
+                calls,
+                [
+                    format!("get extended information {id}"),
+                    format!("get vault {vault_id}"),
+                    format!("get lock {vault_id}"),
+                    format!("get CIK {}", cik_secret_name(&id, &vault_id)),
+                ]
+            );
+            assert!(azure.writes().is_empty());
+        }
+
+        #[tokio::test]
+        async fn each_drift_is_found_and_handed_to_the_worker_in_one_command() {
+            let azure = FakeAzure::new();
+            let (id, vault_id) = healthy(&azure, "d1");
+            {
+                let mut state = azure.state();
+                let vault = state.vaults.get_mut(&vault_id.to_string().to_ascii_lowercase()).unwrap();
+                vault.properties.enable_purge_protection = None;
+                vault.properties.access_policies.pop();
+                state.locks.clear();
+                state.infos.values_mut().next().unwrap().properties.key_vault_sync_status = None;
+                state.ciks.values_mut().next().unwrap()[0].enabled = false;
+            }
+            let (findings, commands) = inspect_one(&azure, &id).await;
+            let expected = [
+                Finding::PurgeProtectionOff,
+                Finding::AccessPolicyMissing,
+                Finding::LockMissing,
+                Finding::CikDisabled,
+                Finding::ExtendedInfoOutOfSync,
+            ];
+            assert_eq!(findings, expected);
+            assert_eq!(repairs(&commands), expected.map(|f| format!("{f:?}")));
+            assert!(azure.writes().is_empty(), "the sweep writes nothing itself: {:?}", azure.writes());
+        }
+
+        #[tokio::test]
+        async fn a_missing_cik_and_a_vault_without_soft_delete_are_found() {
+            let azure = FakeAzure::new();
+            let (id, vault_id) = healthy(&azure, "d1");
+            {
+                let mut state = azure.state();
+                state.ciks.clear();
+                let vault = state.vaults.get_mut(&vault_id.to_string().to_ascii_lowercase()).unwrap();
+                vault.properties.enable_soft_delete = Some(false);
+            }
+            let (findings, commands) = inspect_one(&azure, &id).await;
+            assert_eq!(findings, [Finding::SoftDeleteOff, Finding::CikMissing]);
+            assert_eq!(repairs(&commands), ["SoftDeleteOff", "CikMissing"]);
+        }
+
+        #[tokio::test]
+        async fn a_soft_deleted_vault_goes_to_recovery_and_a_vault_owned_by_another_is_left_alone() {
+            let azure = FakeAzure::new();
+            let (deleted, deleted_vault) = healthy(&azure, "d1");
+            let (stolen, stolen_vault) = healthy(&azure, "d2");
+            {
+                let mut state = azure.state();
+                let vault = state.vaults.remove(&deleted_vault.to_string().to_ascii_lowercase()).unwrap();
+                let mut gone = crate::azure::models::DeletedVault { name: vault.name.clone(), ..Default::default() };
+                gone.properties.deletion_date = Some("2026-11-01T00:00:00Z".into());
+                state.deleted.insert(vault.name.to_ascii_lowercase(), gone);
+                let other = state.vaults.get_mut(&stolen_vault.to_string().to_ascii_lowercase()).unwrap();
+                other.tags.insert(crate::lifecycle::OWNER_TAG.into(), deleted.to_string());
+            }
+            let (findings, commands) = inspect_one(&azure, &deleted).await;
+            assert_eq!(findings, [Finding::VaultSoftDeleted]);
+            assert!(matches!(&commands[..], [Command::VaultDeleted { vault, .. }] if *vault == deleted_vault));
+            let (findings, commands) = inspect_one(&azure, &stolen).await;
+            assert_eq!(findings, [Finding::VaultNotOwned]);
+            assert!(commands.is_empty(), "another device's vault is never changed: {commands:?}");
+        }
+
+        #[tokio::test]
+        async fn identity_missing_is_fixed_by_provisioning_and_an_unlinked_device_is_not_activated() {
+            let azure = FakeAzure::new();
+            let (no_identity, _) = healthy(&azure, "d1");
+            let (unlinked, _) = healthy(&azure, "d2");
+            {
+                let mut state = azure.state();
+                state.devices.get_mut(&no_identity.to_string().to_ascii_lowercase()).unwrap().identity = None;
+                state.infos.get_mut(&unlinked.to_string().to_ascii_lowercase()).unwrap().properties.link =
+                    VaultLink::default();
+            }
+            let (findings, commands) = inspect_one(&azure, &no_identity).await;
+            assert_eq!(findings, [Finding::IdentityMissing]);
+            assert!(matches!(&commands[..], [Command::ResourceCreated { device, .. }] if *device == no_identity));
+            let (findings, commands) = inspect_one(&azure, &unlinked).await;
+            assert_eq!((findings, commands.len()), (vec![Finding::NotActivated], 0));
+        }
+
+        #[tokio::test]
+        async fn a_run_counts_every_finding_and_sends_only_the_fixes() {
+            let azure = FakeAzure::new();
+            for i in 0..5 {
+                healthy(&azure, &format!("h{i}"));
+            }
+            let (drifted, _) = healthy(&azure, "x");
+            azure.state().locks.retain(|k, _| !k.contains("kv-x/"));
+            let summary = run(&azure.deps(settings()), "sweep-1").await.unwrap();
+            assert_eq!(summary.devices, 6);
+            assert_eq!(summary.findings[&Finding::Healthy], 5);
+            assert_eq!(summary.findings[&Finding::LockMissing], 1);
+            assert_eq!((summary.commands, summary.errors), (1, 0));
+            let sent = azure.state().sent.clone();
+            assert_eq!(sent.len(), 1);
+            assert!(sent[0].1.body.contains(&drifted.to_string()), "{:?}", sent[0].1.body);
+            let writes = azure.writes();
+            assert!(writes.iter().all(|w| w.starts_with("send")), "only the command was written: {writes:?}");
+        }
     }
 
     #[tokio::test]

@@ -1,0 +1,276 @@
+//! An in-memory Azure behind the client traits, for unit tests of the lifecycle logic. It keeps state the way ARM
+//! and Key Vault would for the calls edgevault makes (case-insensitive ids, `None` for what does not exist) and
+//! records every call, so a test can assert what was read and that nothing was written. What it does not model
+//! (long-running operations, throttling, permissions, soft delete on delete) is covered end to end against
+//! local-azure under `tests/`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::AzureError;
+use super::models::{
+    AccessPolicy, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Identity, Lock, LockProperties,
+    NameAvailability, Page, Vault,
+};
+use super::secrets::StoredCik;
+use super::service_bus::OutgoingMessage;
+use super::traits::{CikStore, Devices, Locks, Queue, Vaults};
+use crate::activation_key::Cik;
+use crate::config::Lifecycle;
+use crate::deps::Deps;
+use crate::resource_id::ResourceId;
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub devices: BTreeMap<String, Device>,
+    pub infos: BTreeMap<String, ExtendedInfo>,
+    pub vaults: BTreeMap<String, Vault>,
+    /// Soft-deleted vaults by name (names are global in Key Vault).
+    pub deleted: BTreeMap<String, DeletedVault>,
+    /// `<scope>/<lock name>`.
+    pub locks: BTreeMap<String, Lock>,
+    /// `<vault uri>|<secret name>` → versions, oldest first.
+    pub ciks: BTreeMap<String, Vec<StoredCik>>,
+    pub sent: Vec<(String, OutgoingMessage)>,
+    /// Every call, as `<operation> <target>`.
+    pub calls: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct FakeAzure {
+    state: Mutex<State>,
+}
+
+fn key(id: &impl std::fmt::Display) -> String {
+    id.to_string().to_ascii_lowercase()
+}
+
+fn cik_key(vault_uri: &str, name: &str) -> String {
+    format!("{}|{}", vault_uri.trim_end_matches('/').to_ascii_lowercase(), name.to_ascii_lowercase())
+}
+
+impl FakeAzure {
+    pub fn new() -> Arc<Self> {
+        Arc::new(FakeAzure::default())
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("no test panics while holding it")
+    }
+
+    /// Records the call and returns the state.
+    fn call(&self, operation: &str, target: impl std::fmt::Display) -> MutexGuard<'_, State> {
+        let mut state = self.state();
+        state.calls.push(format!("{operation} {target}"));
+        state
+    }
+
+    /// The calls made so far that change something (every operation not named `get…`, `list…` or `check…`).
+    pub fn writes(&self) -> Vec<String> {
+        let reads = ["get", "list", "check"];
+        self.state().calls.iter().filter(|c| !reads.iter().any(|r| c.starts_with(r))).cloned().collect()
+    }
+
+    pub fn put_cik(&self, vault_uri: &str, name: &str, enabled: bool) {
+        let mut state = self.state();
+        let versions = state.ciks.entry(cik_key(vault_uri, name)).or_default();
+        let version = format!("{:032x}", versions.len() + 1);
+        versions.push(StoredCik { cik: Cik::generate(), version, enabled });
+    }
+
+    /// Deps whose every Azure client is this fake.
+    pub fn deps(self: &Arc<Self>, settings: Lifecycle) -> Deps {
+        Deps {
+            settings,
+            devices: self.clone(),
+            vaults: self.clone(),
+            locks: self.clone(),
+            secrets: self.clone(),
+            queue: self.clone(),
+        }
+    }
+}
+
+fn not_found(operation: &'static str) -> AzureError {
+    AzureError::new(operation, Some(404), Some("ResourceNotFound".into()), "not found")
+}
+
+fn one_page<T: Clone>(items: impl Iterator<Item = T>) -> Page<T> {
+    Page { value: items.collect(), next_link: None }
+}
+
+#[async_trait::async_trait]
+impl Devices for FakeAzure {
+    async fn get_device(&self, id: &ResourceId) -> Result<Option<Device>, AzureError> {
+        Ok(self.call("get device", id).devices.get(&key(id)).cloned())
+    }
+
+    async fn enable_identity(&self, id: &ResourceId) -> Result<Device, AzureError> {
+        let mut state = self.call("enable identity", id);
+        let device = state.devices.get_mut(&key(id)).ok_or_else(|| not_found("enable device identity"))?;
+        if device.principal_id().is_none() {
+            let principal = format!("principal-of-{}", device.name);
+            device.identity =
+                Some(Identity { kind: "SystemAssigned".into(), principal_id: Some(principal), tenant_id: None });
+        }
+        Ok(device.clone())
+    }
+
+    async fn list_devices(&self, subscription: &str, _: Option<&str>) -> Result<Page<Device>, AzureError> {
+        let prefix = format!("/subscriptions/{}/", subscription.to_ascii_lowercase());
+        let state = self.call("list devices", subscription);
+        Ok(one_page(state.devices.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, d)| d.clone())))
+    }
+
+    async fn set_device_tags(&self, id: &ResourceId, tags: &BTreeMap<String, String>) -> Result<Device, AzureError> {
+        let mut state = self.call("set device tags", id);
+        let device = state.devices.get_mut(&key(id)).ok_or_else(|| not_found("update device tags"))?;
+        device.tags = tags.clone();
+        Ok(device.clone())
+    }
+
+    async fn get_extended_info(&self, id: &ResourceId) -> Result<ExtendedInfo, AzureError> {
+        let state = self.call("get extended information", id);
+        if !state.devices.contains_key(&key(id)) {
+            return Err(not_found("get extended information"));
+        }
+        Ok(state.infos.get(&key(id)).cloned().unwrap_or_default())
+    }
+
+    async fn update_extended_info(
+        &self,
+        id: &ResourceId,
+        patch: &ExtendedInfoPatch,
+    ) -> Result<ExtendedInfo, AzureError> {
+        let mut state = self.call("update extended information", id);
+        let info = state.infos.entry(key(id)).or_default();
+        info.properties.link = patch.link.clone();
+        info.properties.key_vault_sync_status = patch.sync_status;
+        Ok(info.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl Vaults for FakeAzure {
+    async fn check_vault_name(&self, _: &str, name: &str) -> Result<NameAvailability, AzureError> {
+        let state = self.call("check vault name", name);
+        let taken = state.vaults.values().any(|v| v.name.eq_ignore_ascii_case(name))
+            || state.deleted.contains_key(&name.to_ascii_lowercase());
+        Ok(NameAvailability { name_available: !taken, ..Default::default() })
+    }
+
+    async fn get_vault(&self, id: &ResourceId) -> Result<Option<Vault>, AzureError> {
+        Ok(self.call("get vault", id).vaults.get(&key(id)).cloned())
+    }
+
+    async fn put_vault(&self, id: &ResourceId, vault: &Vault) -> Result<Vault, AzureError> {
+        let mut state = self.call("put vault", id);
+        let mut stored = vault.clone();
+        stored.id = id.to_string();
+        stored.name = id.name().unwrap_or_default().to_string();
+        state.vaults.insert(key(id), stored.clone());
+        Ok(stored)
+    }
+
+    async fn recover_vault(&self, id: &ResourceId, _: &str, _: &str) -> Result<Vault, AzureError> {
+        let mut state = self.call("recover vault", id);
+        let name = id.name().unwrap_or_default().to_ascii_lowercase();
+        let deleted = state.deleted.remove(&name).ok_or_else(|| not_found("recover vault"))?;
+        let vault = Vault {
+            id: id.to_string(),
+            name: deleted.name,
+            location: deleted.properties.location,
+            tags: deleted.properties.tags,
+            ..Default::default()
+        };
+        state.vaults.insert(key(id), vault.clone());
+        Ok(vault)
+    }
+
+    async fn list_vaults(&self, subscription: &str, group: &str, _: Option<&str>) -> Result<Page<Vault>, AzureError> {
+        let prefix = format!("/subscriptions/{subscription}/resourcegroups/{group}/").to_ascii_lowercase();
+        let state = self.call("list vaults", group);
+        Ok(one_page(state.vaults.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| v.clone())))
+    }
+
+    async fn add_access_policies(&self, id: &ResourceId, policies: &[AccessPolicy]) -> Result<(), AzureError> {
+        let mut state = self.call("add access policies", id);
+        let vault = state.vaults.get_mut(&key(id)).ok_or_else(|| not_found("add access policies"))?;
+        vault.properties.access_policies.extend(policies.iter().cloned());
+        Ok(())
+    }
+
+    async fn delete_vault(&self, id: &ResourceId) -> Result<(), AzureError> {
+        self.call("delete vault", id).vaults.remove(&key(id));
+        Ok(())
+    }
+
+    async fn get_deleted_vault(&self, _: &str, _: &str, name: &str) -> Result<Option<DeletedVault>, AzureError> {
+        Ok(self.call("get deleted vault", name).deleted.get(&name.to_ascii_lowercase()).cloned())
+    }
+
+    async fn list_deleted_vaults(&self, subscription: &str, _: Option<&str>) -> Result<Page<DeletedVault>, AzureError> {
+        Ok(one_page(self.call("list deleted vaults", subscription).deleted.values().cloned()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Locks for FakeAzure {
+    async fn get_lock(&self, scope: &ResourceId, name: &str) -> Result<Option<Lock>, AzureError> {
+        Ok(self.call("get lock", scope).locks.get(&key(&format!("{scope}/{name}"))).cloned())
+    }
+
+    async fn put_lock(&self, scope: &ResourceId, name: &str, notes: &str) -> Result<Lock, AzureError> {
+        let lock = Lock {
+            id: format!("{scope}/providers/Microsoft.Authorization/locks/{name}"),
+            name: name.to_string(),
+            properties: LockProperties { level: "CanNotDelete".into(), notes: Some(notes.to_string()) },
+        };
+        self.call("put lock", scope).locks.insert(key(&format!("{scope}/{name}")), lock.clone());
+        Ok(lock)
+    }
+
+    async fn delete_lock(&self, scope: &ResourceId, name: &str) -> Result<(), AzureError> {
+        self.call("delete lock", scope).locks.remove(&key(&format!("{scope}/{name}")));
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl CikStore for FakeAzure {
+    async fn set_cik(&self, vault_uri: &str, name: &str, cik: &Cik) -> Result<String, AzureError> {
+        let mut state = self.call("set CIK", name);
+        let versions = state.ciks.entry(cik_key(vault_uri, name)).or_default();
+        let version = format!("{:032x}", versions.len() + 1);
+        versions.push(StoredCik { cik: cik.clone(), version: version.clone(), enabled: true });
+        Ok(version)
+    }
+
+    async fn get_cik(
+        &self,
+        vault_uri: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Option<StoredCik>, AzureError> {
+        let state = self.call("get CIK", name);
+        let versions = state.ciks.get(&cik_key(vault_uri, name));
+        Ok(match version {
+            Some(v) => versions.and_then(|all| all.iter().find(|s| s.version == v)).cloned(),
+            None => versions.and_then(|all| all.last()).cloned(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Queue for FakeAzure {
+    async fn send(&self, queue: &str, message: &OutgoingMessage) -> Result<(), AzureError> {
+        self.call("send", queue).sent.push((queue.to_string(), message.clone()));
+        Ok(())
+    }
+
+    async fn send_batch(&self, queue: &str, messages: &[OutgoingMessage]) -> Result<(), AzureError> {
+        let mut state = self.call("send batch", queue);
+        state.sent.extend(messages.iter().map(|m| (queue.to_string(), m.clone())));
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! What the handlers need from Azure, as small traits: the lifecycle code depends on these, not on the clients, so
+//! it can be unit-tested against in-memory fakes (`azure::fake`) beside the end-to-end suite against local-azure.
+//! The real implementations are [`ArmClient`](super::arm::ArmClient) (devices, vaults, locks),
+//! [`VaultSecrets`](super::secrets::VaultSecrets) (CIKs) and [`QueueSender`](super::service_bus::QueueSender).
+
+use std::collections::BTreeMap;
+
+use super::AzureError;
+use super::models::{
+    AccessPolicy, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Lock, NameAvailability, Page, Vault,
+};
+use super::secrets::StoredCik;
+use super::service_bus::OutgoingMessage;
+use crate::activation_key::Cik;
+use crate::resource_id::ResourceId;
+
+/// Stack Edge devices and their extended information (the link to the vault).
+#[async_trait::async_trait]
+pub trait Devices: std::fmt::Debug + Send + Sync {
+    async fn get_device(&self, id: &ResourceId) -> Result<Option<Device>, AzureError>;
+    /// Turns on the device's system-assigned identity (idempotent: ARM keeps the existing principal).
+    async fn enable_identity(&self, id: &ResourceId) -> Result<Device, AzureError>;
+    /// One page of the devices in a subscription; pass the previous page's `next_link` to continue.
+    async fn list_devices(&self, subscription: &str, next_link: Option<&str>) -> Result<Page<Device>, AzureError>;
+    /// Replaces the device's tags (the map given is the new set).
+    async fn set_device_tags(&self, id: &ResourceId, tags: &BTreeMap<String, String>) -> Result<Device, AzureError>;
+    async fn get_extended_info(&self, id: &ResourceId) -> Result<ExtendedInfo, AzureError>;
+    async fn update_extended_info(
+        &self,
+        id: &ResourceId,
+        patch: &ExtendedInfoPatch,
+    ) -> Result<ExtendedInfo, AzureError>;
+}
+
+/// Key Vault vaults, live and soft-deleted.
+#[async_trait::async_trait]
+pub trait Vaults: std::fmt::Debug + Send + Sync {
+    async fn check_vault_name(&self, subscription: &str, name: &str) -> Result<NameAvailability, AzureError>;
+    async fn get_vault(&self, id: &ResourceId) -> Result<Option<Vault>, AzureError>;
+    /// Creates or updates a vault and waits until it is provisioned.
+    async fn put_vault(&self, id: &ResourceId, vault: &Vault) -> Result<Vault, AzureError>;
+    /// Recovers a soft-deleted vault, with its secrets and access policies.
+    async fn recover_vault(&self, id: &ResourceId, location: &str, tenant_id: &str) -> Result<Vault, AzureError>;
+    /// One page of the vaults in a resource group.
+    async fn list_vaults(
+        &self,
+        subscription: &str,
+        resource_group: &str,
+        next_link: Option<&str>,
+    ) -> Result<Page<Vault>, AzureError>;
+    /// Adds access policies to a vault, leaving the others alone.
+    async fn add_access_policies(&self, id: &ResourceId, policies: &[AccessPolicy]) -> Result<(), AzureError>;
+    async fn delete_vault(&self, id: &ResourceId) -> Result<(), AzureError>;
+    async fn get_deleted_vault(
+        &self,
+        subscription: &str,
+        location: &str,
+        name: &str,
+    ) -> Result<Option<DeletedVault>, AzureError>;
+    /// One page of the soft-deleted vaults in a subscription.
+    async fn list_deleted_vaults(
+        &self,
+        subscription: &str,
+        next_link: Option<&str>,
+    ) -> Result<Page<DeletedVault>, AzureError>;
+}
+
+/// `CanNotDelete` management locks on a scope.
+#[async_trait::async_trait]
+pub trait Locks: std::fmt::Debug + Send + Sync {
+    async fn get_lock(&self, scope: &ResourceId, name: &str) -> Result<Option<Lock>, AzureError>;
+    async fn put_lock(&self, scope: &ResourceId, name: &str, notes: &str) -> Result<Lock, AzureError>;
+    /// Removes the lock; one that is already gone is not an error.
+    async fn delete_lock(&self, scope: &ResourceId, name: &str) -> Result<(), AzureError>;
+}
+
+/// CIK secrets in a device's vault.
+#[async_trait::async_trait]
+pub trait CikStore: std::fmt::Debug + Send + Sync {
+    /// Stores `cik` as a new version of secret `name`; returns that version.
+    async fn set_cik(&self, vault_uri: &str, name: &str, cik: &Cik) -> Result<String, AzureError>;
+    /// Reads secret `name` (a given version, or the latest); `None` if it does not exist.
+    async fn get_cik(
+        &self,
+        vault_uri: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Option<StoredCik>, AzureError>;
+}
+
+/// The queues the functions talk to each other over.
+#[async_trait::async_trait]
+pub trait Queue: std::fmt::Debug + Send + Sync {
+    async fn send(&self, queue: &str, message: &OutgoingMessage) -> Result<(), AzureError>;
+    /// Sends several messages in one request (the broker takes all or none).
+    async fn send_batch(&self, queue: &str, messages: &[OutgoingMessage]) -> Result<(), AzureError>;
+}
