@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::AzureError;
 use super::models::{
-    AccessPolicy, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Identity, Lock, LockProperties,
-    NameAvailability, Page, Vault,
+    AccessPolicy, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Identity, KeyVaultSyncStatus, Lock,
+    LockProperties, NameAvailability, Page, Vault, VaultLink,
 };
 use super::secrets::StoredCik;
 use super::service_bus::OutgoingMessage;
@@ -18,22 +18,40 @@ use super::traits::{CikStore, Devices, Locks, Queue, Vaults};
 use crate::activation_key::Cik;
 use crate::config::Lifecycle;
 use crate::deps::Deps;
-use crate::resource_id::ResourceId;
+use crate::lifecycle::{LOCK_NAME, cik_secret_name, desired_vault};
+use crate::resource_id::{DEVICE_TYPE, ResourceId, VAULT_TYPE};
 
 #[derive(Debug, Default)]
 pub struct State {
     pub devices: BTreeMap<String, Device>,
     pub infos: BTreeMap<String, ExtendedInfo>,
     pub vaults: BTreeMap<String, Vault>,
-    /// Soft-deleted vaults by name (names are global in Key Vault).
-    pub deleted: BTreeMap<String, DeletedVault>,
+    /// Soft-deleted vaults by name (names are global in Key Vault), with what a recovery brings back.
+    pub deleted: BTreeMap<String, (DeletedVault, Vault)>,
     /// `<scope>/<lock name>`.
     pub locks: BTreeMap<String, Lock>,
     /// `<vault uri>|<secret name>` → versions, oldest first.
     pub ciks: BTreeMap<String, Vec<StoredCik>>,
     pub sent: Vec<(String, OutgoingMessage)>,
+    /// Secret versions ever written: Key Vault never reuses a version id, even after the secret is gone.
+    pub versions_written: u64,
     /// Every call, as `<operation> <target>`.
     pub calls: Vec<String>,
+}
+
+/// Settings for unit tests: tenant `tenant`, edgevault's principal `edgevault`, subscription `s`.
+pub fn settings() -> Lifecycle {
+    Lifecycle {
+        tenant_id: "tenant".into(),
+        principal_id: "edgevault".into(),
+        service_bus_namespace: "edgevault.servicebus.windows.net".into(),
+        subscriptions: vec!["s".into()],
+        cutover: None,
+        delete_vault_with_device: false,
+        activation_key_ttl: time::Duration::hours(72),
+        arm_endpoint: super::ARM_ENDPOINT.into(),
+        retry: Default::default(),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +61,16 @@ pub struct FakeAzure {
 
 fn key(id: &impl std::fmt::Display) -> String {
     id.to_string().to_ascii_lowercase()
+}
+
+impl State {
+    fn store_cik(&mut self, vault_uri: &str, name: &str, cik: Cik, enabled: bool) -> String {
+        self.versions_written += 1;
+        let version = format!("{:032x}", self.versions_written);
+        let stored = StoredCik { cik, version: version.clone(), enabled };
+        self.ciks.entry(cik_key(vault_uri, name)).or_default().push(stored);
+        version
+    }
 }
 
 fn cik_key(vault_uri: &str, name: &str) -> String {
@@ -71,11 +99,67 @@ impl FakeAzure {
         self.state().calls.iter().filter(|c| !reads.iter().any(|r| c.starts_with(r))).cloned().collect()
     }
 
-    pub fn put_cik(&self, vault_uri: &str, name: &str, enabled: bool) {
+    /// Deletes the vault the way Key Vault does with soft delete on: its name stays held until it is purged, and a
+    /// recovery brings it back as it was.
+    pub fn soft_delete(&self, vault_id: &ResourceId) {
         let mut state = self.state();
-        let versions = state.ciks.entry(cik_key(vault_uri, name)).or_default();
-        let version = format!("{:032x}", versions.len() + 1);
-        versions.push(StoredCik { cik: Cik::generate(), version, enabled });
+        let vault = state.vaults.remove(&key(vault_id)).expect("the vault exists");
+        let mut deleted = DeletedVault { id: vault.id.clone(), name: vault.name.clone(), ..Default::default() };
+        deleted.properties.vault_id = vault.id.clone();
+        deleted.properties.location = vault.location.clone();
+        deleted.properties.tags = vault.tags.clone();
+        deleted.properties.deletion_date = Some("2026-11-01T00:00:00Z".into());
+        state.deleted.insert(vault.name.to_ascii_lowercase(), (deleted, vault));
+    }
+
+    pub fn put_cik(&self, vault_uri: &str, name: &str, enabled: bool) {
+        self.state().store_cik(vault_uri, name, Cik::generate(), enabled);
+    }
+
+    /// Adds device `name` (subscription `s`, resource group `rg`), with a system-assigned identity whose principal
+    /// is `principal-<name>` when `with_identity`.
+    pub fn add_device(&self, name: &str, with_identity: bool) -> ResourceId {
+        let id = ResourceId::new("s", "rg", DEVICE_TYPE, name);
+        let identity = with_identity.then(|| Identity {
+            kind: "SystemAssigned".into(),
+            principal_id: Some(format!("principal-{name}")),
+            tenant_id: None,
+        });
+        let device =
+            Device { id: id.to_string(), name: name.into(), location: "westus".into(), identity, ..Default::default() };
+        self.state().devices.insert(key(&id), device);
+        id
+    }
+
+    /// Adds device `name` provisioned the way activation leaves it: identity, vault `kv-<name>` owned by it with
+    /// soft delete, purge protection and both access policies, the lock, an enabled CIK, the link in sync. Returns
+    /// the device's and the vault's ids.
+    pub fn add_healthy(&self, name: &str) -> (ResourceId, ResourceId) {
+        let id = self.add_device(name, true);
+        let device = self.state().devices[&key(&id)].clone();
+        let principal = device.principal_id().expect("an identity").to_string();
+        let vault_id = ResourceId::new("s", "rg", VAULT_TYPE, &format!("kv-{name}"));
+        let uri = format!("https://kv-{name}.vault.azure.net/");
+        let mut vault = desired_vault(&settings(), &device, &principal);
+        vault.id = vault_id.to_string();
+        vault.name = format!("kv-{name}");
+        vault.properties.vault_uri = Some(uri.clone());
+        let cik_name = cik_secret_name(&id, &vault_id);
+        self.put_cik(&uri, &cik_name, true);
+        let mut state = self.state();
+        let version = state.ciks[&cik_key(&uri, &cik_name)][0].version.clone();
+        state.locks.insert(key(&format!("{vault_id}/{LOCK_NAME}")), Lock::default());
+        state.vaults.insert(key(&vault_id), vault);
+        let mut info = ExtendedInfo::default();
+        info.properties.link = VaultLink {
+            client_secret_store_id: Some(vault_id.to_string()),
+            client_secret_store_url: Some(uri),
+            channel_integrity_key_name: Some(cik_name),
+            channel_integrity_key_version: Some(version),
+        };
+        info.properties.key_vault_sync_status = Some(KeyVaultSyncStatus::KeyVaultSynced);
+        state.infos.insert(key(&id), info);
+        (id, vault_id)
     }
 
     /// Deps whose every Azure client is this fake.
@@ -144,8 +228,21 @@ impl Devices for FakeAzure {
     ) -> Result<ExtendedInfo, AzureError> {
         let mut state = self.call("update extended information", id);
         let info = state.infos.entry(key(id)).or_default();
-        info.properties.link = patch.link.clone();
-        info.properties.key_vault_sync_status = patch.sync_status;
+        // A field the patch leaves out keeps its value, as with ARM.
+        let (link, new) = (&mut info.properties.link, &patch.link);
+        for (field, value) in [
+            (&mut link.client_secret_store_id, &new.client_secret_store_id),
+            (&mut link.client_secret_store_url, &new.client_secret_store_url),
+            (&mut link.channel_integrity_key_name, &new.channel_integrity_key_name),
+            (&mut link.channel_integrity_key_version, &new.channel_integrity_key_version),
+        ] {
+            if value.is_some() {
+                field.clone_from(value);
+            }
+        }
+        if patch.sync_status.is_some() {
+            info.properties.key_vault_sync_status = patch.sync_status;
+        }
         Ok(info.clone())
     }
 }
@@ -165,6 +262,15 @@ impl Vaults for FakeAzure {
 
     async fn put_vault(&self, id: &ResourceId, vault: &Vault) -> Result<Vault, AzureError> {
         let mut state = self.call("put vault", id);
+        let name = id.name().unwrap_or_default().to_ascii_lowercase();
+        if state.deleted.contains_key(&name) {
+            return Err(AzureError::new(
+                "create vault",
+                Some(409),
+                Some("ConflictError".into()),
+                "a soft-deleted vault holds the name",
+            ));
+        }
         let mut stored = vault.clone();
         stored.id = id.to_string();
         stored.name = id.name().unwrap_or_default().to_string();
@@ -175,14 +281,7 @@ impl Vaults for FakeAzure {
     async fn recover_vault(&self, id: &ResourceId, _: &str, _: &str) -> Result<Vault, AzureError> {
         let mut state = self.call("recover vault", id);
         let name = id.name().unwrap_or_default().to_ascii_lowercase();
-        let deleted = state.deleted.remove(&name).ok_or_else(|| not_found("recover vault"))?;
-        let vault = Vault {
-            id: id.to_string(),
-            name: deleted.name,
-            location: deleted.properties.location,
-            tags: deleted.properties.tags,
-            ..Default::default()
-        };
+        let (_, vault) = state.deleted.remove(&name).ok_or_else(|| not_found("recover vault"))?;
         state.vaults.insert(key(id), vault.clone());
         Ok(vault)
     }
@@ -206,11 +305,11 @@ impl Vaults for FakeAzure {
     }
 
     async fn get_deleted_vault(&self, _: &str, _: &str, name: &str) -> Result<Option<DeletedVault>, AzureError> {
-        Ok(self.call("get deleted vault", name).deleted.get(&name.to_ascii_lowercase()).cloned())
+        Ok(self.call("get deleted vault", name).deleted.get(&name.to_ascii_lowercase()).map(|(d, _)| d.clone()))
     }
 
     async fn list_deleted_vaults(&self, subscription: &str, _: Option<&str>) -> Result<Page<DeletedVault>, AzureError> {
-        Ok(one_page(self.call("list deleted vaults", subscription).deleted.values().cloned()))
+        Ok(one_page(self.call("list deleted vaults", subscription).deleted.values().map(|(d, _)| d.clone())))
     }
 }
 
@@ -239,11 +338,7 @@ impl Locks for FakeAzure {
 #[async_trait::async_trait]
 impl CikStore for FakeAzure {
     async fn set_cik(&self, vault_uri: &str, name: &str, cik: &Cik) -> Result<String, AzureError> {
-        let mut state = self.call("set CIK", name);
-        let versions = state.ciks.entry(cik_key(vault_uri, name)).or_default();
-        let version = format!("{:032x}", versions.len() + 1);
-        versions.push(StoredCik { cik: cik.clone(), version: version.clone(), enabled: true });
-        Ok(version)
+        Ok(self.call("set CIK", name).store_cik(vault_uri, name, cik.clone(), true))
     }
 
     async fn get_cik(

@@ -334,3 +334,120 @@ pub async fn mark_status(deps: &Deps, id: &ResourceId, status: KeyVaultSyncStatu
     deps.devices.update_extended_info(id, &patch).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Provisioning against the in-memory Azure: what a device ends up with, that a second run writes nothing, and
+    //! the vault-name cases. Crashes, faults and the real services are covered end to end under `tests/`.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::azure::fake::{FakeAzure, settings};
+    use crate::lifecycle::OWNER_TAG;
+    use crate::resource_id::VAULT_TYPE;
+
+    fn lower(id: &impl std::fmt::Display) -> String {
+        id.to_string().to_ascii_lowercase()
+    }
+
+    async fn run(
+        azure: &Arc<FakeAzure>,
+        id: &ResourceId,
+        requested: Option<&str>,
+    ) -> Result<Provisioned, FunctionError> {
+        let name = requested.map(|n| VaultName::parse(n).unwrap());
+        Ok(provision(&azure.deps(settings()), id, name.as_ref(), true).await?.expect("the device exists"))
+    }
+
+    #[tokio::test]
+    async fn a_new_device_gets_identity_vault_policies_lock_cik_and_link_and_a_second_run_writes_nothing() {
+        let azure = FakeAzure::new();
+        let id = azure.add_device("d1", false);
+        let done = run(&azure, &id, Some("kv-d1")).await.unwrap();
+        assert!(done.cik_created);
+        {
+            let state = azure.state();
+            let device = &state.devices[&lower(&id)];
+            let principal = device.principal_id().expect("the identity was enabled");
+            let vault = &state.vaults[&lower(&done.vault_id)];
+            assert!(owned_by(&vault.tags, &id));
+            assert_eq!(vault.properties.enable_soft_delete, Some(true));
+            assert_eq!(vault.properties.enable_purge_protection, Some(true));
+            for want in required_policies(&settings(), principal) {
+                assert!(vault.properties.access_policies.iter().any(|p| p.covers(&want)), "{want:?} missing");
+            }
+            assert!(state.locks.contains_key(&lower(&format!("{}/{LOCK_NAME}", done.vault_id))));
+            let link = &state.infos[&lower(&id)].properties;
+            assert_eq!(link.key_vault_sync_status, Some(KeyVaultSyncStatus::KeyVaultSynced));
+            assert_eq!(link.link.vault_id(), Some(done.vault_id.clone()));
+            assert_eq!(link.link.channel_integrity_key_version.as_deref(), Some(done.cik_version.as_str()));
+        }
+        azure.state().calls.clear();
+        let again = provision(&azure.deps(settings()), &id, None, false).await.unwrap().unwrap();
+        assert_eq!(again, Provisioned { cik_created: false, ..done }, "same vault, same CIK version");
+        assert!(azure.writes().is_empty(), "a provisioned device needs no write: {:?}", azure.writes());
+    }
+
+    #[tokio::test]
+    async fn a_vault_that_lost_its_lock_and_cik_gets_them_back_and_the_device_the_new_version() {
+        let azure = FakeAzure::new();
+        let (id, vault_id) = azure.add_healthy("d1");
+        let old_version = azure.state().infos[&lower(&id)].properties.link.channel_integrity_key_version.clone();
+        {
+            let mut state = azure.state();
+            state.locks.clear();
+            state.ciks.clear();
+        }
+        let done = run(&azure, &id, None).await.unwrap();
+        assert_eq!(done.vault_id, vault_id);
+        assert!(done.cik_created);
+        let state = azure.state();
+        assert_eq!(state.locks.len(), 1);
+        let linked = state.infos[&lower(&id)].properties.link.channel_integrity_key_version.clone();
+        assert_eq!(linked.as_deref(), Some(done.cik_version.as_str()));
+        assert_ne!(linked, old_version);
+    }
+
+    #[tokio::test]
+    async fn the_devices_own_soft_deleted_vault_is_recovered_and_a_name_held_by_another_is_refused() {
+        let azure = FakeAzure::new();
+        let (id, vault_id) = azure.add_healthy("d1");
+        azure.soft_delete(&vault_id);
+        // The device forgot its link (e.g. re-created): asking for the name again recovers its own vault.
+        azure.state().infos.clear();
+        let done = run(&azure, &id, Some("kv-d1")).await.unwrap();
+        assert_eq!(done.vault_id, vault_id);
+        assert!(azure.state().vaults.contains_key(&lower(&vault_id)), "recovered, not re-created");
+        assert!(azure.writes().iter().any(|w| w.starts_with("recover vault")));
+
+        let other = azure.add_device("d2", true);
+        let (_, theirs) = azure.add_healthy("d3");
+        azure.soft_delete(&theirs);
+        match run(&azure, &other, Some("kv-d3")).await {
+            Err(FunctionError::Permanent { code, .. }) => assert_eq!(code, "VaultNameReserved"),
+            other => panic!("expected VaultNameReserved, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_live_vault_of_another_device_is_refused_and_left_as_it_was() {
+        let azure = FakeAzure::new();
+        let (_, theirs) = azure.add_healthy("d1");
+        let id = azure.add_device("d2", true);
+        let before = azure.state().vaults[&lower(&theirs)].clone();
+        match run(&azure, &id, Some("kv-d1")).await {
+            Err(FunctionError::Permanent { code, .. }) => assert_eq!(code, "VaultNotOwned"),
+            other => panic!("expected VaultNotOwned, got {other:?}"),
+        }
+        let state = azure.state();
+        assert_eq!(state.vaults[&lower(&theirs)], before);
+        assert_eq!(state.vaults.len(), 1, "no second vault");
+        assert_eq!(
+            ResourceId::new("s", "rg", VAULT_TYPE, "kv-d1").to_string(),
+            before.id,
+            "the refused name is the other device's vault"
+        );
+        assert!(before.tags[OWNER_TAG].ends_with("/d1"));
+    }
+}

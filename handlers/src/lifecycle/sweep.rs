@@ -278,62 +278,8 @@ mod tests {
         use std::sync::Arc;
 
         use super::*;
-        use crate::azure::fake::FakeAzure;
-        use crate::azure::models::{ExtendedInfo, Identity, Lock, VaultLink};
-        use crate::config::Lifecycle;
-        use crate::lifecycle::desired_vault;
-        use crate::resource_id::VAULT_TYPE;
-
-        fn settings() -> Lifecycle {
-            Lifecycle {
-                tenant_id: "tenant".into(),
-                principal_id: "edgevault".into(),
-                service_bus_namespace: "edgevault.servicebus.windows.net".into(),
-                subscriptions: vec!["s".into()],
-                cutover: None,
-                delete_vault_with_device: false,
-                activation_key_ttl: time::Duration::hours(72),
-                arm_endpoint: crate::azure::ARM_ENDPOINT.into(),
-                retry: Default::default(),
-            }
-        }
-
-        /// A device provisioned the way activation leaves it: identity, owned vault with soft delete, purge
-        /// protection and both policies, the lock, an enabled CIK, the link in sync. Returns (device, vault) ids.
-        fn healthy(azure: &FakeAzure, name: &str) -> (ResourceId, ResourceId) {
-            let mut device = super::device(name);
-            let principal = format!("principal-{name}");
-            device.identity = Some(Identity {
-                kind: "SystemAssigned".into(),
-                principal_id: Some(principal.clone()),
-                tenant_id: None,
-            });
-            let id: ResourceId = device.id.parse().unwrap();
-            let vault_id = ResourceId::new("s", "rg", VAULT_TYPE, &format!("kv-{name}"));
-            let uri = format!("https://kv-{name}.vault.azure.net/");
-            let mut vault = desired_vault(&settings(), &device, &principal);
-            vault.id = vault_id.to_string();
-            vault.name = format!("kv-{name}");
-            vault.properties.vault_uri = Some(uri.clone());
-            let cik_name = cik_secret_name(&id, &vault_id);
-            azure.put_cik(&uri, &cik_name, true);
-            let mut state = azure.state();
-            let version = state.ciks.values().last().unwrap()[0].version.clone();
-            let key = |id: &ResourceId| id.to_string().to_ascii_lowercase();
-            state.locks.insert(key(&vault_id) + "/" + LOCK_NAME, Lock::default());
-            state.vaults.insert(key(&vault_id), vault);
-            let mut info = ExtendedInfo::default();
-            info.properties.link = VaultLink {
-                client_secret_store_id: Some(vault_id.to_string()),
-                client_secret_store_url: Some(uri),
-                channel_integrity_key_name: Some(cik_name),
-                channel_integrity_key_version: Some(version),
-            };
-            info.properties.key_vault_sync_status = Some(KeyVaultSyncStatus::KeyVaultSynced);
-            state.infos.insert(key(&id), info);
-            state.devices.insert(key(&id), device);
-            (id, vault_id)
-        }
+        use crate::azure::fake::{FakeAzure, settings};
+        use crate::azure::models::VaultLink;
 
         async fn inspect_one(azure: &Arc<FakeAzure>, id: &ResourceId) -> (Vec<Finding>, Vec<Command>) {
             let deps = azure.deps(settings());
@@ -351,7 +297,7 @@ mod tests {
         #[tokio::test]
         async fn a_provisioned_device_is_healthy_and_costs_four_reads() {
             let azure = FakeAzure::new();
-            let (id, vault_id) = healthy(&azure, "d1");
+            let (id, vault_id) = azure.add_healthy("d1");
             let (findings, commands) = inspect_one(&azure, &id).await;
             assert_eq!(findings, [Finding::Healthy]);
             assert!(commands.is_empty());
@@ -371,7 +317,7 @@ mod tests {
         #[tokio::test]
         async fn each_drift_is_found_and_handed_to_the_worker_in_one_command() {
             let azure = FakeAzure::new();
-            let (id, vault_id) = healthy(&azure, "d1");
+            let (id, vault_id) = azure.add_healthy("d1");
             {
                 let mut state = azure.state();
                 let vault = state.vaults.get_mut(&vault_id.to_string().to_ascii_lowercase()).unwrap();
@@ -397,7 +343,7 @@ mod tests {
         #[tokio::test]
         async fn a_missing_cik_and_a_vault_without_soft_delete_are_found() {
             let azure = FakeAzure::new();
-            let (id, vault_id) = healthy(&azure, "d1");
+            let (id, vault_id) = azure.add_healthy("d1");
             {
                 let mut state = azure.state();
                 state.ciks.clear();
@@ -412,14 +358,11 @@ mod tests {
         #[tokio::test]
         async fn a_soft_deleted_vault_goes_to_recovery_and_a_vault_owned_by_another_is_left_alone() {
             let azure = FakeAzure::new();
-            let (deleted, deleted_vault) = healthy(&azure, "d1");
-            let (stolen, stolen_vault) = healthy(&azure, "d2");
+            let (deleted, deleted_vault) = azure.add_healthy("d1");
+            let (stolen, stolen_vault) = azure.add_healthy("d2");
+            azure.soft_delete(&deleted_vault);
             {
                 let mut state = azure.state();
-                let vault = state.vaults.remove(&deleted_vault.to_string().to_ascii_lowercase()).unwrap();
-                let mut gone = crate::azure::models::DeletedVault { name: vault.name.clone(), ..Default::default() };
-                gone.properties.deletion_date = Some("2026-11-01T00:00:00Z".into());
-                state.deleted.insert(vault.name.to_ascii_lowercase(), gone);
                 let other = state.vaults.get_mut(&stolen_vault.to_string().to_ascii_lowercase()).unwrap();
                 other.tags.insert(crate::lifecycle::OWNER_TAG.into(), deleted.to_string());
             }
@@ -434,8 +377,8 @@ mod tests {
         #[tokio::test]
         async fn identity_missing_is_fixed_by_provisioning_and_an_unlinked_device_is_not_activated() {
             let azure = FakeAzure::new();
-            let (no_identity, _) = healthy(&azure, "d1");
-            let (unlinked, _) = healthy(&azure, "d2");
+            let (no_identity, _) = azure.add_healthy("d1");
+            let (unlinked, _) = azure.add_healthy("d2");
             {
                 let mut state = azure.state();
                 state.devices.get_mut(&no_identity.to_string().to_ascii_lowercase()).unwrap().identity = None;
@@ -453,9 +396,9 @@ mod tests {
         async fn a_run_counts_every_finding_and_sends_only_the_fixes() {
             let azure = FakeAzure::new();
             for i in 0..5 {
-                healthy(&azure, &format!("h{i}"));
+                azure.add_healthy(&format!("h{i}"));
             }
-            let (drifted, _) = healthy(&azure, "x");
+            let (drifted, _) = azure.add_healthy("x");
             azure.state().locks.retain(|k, _| !k.contains("kv-x/"));
             let summary = run(&azure.deps(settings()), "sweep-1").await.unwrap();
             assert_eq!(summary.devices, 6);
