@@ -100,10 +100,12 @@ impl FakeAzure {
     }
 
     /// Deletes the vault the way Key Vault does with soft delete on: its name stays held until it is purged, and a
-    /// recovery brings it back as it was.
+    /// recovery brings it back with its secrets and policies, but not its locks (ARM deletes those with it).
     pub fn soft_delete(&self, vault_id: &ResourceId) {
         let mut state = self.state();
         let vault = state.vaults.remove(&key(vault_id)).expect("the vault exists");
+        let scope = key(vault_id) + "/";
+        state.locks.retain(|lock, _| !lock.starts_with(&scope));
         let mut deleted = DeletedVault { id: vault.id.clone(), name: vault.name.clone(), ..Default::default() };
         deleted.properties.vault_id = vault.id.clone();
         deleted.properties.location = vault.location.clone();

@@ -166,3 +166,75 @@ async fn linked_device(deps: &Deps, vault_id: &ResourceId) -> Result<Option<Reso
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Recovery against the in-memory Azure: what comes back, what is alerted and what is left alone.
+
+    use super::*;
+    use crate::azure::fake::{FakeAzure, settings};
+    use crate::azure::models::KeyVaultSyncStatus;
+    use crate::lifecycle::{ERROR_TAG, LOCK_NAME};
+    use crate::messages::queues;
+
+    fn lower(id: &impl std::fmt::Display) -> String {
+        id.to_string().to_ascii_lowercase()
+    }
+
+    fn alerts(azure: &FakeAzure) -> Vec<String> {
+        azure.state().sent.iter().filter(|(q, _)| q == queues::ALERTS).map(|(_, m)| m.body.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_soft_deleted_vault_comes_back_with_its_lock_and_cik_and_the_alert_is_resolved() {
+        let azure = FakeAzure::new();
+        let (device, vault) = azure.add_healthy("d1");
+        let linked = azure.state().infos[&lower(&device)].clone();
+        azure.soft_delete(&vault);
+        assert!(azure.state().locks.is_empty(), "the lock went with the vault");
+        let outcome = on_vault_deleted(&azure.deps(settings()), &vault).await.unwrap();
+        assert_eq!(outcome, Outcome::Recovered { device: device.clone(), cik_intact: true });
+        let state = azure.state();
+        assert!(state.vaults.contains_key(&lower(&vault)));
+        assert!(state.locks.contains_key(&lower(&format!("{vault}/{LOCK_NAME}"))), "the lock was put back");
+        assert_eq!(state.infos[&lower(&device)], linked, "the same CIK version stays linked");
+        drop(state);
+        let alerts = alerts(&azure);
+        assert_eq!(alerts.len(), 2, "raised, then resolved: {alerts:?}");
+        assert!(alerts.iter().all(|a| a.contains(&device.to_string())));
+    }
+
+    #[tokio::test]
+    async fn a_purged_vault_marks_its_device_failed_with_a_critical_alert() {
+        let azure = FakeAzure::new();
+        let (device, vault) = azure.add_healthy("d1");
+        azure.soft_delete(&vault);
+        azure.state().deleted.clear();
+        let outcome = on_vault_deleted(&azure.deps(settings()), &vault).await.unwrap();
+        assert_eq!(outcome, Outcome::Unrecoverable { device: device.clone() });
+        let state = azure.state();
+        let info = &state.infos[&lower(&device)].properties;
+        assert_eq!(info.key_vault_sync_status, Some(KeyVaultSyncStatus::KeyVaultSyncFailed));
+        assert!(state.devices[&lower(&device)].tags[ERROR_TAG].contains("purged"));
+        drop(state);
+        let alerts = alerts(&azure);
+        assert!(alerts.len() == 1 && alerts[0].contains("Critical"), "{alerts:?}");
+    }
+
+    #[tokio::test]
+    async fn a_vault_of_no_device_and_a_vault_whose_device_is_gone_are_left_alone() {
+        let azure = FakeAzure::new();
+        let (device, vault) = azure.add_healthy("d1");
+        let (_, unowned) = azure.add_healthy("d2");
+        azure.state().vaults.get_mut(&lower(&unowned)).unwrap().tags.clear();
+        azure.soft_delete(&unowned);
+        azure.soft_delete(&vault);
+        azure.state().devices.remove(&lower(&device));
+        azure.state().calls.clear();
+        for deleted in [&unowned, &vault] {
+            assert_eq!(on_vault_deleted(&azure.deps(settings()), deleted).await.unwrap(), Outcome::NotOurs);
+        }
+        assert!(azure.writes().is_empty(), "{:?}", azure.writes());
+        assert_eq!(azure.state().deleted.len(), 2, "both stay soft-deleted");
+    }
+}
