@@ -59,7 +59,8 @@ pub struct FakeAzure {
     state: Mutex<State>,
 }
 
-fn key(id: &impl std::fmt::Display) -> String {
+/// How the fake keys what it stores: ARM ids compare case-insensitively.
+pub fn key(id: &impl std::fmt::Display) -> String {
     id.to_string().to_ascii_lowercase()
 }
 

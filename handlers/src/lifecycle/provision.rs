@@ -343,13 +343,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::azure::fake::{FakeAzure, settings};
+    use crate::azure::fake::{FakeAzure, key, settings};
     use crate::lifecycle::OWNER_TAG;
     use crate::resource_id::VAULT_TYPE;
-
-    fn lower(id: &impl std::fmt::Display) -> String {
-        id.to_string().to_ascii_lowercase()
-    }
 
     async fn run(
         azure: &Arc<FakeAzure>,
@@ -368,17 +364,17 @@ mod tests {
         assert!(done.cik_created);
         {
             let state = azure.state();
-            let device = &state.devices[&lower(&id)];
+            let device = &state.devices[&key(&id)];
             let principal = device.principal_id().expect("the identity was enabled");
-            let vault = &state.vaults[&lower(&done.vault_id)];
+            let vault = &state.vaults[&key(&done.vault_id)];
             assert!(owned_by(&vault.tags, &id));
             assert_eq!(vault.properties.enable_soft_delete, Some(true));
             assert_eq!(vault.properties.enable_purge_protection, Some(true));
             for want in required_policies(&settings(), principal) {
                 assert!(vault.properties.access_policies.iter().any(|p| p.covers(&want)), "{want:?} missing");
             }
-            assert!(state.locks.contains_key(&lower(&format!("{}/{LOCK_NAME}", done.vault_id))));
-            let link = &state.infos[&lower(&id)].properties;
+            assert!(state.locks.contains_key(&key(&format!("{}/{LOCK_NAME}", done.vault_id))));
+            let link = &state.infos[&key(&id)].properties;
             assert_eq!(link.key_vault_sync_status, Some(KeyVaultSyncStatus::KeyVaultSynced));
             assert_eq!(link.link.vault_id(), Some(done.vault_id.clone()));
             assert_eq!(link.link.channel_integrity_key_version.as_deref(), Some(done.cik_version.as_str()));
@@ -393,7 +389,7 @@ mod tests {
     async fn a_vault_that_lost_its_lock_and_cik_gets_them_back_and_the_device_the_new_version() {
         let azure = FakeAzure::new();
         let (id, vault_id) = azure.add_healthy("d1");
-        let old_version = azure.state().infos[&lower(&id)].properties.link.channel_integrity_key_version.clone();
+        let old_version = azure.state().infos[&key(&id)].properties.link.channel_integrity_key_version.clone();
         {
             let mut state = azure.state();
             state.locks.clear();
@@ -404,7 +400,7 @@ mod tests {
         assert!(done.cik_created);
         let state = azure.state();
         assert_eq!(state.locks.len(), 1);
-        let linked = state.infos[&lower(&id)].properties.link.channel_integrity_key_version.clone();
+        let linked = state.infos[&key(&id)].properties.link.channel_integrity_key_version.clone();
         assert_eq!(linked.as_deref(), Some(done.cik_version.as_str()));
         assert_ne!(linked, old_version);
     }
@@ -418,7 +414,7 @@ mod tests {
         azure.state().infos.clear();
         let done = run(&azure, &id, Some("kv-d1")).await.unwrap();
         assert_eq!(done.vault_id, vault_id);
-        assert!(azure.state().vaults.contains_key(&lower(&vault_id)), "recovered, not re-created");
+        assert!(azure.state().vaults.contains_key(&key(&vault_id)), "recovered, not re-created");
         assert!(azure.writes().iter().any(|w| w.starts_with("recover vault")));
 
         let other = azure.add_device("d2", true);
@@ -435,13 +431,13 @@ mod tests {
         let azure = FakeAzure::new();
         let (_, theirs) = azure.add_healthy("d1");
         let id = azure.add_device("d2", true);
-        let before = azure.state().vaults[&lower(&theirs)].clone();
+        let before = azure.state().vaults[&key(&theirs)].clone();
         match run(&azure, &id, Some("kv-d1")).await {
             Err(FunctionError::Permanent { code, .. }) => assert_eq!(code, "VaultNotOwned"),
             other => panic!("expected VaultNotOwned, got {other:?}"),
         }
         let state = azure.state();
-        assert_eq!(state.vaults[&lower(&theirs)], before);
+        assert_eq!(state.vaults[&key(&theirs)], before);
         assert_eq!(state.vaults.len(), 1, "no second vault");
         assert_eq!(
             ResourceId::new("s", "rg", VAULT_TYPE, "kv-d1").to_string(),

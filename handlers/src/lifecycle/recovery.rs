@@ -172,14 +172,10 @@ mod tests {
     //! Recovery against the in-memory Azure: what comes back, what is alerted and what is left alone.
 
     use super::*;
-    use crate::azure::fake::{FakeAzure, settings};
+    use crate::azure::fake::{FakeAzure, key, settings};
     use crate::azure::models::KeyVaultSyncStatus;
     use crate::lifecycle::{ERROR_TAG, LOCK_NAME};
     use crate::messages::queues;
-
-    fn lower(id: &impl std::fmt::Display) -> String {
-        id.to_string().to_ascii_lowercase()
-    }
 
     fn alerts(azure: &FakeAzure) -> Vec<String> {
         azure.state().sent.iter().filter(|(q, _)| q == queues::ALERTS).map(|(_, m)| m.body.clone()).collect()
@@ -189,15 +185,15 @@ mod tests {
     async fn a_soft_deleted_vault_comes_back_with_its_lock_and_cik_and_the_alert_is_resolved() {
         let azure = FakeAzure::new();
         let (device, vault) = azure.add_healthy("d1");
-        let linked = azure.state().infos[&lower(&device)].clone();
+        let linked = azure.state().infos[&key(&device)].clone();
         azure.soft_delete(&vault);
         assert!(azure.state().locks.is_empty(), "the lock went with the vault");
         let outcome = on_vault_deleted(&azure.deps(settings()), &vault).await.unwrap();
         assert_eq!(outcome, Outcome::Recovered { device: device.clone(), cik_intact: true });
         let state = azure.state();
-        assert!(state.vaults.contains_key(&lower(&vault)));
-        assert!(state.locks.contains_key(&lower(&format!("{vault}/{LOCK_NAME}"))), "the lock was put back");
-        assert_eq!(state.infos[&lower(&device)], linked, "the same CIK version stays linked");
+        assert!(state.vaults.contains_key(&key(&vault)));
+        assert!(state.locks.contains_key(&key(&format!("{vault}/{LOCK_NAME}"))), "the lock was put back");
+        assert_eq!(state.infos[&key(&device)], linked, "the same CIK version stays linked");
         drop(state);
         let alerts = alerts(&azure);
         assert_eq!(alerts.len(), 2, "raised, then resolved: {alerts:?}");
@@ -213,9 +209,9 @@ mod tests {
         let outcome = on_vault_deleted(&azure.deps(settings()), &vault).await.unwrap();
         assert_eq!(outcome, Outcome::Unrecoverable { device: device.clone() });
         let state = azure.state();
-        let info = &state.infos[&lower(&device)].properties;
+        let info = &state.infos[&key(&device)].properties;
         assert_eq!(info.key_vault_sync_status, Some(KeyVaultSyncStatus::KeyVaultSyncFailed));
-        assert!(state.devices[&lower(&device)].tags[ERROR_TAG].contains("purged"));
+        assert!(state.devices[&key(&device)].tags[ERROR_TAG].contains("purged"));
         drop(state);
         let alerts = alerts(&azure);
         assert!(alerts.len() == 1 && alerts[0].contains("Critical"), "{alerts:?}");
@@ -226,10 +222,10 @@ mod tests {
         let azure = FakeAzure::new();
         let (device, vault) = azure.add_healthy("d1");
         let (_, unowned) = azure.add_healthy("d2");
-        azure.state().vaults.get_mut(&lower(&unowned)).unwrap().tags.clear();
+        azure.state().vaults.get_mut(&key(&unowned)).unwrap().tags.clear();
         azure.soft_delete(&unowned);
         azure.soft_delete(&vault);
-        azure.state().devices.remove(&lower(&device));
+        azure.state().devices.remove(&key(&device));
         azure.state().calls.clear();
         for deleted in [&unowned, &vault] {
             assert_eq!(on_vault_deleted(&azure.deps(settings()), deleted).await.unwrap(), Outcome::NotOurs);
