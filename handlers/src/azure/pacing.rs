@@ -3,8 +3,8 @@
 //!
 //! ARM throttles per subscription and per kind of request (reads, writes, deletes) with a token bucket. Every answer
 //! says how many requests of its kind are left (`x-ms-ratelimit-remaining-subscription-reads` …); beyond them ARM
-//! answers `429` with a `Retry-After` in whole seconds. Without pacing, the sweep's 96 inspections in flight emptied
-//! the bucket in a few milliseconds, and each of them then got its own `429` and waited on its own.
+//! answers `429` with a `Retry-After` in whole seconds. Without pacing, the sweep's inspections in flight emptied the
+//! bucket in a few milliseconds, and each of them then got its own `429` and waited on its own.
 //!
 //! A window per scope (host, subscription, kind) keeps what Azure said last:
 //! - after a `429`, nothing of that scope is sent until its `Retry-After` has passed (the others in flight would only
@@ -12,19 +12,21 @@
 //! - while Azure reports `remaining` requests left, at most `remaining` are in flight, so the last tokens are not
 //!   raced for by more requests than they can serve.
 //!
-//! A scope without those headers (Key Vault, Service Bus, local-azure unthrottled) is never held back, and its
-//! window is dropped once idle, so memory stays flat however many vaults a sweep touches. No crate offers this for
+//! A scope without those headers (Key Vault, Service Bus, local-azure unthrottled) is held back only after a `429`
+//! of its own, and its window is dropped once idle, so memory stays flat however many vaults a sweep touches. No crate offers this for
 //! the azure_core pipeline; it is small and tested below.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use azure_core::http::headers::{HeaderName, Headers, RETRY_AFTER, RETRY_AFTER_MS, X_MS_RETRY_AFTER_MS};
+use azure_core::http::headers::{HeaderName, Headers};
 use azure_core::http::policies::{Policy, PolicyResult, get_retry_after};
 use azure_core::http::{Context, Method, Request, StatusCode};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use super::retry::RETRY_AFTER_HEADERS;
 
 /// How long a `429` without a usable `Retry-After` closes its scope (ARM's smallest answer).
 const DEFAULT_THROTTLE: Duration = Duration::from_secs(1);
@@ -168,13 +170,9 @@ struct Slot<'a> {
 impl Slot<'_> {
     fn answered(&self, status: StatusCode, headers: &Headers) {
         let throttled = (status == StatusCode::TooManyRequests).then(|| {
-            get_retry_after(
-                headers,
-                azure_core::time::OffsetDateTime::now_utc,
-                &[X_MS_RETRY_AFTER_MS, RETRY_AFTER_MS, RETRY_AFTER],
-            )
-            .and_then(|d| Duration::try_from(d).ok())
-            .unwrap_or(DEFAULT_THROTTLE)
+            get_retry_after(headers, azure_core::time::OffsetDateTime::now_utc, &RETRY_AFTER_HEADERS)
+                .and_then(|d| Duration::try_from(d).ok())
+                .unwrap_or(DEFAULT_THROTTLE)
         });
         let remaining =
             headers.get_optional_str(&self.scope.kind.remaining_header()).and_then(|v| v.trim().parse().ok());

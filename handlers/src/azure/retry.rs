@@ -11,11 +11,15 @@
 use std::time::Duration as StdDuration;
 
 use azure_core::http::StatusCode;
-use azure_core::http::headers::{RETRY_AFTER, RETRY_AFTER_MS, X_MS_RETRY_AFTER_MS};
+use azure_core::http::headers::{HeaderName, RETRY_AFTER, RETRY_AFTER_MS, X_MS_RETRY_AFTER_MS};
 use azure_core::http::policies::{RetryHeaders, RetryPolicy};
 use azure_core::time::Duration;
 
 use super::RetrySettings;
+
+/// The headers that carry a service's wait, in azure_core's order: `x-ms-retry-after-ms`, `retry-after-ms`
+/// (milliseconds), then the standard `Retry-After` (seconds or an HTTP date).
+pub const RETRY_AFTER_HEADERS: [HeaderName; 3] = [X_MS_RETRY_AFTER_MS, RETRY_AFTER_MS, RETRY_AFTER];
 
 /// The longest a request keeps being retried, counted from its first answer (azure_core's default).
 const MAX_TOTAL_ELAPSED: Duration = Duration::seconds(60);
@@ -28,8 +32,7 @@ pub struct ServerPacedRetry {
 
 impl ServerPacedRetry {
     pub fn new(settings: RetrySettings) -> Self {
-        // The headers azure_core reads for Azure services, in its order.
-        let headers = RetryHeaders { retry_headers: vec![X_MS_RETRY_AFTER_MS, RETRY_AFTER_MS, RETRY_AFTER] };
+        let headers = RetryHeaders { retry_headers: RETRY_AFTER_HEADERS.to_vec() };
         ServerPacedRetry { settings, headers }
     }
 

@@ -1,5 +1,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use azure_core::http::headers::RETRY_AFTER;
 use azure_core::http::{AsyncRawResponse, Url};
 
 use super::*;
