@@ -222,6 +222,17 @@ mod tests {
     }
 
     #[test]
+    fn no_body_field_shadows_a_broker_property_in_the_hosts_metadata() {
+        for command in all() {
+            let body: serde_json::Map<_, _> = serde_json::from_str(&command.to_json()).unwrap();
+            for field in body.keys() {
+                let clash = crate::triggers::SERVICE_BUS_BINDING_DATA.iter().find(|n| n.eq_ignore_ascii_case(field));
+                assert!(clash.is_none(), "{}: body field `{field}` would overwrite Metadata.{clash:?}", command.kind());
+            }
+        }
+    }
+
+    #[test]
     fn outgoing_message_carries_id_session_and_label() {
         let command = &all()[1];
         let outgoing = command.to_outgoing(Some("corr"));

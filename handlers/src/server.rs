@@ -1,7 +1,12 @@
 //! The HTTP server the Functions host talks to: one `POST /<FunctionName>` route per entry of the function table.
 //!
+//! The real Functions host sends every invocation body **chunked**, with no `Content-Length`: it posts an
+//! `ObjectContent` (azure-functions-host `src/WebJobs.Script/Workers/MessageExtensions/
+//! HttpScriptInvocationContextExtensions.cs`), whose length .NET cannot know in advance. Core Tools buffers the body
+//! and sends a `Content-Length`. Both are read here, and the size limit is enforced on the streamed bytes.
+//!
 //! Whatever arrives, the process keeps serving: a malformed envelope is a `400` naming the field, an unknown
-//! function a `404`, an oversized body a `413`, a handler error its own non-2xx status with the error in `Logs`, and
+//! function a `404`, an oversized body a `413` (refused as soon as the limit is passed, without reading the rest), a handler error its own non-2xx status with the error in `Logs`, and
 //! a panic inside a handler a `500` for that invocation only (handlers run on their own task, so a panic unwinds
 //! that task and nothing else).
 
@@ -10,7 +15,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -85,12 +91,54 @@ pub fn routes(deps: Arc<Deps>, hooks: Arc<Hooks>) -> impl Filter<Extract = (Resp
         .and(warp::path::param::<String>())
         .and(warp::path::end())
         .and(warp::header::optional::<String>(INVOCATION_ID_HEADER))
-        .and(warp::body::content_length_limit(MAX_INVOCATION_BYTES))
-        .and(warp::body::bytes())
+        .and(limited_body(MAX_INVOCATION_BYTES))
         .and(warp::any().map(move || (deps.clone(), hooks.clone())))
         .then(invoke)
         .recover(rejection)
         .unify()
+}
+
+/// The request body, chunked or length-delimited, up to `limit` bytes. A declared `Content-Length` over the limit
+/// is refused before anything is read; a chunked body is refused as soon as its running total passes the limit.
+fn limited_body(limit: u64) -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Copy {
+    warp::header::optional::<u64>("content-length").and(warp::body::stream()).and_then(
+        move |declared: Option<u64>, stream| async move {
+            if declared.is_some_and(|length| length > limit) {
+                return Err(warp::reject::custom(BodyRefused::TooLarge));
+            }
+            read_limited(stream, limit).await.map_err(warp::reject::custom)
+        },
+    )
+}
+
+#[derive(Debug)]
+enum BodyRefused {
+    TooLarge,
+    Unreadable(String),
+}
+
+impl warp::reject::Reject for BodyRefused {}
+
+async fn read_limited<S, B>(stream: S, limit: u64) -> Result<Bytes, BodyRefused>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut body = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|err| BodyRefused::Unreadable(err.to_string()))?;
+        if body.len() as u64 + chunk.remaining() as u64 > limit {
+            return Err(BodyRefused::TooLarge);
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            body.extend_from_slice(part);
+            let read = part.len();
+            chunk.advance(read);
+        }
+    }
+    Ok(body.freeze())
 }
 
 async fn invoke(
@@ -100,6 +148,7 @@ async fn invoke(
     (deps, hooks): (Arc<Deps>, Arc<Hooks>),
 ) -> Response {
     let Some(def) = functions::find(&function) else {
+        tracing::warn!(function = %function, "invocation refused: no such function");
         return error_reply(
             StatusCode::NOT_FOUND,
             "FunctionNotFound",
@@ -166,6 +215,8 @@ pub fn parse_envelope(body: &[u8]) -> Result<InvocationRequest, FunctionError> {
     Ok(request)
 }
 
+/// A failed invocation: the reason goes to stderr as well as into `Logs`, because the host writes `Logs` only for
+/// a 2xx answer (see [`rejection`]).
 fn failed(err: &FunctionError) -> Response {
     if err.status() >= 500 && err.retryable() {
         tracing::error!(code = err.code(), "invocation failed: {err}");
@@ -192,15 +243,15 @@ fn known_functions() -> String {
 
 /// Turns warp's rejections (no route, wrong method, body too large, …) into JSON errors like every other answer.
 async fn rejection(rejection: warp::Rejection) -> Result<Response, Infallible> {
-    use warp::reject::{LengthRequired, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType};
-    let (status, code, message) = if rejection.find::<PayloadTooLarge>().is_some() {
+    use warp::reject::{MethodNotAllowed, UnsupportedMediaType};
+    let (status, code, message) = if let Some(BodyRefused::TooLarge) = rejection.find::<BodyRefused>() {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
             "PayloadTooLarge",
             format!("the invocation body exceeds {MAX_INVOCATION_BYTES} bytes"),
         )
-    } else if rejection.find::<LengthRequired>().is_some() {
-        (StatusCode::LENGTH_REQUIRED, "LengthRequired", "send a Content-Length header".to_string())
+    } else if let Some(BodyRefused::Unreadable(reason)) = rejection.find::<BodyRefused>() {
+        (StatusCode::BAD_REQUEST, "BodyUnreadable", format!("the invocation body could not be read: {reason}"))
     } else if rejection.find::<MethodNotAllowed>().is_some() {
         (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "invoke functions with POST /<FunctionName>".to_string())
     } else if rejection.find::<UnsupportedMediaType>().is_some() {
@@ -210,6 +261,10 @@ async fn rejection(rejection: warp::Rejection) -> Result<Response, Infallible> {
     } else {
         (StatusCode::BAD_REQUEST, "BadRequest", format!("{rejection:?}"))
     };
+    // The host keeps `Logs` only for 2xx answers (azure-functions-host `DefaultHttpWorkerService.cs`,
+    // `ProcessDefaultInvocationRequest`: `EnsureSuccessStatusCode` comes before the logs are read), so every
+    // refusal's reason also goes to stderr, which the host collects.
+    tracing::warn!(status = status.as_u16(), code, "invocation refused: {message}");
     Ok(error_reply(status, code, message))
 }
 
