@@ -222,18 +222,6 @@ fn a_10_mib_body_is_refused_and_the_process_keeps_serving() {
 }
 
 #[test]
-fn a_handler_panic_fails_that_invocation_only() {
-    let mut handler = Handler::start_with(&[("EDGEVAULT_TEST_PANIC_IN", "RecoverySweep")]).unwrap();
-    for _ in 0..3 {
-        let (status, body) = handler.invoke("RecoverySweep", &fixture("triggers/timer.json").unwrap()).unwrap();
-        assert_eq!(status, 500, "{body}");
-        assert_eq!(body["error"]["code"], "InternalError");
-        assert_eq!(body["error"]["retryable"], true);
-    }
-    assert_still_serves(&mut handler);
-}
-
-#[test]
 fn every_invocation_is_logged_in_a_span_with_its_id_and_function() {
     let handler = start();
     handler.invoke("ResourceCreated", &fixture("triggers/service-bus.json").unwrap()).unwrap();

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::azure::service_bus::{BrokerProperties, OutgoingMessage};
+use crate::azure::models::{BrokerProperties, OutgoingMessage};
 use crate::error::FunctionError;
 use crate::resource_id::ResourceId;
 use crate::vault_name::VaultName;
