@@ -17,6 +17,10 @@ impl From<lifecycle::Error> for FunctionError {
     fn from(err: lifecycle::Error) -> Self {
         match err {
             lifecycle::Error::Azure(err) => FunctionError::Azure(err),
+            // A race, not a refusal: the next delivery observes again.
+            lifecycle::Error::Refused(refusal) if refusal.kind == lifecycle::Refused::NotConverged => {
+                FunctionError::Internal(refusal.to_string())
+            }
             lifecycle::Error::Refused(refusal) => {
                 FunctionError::Permanent { code: refusal.kind.code(), message: refusal.message }
             }

@@ -18,7 +18,10 @@ impl Error {
 
     /// Whether trying the same work again could succeed.
     pub fn retryable(&self) -> bool {
-        matches!(self, Error::Azure(err) if err.retryable())
+        match self {
+            Error::Azure(err) => err.retryable(),
+            Error::Refused(refusal) => refusal.kind == Refused::NotConverged,
+        }
     }
 }
 
@@ -46,6 +49,9 @@ pub enum Refused {
     IdentityNotCreated,
     /// A resource id from Azure did not parse.
     InvalidResourceId,
+    /// The fixes were made and Azure still does not show the result (another writer raced them); the next
+    /// delivery or sweep starts again from what it observes.
+    NotConverged,
 }
 
 impl Refused {
@@ -58,6 +64,7 @@ impl Refused {
             Refused::LinkedVaultInvalid => "LinkedVaultInvalid",
             Refused::IdentityNotCreated => "IdentityNotCreated",
             Refused::InvalidResourceId => "InvalidResourceId",
+            Refused::NotConverged => "NotConverged",
         }
     }
 }

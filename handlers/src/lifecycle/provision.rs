@@ -77,7 +77,8 @@ pub async fn provision(
     }
     clear_failure(deps, id, &observed.device).await?;
     let (Some(link), Some(vault_id)) = (observed.expected_link(), observed.target.clone()) else {
-        return Err(Error::refused(Refused::VaultNotOwned, format!("{id}'s vault could not be provisioned")));
+        let left = assess(&observed, &desired);
+        return Err(Error::refused(Refused::NotConverged, format!("after the fixes {id} still has {left:?}")));
     };
     Ok(Outcome::Provisioned(Provisioned {
         vault_id,
