@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::azure::models::{BrokerProperties, OutgoingMessage};
 use crate::error::FunctionError;
-use crate::lifecycle::Finding;
+use crate::lifecycle::finding::Finding;
 use crate::resource_id::ResourceId;
 use crate::vault_name::VaultName;
 

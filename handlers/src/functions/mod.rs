@@ -118,7 +118,7 @@ macro_rules! worker {
     ($name:literal, $module:ident, $input:ty) => {{
         fn boxed(invocation: Invocation, deps: Arc<Deps>) -> HandlerFuture {
             Box::pin(async move {
-                let (command, metadata) = policy::worker_input::<$input>(&invocation)?;
+                let (command, metadata) = policy::worker_input::<$input>(&invocation.request)?;
                 let device = command.device().cloned();
                 let result = $module::run(command, &metadata, &deps).await;
                 policy::settle(&deps, device.as_ref(), &metadata, result).await

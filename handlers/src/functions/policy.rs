@@ -3,13 +3,12 @@
 
 use serde_json::{Map, Value};
 
-use super::Invocation;
 use crate::alerts::{Alert, Severity};
 use crate::deps::Deps;
 use crate::error::FunctionError;
 use crate::lifecycle::{self, device::mark_failed};
 use crate::messages::{Inbound, MAX_DELIVERY_COUNT, read};
-use crate::protocol::InvocationResponse;
+use crate::protocol::{InvocationRequest, InvocationResponse};
 use crate::resource_id::ResourceId;
 use crate::triggers::ServiceBusMetadata;
 
@@ -30,9 +29,9 @@ impl From<lifecycle::Error> for FunctionError {
 
 /// A worker's input: its command, decoded from the message body (never from `Metadata`, where the host merges the
 /// body's fields over the broker's — see `triggers`), and the broker's metadata.
-pub fn worker_input<T: Inbound>(invocation: &Invocation) -> Result<(T, ServiceBusMetadata), FunctionError> {
-    let body: Map<String, Value> = invocation.request.binding("message")?;
-    let metadata: ServiceBusMetadata = invocation.request.metadata()?;
+pub fn worker_input<T: Inbound>(request: &InvocationRequest) -> Result<(T, ServiceBusMetadata), FunctionError> {
+    let body: Map<String, Value> = request.binding("message")?;
+    let metadata: ServiceBusMetadata = request.metadata()?;
     let command = read::<T>(&body)?;
     let kind = body.get("kind").and_then(Value::as_str).unwrap_or_default();
     tracing::info!(message_id = %metadata.message_id, delivery_count = metadata.delivery_count, kind,

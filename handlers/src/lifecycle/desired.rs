@@ -8,10 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use super::device::{device_and_info, is_legacy};
 use super::error::Error;
+use super::finding::Finding;
 use super::vault::{Choice, choose_vault, cik_secret_name, owned_by, vault_id, vault_uri};
 use super::{
     DEVICE_SECRET_PERMISSIONS, EDGEVAULT_SECRET_PERMISSIONS, LOCK_LEVEL, LOCK_NAME, OWNER_TAG, RETENTION_DAYS,
@@ -24,40 +23,6 @@ use crate::config::Settings;
 use crate::deps::Deps;
 use crate::resource_id::ResourceId;
 use crate::vault_name::VaultName;
-
-/// What can be wrong with a device, or why nothing is to be done. Ordered roughly by the order of the fixes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Finding {
-    /// Nothing is wrong (the sweep's count of healthy devices; `assess` returns no finding for them).
-    Healthy,
-    /// A pre-integration device: reported, never touched.
-    Legacy,
-    /// No vault linked and none asked for: the device was never activated.
-    NotActivated,
-    IdentityMissing,
-    /// The vault is neither live nor soft-deleted (purged, or never created).
-    VaultMissing,
-    VaultSoftDeleted,
-    /// The vault of that name belongs to someone else: never changed.
-    VaultNotOwned,
-    SoftDeleteOff,
-    PurgeProtectionOff,
-    LockMissing,
-    /// edgevault's lock is there at another level (`ReadOnly` would block the CIK's writes; only `CanNotDelete`
-    /// is wanted).
-    LockNotCanNotDelete,
-    AccessPolicyMissing,
-    CikMissing,
-    CikDisabled,
-    ExtendedInfoOutOfSync,
-}
-
-impl Finding {
-    /// Findings that no worker acts on: the state is as it should be, or not edgevault's to change.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Finding::Healthy | Finding::Legacy | Finding::NotActivated | Finding::VaultNotOwned)
-    }
-}
 
 /// What every device's vault must be, from the settings.
 #[derive(Debug, Clone)]

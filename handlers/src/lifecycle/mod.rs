@@ -19,6 +19,7 @@
 pub mod desired;
 pub mod device;
 pub mod error;
+pub mod finding;
 pub mod provision;
 pub mod recovery;
 pub mod retirement;
@@ -26,8 +27,9 @@ pub mod status;
 pub mod sweep;
 pub mod vault;
 
-pub use desired::{Desired, Finding, Observed, assess, observe};
+pub use desired::{Desired, Observed, assess, observe};
 pub use error::{Error, Refusal, Refused};
+pub use finding::Finding;
 
 /// Tag on a vault naming the device (resource id) it belongs to.
 pub const OWNER_TAG: &str = "edgevault-device";

@@ -8,9 +8,10 @@
 //! the observation is updated with what the writes returned and assessed again, so `assess` stays the only place
 //! that decides what is wrong.
 
-use super::desired::{Desired, Finding, Observed, VaultState, assess, observe, observe_contents};
+use super::desired::{Desired, Observed, VaultState, assess, observe, observe_contents};
 use super::device::{clear_failure, enable_identity, mark_status, write_link};
 use super::error::{Error, Refused};
+use super::finding::Finding;
 use super::vault::{add_policies, create, lock, protect, recover_or_find, vault_uri, write_cik};
 use crate::azure::models::KeyVaultSyncStatus;
 use crate::deps::Deps;
@@ -117,7 +118,8 @@ pub async fn repair(deps: &Deps, desired: &Desired, observed: &mut Observed) -> 
     // The vault itself.
     let mut created = false;
     if findings.contains(&Finding::VaultMissing) {
-        let (vault, new) = create(deps, desired, &observed.id, &observed.device, &principal, &target).await?;
+        let wanted = desired.vault(&observed.device, &principal);
+        let (vault, new) = create(deps, &observed.id, &observed.device, &target, &wanted).await?;
         created = new;
         observed.vault = VaultState::Present(vault);
         if !new {
@@ -133,7 +135,7 @@ pub async fn repair(deps: &Deps, desired: &Desired, observed: &mut Observed) -> 
     if findings.iter().any(|f| matches!(f, Finding::SoftDeleteOff | Finding::PurgeProtectionOff))
         && let VaultState::Present(vault) = &observed.vault
     {
-        let vault = protect(deps, desired, &observed.device, &principal, &target, vault).await?;
+        let vault = protect(deps, &target, vault, &desired.vault(&observed.device, &principal)).await?;
         observed.vault = VaultState::Present(vault);
         findings = assess(observed, desired);
     }
@@ -150,7 +152,7 @@ pub async fn repair(deps: &Deps, desired: &Desired, observed: &mut Observed) -> 
     };
     let keying = async {
         let added = match wants(&[Finding::AccessPolicyMissing]) {
-            true => add_policies(deps, desired, &target, &vault, &principal).await?,
+            true => add_policies(deps, &target, &vault, desired.policies(&principal)).await?,
             false => Vec::new(),
         };
         let cik = match wants(&[Finding::CikMissing, Finding::CikDisabled]) {

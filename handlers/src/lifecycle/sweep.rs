@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 
 use futures::{Stream, StreamExt};
 
-use super::desired::{Desired, Finding, VaultState, assess, observe_listed};
+use super::desired::{Desired, VaultState, assess, observe_listed};
 use super::error::{Error, Refused};
+use super::finding::Finding;
 use crate::azure::models::Device;
 use crate::azure::pages;
 use crate::deps::Deps;

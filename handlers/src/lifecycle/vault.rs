@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 
-use super::desired::Desired;
 use super::error::{Error, Refused};
 use super::{LOCK_NAME, LOCK_NOTES, OWNER_TAG, RETENTION_DAYS};
 use crate::activation_key::Cik;
@@ -88,16 +87,15 @@ pub fn choose_vault(id: &ResourceId, link: &VaultLink, requested: Option<&VaultN
 /// Creates the vault (the fix for `VaultMissing`). Created without first looking for a soft-deleted vault of that
 /// name: Azure refuses the create with a 409 when one holds the name, and only then is it worth a read, so a first
 /// activation saves a round trip. The device's own soft-deleted vault is recovered; another's is refused. The
-/// `bool` says whether the vault is new (and so has no lock and no secret yet).
+/// `bool` says whether the vault is new (and so has no lock and no secret yet). `wanted` is the desired vault.
 pub async fn create(
     deps: &Deps,
-    desired: &Desired,
     id: &ResourceId,
     device: &Device,
-    principal: &str,
     vault_id: &ResourceId,
+    wanted: &Vault,
 ) -> Result<(Vault, bool), Error> {
-    let err = match deps.vaults.put_vault(vault_id, &desired.vault(device, principal)).await {
+    let err = match deps.vaults.put_vault(vault_id, wanted).await {
         Ok(vault) => {
             tracing::info!(vault = %vault_id, "created the vault");
             return Ok((vault, true));
@@ -138,16 +136,10 @@ pub async fn recover_or_find(deps: &Deps, vault_id: &ResourceId, location: &str)
 }
 
 /// Turns soft delete and purge protection on (the fix for `SoftDeleteOff` / `PurgeProtectionOff`). Purge
-/// protection can only be turned on; the vault is put again with it, keeping its policies and its retention.
-pub async fn protect(
-    deps: &Deps,
-    desired: &Desired,
-    device: &Device,
-    principal: &str,
-    vault_id: &ResourceId,
-    vault: &Vault,
-) -> Result<Vault, Error> {
-    let mut update = desired.vault(device, principal);
+/// protection can only be turned on; the desired vault (`wanted`) is put again, keeping the vault's policies and
+/// its retention.
+pub async fn protect(deps: &Deps, vault_id: &ResourceId, vault: &Vault, wanted: &Vault) -> Result<Vault, Error> {
+    let mut update = wanted.clone();
     update.properties.access_policies = vault.properties.access_policies.clone();
     update.properties.soft_delete_retention_in_days =
         vault.properties.soft_delete_retention_in_days.or(Some(RETENTION_DAYS));
@@ -155,16 +147,14 @@ pub async fn protect(
     Ok(deps.vaults.put_vault(vault_id, &update).await?)
 }
 
-/// Adds the access policies the vault lacks (the fix for `AccessPolicyMissing`); returns them.
+/// Adds those of the `wanted` access policies the vault lacks (the fix for `AccessPolicyMissing`); returns them.
 pub async fn add_policies(
     deps: &Deps,
-    desired: &Desired,
     vault_id: &ResourceId,
     vault: &Vault,
-    principal: &str,
+    wanted: Vec<AccessPolicy>,
 ) -> Result<Vec<AccessPolicy>, Error> {
-    let missing: Vec<_> = desired
-        .policies(principal)
+    let missing: Vec<_> = wanted
         .into_iter()
         .filter(|want| !vault.properties.access_policies.iter().any(|have| have.covers(want)))
         .collect();
