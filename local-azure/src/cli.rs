@@ -45,6 +45,10 @@ pub struct UpArgs {
     /// The Functions host's port (0 = any free port).
     #[arg(long, default_value_t = 7071, requires = "app")]
     pub host_port: u16,
+    /// How the Functions host sends invocations to the handler: `real` (the Azure Functions host's form, chunked
+    /// bodies) or `core-tools` (`func start`'s form, buffered with Content-Length).
+    #[arg(long, env = "LOCAL_AZURE_HOST_FORM", default_value = "real")]
+    pub host_form: local_azure_host::HostForm,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
