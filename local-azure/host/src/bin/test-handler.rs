@@ -7,6 +7,7 @@
 //! - `Out*`: `200` with `Outputs.out` = the request's `Data` (for output-binding tests)
 //! - `Return*`: `200` with no `Outputs` and `ReturnValue` = `{"res": {statusCode: 200, body: {"returned": true}}}`
 //! - `Empty*`: `200` with an empty body
+//! - `Env*`: `200`, `Outputs.res.body` = the `FUNCTIONS_*` environment variables the handler was started with
 //! - anything else: `200`, `Outputs.res` = `{statusCode: 200, body: {"ok": true}}`
 //!
 //! `GET /` (the host's readiness probe) is answered `404` (any answer means ready) and recorded as function `_probe`.
@@ -158,6 +159,11 @@ async fn invoke(
     if function.starts_with("Return") {
         let returned = json!({"res": {"statusCode": 200, "body": {"returned": true}}});
         return answer(200, json!({"Logs": [], "ReturnValue": returned}));
+    }
+    if function.starts_with("Env") {
+        let env: serde_json::Map<String, Value> =
+            std::env::vars().filter(|(k, _)| k.starts_with("FUNCTIONS_")).map(|(k, v)| (k, Value::String(v))).collect();
+        return answer(200, json!({"Outputs": {"res": {"statusCode": 200, "body": env}}, "Logs": []}));
     }
     if function.starts_with("Empty") {
         return warp::reply::with_status(String::new(), warp::http::StatusCode::OK).into_response();
