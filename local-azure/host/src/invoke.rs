@@ -134,6 +134,23 @@ impl Outcome {
     }
 }
 
+/// The body the host POSTs for an invocation: `{"Data", "Metadata"}`. `Metadata` is the binding data, then `sys`
+/// (the WebJobs SDK adds it after the trigger's data; `UtcNow` is `now`), then the trigger value's JSON fields.
+pub fn request_body(function: &str, mut input: Invocation, now: time::OffsetDateTime) -> Value {
+    input.binding_data.set(
+        "sys",
+        BindingValue::Object(json!({
+            "MethodName": function,
+            "UtcNow": json_net(now, Zone::Utc),
+            "RandGuid": uuid::Uuid::new_v4().to_string(),
+        })),
+    );
+    if let Some(text) = &input.trigger_text {
+        input.binding_data.apply_json_fields(text);
+    }
+    json!({"Data": input.data, "Metadata": input.binding_data.to_metadata()})
+}
+
 pub struct Invoker {
     app: Arc<App>,
     client: reqwest::Client,
@@ -191,25 +208,8 @@ impl Invoker {
         result
     }
 
-    /// `Metadata` for an invocation: the binding data, then `sys` (the SDK adds it after the trigger's data), then
-    /// the trigger value's JSON fields.
-    fn metadata(&self, function: &str, mut input: Invocation) -> (Map<String, Value>, Map<String, Value>) {
-        input.binding_data.set(
-            "sys",
-            BindingValue::Object(json!({
-                "MethodName": function,
-                "UtcNow": json_net(self.clock.now(), Zone::Utc),
-                "RandGuid": uuid::Uuid::new_v4().to_string(),
-            })),
-        );
-        if let Some(text) = &input.trigger_text {
-            input.binding_data.apply_json_fields(text);
-        }
-        (input.data, input.binding_data.to_metadata())
-    }
-
     async fn invoke_inner(&self, function: &str, invocation_id: &str, input: Invocation) -> Result<Outcome, InvokeError> {
-        let (data, metadata) = self.metadata(function, input);
+        let body = request_body(function, input, self.clock.now());
         self.emit(HostEvent::InvocationStarted {
             function: function.to_string(),
             invocation_id: invocation_id.to_string(),
@@ -217,7 +217,7 @@ impl Invoker {
         let port = self.ready_port().await?;
         let timeout = self.app.host.function_timeout;
         let started = tokio::time::Instant::now();
-        let body = bytes::Bytes::from(json!({"Data": data, "Metadata": metadata}).to_string());
+        let body = bytes::Bytes::from(body.to_string());
         let request = self
             .client
             .post(format!("http://127.0.0.1:{port}/{function}"))

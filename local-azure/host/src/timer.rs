@@ -294,12 +294,17 @@ impl TimerState {
                 first.map(ScheduleStatus::initial)
             })
         };
-        json!({
-            "Schedule": {"AdjustForDST": true},
-            "ScheduleStatus": status.map(ScheduleStatus::to_json),
-            "IsPastDue": past_due,
-        })
+        timer_info(status, past_due)
     }
+}
+
+/// `Data.<binding>` of a timer run: the extension's `TimerInfo` as `JObject.FromObject` writes it.
+pub fn timer_info(status: Option<ScheduleStatus>, past_due: bool) -> Value {
+    json!({
+        "Schedule": {"AdjustForDST": true},
+        "ScheduleStatus": status.map(ScheduleStatus::to_json),
+        "IsPastDue": past_due,
+    })
 }
 
 /// Starts a run unless one is going; returns whether it started. The run itself continues in the background.
