@@ -495,7 +495,16 @@ mod tests {
         let app = App::load(&root, &settings).unwrap();
         assert_eq!(app.layout, Layout::Repository);
         assert_eq!(app.host.route_prefix, "api");
+        // Every Service Bus trigger of the app is session-enabled: 8 sessions, one call each, and no
+        // maxConcurrentCalls, which such triggers ignore.
         assert_eq!(app.host.service_bus.max_concurrent_sessions, 8);
+        assert_eq!(app.host.service_bus.max_concurrent_calls_per_session, 1);
+        assert_eq!(app.host.service_bus.concurrency(true), 8);
+        assert!(app.host.service_bus.auto_complete_messages);
+        assert_eq!(app.host.service_bus.prefetch_count, 0);
+        assert_eq!(app.host.service_bus.session_idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(app.host.service_bus.try_timeout, Duration::from_secs(60));
+        assert!(app.functions.iter().all(|f| !matches!(f.trigger, Trigger::ServiceBus { sessions: false, .. })));
         assert_eq!(app.host.function_timeout, Duration::from_secs(600));
         assert_eq!(app.host.executable.as_deref(), Some("edgevault"));
         let names: Vec<_> = app.functions.iter().map(|f| f.name.as_str()).collect();
@@ -547,6 +556,32 @@ mod tests {
         assert_eq!(expand_settings("plain", &settings).unwrap(), "plain");
         assert!(expand_settings("%A", &settings).unwrap_err().contains("unterminated"));
         assert!(expand_settings("%C%", &settings).unwrap_err().contains("`C`"));
+    }
+
+    #[test]
+    fn service_bus_settings_are_read_and_checked() {
+        let options = |sb: Value| service_bus_options(&sb);
+        let defaults = options(json!(null)).unwrap();
+        assert_eq!((defaults.max_concurrent_sessions, defaults.max_concurrent_calls_per_session), (8, 1));
+        assert!(defaults.max_concurrent_calls >= 16 && defaults.auto_complete_messages);
+        let sessions = options(json!({"maxConcurrentCalls": 3, "maxConcurrentSessions": 2, "maxConcurrentCallsPerSession": 4})).unwrap();
+        assert_eq!((sessions.concurrency(true), sessions.concurrency(false)), (8, 3));
+        assert_eq!(
+            options(json!({"maxAutoLockRenewalDuration": "-00:00:00.0010000"})).unwrap().max_auto_lock_renewal,
+            Duration::MAX
+        );
+        for (bad, field) in [
+            (json!({"maxConcurrentCallsPerSession": 0}), "maxConcurrentCallsPerSession"),
+            (json!({"autoCompleteMessages": "yes"}), "autoCompleteMessages"),
+            (json!({"sessionIdleTimeout": "30 seconds"}), "sessionIdleTimeout"),
+            (json!({"clientRetryOptions": {"mode": "linear"}}), "clientRetryOptions.mode"),
+            (json!({"clientRetryOptions": {"tryTimeout": "soon"}}), "clientRetryOptions.tryTimeout"),
+        ] {
+            let err = options(bad).unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+        let err = HostConfig::from_json(&json!({"functionTimeout": "00:00:00.5"})).unwrap_err();
+        assert!(err.to_string().contains("at least 00:00:01"), "{err}");
     }
 
     #[test]
