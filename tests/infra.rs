@@ -463,9 +463,6 @@ fn check_app_settings(bicep: &str, bindings: &[Binding]) -> Vec<String> {
             problems.push(format!("app setting `{setting}` in the Bicep is read by nothing (not in config.rs, function.json or the platform's list)"));
         }
     }
-    if app.contains_key(edgevault::config::TEST_PANIC_VAR) {
-        problems.push(format!("`{}` is a test hook and must never be deployed", edgevault::config::TEST_PANIC_VAR));
-    }
     for (setting, value) in &app {
         if ["listKeys(", "AccountKey=", "SharedAccessKey", "InstrumentationKey="].iter().any(|k| value.contains(k))
             || setting == "AzureWebJobsStorage"

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::azure::service_bus::{BrokerProperties, OutgoingMessage};
+use crate::azure::models::{BrokerProperties, OutgoingMessage};
 use crate::messages::short_hash;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -10,14 +10,8 @@ pub struct Config {
     /// The loopback port to serve on; 0 picks any free port (logged at start).
     pub port: u16,
     /// What the lifecycle needs to know about the Azure it runs in.
-    pub lifecycle: Lifecycle,
-    /// Test hook (`EDGEVAULT_TEST_PANIC_IN=<FunctionName>`): that function panics on every invocation, so tests can
-    /// prove a panic fails one invocation and nothing else. Unset in every deployment.
-    pub test_panic_in: Option<String>,
+    pub settings: Settings,
 }
-
-/// The variable behind [`Config::test_panic_in`].
-pub const TEST_PANIC_VAR: &str = "EDGEVAULT_TEST_PANIC_IN";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -48,9 +42,9 @@ pub mod settings {
     pub const RETRY_DELAY_MS: &str = "EDGEVAULT_RETRY_INITIAL_DELAY_MS";
 }
 
-/// What the lifecycle functions need beyond the port.
+/// The app settings of the lifecycle: what the functions need to know about the Azure they run in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lifecycle {
+pub struct Settings {
     /// The Entra tenant of the vaults edgevault creates.
     pub tenant_id: String,
     /// The object id of edgevault's own managed identity, granted its access policy on every vault.
@@ -70,7 +64,7 @@ pub struct Lifecycle {
     pub retry: crate::azure::RetrySettings,
 }
 
-impl Lifecycle {
+impl Settings {
     fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         use settings::*;
         let get = |var: &str| lookup(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
@@ -120,7 +114,7 @@ impl Lifecycle {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect();
-        Ok(Lifecycle {
+        Ok(Settings {
             tenant_id: get(TENANT).unwrap_or_default(),
             principal_id: get(PRINCIPAL).unwrap_or_default(),
             service_bus_namespace: get(SERVICE_BUS).unwrap_or_default(),
@@ -146,9 +140,8 @@ impl Config {
             .find_map(|var| lookup(var).filter(|v| !v.trim().is_empty()).map(|v| (var, v)))
             .ok_or(ConfigError::MissingPort)?;
         let port = value.trim().parse().map_err(|_| ConfigError::InvalidPort { var, value: value.clone() })?;
-        let test_panic_in = lookup(TEST_PANIC_VAR).filter(|v| !v.is_empty());
-        let lifecycle = Lifecycle::from_lookup(&lookup)?;
-        Ok(Config { port, lifecycle, test_panic_in })
+        let settings = Settings::from_lookup(&lookup)?;
+        Ok(Config { port, settings })
     }
 }
 
@@ -171,19 +164,19 @@ mod tests {
     #[test]
     fn lifecycle_settings_parse_with_defaults() {
         let config = Config::from_lookup(lookup(&[(PORT_VAR, "1")])).unwrap();
-        let lifecycle = config.lifecycle;
-        assert_eq!(lifecycle.subscriptions, ["s1", "s2"]);
-        assert_eq!(lifecycle.cutover, None);
-        assert!(!lifecycle.delete_vault_with_device);
-        assert_eq!(lifecycle.activation_key_ttl, time::Duration::hours(72));
-        assert_eq!(lifecycle.arm_endpoint, "https://management.azure.com");
+        let settings = config.settings;
+        assert_eq!(settings.subscriptions, ["s1", "s2"]);
+        assert_eq!(settings.cutover, None);
+        assert!(!settings.delete_vault_with_device);
+        assert_eq!(settings.activation_key_ttl, time::Duration::hours(72));
+        assert_eq!(settings.arm_endpoint, "https://management.azure.com");
         let config = Config::from_lookup(lookup(&[
             (PORT_VAR, "1"),
             (settings::CUTOVER, "2026-01-01T00:00:00Z"),
             (settings::DELETE_CONSENT, "TRUE"),
         ]))
         .unwrap();
-        assert!(config.lifecycle.cutover.is_some() && config.lifecycle.delete_vault_with_device);
+        assert!(config.settings.cutover.is_some() && config.settings.delete_vault_with_device);
     }
 
     #[test]

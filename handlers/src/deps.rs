@@ -11,12 +11,12 @@ use crate::azure::secrets::VaultSecrets;
 use crate::azure::service_bus::QueueSender;
 use crate::azure::traits::{CikStore, Devices, Locks, Queue, Vaults};
 use crate::azure::{ARM_SCOPE, AzureError, HttpStack, SERVICE_BUS_SCOPE, pipeline};
-use crate::config::Lifecycle;
+use crate::config::Settings;
 use crate::messages::{Command, queues};
 
 #[derive(Debug, Clone)]
 pub struct Deps {
-    pub settings: Lifecycle,
+    pub settings: Settings,
     pub devices: Arc<dyn Devices>,
     pub vaults: Arc<dyn Vaults>,
     pub locks: Arc<dyn Locks>,
@@ -26,7 +26,7 @@ pub struct Deps {
 
 impl Deps {
     /// Builds the clients on the app's managed identity (`IDENTITY_ENDPOINT` / `IDENTITY_HEADER` in Functions).
-    pub fn from_settings(settings: &Lifecycle) -> Result<Self, AzureError> {
+    pub fn from_settings(settings: &Settings) -> Result<Self, AzureError> {
         let stack = HttpStack::new(settings.retry);
         let options = azure_identity::ManagedIdentityCredentialOptions {
             client_options: stack.client_options(),
@@ -38,7 +38,7 @@ impl Deps {
     }
 
     pub fn with_credential(
-        settings: &Lifecycle,
+        settings: &Settings,
         credential: Arc<dyn TokenCredential>,
         stack: HttpStack,
     ) -> Result<Self, AzureError> {

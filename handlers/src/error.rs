@@ -1,18 +1,11 @@
 //! The error a function handler returns. It carries the status the host sees and whether trying again can help:
 //! a non-2xx answer fails the invocation, which for Service Bus means abandon → redelivery → dead-letter.
 
-/// The title of the issue that brings the functions' business logic; stubs name it so nobody mistakes them for done.
-pub const LIFECYCLE_ISSUE: &str = "Functions: the Key Vault lifecycle for Stack Edge resources";
-
 #[derive(Debug, thiserror::Error)]
 pub enum FunctionError {
     /// The invocation or a trigger payload does not have the shape the function needs. Retrying cannot help.
     #[error("invalid input at `{field}`: {message}")]
     InvalidInput { field: String, message: String },
-
-    /// The function exists and its input is valid, but its business logic is not built yet.
-    #[error("{function} parsed its input but does nothing yet: its logic arrives with the issue \"{LIFECYCLE_ISSUE}\"")]
-    NotImplemented { function: &'static str },
 
     /// The handler failed in a way a later attempt may not (a panic, a dependency that is down).
     #[error("internal error: {0}")]
@@ -36,7 +29,6 @@ impl FunctionError {
     pub fn status(&self) -> u16 {
         match self {
             FunctionError::InvalidInput { .. } => 400,
-            FunctionError::NotImplemented { .. } => 501,
             FunctionError::Internal(_) => 500,
             FunctionError::Azure(err) if err.retryable() => 503,
             FunctionError::Azure(_) | FunctionError::Permanent { .. } => 424,
@@ -46,7 +38,6 @@ impl FunctionError {
     pub fn code(&self) -> &'static str {
         match self {
             FunctionError::InvalidInput { .. } => "InvalidInput",
-            FunctionError::NotImplemented { .. } => "NotImplemented",
             FunctionError::Internal(_) => "InternalError",
             FunctionError::Azure(_) => "AzureCallFailed",
             FunctionError::Permanent { code, .. } => code,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use edgevault::config::Config;
-use edgevault::functions::Deps;
+use edgevault::deps::Deps;
 use edgevault::{server, telemetry};
 
 #[tokio::main]
@@ -15,10 +15,9 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", config.port))?;
-    let deps = Deps::from_settings(&config.lifecycle)?;
+    let deps = Deps::from_settings(&config.settings)?;
     tracing::info!("listening on {}", listener.local_addr()?);
-    let hooks = server::Hooks { panic_in: config.test_panic_in.clone() };
-    server::run(listener, Arc::new(deps), hooks, shutdown).await;
+    server::run(listener, Arc::new(deps), shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::azure::service_bus::{BrokerProperties, OutgoingMessage};
+use crate::azure::models::{BrokerProperties, OutgoingMessage};
 use crate::error::FunctionError;
 use crate::resource_id::ResourceId;
 use crate::vault_name::VaultName;
@@ -219,6 +219,17 @@ mod tests {
         body.insert("schemaVersion".into(), 1.into());
         body.insert("kind".into(), "Bogus".into());
         assert!(Command::from_json(&body).is_err());
+    }
+
+    #[test]
+    fn no_body_field_shadows_a_broker_property_in_the_hosts_metadata() {
+        for command in all() {
+            let body: serde_json::Map<_, _> = serde_json::from_str(&command.to_json()).unwrap();
+            for field in body.keys() {
+                let clash = crate::triggers::SERVICE_BUS_BINDING_DATA.iter().find(|n| n.eq_ignore_ascii_case(field));
+                assert!(clash.is_none(), "{}: body field `{field}` would overwrite Metadata.{clash:?}", command.kind());
+            }
+        }
     }
 
     #[test]

@@ -1,8 +1,17 @@
 //! Typed trigger payloads, in the shapes the Functions host and Event Grid document, and the HTTP output object.
 //!
-//! Every type here round-trips through the fixtures in `tests/fixtures/triggers/` (see the tests at the bottom).
+//! Every type here round-trips through the fixtures in `tests/fixtures/triggers/` (see the tests at the bottom);
+//! `real-host/` there holds what the real Functions host sends, read from its source (its README names the files).
 //! Where the host is known to vary (a nested object sent JSON-encoded, a number sent as a string, `Label` versus
 //! `Subject`), the type accepts every form and keeps one.
+//!
+//! The real host passes every non-object metadata value through `JsonConvert.SerializeObject`
+//! (azure-functions-host `ScriptInvocationContextExtensions.GetHttpScriptInvocationContextValue`): a string arrives
+//! JSON-encoded once more (`MessageId` as `"\"id\""`), a number as a string. String fields here take off that layer
+//! ([`host_string`]), so an id, a session or an alert id never carries the host's quotes. It also merges the
+//! top-level fields of a JSON message or event body into `Metadata` (`Utility.ApplyBindingData`), overwriting a
+//! broker property of the same name, case-insensitively: handlers read what a message says from its body only,
+//! and the message types keep clear of the broker's names (a test in `messages` checks it).
 
 use std::collections::BTreeMap;
 
@@ -24,7 +33,9 @@ pub struct HttpRequest {
     /// Header values are lists, as the host sends them; names keep the case the client used.
     #[serde(default, deserialize_with = "headers")]
     pub headers: BTreeMap<String, Vec<String>>,
-    #[serde(default, deserialize_with = "json_or_encoded")]
+    /// Route parameters. The real host lists an optional parameter the route did not use as `null`
+    /// (`FunctionInvocationMiddleware.PopulateRouteData`); such a parameter is simply absent here.
+    #[serde(default, deserialize_with = "route_params")]
     pub params: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "json_or_encoded")]
     pub identities: Vec<Value>,
@@ -92,23 +103,24 @@ pub struct ScheduleStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct ServiceBusMetadata {
+    #[serde(deserialize_with = "host_string")]
     pub message_id: String,
     #[serde(default, deserialize_with = "number_or_string")]
     pub delivery_count: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "host_opt_string")]
     pub enqueued_time_utc: Option<String>,
     #[serde(default, deserialize_with = "number_or_string")]
     pub sequence_number: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "host_opt_string")]
     pub session_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "host_opt_string")]
     pub correlation_id: Option<String>,
     /// `Subject` in the current extension; older ones (and some hosts, alongside `Subject`) send `Label`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "host_opt_string", skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "host_opt_string", skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "host_opt_string")]
     pub content_type: Option<String>,
     /// `ApplicationProperties` in the current extension; older ones send `UserProperties` (some hosts both).
     #[serde(default, deserialize_with = "json_or_encoded")]
@@ -128,6 +140,41 @@ impl ServiceBusMetadata {
         self.application_properties.get(name).or_else(|| self.user_properties.get(name))
     }
 }
+
+/// The names the Service Bus extension (5.x) puts into an invocation's binding data beside the message
+/// (azure-sdk-for-net `Microsoft.Azure.WebJobs.Extensions.ServiceBus`, `ServiceBusTriggerBindingStrategy.cs`,
+/// `GetBindingData`/`AddBindingData`), plus the host's own `sys`. The host merges a JSON body's top-level fields into
+/// the same case-insensitive dictionary, overwriting these; a message body must therefore use none of them.
+pub const SERVICE_BUS_BINDING_DATA: &[&str] = &[
+    "DeliveryCount",
+    "DeadLetterSource",
+    "LockToken",
+    "ExpiresAtUtc",
+    "ExpiresAt",
+    "EnqueuedTimeUtc",
+    "EnqueuedTime",
+    "MessageId",
+    "ContentType",
+    "ReplyTo",
+    "SequenceNumber",
+    "To",
+    "Subject",
+    "Label",
+    "CorrelationId",
+    "ApplicationProperties",
+    "UserProperties",
+    "SessionId",
+    "ReplyToSessionId",
+    "PartitionKey",
+    "TransactionPartitionKey",
+    "MessageReceiver",
+    "MessageSession",
+    "MessageActions",
+    "SessionActions",
+    "ReceiveActions",
+    "Client",
+    "sys",
+];
 
 /// The Event Grid event types edgevault reacts to, and the handshake event.
 pub mod event_types {
@@ -306,6 +353,45 @@ fn headers<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<Strin
         .collect())
 }
 
+/// A metadata string as the host sends it: JSON-encoded once more (`"\"id\""`), or plain (older hosts, tests).
+/// Only a value that is itself a complete JSON string literal is unwrapped; anything else is taken as it is.
+pub fn host_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(text) => Ok(unquote(text)),
+        other => Err(serde::de::Error::custom(format!("expected a string, got {other}"))),
+    }
+}
+
+fn host_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        other => host_string(other).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+fn unquote(text: String) -> String {
+    let quoted = text.len() >= 2 && text.starts_with('"') && text.ends_with('"');
+    match serde_json::from_str::<String>(&text) {
+        Ok(inner) if quoted => inner,
+        _ => text,
+    }
+}
+
+/// Route parameters: `null` (an unused optional parameter) is left out; a number (a constrained `{id:int}`) becomes
+/// its text.
+fn route_params<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw: BTreeMap<String, Value> = json_or_encoded(d)?;
+    raw.into_iter()
+        .filter(|(_, value)| !value.is_null())
+        .map(|(name, value)| match value {
+            Value::String(text) => Ok((name, text)),
+            Value::Number(n) => Ok((name, n.to_string())),
+            Value::Bool(b) => Ok((name, b.to_string())),
+            other => Err(serde::de::Error::custom(format!("route parameter `{name}` is not a value: {other}"))),
+        })
+        .collect()
+}
+
 fn body_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(match Value::deserialize(d)? {
         Value::Null => None,
@@ -469,6 +555,70 @@ mod tests {
         assert_eq!(events[0].event_type(), event_types::SUBSCRIPTION_VALIDATION);
         let data: SubscriptionValidationData = round_trip(events[0].data());
         assert_eq!(data.validation_code, "512d38b6-c7b8-40c8-89fe-f46f9e9622b6");
+    }
+
+    #[test]
+    fn real_host_http_post_with_a_null_optional_parameter_and_a_key_identity() {
+        let inv: InvocationRequest = serde_json::from_value(fixture("real-host/http-post.json")).unwrap();
+        let req: HttpRequest = inv.binding("req").unwrap();
+        assert!(req.params.is_empty(), "the unused optional operationId is left out: {:?}", req.params);
+        assert_eq!(req.identities[0]["AuthenticationType"], "WebJobsAuthLevel");
+        let body: Value = serde_json::from_str(req.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["vaultName"], "testedgedevice-kv");
+    }
+
+    #[test]
+    fn real_host_http_get_has_no_body_and_joined_query_values() {
+        let inv: InvocationRequest = serde_json::from_value(fixture("real-host/http-get-status.json")).unwrap();
+        let req: HttpRequest = inv.binding("req").unwrap();
+        assert_eq!(req.body, None);
+        assert_eq!(req.params["operationId"], "L3N1YnNjcmlwdGlvbnMvNDM4NWNmMDA");
+        assert_eq!(req.query["api-version"], "2024-01-01,2024-06-01");
+    }
+
+    #[test]
+    fn real_host_service_bus_metadata_loses_the_hosts_quotes() {
+        let inv: InvocationRequest = serde_json::from_value(fixture("real-host/service-bus.json")).unwrap();
+        let meta: ServiceBusMetadata = inv.metadata().unwrap();
+        assert_eq!(meta.message_id, "activation-key-requested:testedgedevice:2c9a7f4e");
+        assert_eq!(meta.session_id.as_deref(), Some("3f9a1c2b7e4d5a60"));
+        assert_eq!(meta.subject(), Some("ActivationKeyRequested"));
+        assert_eq!(meta.content_type.as_deref(), Some("application/json"));
+        assert_eq!((meta.delivery_count, meta.sequence_number), (2, 41));
+        assert_eq!(meta.enqueued_time_utc.as_deref(), Some("2026-11-28T11:59:58"));
+        let body: Map<String, Value> = inv.binding("message").unwrap();
+        assert_eq!(body["kind"], "ActivationKeyRequested");
+        assert_eq!(body["schemaVersion"], 1, "the body keeps its types; only Metadata has the host's strings");
+    }
+
+    #[test]
+    fn host_strings_unwrap_one_json_layer_only() {
+        let meta: ServiceBusMetadata =
+            decode(json!({"MessageId": "\"a\\\"b\"", "SessionId": "plain", "CorrelationId": "\"x"}), "M").unwrap();
+        assert_eq!(meta.message_id, "a\"b");
+        assert_eq!(meta.session_id.as_deref(), Some("plain"));
+        assert_eq!(meta.correlation_id.as_deref(), Some("\"x"), "not a whole JSON string: taken as it is");
+    }
+
+    #[test]
+    fn real_host_first_timer_run_has_a_status_from_the_year_one() {
+        let inv: InvocationRequest = serde_json::from_value(fixture("real-host/timer-first-run.json")).unwrap();
+        let timer: TimerInfo = round_trip(&inv.data["timer"]);
+        assert_eq!(timer.schedule_status.unwrap().last, "0001-01-01T00:00:00");
+        assert!(!timer.is_past_due);
+    }
+
+    #[test]
+    fn real_host_event_is_a_json_encoded_string_with_its_fields_in_metadata() {
+        let inv: InvocationRequest = serde_json::from_value(fixture("real-host/event-grid-write.json")).unwrap();
+        assert!(inv.data["event"].is_string());
+        let events = GridEvent::list_from_value(inv.data["event"].clone(), "Data.event").unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0].resource_action("e").unwrap().operation_name,
+            "Microsoft.DataBoxEdge/dataBoxEdgeDevices/write"
+        );
+        assert_eq!(inv.metadata["eventType"], "\"Microsoft.Resources.ResourceWriteSuccess\"");
     }
 
     #[test]

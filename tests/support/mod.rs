@@ -130,13 +130,28 @@ impl Handler {
         format!("http://127.0.0.1:{}/{}", self.port, path.trim_start_matches('/'))
     }
 
-    /// POSTs a raw body to `/<function>` the way the Functions host does; returns the status and the JSON answer.
-    pub fn invoke_raw(&self, function: &str, body: impl Into<reqwest::blocking::Body>) -> anyhow::Result<(u16, Value)> {
+    /// POSTs a raw body to `/<function>` the way the real Functions host does: chunked, with no `Content-Length`
+    /// (azure-functions-host `HttpScriptInvocationContextExtensions.cs` posts an `ObjectContent`), and the host's
+    /// headers (`DefaultHttpWorkerService.AddHeaders`). Returns the status and the JSON answer.
+    pub fn invoke_raw(&self, function: &str, body: impl Into<Vec<u8>>) -> anyhow::Result<(u16, Value)> {
+        // A reader of unknown length makes reqwest stream the body chunked.
+        let chunked = reqwest::blocking::Body::new(std::io::Cursor::new(body.into()));
+        self.post(function, chunked)
+    }
+
+    /// POSTs a body buffered with a `Content-Length`, as Core Tools (`func start`) does.
+    pub fn invoke_buffered(&self, function: &str, invocation: &Value) -> anyhow::Result<(u16, Value)> {
+        self.post(function, reqwest::blocking::Body::from(invocation.to_string()))
+    }
+
+    fn post(&self, function: &str, body: reqwest::blocking::Body) -> anyhow::Result<(u16, Value)> {
         let response = self
             .client
             .post(self.url(function))
-            .header("Content-Type", "application/json")
+            .header("Content-Type", "application/json; charset=utf-8")
             .header("X-Azure-Functions-InvocationId", "00000000-0000-0000-0000-00000000test")
+            .header("X-Azure-Functions-HostVersion", "4.1037.0")
+            .header("User-Agent", "Azure-Functions-Host/4.1037.0")
             .body(body)
             .send()?;
         let status = response.status().as_u16();
@@ -228,6 +243,29 @@ pub fn fixture(relative: &str) -> anyhow::Result<Value> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(relative);
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// A Service Bus invocation for `body` in the real host's form: the `real-host/service-bus.json` fixture with its
+/// message replaced. `Data.message` is the body JSON-encoded once more, and the body's top-level non-array fields are
+/// merged into `Metadata` over what was there, case-insensitively, scalars as strings JSON-encoded again
+/// (azure-functions-host `Utility.ApplyBindingData`, then `GetHttpScriptInvocationContextValue`).
+pub fn real_host_message(body: &Value) -> Value {
+    let mut invocation = fixture("triggers/real-host/service-bus.json").expect("the real-host fixture");
+    invocation["Data"]["message"] = Value::String(Value::String(body.to_string()).to_string());
+    let metadata = invocation["Metadata"].as_object_mut().expect("Metadata is an object");
+    for (name, value) in body.as_object().expect("a message body is an object") {
+        let merged = match value {
+            Value::Null | Value::Array(_) => continue,
+            Value::Object(_) => value.clone(),
+            // .NET's `(string)JValue` spells booleans `True`/`False`.
+            Value::Bool(b) => Value::String(Value::String(if *b { "True" } else { "False" }.into()).to_string()),
+            Value::String(text) => Value::String(Value::String(text.clone()).to_string()),
+            Value::Number(n) => Value::String(Value::String(n.to_string()).to_string()),
+        };
+        let key = metadata.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned().unwrap_or_else(|| name.clone());
+        metadata.insert(key, merged);
+    }
+    invocation
 }
 
 #[cfg(test)]

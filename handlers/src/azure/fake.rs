@@ -10,13 +10,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::AzureError;
 use super::models::{
     AccessPolicy, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Identity, KeyVaultSyncStatus, Lock,
-    LockProperties, NameAvailability, Page, Vault, VaultLink,
+    LockProperties, NameAvailability, OutgoingMessage, Page, StoredCik, Vault, VaultLink,
 };
-use super::secrets::StoredCik;
-use super::service_bus::OutgoingMessage;
 use super::traits::{CikStore, Devices, Locks, Queue, Vaults};
 use crate::activation_key::Cik;
-use crate::config::Lifecycle;
+use crate::config::Settings;
 use crate::deps::Deps;
 use crate::lifecycle::{LOCK_NAME, cik_secret_name, desired_vault};
 use crate::resource_id::{DEVICE_TYPE, ResourceId, VAULT_TYPE};
@@ -40,8 +38,8 @@ pub struct State {
 }
 
 /// Settings for unit tests: tenant `tenant`, edgevault's principal `edgevault`, subscription `s`.
-pub fn settings() -> Lifecycle {
-    Lifecycle {
+pub fn settings() -> Settings {
+    Settings {
         tenant_id: "tenant".into(),
         principal_id: "edgevault".into(),
         service_bus_namespace: "edgevault.servicebus.windows.net".into(),
@@ -166,7 +164,7 @@ impl FakeAzure {
     }
 
     /// Deps whose every Azure client is this fake.
-    pub fn deps(self: &Arc<Self>, settings: Lifecycle) -> Deps {
+    pub fn deps(self: &Arc<Self>, settings: Settings) -> Deps {
         Deps {
             settings,
             devices: self.clone(),

@@ -138,10 +138,6 @@ impl AzureError {
         self.status == Some(404)
     }
 
-    pub fn code_is(&self, code: &str) -> bool {
-        self.code.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(code))
-    }
-
     /// Converts an `azure_core` error, reading ARM's / Key Vault's `{"error": {"code", "message"}}` body when present.
     pub fn from_core(operation: &'static str, err: azure_core::Error) -> Self {
         use azure_core::error::ErrorKind;

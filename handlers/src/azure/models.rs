@@ -285,16 +285,52 @@ pub struct Page<T> {
     pub next_link: Option<String>,
 }
 
+// Values the client traits pass that are not ARM payloads: here rather than beside the clients, so the traits, the
+// fakes, the messages and the alerts depend on this module and not on one another.
+
+use crate::activation_key::Cik;
+
+/// A CIK read back from a vault. `Debug` shows no key material (`Cik` redacts itself).
+#[derive(Debug, Clone)]
+pub struct StoredCik {
+    pub cik: Cik,
+    pub version: String,
+    pub enabled: bool,
+}
+
+/// What the broker needs to know about a message besides its body.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct BrokerProperties {
+    #[serde(rename = "MessageId")]
+    pub message_id: String,
+    #[serde(rename = "SessionId", skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(rename = "CorrelationId", skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(rename = "Label", skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// RFC 1123 time, as the REST protocol wants it.
+    #[serde(rename = "ScheduledEnqueueTimeUtc", skip_serializing_if = "Option::is_none")]
+    pub scheduled_enqueue_time_utc: Option<String>,
+}
+
+/// One message ready to send: a JSON body, its broker properties and custom (application) properties.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingMessage {
+    pub body: String,
+    pub broker: BrokerProperties,
+    pub properties: BTreeMap<String, String>,
+}
+
 #[cfg(test)]
 mod tests {
-    //! The models read the Microsoft REST spec examples in `../shared/fixtures/azure-rest-api-specs/`.
+    //! The models read Microsoft's REST spec examples, copied into `tests/fixtures/azure-rest-api-specs/` (see its
+    //! SOURCE.md) so that a clone of the repository alone runs these tests.
     use super::*;
 
     fn example(relative: &str) -> Value {
-        let path = format!(
-            "{}/../../shared/fixtures/azure-rest-api-specs/specification/{relative}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path =
+            format!("{}/../tests/fixtures/azure-rest-api-specs/specification/{relative}", env!("CARGO_MANIFEST_DIR"));
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
     }
 

@@ -9,20 +9,13 @@ use azure_core::http::RequestContent;
 use azure_security_keyvault_secrets::models::{SecretAttributes, SetSecretParameters};
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 
+use super::models::StoredCik;
 use super::traits::CikStore;
 use super::{AzureError, HttpStack};
 use crate::activation_key::Cik;
 
 /// The content type CIK secrets carry, so an operator browsing the vault knows what the value is.
 pub const CIK_CONTENT_TYPE: &str = "application/octet-stream; encoding=base64";
-
-/// A CIK read back from a vault. `Debug` shows no key material (`Cik` redacts itself).
-#[derive(Debug, Clone)]
-pub struct StoredCik {
-    pub cik: Cik,
-    pub version: String,
-    pub enabled: bool,
-}
 
 /// Vault clients kept at most; past it the cache starts over (a sweep touches every vault once per run).
 const MAX_CACHED_VAULTS: usize = 512;

@@ -5,37 +5,15 @@
 //! `application/vnd.microsoft.servicebus.json`). Duplicate detection on the queue works on `MessageId`, and
 //! `SessionId` serialises one device's work.
 
-use std::collections::BTreeMap;
-
 use azure_core::http::{Context, Method, Pipeline, Request, Url};
-use serde::Serialize;
 
 use super::AzureError;
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::models::{BrokerProperties, OutgoingMessage};
 use super::traits::Queue;
-
-/// What the broker needs to know about a message besides its body.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct BrokerProperties {
-    #[serde(rename = "MessageId")]
-    pub message_id: String,
-    #[serde(rename = "SessionId", skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
-    #[serde(rename = "CorrelationId", skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<String>,
-    #[serde(rename = "Label", skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    /// RFC 1123 time, as the REST protocol wants it.
-    #[serde(rename = "ScheduledEnqueueTimeUtc", skip_serializing_if = "Option::is_none")]
-    pub scheduled_enqueue_time_utc: Option<String>,
-}
-
-/// One message ready to send: a JSON body, its broker properties and custom (application) properties.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutgoingMessage {
-    pub body: String,
-    pub broker: BrokerProperties,
-    pub properties: BTreeMap<String, String>,
-}
 
 #[derive(Debug, Clone)]
 pub struct QueueSender {

@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 
 use super::AzureError;
 use super::models::{
-    AccessPolicy, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Lock, NameAvailability, Page, Vault,
+    AccessPolicy, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Lock, NameAvailability, OutgoingMessage, Page,
+    StoredCik, Vault,
 };
-use super::secrets::StoredCik;
-use super::service_bus::OutgoingMessage;
 use crate::activation_key::Cik;
 use crate::resource_id::ResourceId;
 

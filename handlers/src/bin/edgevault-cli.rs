@@ -18,7 +18,7 @@ use edgevault::activation_key::ActivationKey;
 use edgevault::azure::HttpStack;
 use edgevault::azure::secrets::VaultSecrets;
 use edgevault::azure::traits::CikStore;
-use edgevault::config::{Lifecycle, settings};
+use edgevault::config::{Settings, settings};
 use edgevault::deps::Deps;
 use edgevault::lifecycle::sweep::{Finding, inspect};
 use edgevault::resource_id::ResourceId;
@@ -69,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// The handler's settings, with what only the handler needs defaulted: the CLI sends nothing to Service Bus, and
 /// without `EDGEVAULT_SUBSCRIPTIONS` it covers `AZURE_SUBSCRIPTION_ID`.
-fn cli_settings() -> anyhow::Result<Lifecycle> {
+fn cli_settings() -> anyhow::Result<Settings> {
     let lookup = |name: &str| {
         std::env::var(name).ok().filter(|v| !v.is_empty()).or_else(|| match name {
             settings::SERVICE_BUS => Some("unused.servicebus.windows.net".into()),
@@ -81,10 +81,10 @@ fn cli_settings() -> anyhow::Result<Lifecycle> {
         edgevault::config::PORT_VAR => Some("0".into()),
         other => lookup(other),
     })?;
-    Ok(config.lifecycle)
+    Ok(config.settings)
 }
 
-async fn open_key(deps: &Deps, settings: &Lifecycle, resource_id: &str, key: &str) -> anyhow::Result<()> {
+async fn open_key(deps: &Deps, settings: &Settings, resource_id: &str, key: &str) -> anyhow::Result<()> {
     let device: ResourceId = resource_id.parse()?;
     let text = if key == "-" {
         let mut text = String::new();

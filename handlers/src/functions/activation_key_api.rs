@@ -1,4 +1,4 @@
-//! `ActivationKeyApi` (httpTrigger): the portal's activation-key API, documented in `docs/activation-key-api.yaml`.
+//! `ActivationKeyApi` (httpTrigger): the portal's activation-key API, documented in `docs/activation-key-api.openapi.json`.
 //!
 //! - `POST /api/activation-keys` with `{"resourceId", "vaultName"?}` validates the request, marks the device
 //!   `KeyVaultSyncPending`, enqueues the work and answers `202` with `Location` and `Retry-After`.

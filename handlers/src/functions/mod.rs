@@ -25,7 +25,7 @@ mod resource_created;
 mod resource_deleted;
 mod vault_deleted;
 
-pub use crate::deps::Deps;
+use crate::deps::Deps;
 
 /// One invocation as a handler sees it.
 #[derive(Debug, Clone)]

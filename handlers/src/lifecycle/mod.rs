@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use crate::azure::models::{AccessPolicy, Device, ExtendedInfo, Sku, Vault, VaultProperties};
-use crate::config::Lifecycle;
+use crate::config::Settings;
 use crate::resource_id::{ResourceId, VAULT_TYPE};
 use crate::vault_name::VaultName;
 
@@ -76,7 +76,7 @@ pub fn cik_secret_name(device: &ResourceId, vault: &ResourceId) -> String {
 }
 
 /// The access policies every device vault must have.
-pub fn required_policies(settings: &Lifecycle, device_principal: &str) -> Vec<AccessPolicy> {
+pub fn required_policies(settings: &Settings, device_principal: &str) -> Vec<AccessPolicy> {
     vec![
         AccessPolicy::secrets(&settings.tenant_id, device_principal, DEVICE_SECRET_PERMISSIONS),
         AccessPolicy::secrets(&settings.tenant_id, &settings.principal_id, EDGEVAULT_SECRET_PERMISSIONS),
@@ -84,7 +84,7 @@ pub fn required_policies(settings: &Lifecycle, device_principal: &str) -> Vec<Ac
 }
 
 /// The vault edgevault creates for a device.
-pub fn desired_vault(settings: &Lifecycle, device: &Device, device_principal: &str) -> Vault {
+pub fn desired_vault(settings: &Settings, device: &Device, device_principal: &str) -> Vault {
     Vault {
         location: device.location.clone(),
         tags: BTreeMap::from([(OWNER_TAG.to_string(), device.id.clone())]),
