@@ -99,4 +99,19 @@ mod tests {
         let lines = export_lines(&serde_json::json!({"A": "x y"}));
         assert_eq!(lines, "export A='x y'\n");
     }
+
+    #[test]
+    fn the_host_form_defaults_to_the_real_host() {
+        let up = |args: &[&str]| match Cli::try_parse_from([&["local-azure", "up", "--app", "."], args].concat()) {
+            Ok(Cli { command: Command::Up(up) }) => up.host_form,
+            other => panic!("{other:?}"),
+        };
+        // LOCAL_AZURE_HOST_FORM may be set around the tests; the flag wins over it.
+        assert_eq!(up(&["--host-form", "real"]), local_azure_host::HostForm::Real);
+        assert_eq!(up(&["--host-form", "core-tools"]), local_azure_host::HostForm::CoreTools);
+        assert!(Cli::try_parse_from(["local-azure", "up", "--app", ".", "--host-form", "func"]).is_err());
+        if std::env::var_os("LOCAL_AZURE_HOST_FORM").is_none() {
+            assert_eq!(up(&[]), local_azure_host::HostForm::Real);
+        }
+    }
 }
