@@ -88,7 +88,11 @@ pub struct ServiceBusOptions {
 impl ServiceBusOptions {
     /// How many invocations of one function run at once: the processor's concurrency.
     pub fn concurrency(&self, sessions: bool) -> usize {
-        if sessions { self.max_concurrent_sessions * self.max_concurrent_calls_per_session } else { self.max_concurrent_calls }
+        if sessions {
+            self.max_concurrent_sessions * self.max_concurrent_calls_per_session
+        } else {
+            self.max_concurrent_calls
+        }
     }
 }
 
@@ -275,7 +279,9 @@ fn service_bus_options(sb: &Value) -> Result<ServiceBusOptions, AppError> {
     let count = |field: &str, default: usize| -> Result<usize, AppError> {
         match sb.get(field) {
             None => Ok(default),
-            Some(v) => v.as_u64().filter(|n| *n > 0).map(|n| n as usize).ok_or_else(|| bad(field, "a positive integer")),
+            Some(v) => {
+                v.as_u64().filter(|n| *n > 0).map(|n| n as usize).ok_or_else(|| bad(field, "a positive integer"))
+            }
         }
     };
     let span = |value: &Value, field: &str| -> Result<Option<Duration>, AppError> {
@@ -564,7 +570,9 @@ mod tests {
         let defaults = options(json!(null)).unwrap();
         assert_eq!((defaults.max_concurrent_sessions, defaults.max_concurrent_calls_per_session), (8, 1));
         assert!(defaults.max_concurrent_calls >= 16 && defaults.auto_complete_messages);
-        let sessions = options(json!({"maxConcurrentCalls": 3, "maxConcurrentSessions": 2, "maxConcurrentCallsPerSession": 4})).unwrap();
+        let sessions =
+            options(json!({"maxConcurrentCalls": 3, "maxConcurrentSessions": 2, "maxConcurrentCallsPerSession": 4}))
+                .unwrap();
         assert_eq!((sessions.concurrency(true), sessions.concurrency(false)), (8, 3));
         assert_eq!(
             options(json!({"maxAutoLockRenewalDuration": "-00:00:00.0010000"})).unwrap().max_auto_lock_renewal,

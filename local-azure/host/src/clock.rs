@@ -153,15 +153,7 @@ pub fn json_net_whole_seconds(t: OffsetDateTime, zone: Zone) -> String {
 /// `Convert.ToString(DateTime, CultureInfo.InvariantCulture)`: `11/28/2026 11:58:31`.
 pub fn invariant_text(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:02}/{:02}/{:04} {:02}:{:02}:{:02}",
-        t.month() as u8,
-        t.day(),
-        t.year(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    format!("{:02}/{:02}/{:04} {:02}:{:02}:{:02}", t.month() as u8, t.day(), t.year(), t.hour(), t.minute(), t.second())
 }
 
 #[cfg(test)]

@@ -109,11 +109,13 @@ fn text(status: u16, message: &str) -> Reply {
 /// `data` may itself be JSON text.
 fn validation(body: &[u8]) -> Reply {
     let code = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(events)) => events.first().and_then(|e| e["data"]["validationCode"].as_str().map(str::to_string)),
+        Ok(Value::Array(events)) => {
+            events.first().and_then(|e| e["data"]["validationCode"].as_str().map(str::to_string))
+        }
         Ok(event @ Value::Object(_)) => match &event["data"] {
-            Value::String(inner) => serde_json::from_str::<Value>(inner)
-                .ok()
-                .and_then(|d| d["validationCode"].as_str().map(str::to_string)),
+            Value::String(inner) => {
+                serde_json::from_str::<Value>(inner).ok().and_then(|d| d["validationCode"].as_str().map(str::to_string))
+            }
             data => data["validationCode"].as_str().map(str::to_string),
         },
         _ => None,
@@ -131,7 +133,11 @@ fn validation(body: &[u8]) -> Reply {
 fn abuse_protection(request: &Request) -> Reply {
     let asked = request.header("webhook-request-origin").unwrap_or_default();
     let origin = EVENT_GRID_ORIGINS.iter().find(|o| o.eq_ignore_ascii_case(asked)).unwrap_or(&EVENT_GRID_ORIGINS[0]);
-    Reply { status: 200, headers: vec![("Webhook-Allowed-Origin".into(), origin.to_string())], body: bytes::Bytes::new() }
+    Reply {
+        status: 200,
+        headers: vec![("Webhook-Allowed-Origin".into(), origin.to_string())],
+        body: bytes::Bytes::new(),
+    }
 }
 
 #[cfg(test)]

@@ -208,7 +208,12 @@ impl Invoker {
         result
     }
 
-    async fn invoke_inner(&self, function: &str, invocation_id: &str, input: Invocation) -> Result<Outcome, InvokeError> {
+    async fn invoke_inner(
+        &self,
+        function: &str,
+        invocation_id: &str,
+        input: Invocation,
+    ) -> Result<Outcome, InvokeError> {
         let body = request_body(function, input, self.clock.now());
         self.emit(HostEvent::InvocationStarted {
             function: function.to_string(),
@@ -230,9 +235,8 @@ impl Invoker {
         let request = match self.form {
             // A stream has no length, so hyper sends it with `Transfer-Encoding: chunked`, as .NET sends an
             // `ObjectContent`.
-            HostForm::Real => request.body(reqwest::Body::wrap_stream(futures::stream::once(async move {
-                Ok::<_, std::io::Error>(body)
-            }))),
+            HostForm::Real => request
+                .body(reqwest::Body::wrap_stream(futures::stream::once(async move { Ok::<_, std::io::Error>(body) }))),
             HostForm::CoreTools => request.body(body),
         };
         let exchange = async {
@@ -260,7 +264,9 @@ impl Invoker {
             Ok(Value::Null) => {
                 // `ReadAsAsync` gives no result for an empty or `null` body, and the host never completes the
                 // invocation: it waits for functionTimeout, then restarts the handler.
-                tracing::warn!("the custom handler answered {status} with no result; the real host waits here until functionTimeout");
+                tracing::warn!(
+                    "the custom handler answered {status} with no result; the real host waits here until functionTimeout"
+                );
                 tokio::time::sleep_until(started + timeout).await;
                 return Err(self.timed_out(port, timeout));
             }

@@ -281,7 +281,8 @@ fn service_bus_clients(app: &App, settings: &BTreeMap<String, String>) -> BTreeM
         };
         // A URL instead of a host name is taken as the base URL as is (a broker on plain HTTP in tests).
         let base = if namespace.contains("://") { namespace } else { format!("https://{namespace}") };
-        let client = ServiceBusClient::new(&base, token, http.clone()).with_try_timeout(app.host.service_bus.try_timeout);
+        let client =
+            ServiceBusClient::new(&base, token, http.clone()).with_try_timeout(app.host.service_bus.try_timeout);
         clients.insert(connection.to_string(), Arc::new(client));
     }
     clients

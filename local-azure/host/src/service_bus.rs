@@ -314,11 +314,8 @@ impl ReceivedMessage {
                 })),
             );
         }
-        let enqueued = b
-            .enqueued_time_utc
-            .as_deref()
-            .and_then(parse_date)
-            .unwrap_or(time::macros::datetime!(0001-01-01 0:00 UTC));
+        let enqueued =
+            b.enqueued_time_utc.as_deref().and_then(parse_date).unwrap_or(time::macros::datetime!(0001-01-01 0:00 UTC));
         let expires = self.expires_at(enqueued);
         data.set("DeliveryCount", BindingValue::Integer(i64::from(b.delivery_count.unwrap_or(0))));
         data.set("DeadLetterSource", BindingValue::text(b.dead_letter_source.clone()));
@@ -760,7 +757,9 @@ impl Receiver {
                 Ok(())
             };
             match settle {
-                Ok(()) => tracing::info!(completed = succeeded && self.options.auto_complete_messages, "message settled"),
+                Ok(()) => {
+                    tracing::info!(completed = succeeded && self.options.auto_complete_messages, "message settled")
+                }
                 Err(err) if err.is_lock_lost() => {
                     tracing::warn!("the lock was lost before settling; the broker redelivers: {err}")
                 }
@@ -874,7 +873,9 @@ mod tests {
         assert_eq!(meta["ApplicationProperties"], json!({"schemaversion": 1, "origin": "arm"}));
         assert_eq!(meta["UserProperties"], meta["ApplicationProperties"]);
         assert_eq!(meta["LockToken"], "\"6e3d8b4a-0f57-4a86-a0a6-2a4a1d6c1f10\"");
-        for absent in ["DeadLetterSource", "ReplyTo", "To", "ReplyToSessionId", "PartitionKey", "TransactionPartitionKey"] {
+        for absent in
+            ["DeadLetterSource", "ReplyTo", "To", "ReplyToSessionId", "PartitionKey", "TransactionPartitionKey"]
+        {
             assert!(meta.get(absent).is_none(), "{absent}: nulls are left out");
         }
         // Without a session the actions have no session lock; a message without a time to live never expires.

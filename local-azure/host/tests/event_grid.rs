@@ -13,11 +13,12 @@ fn fixture(name: &str) -> Value {
 }
 
 fn app() -> TestApp {
-    TestApp::new()
-        .event_grid("EchoEvents")
-        .event_grid("FailEvents")
-        .event_grid("SlowEvents")
-        .http("EchoHttp", "anonymous", "echo", &["get"])
+    TestApp::new().event_grid("EchoEvents").event_grid("FailEvents").event_grid("SlowEvents").http(
+        "EchoHttp",
+        "anonymous",
+        "echo",
+        &["get"],
+    )
 }
 
 /// `Data.event` as the host sends it: the extension's indented event text, JSON-encoded once more.

@@ -237,7 +237,10 @@ async fn the_repository_definitions_are_served() {
     assert_eq!(http.get(format!("{}/activation-keys/op-1", host.api_base_url())).send().await.unwrap().status(), 401);
     let received = common::received(record.path(), "ActivationKeyApi");
     assert_eq!(received[0]["request"]["Data"]["req"]["Params"], json!({"operationId": "op-1"}));
-    assert_eq!(http.post(format!("{}/activation-keys?code={key}", host.api_base_url())).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.post(format!("{}/activation-keys?code={key}", host.api_base_url())).send().await.unwrap().status(),
+        200
+    );
     let received = common::received(record.path(), "ActivationKeyApi");
     assert_eq!(received[1]["request"]["Data"]["req"]["Params"], json!({"operationId": null}));
     let event = serde_json::from_str::<Value>(

@@ -62,11 +62,8 @@ fn kind(value: &Value) -> String {
                 "number as text".into()
             } else if let Ok(t) = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
                 if text.ends_with('Z') { "date in UTC".into() } else { format!("date+offset{}", t.offset()) }
-            } else if time::PrimitiveDateTime::parse(
-                text,
-                &time::format_description::well_known::Iso8601::DEFAULT,
-            )
-            .is_ok()
+            } else if time::PrimitiveDateTime::parse(text, &time::format_description::well_known::Iso8601::DEFAULT)
+                .is_ok()
             {
                 "date".into()
             } else {
@@ -82,11 +79,13 @@ fn compare(path: &str, fixture: &Value, ours: &Value, diffs: &mut Vec<(String, S
         (Value::Object(f), Value::Object(o)) => {
             // Header names are case-insensitive, and hyper hands the stand-in lower-cased ones; Service Bus custom
             // properties travel as HTTP headers over REST, so they too arrive lower-cased (README).
-            let case_insensitive = ["Headers", "ApplicationProperties", "UserProperties"].iter().any(|p| path.ends_with(p));
+            let case_insensitive =
+                ["Headers", "ApplicationProperties", "UserProperties"].iter().any(|p| path.ends_with(p));
             let fold = |k: &String| if case_insensitive { k.to_ascii_lowercase() } else { k.clone() };
             let f_keys: BTreeMap<String, &Value> = f.iter().map(|(k, v)| (fold(k), v)).collect();
             let o_keys: BTreeMap<String, &Value> = o.iter().map(|(k, v)| (fold(k), v)).collect();
-            let only_fixture: Vec<&str> = f_keys.keys().filter(|k| !o_keys.contains_key(*k)).map(String::as_str).collect();
+            let only_fixture: Vec<&str> =
+                f_keys.keys().filter(|k| !o_keys.contains_key(*k)).map(String::as_str).collect();
             let only_ours: Vec<&str> = o_keys.keys().filter(|k| !f_keys.contains_key(*k)).map(String::as_str).collect();
             if !only_fixture.is_empty() {
                 diffs.push((path.into(), format!("only in the fixture: {}", only_fixture.join(", "))));

@@ -420,7 +420,7 @@ async fn a_service_bus_output_is_sent_to_its_queue() {
 #[tokio::test]
 async fn a_session_function_runs_sessions_times_calls_per_session_and_ignores_max_concurrent_calls() {
     let broker = Arc::new(Broker::default());
-    let mut t = start_with(&broker, |h| {
+    let t = start_with(&broker, |h| {
         h["extensions"]["serviceBus"] =
             json!({"maxConcurrentCalls": 3, "maxConcurrentSessions": 2, "maxConcurrentCallsPerSession": 2});
     })
@@ -441,7 +441,10 @@ async fn a_session_function_runs_sessions_times_calls_per_session_and_ignores_ma
             .await;
     }
     let most = broker.most_locked.lock().unwrap().clone();
-    assert_eq!(most["slow-sessions"], 4, "maxConcurrentSessions × maxConcurrentCallsPerSession, not maxConcurrentCalls");
+    assert_eq!(
+        most["slow-sessions"], 4,
+        "maxConcurrentSessions × maxConcurrentCallsPerSession, not maxConcurrentCalls"
+    );
     assert_eq!(most["slow"], 3, "maxConcurrentCalls");
     drop(t);
 }
@@ -452,7 +455,10 @@ async fn without_auto_complete_a_successful_message_is_left_locked() {
     let mut t = start_with(&broker, |h| h["extensions"]["serviceBus"] = json!({"autoCompleteMessages": false})).await;
     broker.enqueue("work", message("m-kept", "{}"));
     let settled = t
-        .wait_for("EchoQueue settled", |e| matches!(e, HostEvent::MessageSettled { function, .. } if function == "EchoQueue"))
+        .wait_for(
+            "EchoQueue settled",
+            |e| matches!(e, HostEvent::MessageSettled { function, .. } if function == "EchoQueue"),
+        )
         .await;
     assert!(matches!(settled, HostEvent::MessageSettled { completed: false, .. }), "{settled:?}");
     assert!(
@@ -486,14 +492,22 @@ async fn an_invocation_past_function_timeout_restarts_the_handler_and_every_mess
     assert!(matches!(&exited, HostEvent::HandlerExited { exit } if exit.contains("functionTimeout")), "{exited:?}");
     broker.wait_call("first abandoned", |c| matches!(c, Call::Abandon { id, .. } if id == "m-overrun")).await;
     broker.wait_call("second abandoned", |c| matches!(c, Call::Abandon { id, .. } if id == "m-in-flight")).await;
-    assert!(second_started.elapsed() < Duration::from_secs(3), "the second failed with the restart, not its own timeout");
+    assert!(
+        second_started.elapsed() < Duration::from_secs(3),
+        "the second failed with the restart, not its own timeout"
+    );
     t.wait_for("a new handler", |e| matches!(e, HostEvent::HandlerReady { restarts: 1, .. })).await;
 
     // Both come back to the new process with a higher delivery count, and complete this time.
     let received = t.wait_received("SlowQueue", 4).await;
     let redelivered: Vec<(String, Value)> = received[2..]
         .iter()
-        .map(|r| (r["request"]["Metadata"]["MessageId"].as_str().unwrap().to_string(), r["request"]["Metadata"]["DeliveryCount"].clone()))
+        .map(|r| {
+            (
+                r["request"]["Metadata"]["MessageId"].as_str().unwrap().to_string(),
+                r["request"]["Metadata"]["DeliveryCount"].clone(),
+            )
+        })
         .collect();
     assert!(redelivered.contains(&("\"m-overrun\"".into(), json!("2"))), "{redelivered:?}");
     assert!(redelivered.contains(&("\"m-in-flight\"".into(), json!("2"))), "{redelivered:?}");

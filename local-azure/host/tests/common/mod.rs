@@ -191,7 +191,11 @@ impl Started {
             if received.len() >= count {
                 return received;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{function}: {} of {count} invocations arrived", received.len());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{function}: {} of {count} invocations arrived",
+                received.len()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
