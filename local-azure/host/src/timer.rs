@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use time::{Date, OffsetDateTime, Time};
 
 use crate::HostEvent;
-use crate::clock::{Clock, Zone, json_net, offset_form};
+use crate::clock::{Clock, Zone, json_net};
 use crate::invoke::{Invocation, Invoker};
 
 /// A parsed NCRONTAB expression.
@@ -372,7 +372,7 @@ pub async fn run_schedule(
             tracing::warn!(function = %state.function, schedule = %state.schedule, "the schedule never fires again");
             return;
         };
-        tracing::debug!(function = %state.function, next = %offset_form(next, false), "next timer occurrence");
+        tracing::debug!(function = %state.function, next = %json_net(next, Zone::Local), "next timer occurrence");
         tokio::select! {
             _ = clock.sleep_until(next) => {}
             _ = crate::stopped(&mut shutdown) => return,

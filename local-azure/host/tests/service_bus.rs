@@ -256,6 +256,17 @@ fn message(id: &str, body: &str) -> Message {
     }
 }
 
+/// Waits for `function`'s next message to be settled; returns whether it was completed.
+async fn settled(t: &mut common::Started, function: &str) -> bool {
+    let event = t
+        .wait_for(
+            &format!("{function} settled"),
+            |e| matches!(e, HostEvent::MessageSettled { function: f, .. } if f == function),
+        )
+        .await;
+    matches!(event, HostEvent::MessageSettled { completed: true, .. })
+}
+
 async fn start(broker: &Arc<Broker>) -> common::Started {
     start_with(broker, |_| {}).await
 }
@@ -295,13 +306,7 @@ async fn a_message_is_delivered_with_the_documented_metadata_and_completed() {
     let broker = Arc::new(Broker::default());
     let mut t = start(&broker).await;
     broker.enqueue("work", message("resource-created:testedgedevice:2c9a7f4e", "{\"kind\":\"ResourceCreated\"}"));
-    let settled = t
-        .wait_for(
-            "EchoQueue settled",
-            |e| matches!(e, HostEvent::MessageSettled { function, .. } if function == "EchoQueue"),
-        )
-        .await;
-    assert!(matches!(settled, HostEvent::MessageSettled { completed: true, .. }), "{settled:?}");
+    assert!(settled(&mut t, "EchoQueue").await, "the message was completed");
     let completed = broker.wait_call("complete", |c| matches!(c, Call::Complete { .. })).await;
     assert!(
         matches!(&completed, Call::Complete { queue, id, .. } if queue == "work" && id == "resource-created:testedgedevice:2c9a7f4e")
@@ -355,13 +360,7 @@ async fn a_failed_invocation_abandons_the_message() {
     let broker = Arc::new(Broker::default());
     let mut t = start(&broker).await;
     broker.enqueue("failing", message("m-fail", "{}"));
-    let settled = t
-        .wait_for(
-            "FailQueue settled",
-            |e| matches!(e, HostEvent::MessageSettled { function, .. } if function == "FailQueue"),
-        )
-        .await;
-    assert!(matches!(settled, HostEvent::MessageSettled { completed: false, .. }));
+    assert!(!settled(&mut t, "FailQueue").await, "the message was not completed");
     broker.wait_call("abandon", |c| matches!(c, Call::Abandon { id, .. } if id == "m-fail")).await;
     assert!(!broker.calls().iter().any(|c| matches!(c, Call::Complete { .. })));
 }
@@ -454,13 +453,7 @@ async fn without_auto_complete_a_successful_message_is_left_locked() {
     let broker = Arc::new(Broker::default());
     let mut t = start_with(&broker, |h| h["extensions"]["serviceBus"] = json!({"autoCompleteMessages": false})).await;
     broker.enqueue("work", message("m-kept", "{}"));
-    let settled = t
-        .wait_for(
-            "EchoQueue settled",
-            |e| matches!(e, HostEvent::MessageSettled { function, .. } if function == "EchoQueue"),
-        )
-        .await;
-    assert!(matches!(settled, HostEvent::MessageSettled { completed: false, .. }), "{settled:?}");
+    assert!(!settled(&mut t, "EchoQueue").await, "the message was not completed");
     assert!(
         !broker.calls().iter().any(|c| matches!(c, Call::Complete { .. } | Call::Abandon { .. })),
         "neither completed nor abandoned: {:?}",
