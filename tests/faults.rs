@@ -91,11 +91,11 @@ fn cik_versions(w: &World, info: &Value) -> usize {
 }
 
 fn request(device: &ResourceId) -> Command {
-    Command::ActivationKeyRequested {
+    Command::from(edgevault::messages::ActivationKeyRequested {
         device: device.clone(),
         operation_id: operation_id(device),
         vault_name: Some(VaultName::default_for(device, 0)),
-    }
+    })
 }
 
 struct Matrix(Vec<String>);
@@ -135,7 +135,7 @@ fn every_transient_fault_on_every_call_ends_in_the_correct_state() {
             let done = deliver_until_done(
                 &w,
                 "ResourceCreated",
-                &Command::ResourceCreated { device: id.clone(), cause: "e".into() },
+                &Command::from(edgevault::messages::ResourceCreated { device: id.clone(), cause: "e".into() }),
             );
             clear(&w);
             assert!(done.is_some(), "creation with {fault} on {operation}");
@@ -151,7 +151,11 @@ fn every_transient_fault_on_every_call_ends_in_the_correct_state() {
                 w.restart_handler();
             }
             let id = device(&w);
-            w.deliver("ResourceCreated", &Command::ResourceCreated { device: id.clone(), cause: "e".into() }, 1);
+            w.deliver(
+                "ResourceCreated",
+                &Command::from(edgevault::messages::ResourceCreated { device: id.clone(), cause: "e".into() }),
+                1,
+            );
             inject(&w, service, operation, action(), Some(1));
             let done = deliver_until_done(&w, "ActivationKeyRequested", &request(&id));
             clear(&w);
@@ -180,7 +184,8 @@ fn every_transient_fault_on_every_call_ends_in_the_correct_state() {
             );
             assert!(matches!(w.arm("DELETE", &vault, None).0, 200 | 204));
             inject(&w, service, operation, action(), Some(1));
-            let command = Command::VaultDeleted { vault: vault.parse().unwrap(), cause: "e".into() };
+            let command =
+                Command::from(edgevault::messages::VaultDeleted { vault: vault.parse().unwrap(), cause: "e".into() });
             let done = deliver_until_done(&w, "VaultDeleted", &command);
             clear(&w);
             let after = w.extended_info(&id);
@@ -201,7 +206,11 @@ fn every_transient_fault_on_every_call_ends_in_the_correct_state() {
 fn a_fault_that_never_clears_ends_dead_lettered_with_an_alert_and_sync_failed() {
     let w = world(&[]);
     let id = w.create_device("ase-doomed");
-    w.deliver("ResourceCreated", &Command::ResourceCreated { device: id.clone(), cause: "e".into() }, 1);
+    w.deliver(
+        "ResourceCreated",
+        &Command::from(edgevault::messages::ResourceCreated { device: id.clone(), cause: "e".into() }),
+        1,
+    );
     inject(&w, "arm", "Microsoft.KeyVault/vaults/write", json!({"type": "error", "status": 503}), None);
     let statuses: Vec<u16> =
         (1..=MAX_DELIVERY_COUNT).map(|d| w.deliver("ActivationKeyRequested", &request(&id), d).0).collect();

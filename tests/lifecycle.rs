@@ -127,7 +127,8 @@ fn a_deleted_vault_is_recovered_with_its_lock_policies_and_cik() {
     let (status, answer) = w.la.arm(&edgevault, "POST", &purge, None).unwrap();
     assert_eq!(status, 403, "{answer}");
 
-    let command = Command::VaultDeleted { vault: vault_id.clone(), cause: "event-delete".into() };
+    let command =
+        Command::from(edgevault::messages::VaultDeleted { vault: vault_id.clone(), cause: "event-delete".into() });
     let (status, answer) = w.deliver("VaultDeleted", &command, 1);
     assert_eq!(status, 200, "{answer}");
 
@@ -158,11 +159,11 @@ fn a_name_held_by_a_soft_deleted_vault_recovers_the_devices_own_and_refuses_anot
     let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
     w.unlock_and_delete_vault(&vault_id);
 
-    let again = Command::ActivationKeyRequested {
+    let again = Command::from(edgevault::messages::ActivationKeyRequested {
         device: device.clone(),
         operation_id: operation_id(&device),
         vault_name: Some(VaultName::parse(vault_id.name().unwrap()).unwrap()),
-    };
+    });
     let (status, answer) = w.deliver("ActivationKeyRequested", &again, 1);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(w.arm("GET", &vault_id.to_string(), None).0, 200, "the device's own vault is recovered");
@@ -173,18 +174,19 @@ fn a_name_held_by_a_soft_deleted_vault_recovers_the_devices_own_and_refuses_anot
 
     // Another device's request for a name that someone else's soft-deleted vault holds creates nothing.
     let other = w.create_device("ase-held-2");
-    let created = Command::ResourceCreated { device: other.clone(), cause: "event-2".into() };
+    let created =
+        Command::from(edgevault::messages::ResourceCreated { device: other.clone(), cause: "event-2".into() });
     assert_eq!(w.deliver("ResourceCreated", &created, 1).0, 200);
     let foreign = format!("{}/providers/Microsoft.KeyVault/vaults/held-by-another", w.la.resource_group_id());
     let body = json!({"location": w.la.var("AZURE_LOCATION"), "properties": {"tenantId": w.la.var("AZURE_TENANT_ID"),
         "sku": {"family": "A", "name": "standard"}, "accessPolicies": []}});
     assert!(matches!(w.arm("PUT", &foreign, Some(body)).0, 200 | 201));
     assert!(matches!(w.arm("DELETE", &foreign, None).0, 200 | 204));
-    let refused = Command::ActivationKeyRequested {
+    let refused = Command::from(edgevault::messages::ActivationKeyRequested {
         device: other.clone(),
         operation_id: operation_id(&other),
         vault_name: Some(VaultName::parse("held-by-another").unwrap()),
-    };
+    });
     let (status, answer) = w.deliver("ActivationKeyRequested", &refused, 1);
     assert_ne!(status, 200, "a permanent refusal fails the invocation: {answer}");
     assert_eq!(w.arm("GET", &foreign, None).0, 404, "the soft-deleted vault is neither recovered nor replaced");
@@ -204,7 +206,8 @@ fn a_purged_vault_marks_the_device_failed_and_the_api_says_why() {
     // Past the 90-day retention local-azure purges the vault, as Azure does.
     w.la.admin_post("/admin/clock/advance", json!({"seconds": 91 * 86_400})).unwrap();
 
-    let command = Command::VaultDeleted { vault: vault_id.clone(), cause: "event-delete".into() };
+    let command =
+        Command::from(edgevault::messages::VaultDeleted { vault: vault_id.clone(), cause: "event-delete".into() });
     let (status, answer) = w.deliver("VaultDeleted", &command, 1);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(w.extended_info(&device)["keyVaultSyncStatus"], "KeyVaultSyncFailed");
@@ -217,7 +220,8 @@ fn a_purged_vault_marks_the_device_failed_and_the_api_says_why() {
 fn a_pre_integration_device_is_never_touched() {
     let w = world(&[("EDGEVAULT_CUTOVER", "2999-01-01T00:00:00Z")]);
     let device = w.create_device("ase-legacy");
-    let command = Command::ResourceCreated { device: device.clone(), cause: "event-legacy".into() };
+    let command =
+        Command::from(edgevault::messages::ResourceCreated { device: device.clone(), cause: "event-legacy".into() });
     let (status, answer) = w.deliver("ResourceCreated", &command, 1);
     assert_eq!(status, 200, "{answer}");
     let (_, body) = w.arm("GET", &device.to_string(), None);
@@ -388,7 +392,10 @@ fn the_openapi_document_matches_the_function_definition() {
 /// Deletes the device as an operator and delivers the resulting command to `ResourceDeleted`.
 fn delete_device(w: &edgevault_tests::scenario::World, device: &ResourceId) {
     assert!(matches!(w.arm("DELETE", &device.to_string(), None).0, 200 | 204));
-    let command = Command::ResourceDeleted { device: device.clone(), cause: "event-device-delete".into() };
+    let command = Command::from(edgevault::messages::ResourceDeleted {
+        device: device.clone(),
+        cause: "event-device-delete".into(),
+    });
     for delivery in 1..=2 {
         let (status, answer) = w.deliver("ResourceDeleted", &command, delivery);
         assert_eq!(status, 200, "delivery {delivery}: {answer}");
@@ -444,12 +451,16 @@ fn events_and_messages_out_of_order_end_in_the_right_state() {
             w.arm("GET", &format!("{}/providers/Microsoft.KeyVault/vaults", w.la.resource_group_id()), None);
         list["value"].as_array().unwrap().len()
     };
-    let request = |device: &ResourceId| Command::ActivationKeyRequested {
-        device: device.clone(),
-        operation_id: operation_id(device),
-        vault_name: Some(VaultName::default_for(device, 0)),
+    let request = |device: &ResourceId| {
+        Command::from(edgevault::messages::ActivationKeyRequested {
+            device: device.clone(),
+            operation_id: operation_id(device),
+            vault_name: Some(VaultName::default_for(device, 0)),
+        })
     };
-    let created = |device: &ResourceId| Command::ResourceCreated { device: device.clone(), cause: "late".into() };
+    let created = |device: &ResourceId| {
+        Command::from(edgevault::messages::ResourceCreated { device: device.clone(), cause: "late".into() })
+    };
 
     // The activation request is worked before the creation event: it enables the identity itself.
     let early = w.create_device("ase-early");
@@ -465,7 +476,7 @@ fn events_and_messages_out_of_order_end_in_the_right_state() {
 
     // A vault-deleted event for a vault that is there (already recovered, or a stale event): nothing is created,
     // no CIK is written.
-    let stale = Command::VaultDeleted { vault: vault_id.clone(), cause: "stale".into() };
+    let stale = Command::from(edgevault::messages::VaultDeleted { vault: vault_id.clone(), cause: "stale".into() });
     assert_eq!(w.deliver("VaultDeleted", &stale, 1).0, 200);
     assert_eq!(w.extended_info(&early), info, "the same vault and CIK version");
     assert_eq!(w.la.cik_versions(&w.operator, &info).unwrap(), 1);
@@ -476,8 +487,11 @@ fn events_and_messages_out_of_order_end_in_the_right_state() {
     assert_eq!(vaults(), before - 1, "the device's vault went with it");
     assert_eq!(w.deliver("ResourceCreated", &created(&early), 2).0, 200);
     assert_eq!(w.deliver("ActivationKeyRequested", &request(&early), 2).0, 200);
-    let (status, answer) =
-        w.deliver("VaultDeleted", &Command::VaultDeleted { vault: vault_id.clone(), cause: "x".into() }, 1);
+    let (status, answer) = w.deliver(
+        "VaultDeleted",
+        &Command::from(edgevault::messages::VaultDeleted { vault: vault_id.clone(), cause: "x".into() }),
+        1,
+    );
     assert_eq!(status, 200, "{answer}");
     assert_eq!(w.arm("GET", &early.to_string(), None).0, 404, "the device stays deleted");
     assert_eq!(w.arm("GET", &vault_id.to_string(), None).0, 404, "its vault is neither recovered nor recreated");

@@ -62,7 +62,8 @@ fn the_handler_contacts_nothing_outside_the_loopback() {
     assert_eq!(code, 200, "{answer}");
     let (code, answer) = w.arm("DELETE", &device.to_string(), None);
     assert!(matches!(code, 200 | 204), "{answer}");
-    let deleted = Command::ResourceDeleted { device: device.clone(), cause: "event-delete".into() };
+    let deleted =
+        Command::from(edgevault::messages::ResourceDeleted { device: device.clone(), cause: "event-delete".into() });
     let (code, answer) = w.deliver("ResourceDeleted", &deleted, 1);
     assert_eq!(code, 200, "{answer}");
     drop(w);

@@ -207,7 +207,10 @@ pub fn run_real(duration: Duration) -> anyhow::Result<Vec<Row>> {
     anyhow::ensure!(status == 200 || status == 201, "create device: {status} {answer}");
     let device: edgevault::resource_id::ResourceId = id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let operation = edgevault_tests::scenario::operation_id(&device);
-    let created = edgevault::messages::Command::ResourceCreated { device: device.clone(), cause: "bench".into() };
+    let created = edgevault::messages::Command::from(edgevault::messages::ResourceCreated {
+        device: device.clone(),
+        cause: "bench".into(),
+    });
     let message = serde_json::json!({
         "Data": {"message": created.to_json()},
         "Metadata": {"MessageId": created.message_id(), "DeliveryCount": 1, "SessionId": created.session_id(),

@@ -10,7 +10,7 @@ use crate::azure::arm::ArmClient;
 use crate::azure::secrets::VaultSecrets;
 use crate::azure::service_bus::QueueSender;
 use crate::azure::traits::{CikStore, Devices, Locks, Queue, Vaults};
-use crate::azure::{ARM_SCOPE, AzureError, HttpStack, SERVICE_BUS_SCOPE, pipeline};
+use crate::azure::{AzureError, HttpStack};
 use crate::config::Settings;
 use crate::messages::{Command, queues};
 
@@ -43,15 +43,14 @@ impl Deps {
         stack: HttpStack,
     ) -> Result<Self, AzureError> {
         // One ARM client (one pipeline, one token cache) behind all three ARM traits.
-        let arm = Arc::new(ArmClient::new(&settings.arm_endpoint, pipeline(credential.clone(), ARM_SCOPE, &stack))?);
-        let queue =
-            QueueSender::new(&settings.service_bus_namespace, pipeline(credential.clone(), SERVICE_BUS_SCOPE, &stack))?;
+        let arm = Arc::new(ArmClient::new(&settings.arm_endpoint, credential.clone(), &stack)?);
+        let queue = QueueSender::new(&settings.service_bus_namespace, credential.clone(), &stack)?;
         Ok(Deps {
             settings: settings.clone(),
             devices: arm.clone(),
             vaults: arm.clone(),
             locks: arm,
-            secrets: Arc::new(VaultSecrets::new(credential, stack)),
+            secrets: Arc::new(VaultSecrets::new(credential, &stack)),
             queue: Arc::new(queue),
         })
     }

@@ -1,17 +1,23 @@
-//! The commands the functions send each other over Service Bus: typed, versioned JSON.
+//! The commands the functions send each other over Service Bus: one struct per command, typed and versioned JSON.
 //!
-//! Every command knows its queue, a deterministic `MessageId` (so the queue's duplicate detection drops a replayed
-//! event or a retried send) and a session id per device (so one device's work on a queue runs one message at a
-//! time, in order). Workers re-derive what to do from what they observe in Azure, so a command says *what
-//! happened*, not what to change.
+//! Each command type names its wire `kind` and its queue ([`Kind`]); the function table takes its queue names from
+//! these types, and a worker receives its own type ([`Inbound`]), already decoded. Every command has a
+//! deterministic `MessageId` (so the queue's duplicate detection drops a replayed event or a retried send) and a
+//! session id per subject (so one device's work on a queue runs one message at a time, in order). Workers
+//! re-derive what to do from what they observe in Azure, so a command says *what happened*, not what to change.
+//!
+//! A saved example of every kind is in `tests/fixtures/messages/` and round-trips through these types.
 
 use std::collections::BTreeMap;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::azure::models::{BrokerProperties, OutgoingMessage};
 use crate::error::FunctionError;
+use crate::lifecycle::Finding;
 use crate::resource_id::ResourceId;
 use crate::vault_name::VaultName;
 
@@ -33,58 +39,129 @@ pub mod queues {
     pub const ALERTS: &str = "alerts";
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all_fields = "camelCase")]
-pub enum Command {
-    /// A Stack Edge resource was written: make sure its managed identity exists.
-    ResourceCreated { device: ResourceId, cause: String },
-    /// The portal asked for an activation key; `vault_name` is the custom name, if one was given.
-    ActivationKeyRequested { device: ResourceId, operation_id: String, vault_name: Option<VaultName> },
-    /// The sweep found drift in a device's vault set-up; the activation-key worker repairs it without issuing a key.
-    ReconcileVault { device: ResourceId, findings: Vec<String>, sweep_id: String },
-    /// A vault was deleted (it may belong to a device or not; the worker finds out).
-    VaultDeleted { vault: ResourceId, cause: String },
-    /// A Stack Edge resource was deleted.
-    ResourceDeleted { device: ResourceId, cause: String },
+/// One kind of command: its name on the wire (`kind`), its queue, the resource it is about and what caused it
+/// (the event, request or sweep its `MessageId` derives from).
+pub trait Kind: Serialize + DeserializeOwned + Clone + Into<Command> {
+    const KIND: &'static str;
+    const QUEUE: &'static str;
+    fn subject(&self) -> &ResourceId;
+    fn cause(&self) -> &str;
 }
 
+/// A Stack Edge resource was written: make sure its managed identity exists.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-struct Envelope {
-    schema_version: u32,
-    #[serde(flatten)]
-    command: Command,
+pub struct ResourceCreated {
+    pub device: ResourceId,
+    pub cause: String,
+}
+
+/// The portal asked for an activation key; `vault_name` is the vault the API chose (custom or default).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivationKeyRequested {
+    pub device: ResourceId,
+    pub operation_id: String,
+    pub vault_name: Option<VaultName>,
+}
+
+/// The sweep found drift in a device's vault set-up; the activation-key worker repairs it without issuing a key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileVault {
+    pub device: ResourceId,
+    /// What the sweep saw. The worker observes again and fixes what it finds then; these are for the record.
+    pub findings: Vec<Finding>,
+    pub sweep_id: String,
+}
+
+/// A vault was deleted (it may belong to a device or not; the worker finds out).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultDeleted {
+    pub vault: ResourceId,
+    pub cause: String,
+}
+
+/// A Stack Edge resource was deleted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceDeleted {
+    pub device: ResourceId,
+    pub cause: String,
+}
+
+/// Implements [`Kind`] for a command struct and its conversion into [`Command`].
+macro_rules! kind {
+    ($name:ident, $queue:expr, $subject:ident, $cause:ident) => {
+        impl Kind for $name {
+            const KIND: &'static str = stringify!($name);
+            const QUEUE: &'static str = $queue;
+            fn subject(&self) -> &ResourceId {
+                &self.$subject
+            }
+            fn cause(&self) -> &str {
+                &self.$cause
+            }
+        }
+        impl From<$name> for Command {
+            fn from(command: $name) -> Command {
+                Command::$name(command)
+            }
+        }
+    };
+}
+
+kind!(ResourceCreated, queues::RESOURCE_CREATED, device, cause);
+kind!(ActivationKeyRequested, queues::ACTIVATION_KEY_REQUESTED, device, operation_id);
+kind!(ReconcileVault, queues::ACTIVATION_KEY_REQUESTED, device, sweep_id);
+kind!(VaultDeleted, queues::VAULT_DELETED, vault, cause);
+kind!(ResourceDeleted, queues::RESOURCE_DELETED, device, cause);
+
+/// Any command, for sending: the sweep and the event handler send several kinds at once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind")]
+pub enum Command {
+    ResourceCreated(ResourceCreated),
+    ActivationKeyRequested(ActivationKeyRequested),
+    ReconcileVault(ReconcileVault),
+    VaultDeleted(VaultDeleted),
+    ResourceDeleted(ResourceDeleted),
+}
+
+/// Calls `$f` on the command inside, whatever its kind.
+macro_rules! each {
+    ($command:expr, $inner:ident => $body:expr) => {
+        match $command {
+            Command::ResourceCreated($inner) => $body,
+            Command::ActivationKeyRequested($inner) => $body,
+            Command::ReconcileVault($inner) => $body,
+            Command::VaultDeleted($inner) => $body,
+            Command::ResourceDeleted($inner) => $body,
+        }
+    };
+}
+
+fn kind_of<K: Kind>(_: &K) -> &'static str {
+    K::KIND
+}
+
+fn queue_of<K: Kind>(_: &K) -> &'static str {
+    K::QUEUE
 }
 
 impl Command {
     pub fn kind(&self) -> &'static str {
-        match self {
-            Command::ResourceCreated { .. } => "ResourceCreated",
-            Command::ActivationKeyRequested { .. } => "ActivationKeyRequested",
-            Command::ReconcileVault { .. } => "ReconcileVault",
-            Command::VaultDeleted { .. } => "VaultDeleted",
-            Command::ResourceDeleted { .. } => "ResourceDeleted",
-        }
+        each!(self, c => kind_of(c))
     }
 
     pub fn queue(&self) -> &'static str {
-        match self {
-            Command::ResourceCreated { .. } => queues::RESOURCE_CREATED,
-            Command::ActivationKeyRequested { .. } | Command::ReconcileVault { .. } => queues::ACTIVATION_KEY_REQUESTED,
-            Command::VaultDeleted { .. } => queues::VAULT_DELETED,
-            Command::ResourceDeleted { .. } => queues::RESOURCE_DELETED,
-        }
+        each!(self, c => queue_of(c))
     }
 
     /// The resource the command is about: the device, or for a vault deletion the vault.
     pub fn subject(&self) -> &ResourceId {
-        match self {
-            Command::ResourceCreated { device, .. }
-            | Command::ActivationKeyRequested { device, .. }
-            | Command::ReconcileVault { device, .. }
-            | Command::ResourceDeleted { device, .. } => device,
-            Command::VaultDeleted { vault, .. } => vault,
-        }
+        each!(self, c => c.subject())
     }
 
     /// The session: one per subject, so a device's messages on a queue are handled one at a time in order.
@@ -95,13 +172,7 @@ impl Command {
     /// Deterministic per cause: the same event, request or sweep finding always yields the same id, which the
     /// queue's duplicate detection uses to drop replays.
     pub fn message_id(&self) -> String {
-        let cause = match self {
-            Command::ResourceCreated { cause, .. }
-            | Command::VaultDeleted { cause, .. }
-            | Command::ResourceDeleted { cause, .. } => cause.as_str(),
-            Command::ActivationKeyRequested { operation_id, .. } => operation_id.as_str(),
-            Command::ReconcileVault { sweep_id, .. } => sweep_id.as_str(),
-        };
+        let cause = each!(self, c => c.cause());
         format!(
             "{}-{}",
             self.kind(),
@@ -109,25 +180,19 @@ impl Command {
         )
     }
 
+    /// The message body: the command with its `kind` and the schema version.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&Envelope { schema_version: SCHEMA_VERSION, command: self.clone() })
-            .expect("serializable")
+        let mut body = serde_json::to_value(self).expect("commands serialize");
+        body.as_object_mut()
+            .expect("a command is an object")
+            .insert("schemaVersion".into(), Value::from(SCHEMA_VERSION));
+        body.to_string()
     }
 
-    /// Reads a command from a message body, refusing other schema versions with a clear error.
-    pub fn from_json(body: &serde_json::Map<String, serde_json::Value>) -> Result<Self, FunctionError> {
-        match body.get("schemaVersion").and_then(|v| v.as_u64()) {
-            Some(v) if v == SCHEMA_VERSION as u64 => {}
-            Some(v) => {
-                return Err(FunctionError::invalid(
-                    "Data.message.schemaVersion",
-                    format!("schema version {v} is not understood by this build (it reads {SCHEMA_VERSION})"),
-                ));
-            }
-            None => return Err(FunctionError::invalid("Data.message.schemaVersion", "missing")),
-        }
-        let envelope: Envelope = crate::protocol::decode(serde_json::Value::Object(body.clone()), "Data.message")?;
-        Ok(envelope.command)
+    /// Reads a command of any kind from a message body, its schema version checked as a worker checks it.
+    pub fn from_json(body: &Map<String, Value>) -> Result<Self, FunctionError> {
+        check_version(body)?;
+        crate::protocol::decode(Value::Object(body.clone()), "Data.message")
     }
 
     pub fn to_outgoing(&self, correlation_id: Option<&str>) -> OutgoingMessage {
@@ -145,6 +210,81 @@ impl Command {
     }
 }
 
+/// What a worker receives: one command kind, or (for a worker that serves two) an enum of them. Its queue and
+/// kinds come from the command types.
+pub trait Inbound: DeserializeOwned {
+    const QUEUE: &'static str;
+    const KINDS: &'static [&'static str];
+    /// The device the work is about, when it is about one (the error policy records failures on it).
+    fn device(&self) -> Option<&ResourceId>;
+}
+
+macro_rules! inbound {
+    ($name:ident, $device:expr) => {
+        impl Inbound for $name {
+            const QUEUE: &'static str = <$name as Kind>::QUEUE;
+            const KINDS: &'static [&'static str] = &[<$name as Kind>::KIND];
+            fn device(&self) -> Option<&ResourceId> {
+                let device: fn(&$name) -> Option<&ResourceId> = $device;
+                device(self)
+            }
+        }
+    };
+}
+
+// Failures of the identity, vault-deleted and resource-deleted workers are not recorded on a device: the first
+// does not provision, the others are about a vault or a device that is gone.
+inbound!(ResourceCreated, |_| None);
+inbound!(VaultDeleted, |_| None);
+inbound!(ResourceDeleted, |_| None);
+
+/// The provisioning worker's input: an activation request or a sweep's repair, on one queue.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind")]
+pub enum Provisioning {
+    ActivationKeyRequested(ActivationKeyRequested),
+    ReconcileVault(ReconcileVault),
+}
+
+impl Inbound for Provisioning {
+    const QUEUE: &'static str = queues::ACTIVATION_KEY_REQUESTED;
+    const KINDS: &'static [&'static str] = &[ActivationKeyRequested::KIND, ReconcileVault::KIND];
+    fn device(&self) -> Option<&ResourceId> {
+        Some(match self {
+            Provisioning::ActivationKeyRequested(c) => &c.device,
+            Provisioning::ReconcileVault(c) => &c.device,
+        })
+    }
+}
+
+/// Reads a worker's command from a message body: the schema version first, then a kind the worker handles, then
+/// the fields, each refusal naming the field and what was expected.
+pub fn read<T: Inbound>(body: &Map<String, Value>) -> Result<T, FunctionError> {
+    check_version(body)?;
+    let kind = body.get("kind").and_then(Value::as_str).unwrap_or_default();
+    if !T::KINDS.contains(&kind) {
+        return Err(FunctionError::invalid(
+            "Data.message.kind",
+            format!("`{kind}` is not handled on queue {} (it takes {})", T::QUEUE, T::KINDS.join(", ")),
+        ));
+    }
+    crate::protocol::decode(Value::Object(body.clone()), "Data.message")
+}
+
+fn check_version(body: &Map<String, Value>) -> Result<(), FunctionError> {
+    match body.get("schemaVersion").and_then(Value::as_u64) {
+        Some(v) if v == SCHEMA_VERSION as u64 => {}
+        Some(v) => {
+            return Err(FunctionError::invalid(
+                "Data.message.schemaVersion",
+                format!("schema version {v} is not understood by this build (it reads {SCHEMA_VERSION})"),
+            ));
+        }
+        None => return Err(FunctionError::invalid("Data.message.schemaVersion", "missing")),
+    }
+    Ok(())
+}
+
 /// 32 hex characters of SHA-256: short enough for ids, long enough never to collide by accident.
 pub fn short_hash(text: &str) -> String {
     Sha256::digest(text.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect()
@@ -160,51 +300,73 @@ mod tests {
 
     fn all() -> Vec<Command> {
         vec![
-            Command::ResourceCreated { device: device(), cause: "event-1".into() },
-            Command::ActivationKeyRequested {
+            ResourceCreated { device: device(), cause: "event-1".into() }.into(),
+            ActivationKeyRequested {
                 device: device(),
                 operation_id: "op-1".into(),
                 vault_name: Some(VaultName::parse("my-vault").unwrap()),
-            },
-            Command::ReconcileVault { device: device(), findings: vec!["LockMissing".into()], sweep_id: "sw".into() },
-            Command::VaultDeleted {
+            }
+            .into(),
+            ReconcileVault { device: device(), findings: vec![Finding::LockMissing], sweep_id: "sw".into() }.into(),
+            VaultDeleted {
                 vault: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v".parse().unwrap(),
                 cause: "event-2".into(),
-            },
-            Command::ResourceDeleted { device: device(), cause: "event-3".into() },
+            }
+            .into(),
+            ResourceDeleted { device: device(), cause: "event-3".into() }.into(),
         ]
+    }
+
+    fn body(command: &Command) -> Map<String, Value> {
+        serde_json::from_str(&command.to_json()).unwrap()
     }
 
     #[test]
     fn every_command_round_trips_through_its_message_body() {
         for command in all() {
-            let body: serde_json::Map<_, _> = serde_json::from_str(&command.to_json()).unwrap();
+            let body = body(&command);
             assert_eq!(body["schemaVersion"], 1);
             assert_eq!(body["kind"], command.kind());
-            assert_eq!(Command::from_json(&body).unwrap(), command);
+            let back: Command = crate::protocol::decode(Value::Object(body), "m").unwrap();
+            assert_eq!(back, command);
         }
     }
 
     #[test]
-    fn fixture_message_reads() {
-        let text = include_str!("../../tests/fixtures/messages/activation-key-requested.json");
-        let body: serde_json::Map<_, _> = serde_json::from_str(text).unwrap();
-        let command = Command::from_json(&body).unwrap();
-        assert_eq!(command.queue(), queues::ACTIVATION_KEY_REQUESTED);
-        assert_eq!(
-            serde_json::to_value(Envelope { schema_version: 1, command }).unwrap(),
-            serde_json::Value::Object(body)
-        );
+    fn every_kind_has_a_saved_example_that_its_worker_reads() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/messages");
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let saved: Map<String, Value> = serde_json::from_str(&text).unwrap();
+            let command = Command::from_json(&saved).unwrap();
+            assert_eq!(Value::Object(body(&command)), Value::Object(saved.clone()), "{}", path.display());
+            match &command {
+                Command::ResourceCreated(_) => drop(read::<ResourceCreated>(&saved).unwrap()),
+                Command::ActivationKeyRequested(_) | Command::ReconcileVault(_) => {
+                    drop(read::<Provisioning>(&saved).unwrap())
+                }
+                Command::VaultDeleted(_) => drop(read::<VaultDeleted>(&saved).unwrap()),
+                Command::ResourceDeleted(_) => drop(read::<ResourceDeleted>(&saved).unwrap()),
+            }
+            seen.push(command.kind());
+        }
+        seen.sort();
+        let mut kinds: Vec<_> = all().iter().map(Command::kind).collect();
+        kinds.sort();
+        assert_eq!(seen, kinds, "one example per kind in {}", dir.display());
     }
 
     #[test]
     fn ids_are_deterministic_per_cause_and_sessions_per_device() {
-        let a = Command::ResourceCreated { device: device(), cause: "event-1".into() };
-        let same = Command::ResourceCreated {
+        let a: Command = ResourceCreated { device: device(), cause: "event-1".into() }.into();
+        let same: Command = ResourceCreated {
             device: device().to_string().to_uppercase().replace("SUBSCRIPTIONS", "subscriptions").parse().unwrap(),
             cause: "event-1".into(),
-        };
-        let other = Command::ResourceCreated { device: device(), cause: "event-2".into() };
+        }
+        .into();
+        let other: Command = ResourceCreated { device: device(), cause: "event-2".into() }.into();
         assert_eq!(a.message_id(), same.message_id());
         assert_ne!(a.message_id(), other.message_id());
         assert_eq!(a.session_id(), other.session_id());
@@ -212,20 +374,40 @@ mod tests {
     }
 
     #[test]
-    fn other_schema_versions_and_unknown_kinds_are_refused() {
-        let mut body: serde_json::Map<_, _> = serde_json::from_str(&all()[0].to_json()).unwrap();
+    fn a_worker_refuses_other_schema_versions_and_kinds_it_does_not_handle() {
+        let mut body = body(&all()[0]);
         body.insert("schemaVersion".into(), 2.into());
-        assert_eq!(Command::from_json(&body).unwrap_err().field(), Some("Data.message.schemaVersion"));
+        assert_eq!(read::<ResourceCreated>(&body).unwrap_err().field(), Some("Data.message.schemaVersion"));
         body.insert("schemaVersion".into(), 1.into());
+        let err = read::<VaultDeleted>(&body).unwrap_err();
+        assert_eq!(err.field(), Some("Data.message.kind"));
+        assert!(err.to_string().contains("VaultDeleted"), "{err}");
         body.insert("kind".into(), "Bogus".into());
-        assert!(Command::from_json(&body).is_err());
+        assert!(read::<ResourceCreated>(&body).is_err());
+        let provisioning = read::<Provisioning>(&self::body(&all()[2])).unwrap();
+        assert_eq!(provisioning.device(), Some(&device()));
+    }
+
+    #[test]
+    fn queues_come_from_the_types() {
+        let queues: Vec<_> = all().iter().map(Command::queue).collect();
+        assert_eq!(
+            queues,
+            [
+                queues::RESOURCE_CREATED,
+                queues::ACTIVATION_KEY_REQUESTED,
+                queues::ACTIVATION_KEY_REQUESTED,
+                queues::VAULT_DELETED,
+                queues::RESOURCE_DELETED
+            ]
+        );
+        assert_eq!(<Provisioning as Inbound>::QUEUE, ActivationKeyRequested::QUEUE);
     }
 
     #[test]
     fn no_body_field_shadows_a_broker_property_in_the_hosts_metadata() {
         for command in all() {
-            let body: serde_json::Map<_, _> = serde_json::from_str(&command.to_json()).unwrap();
-            for field in body.keys() {
+            for field in body(&command).keys() {
                 let clash = crate::triggers::SERVICE_BUS_BINDING_DATA.iter().find(|n| n.eq_ignore_ascii_case(field));
                 assert!(clash.is_none(), "{}: body field `{field}` would overwrite Metadata.{clash:?}", command.kind());
             }

@@ -103,24 +103,34 @@ pub struct ScheduleStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct ServiceBusMetadata {
-    #[serde(deserialize_with = "host_string")]
+    #[serde(deserialize_with = "host_string", serialize_with = "host_encode")]
     pub message_id: String,
     #[serde(default, deserialize_with = "number_or_string")]
     pub delivery_count: u32,
-    #[serde(default, deserialize_with = "host_opt_string")]
+    #[serde(default, deserialize_with = "host_opt_string", serialize_with = "host_encode_opt")]
     pub enqueued_time_utc: Option<String>,
     #[serde(default, deserialize_with = "number_or_string")]
     pub sequence_number: i64,
-    #[serde(default, deserialize_with = "host_opt_string")]
+    #[serde(default, deserialize_with = "host_opt_string", serialize_with = "host_encode_opt")]
     pub session_id: Option<String>,
-    #[serde(default, deserialize_with = "host_opt_string")]
+    #[serde(default, deserialize_with = "host_opt_string", serialize_with = "host_encode_opt")]
     pub correlation_id: Option<String>,
     /// `Subject` in the current extension; older ones (and some hosts, alongside `Subject`) send `Label`.
-    #[serde(default, deserialize_with = "host_opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "host_opt_string",
+        serialize_with = "host_encode_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub subject: Option<String>,
-    #[serde(default, deserialize_with = "host_opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "host_opt_string",
+        serialize_with = "host_encode_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub label: Option<String>,
-    #[serde(default, deserialize_with = "host_opt_string")]
+    #[serde(default, deserialize_with = "host_opt_string", serialize_with = "host_encode_opt")]
     pub content_type: Option<String>,
     /// `ApplicationProperties` in the current extension; older ones send `UserProperties` (some hosts both).
     #[serde(default, deserialize_with = "json_or_encoded")]
@@ -362,6 +372,19 @@ pub fn host_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
     }
 }
 
+/// Writes a metadata string the way the host sends it (JSON-encoded once more), so that what this type writes it
+/// reads back unchanged, whatever quotes the text itself holds.
+fn host_encode<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&Value::String(text.to_string()).to_string())
+}
+
+fn host_encode_opt<S: serde::Serializer>(text: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match text {
+        Some(text) => host_encode(text, s),
+        None => s.serialize_none(),
+    }
+}
+
 fn host_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     match Value::deserialize(d)? {
         Value::Null => Ok(None),
@@ -598,6 +621,10 @@ mod tests {
         assert_eq!(meta.message_id, "a\"b");
         assert_eq!(meta.session_id.as_deref(), Some("plain"));
         assert_eq!(meta.correlation_id.as_deref(), Some("\"x"), "not a whole JSON string: taken as it is");
+        let back = serde_json::to_value(&meta).unwrap();
+        assert_eq!(back["MessageId"], "\"a\\\"b\"", "written as the host writes it");
+        let again: ServiceBusMetadata = decode(back, "M").unwrap();
+        assert_eq!(again, meta, "a value holding quotes survives a round trip");
     }
 
     #[test]

@@ -95,11 +95,6 @@ impl VaultName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The vault's data-plane URI in the public cloud, with the trailing slash Key Vault itself reports.
-    pub fn uri(&self) -> String {
-        format!("https://{}.vault.azure.net/", self.0)
-    }
 }
 
 fn hex_digit(nibble: u8) -> char {
@@ -174,10 +169,5 @@ mod tests {
             assert!(derived.as_str().len() <= MAX_LEN, "{derived}");
             VaultName::parse(derived.as_str()).unwrap();
         }
-    }
-
-    #[test]
-    fn uri_is_the_public_cloud_data_plane() {
-        assert_eq!(VaultName::parse("Kv-1").unwrap().uri(), "https://kv-1.vault.azure.net/");
     }
 }

@@ -99,14 +99,15 @@ impl World {
 
     /// Identity, then vault, lock, CIK and extended information, as the two workers do them.
     pub fn provision(&self, device: &ResourceId) -> Value {
-        let created = Command::ResourceCreated { device: device.clone(), cause: "event-1".into() };
+        let created =
+            Command::from(edgevault::messages::ResourceCreated { device: device.clone(), cause: "event-1".into() });
         let (status, answer) = self.deliver("ResourceCreated", &created, 1);
         assert_eq!(status, 200, "{answer}");
-        let requested = Command::ActivationKeyRequested {
+        let requested = Command::from(edgevault::messages::ActivationKeyRequested {
             device: device.clone(),
             operation_id: operation_id(device),
             vault_name: Some(VaultName::default_for(device, 0)),
-        };
+        });
         let (status, answer) = self.deliver("ActivationKeyRequested", &requested, 1);
         assert_eq!(status, 200, "{answer}");
         self.extended_info(device)

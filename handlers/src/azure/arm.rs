@@ -10,12 +10,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::AzureError;
+use std::sync::Arc;
+
+use azure_core::credentials::TokenCredential;
+
 use super::models::{
     AccessPolicy, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Lock, LockProperties, NameAvailability, Page,
     Vault,
 };
 use super::traits::{Devices, Locks, Vaults};
+use super::{ARM_SCOPE, AzureError, HttpStack, pipeline};
 use crate::resource_id::ResourceId;
 
 pub const DEVICES_API: &str = "2023-12-01";
@@ -37,11 +41,11 @@ pub struct ArmClient {
 
 impl ArmClient {
     /// `endpoint` is `https://management.azure.com` in every environment that matters; it is a parameter so
-    /// sovereign clouds work too.
-    pub fn new(endpoint: &str, pipeline: Pipeline) -> Result<Self, AzureError> {
+    /// sovereign clouds work too. Requests carry tokens for ARM from `credential`, over the shared `stack`.
+    pub fn new(endpoint: &str, credential: Arc<dyn TokenCredential>, stack: &HttpStack) -> Result<Self, AzureError> {
         let endpoint = Url::parse(endpoint)
             .map_err(|e| AzureError::new("configure ARM", None, None, format!("invalid endpoint `{endpoint}`: {e}")))?;
-        Ok(ArmClient { endpoint, pipeline })
+        Ok(ArmClient { endpoint, pipeline: pipeline(credential, ARM_SCOPE, stack) })
     }
 }
 

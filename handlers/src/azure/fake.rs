@@ -16,7 +16,8 @@ use super::traits::{CikStore, Devices, Locks, Queue, Vaults};
 use crate::activation_key::Cik;
 use crate::config::Settings;
 use crate::deps::Deps;
-use crate::lifecycle::{LOCK_NAME, cik_secret_name, desired_vault};
+use crate::lifecycle::vault::cik_secret_name;
+use crate::lifecycle::{Desired, LOCK_LEVEL, LOCK_NAME, LOCK_NOTES};
 use crate::resource_id::{DEVICE_TYPE, ResourceId, VAULT_TYPE};
 
 #[derive(Debug, Default)]
@@ -141,7 +142,7 @@ impl FakeAzure {
         let principal = device.principal_id().expect("an identity").to_string();
         let vault_id = ResourceId::new("s", "rg", VAULT_TYPE, &format!("kv-{name}"));
         let uri = format!("https://kv-{name}.vault.azure.net/");
-        let mut vault = desired_vault(&settings(), &device, &principal);
+        let mut vault = Desired::new(&settings()).vault(&device, &principal);
         vault.id = vault_id.to_string();
         vault.name = format!("kv-{name}");
         vault.properties.vault_uri = Some(uri.clone());
@@ -149,7 +150,12 @@ impl FakeAzure {
         self.put_cik(&uri, &cik_name, true);
         let mut state = self.state();
         let version = state.ciks[&cik_key(&uri, &cik_name)][0].version.clone();
-        state.locks.insert(key(&format!("{vault_id}/{LOCK_NAME}")), Lock::default());
+        let lock = Lock {
+            id: format!("{vault_id}/providers/Microsoft.Authorization/locks/{LOCK_NAME}"),
+            name: LOCK_NAME.into(),
+            properties: LockProperties { level: LOCK_LEVEL.into(), notes: Some(LOCK_NOTES.into()) },
+        };
+        state.locks.insert(key(&format!("{vault_id}/{LOCK_NAME}")), lock);
         state.vaults.insert(key(&vault_id), vault);
         let mut info = ExtendedInfo::default();
         info.properties.link = VaultLink {
@@ -324,7 +330,7 @@ impl Locks for FakeAzure {
         let lock = Lock {
             id: format!("{scope}/providers/Microsoft.Authorization/locks/{name}"),
             name: name.to_string(),
-            properties: LockProperties { level: "CanNotDelete".into(), notes: Some(notes.to_string()) },
+            properties: LockProperties { level: LOCK_LEVEL.into(), notes: Some(notes.to_string()) },
         };
         self.call("put lock", scope).locks.insert(key(&format!("{scope}/{name}")), lock.clone());
         Ok(lock)

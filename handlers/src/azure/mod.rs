@@ -110,6 +110,26 @@ pub fn pipeline(credential: Arc<dyn TokenCredential>, scope: &str, stack: &HttpS
     )
 }
 
+/// Every page of an ARM list, following `nextLink`: a page is fetched only when the previous one has been taken
+/// (so a fleet is never held in memory), and a failed page ends the stream with its error. The one pager for every
+/// list edgevault reads.
+pub fn pages<'a, T, F, Fut>(fetch: F) -> impl futures::Stream<Item = Result<Vec<T>, AzureError>> + 'a
+where
+    T: 'a,
+    F: Fn(Option<String>) -> Fut + 'a,
+    Fut: std::future::Future<Output = Result<models::Page<T>, AzureError>> + 'a,
+{
+    // The state is the next page to fetch: `Some(None)` the first, `Some(Some(link))` a later one, `None` done.
+    futures::stream::try_unfold(Some(None::<String>), move |state| {
+        let call = state.map(&fetch);
+        async move {
+            let Some(call) = call else { return Ok(None) };
+            let page = call.await?;
+            Ok(Some((page.value, page.next_link.map(Some))))
+        }
+    })
+}
+
 /// A failed Azure call, keeping what callers decide on: the HTTP status, the service's error code, and whether
 /// trying again can help.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -167,6 +187,29 @@ pub fn error_body(body: &[u8]) -> (Option<String>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn pages_follow_next_links_one_fetch_at_a_time() {
+        use futures::StreamExt;
+        let fetched = std::cell::RefCell::new(Vec::new());
+        let fetch = |next: Option<String>| {
+            fetched.borrow_mut().push(next.clone());
+            let page = match next.as_deref() {
+                None => models::Page { value: vec![1, 2], next_link: Some("two".to_string()) },
+                _ => models::Page { value: vec![3], next_link: None },
+            };
+            async move { Ok::<_, AzureError>(page) }
+        };
+        let mut listing = Box::pin(pages(fetch));
+        assert_eq!(listing.next().await.unwrap().unwrap(), [1, 2]);
+        assert_eq!(*fetched.borrow(), [None], "the next page is fetched only when asked for");
+        assert_eq!(listing.next().await.unwrap().unwrap(), [3]);
+        assert!(listing.next().await.is_none());
+        assert_eq!(*fetched.borrow(), [None, Some("two".to_string())]);
+        let failing = pages(|_| async { Err::<models::Page<u8>, _>(AzureError::new("list", Some(500), None, "down")) });
+        let all: Vec<_> = failing.collect().await;
+        assert!(all.len() == 1 && all[0].is_err(), "a failed page is the last item");
+    }
 
     #[test]
     fn retryable_follows_the_status() {

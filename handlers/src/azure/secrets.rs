@@ -36,8 +36,10 @@ impl std::fmt::Debug for VaultSecrets {
 }
 
 impl VaultSecrets {
-    pub fn new(credential: Arc<dyn TokenCredential>, stack: HttpStack) -> Self {
-        VaultSecrets { credential, stack, clients: Default::default() }
+    /// Like the other clients, built from a credential and the shared stack; its endpoints are the vaults' own
+    /// URIs, given per call (each vault is a host of its own), so it takes no endpoint here.
+    pub fn new(credential: Arc<dyn TokenCredential>, stack: &HttpStack) -> Self {
+        VaultSecrets { credential, stack: stack.clone(), clients: Default::default() }
     }
 
     fn client(&self, vault_uri: &str) -> Result<Arc<SecretClient>, AzureError> {

@@ -7,7 +7,11 @@
 
 use azure_core::http::{Context, Method, Pipeline, Request, Url};
 
-use super::AzureError;
+use std::sync::Arc;
+
+use azure_core::credentials::TokenCredential;
+
+use super::{AzureError, HttpStack, SERVICE_BUS_SCOPE, pipeline};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -22,8 +26,10 @@ pub struct QueueSender {
 }
 
 impl QueueSender {
-    /// `namespace` is the fully qualified namespace, e.g. `edgevault.servicebus.windows.net`.
-    pub fn new(namespace: &str, pipeline: Pipeline) -> Result<Self, AzureError> {
+    /// `namespace` is the fully qualified namespace, e.g. `edgevault.servicebus.windows.net`. Requests carry tokens
+    /// for Service Bus from `credential`, over the shared `stack`.
+    pub fn new(namespace: &str, credential: Arc<dyn TokenCredential>, stack: &HttpStack) -> Result<Self, AzureError> {
+        let pipeline = pipeline(credential, SERVICE_BUS_SCOPE, stack);
         let namespace = Url::parse(&format!("https://{}/", namespace.trim_end_matches('/'))).map_err(|e| {
             AzureError::new("configure Service Bus", None, None, format!("invalid namespace `{namespace}`: {e}"))
         })?;

@@ -20,7 +20,8 @@ use edgevault::azure::secrets::VaultSecrets;
 use edgevault::azure::traits::CikStore;
 use edgevault::config::{Settings, settings};
 use edgevault::deps::Deps;
-use edgevault::lifecycle::sweep::{Finding, inspect};
+use edgevault::lifecycle::Finding;
+use edgevault::lifecycle::sweep::inspect;
 use edgevault::resource_id::ResourceId;
 
 #[derive(Parser)]
@@ -104,7 +105,7 @@ async fn open_key(deps: &Deps, settings: &Settings, resource_id: &str, key: &str
         client_options: stack.client_options(),
     };
     let credential: Arc<dyn TokenCredential> = ManagedIdentityCredential::new(Some(options))?;
-    let secrets = VaultSecrets::new(credential, stack);
+    let secrets = VaultSecrets::new(credential, &stack);
     let stored = secrets
         .get_cik(&location.vault_uri, &location.secret_name, Some(&location.secret_version))
         .await?

@@ -15,13 +15,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Deps, HandlerResult, Invocation};
+use super::{HandlerResult, Invocation};
 use crate::azure::models::{KeyVaultSyncStatus, NameAvailability};
+use crate::deps::Deps;
 use crate::error::FunctionError;
-use crate::lifecycle::provision::{device_and_info, mark_status};
+use crate::lifecycle::device::{device_and_info, is_legacy, mark_status};
 use crate::lifecycle::status::{KeyStatus, key_status};
-use crate::lifecycle::{is_legacy, owned_by, vault_id};
-use crate::messages::Command;
+use crate::lifecycle::vault::{Choice, choose_vault, owned_by, vault_id};
+use crate::lifecycle::{Error, Refused};
+use crate::messages::{ActivationKeyRequested, Command};
 use crate::protocol::InvocationResponse;
 use crate::resource_id::{DEVICE_TYPE, ResourceId};
 use crate::triggers::{HttpRequest, HttpResponse};
@@ -130,26 +132,23 @@ async fn post(deps: &Deps, request: &HttpRequest, invocation_id: &str) -> Result
             format!("{device_id} predates the Key Vault integration; edgevault leaves it unchanged"),
         ));
     }
-    let linked = info.properties.link.vault_id();
-    let vault_name = match (&linked, custom) {
-        (Some(linked), Some(custom)) if !linked.name().unwrap_or_default().eq_ignore_ascii_case(custom.as_str()) => {
-            return Ok(HttpResponse::error(
-                409,
-                "VaultAlreadyLinked",
-                format!(
-                    "{device_id} already uses vault {}; a device keeps one vault for life",
-                    linked.name().unwrap_or_default()
-                ),
-            ));
+    // The same choice the worker makes (`lifecycle::vault::choose_vault`); here a new name is also checked free.
+    let vault_name = match choose_vault(&device_id, &info.properties.link, custom.as_ref()) {
+        Err(Error::Refused(refusal)) if refusal.kind == Refused::VaultAlreadyLinked => {
+            return Ok(HttpResponse::error(409, refusal.kind.code(), refusal.message));
         }
+        Err(err) => return Err(err.into()),
         // A repeated request reuses the linked vault.
-        (Some(linked), _) => VaultName::parse(linked.name().unwrap_or_default())
-            .map_err(|e| FunctionError::Permanent { code: "LinkedVaultInvalid", message: e.to_string() })?,
-        (None, Some(custom)) => match availability(deps, &device_id, &device.location, &custom, Some(check?)).await? {
-            Ok(()) => custom,
-            Err(reason) => return Ok(HttpResponse::error(409, "VaultNameUnavailable", reason)),
-        },
-        (None, None) => match default_name(deps, &device_id, &device.location, check?).await? {
+        Ok(Choice::Linked(linked)) => VaultName::parse(linked.name().unwrap_or_default()).map_err(|e| {
+            FunctionError::Permanent { code: Refused::LinkedVaultInvalid.code(), message: e.to_string() }
+        })?,
+        Ok(Choice::Named(custom)) => {
+            match availability(deps, &device_id, &device.location, &custom, Some(check?)).await? {
+                Ok(()) => custom,
+                Err(reason) => return Ok(HttpResponse::error(409, "VaultNameUnavailable", reason)),
+            }
+        }
+        Ok(Choice::Unnamed) => match default_name(deps, &device_id, &device.location, check?).await? {
             Some(name) => name,
             None => {
                 return Ok(HttpResponse::error(
@@ -162,11 +161,12 @@ async fn post(deps: &Deps, request: &HttpRequest, invocation_id: &str) -> Result
     };
     let operation_id = operation_id(&device_id);
     mark_status(deps, &device_id, KeyVaultSyncStatus::KeyVaultSyncPending).await?;
-    let command = Command::ActivationKeyRequested {
+    let command: Command = ActivationKeyRequested {
         device: device_id.clone(),
         operation_id: operation_id.clone(),
         vault_name: Some(vault_name.clone()),
-    };
+    }
+    .into();
     let correlation = Some(invocation_id).filter(|id| !id.is_empty());
     deps.enqueue(&[command], correlation).await?;
     let location = status_url(&request.url, &operation_id);

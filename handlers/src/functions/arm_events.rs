@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use super::{Deps, HandlerResult, Invocation};
+use super::{HandlerResult, Invocation};
+use crate::deps::Deps;
 use crate::error::FunctionError;
-use crate::messages::Command;
+use crate::messages::{Command, ResourceCreated, ResourceDeleted, VaultDeleted};
 use crate::protocol::{InvocationResponse, decode};
 use crate::resource_id::{DEVICE_TYPE, ResourceId, VAULT_TYPE};
 use crate::triggers::{GridEvent, SubscriptionValidationData, event_types};
@@ -58,14 +59,14 @@ pub fn classify(event: &GridEvent, path: &str) -> Result<Option<Command>, Functi
     let operation = data.operation_name.to_ascii_lowercase();
     let cause = event.id().to_string();
     Ok(if resource.is_type(DEVICE_TYPE) && is_write && operation == "microsoft.databoxedge/databoxedgedevices/write" {
-        Some(Command::ResourceCreated { device: resource, cause })
+        Some(ResourceCreated { device: resource, cause }.into())
     } else if resource.is_type(DEVICE_TYPE)
         && is_delete
         && operation == "microsoft.databoxedge/databoxedgedevices/delete"
     {
-        Some(Command::ResourceDeleted { device: resource, cause })
+        Some(ResourceDeleted { device: resource, cause }.into())
     } else if resource.is_type(VAULT_TYPE) && is_delete && operation == "microsoft.keyvault/vaults/delete" {
-        Some(Command::VaultDeleted { vault: resource, cause })
+        Some(VaultDeleted { vault: resource, cause }.into())
     } else {
         None
     })
@@ -96,16 +97,16 @@ mod tests {
             DEVICE,
             "Succeeded",
         );
-        assert!(matches!(classify(&w, "e").unwrap(), Some(Command::ResourceCreated { .. })));
+        assert!(matches!(classify(&w, "e").unwrap(), Some(Command::ResourceCreated(_))));
         let d = event(
             event_types::RESOURCE_DELETE_SUCCESS,
             "Microsoft.DataBoxEdge/dataBoxEdgeDevices/delete",
             DEVICE,
             "Succeeded",
         );
-        assert!(matches!(classify(&d, "e").unwrap(), Some(Command::ResourceDeleted { .. })));
+        assert!(matches!(classify(&d, "e").unwrap(), Some(Command::ResourceDeleted(_))));
         let v = event(event_types::RESOURCE_DELETE_SUCCESS, "Microsoft.KeyVault/vaults/delete", VAULT, "Succeeded");
-        assert!(matches!(classify(&v, "e").unwrap(), Some(Command::VaultDeleted { .. })));
+        assert!(matches!(classify(&v, "e").unwrap(), Some(Command::VaultDeleted(_))));
     }
 
     #[test]

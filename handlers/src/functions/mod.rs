@@ -10,22 +10,19 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::alerts::{Alert, Severity};
+use crate::deps::Deps;
 use crate::error::FunctionError;
-use crate::lifecycle::provision::mark_failed;
-use crate::messages::{Command, MAX_DELIVERY_COUNT};
+use crate::messages::{Inbound, Provisioning, ResourceCreated, ResourceDeleted, VaultDeleted};
 use crate::protocol::{InvocationRequest, InvocationResponse};
-use crate::resource_id::ResourceId;
 
 mod activation_key_api;
 mod activation_key_requested;
 mod arm_events;
+pub mod policy;
 mod recovery_sweep;
 mod resource_created;
 mod resource_deleted;
 mod vault_deleted;
-
-use crate::deps::Deps;
 
 /// One invocation as a handler sees it.
 #[derive(Debug, Clone)]
@@ -115,6 +112,30 @@ macro_rules! handler {
     }};
 }
 
+/// A Service Bus worker's table entry: the trigger on its input type's queue, and a handler that reads the typed
+/// command, runs `<module>::run(command, &metadata, &deps)` and applies the workers' error policy.
+macro_rules! worker {
+    ($name:literal, $module:ident, $input:ty) => {{
+        fn boxed(invocation: Invocation, deps: Arc<Deps>) -> HandlerFuture {
+            Box::pin(async move {
+                let (command, metadata) = policy::worker_input::<$input>(&invocation)?;
+                let device = command.device().cloned();
+                let result = $module::run(command, &metadata, &deps).await;
+                policy::settle(&deps, device.as_ref(), &metadata, result).await
+            })
+        }
+        FunctionDef {
+            name: $name,
+            trigger: Trigger::ServiceBus {
+                queue: <$input as Inbound>::QUEUE,
+                connection: SERVICE_BUS_CONNECTION,
+                sessions: true,
+            },
+            handler: boxed as Handler,
+        }
+    }};
+}
+
 pub static FUNCTIONS: &[FunctionDef] = &[
     FunctionDef { name: "ArmEvents", trigger: Trigger::EventGrid, handler: handler!(arm_events) },
     FunctionDef {
@@ -131,86 +152,15 @@ pub static FUNCTIONS: &[FunctionDef] = &[
         trigger: Trigger::Timer { schedule: "%RecoverySweepSchedule%" },
         handler: handler!(recovery_sweep),
     },
-    FunctionDef {
-        name: "ResourceCreated",
-        trigger: Trigger::ServiceBus { queue: "resource-created", connection: SERVICE_BUS_CONNECTION, sessions: true },
-        handler: handler!(resource_created),
-    },
-    FunctionDef {
-        name: "ActivationKeyRequested",
-        trigger: Trigger::ServiceBus {
-            queue: "activation-key-requested",
-            connection: SERVICE_BUS_CONNECTION,
-            sessions: true,
-        },
-        handler: handler!(activation_key_requested),
-    },
-    FunctionDef {
-        name: "VaultDeleted",
-        trigger: Trigger::ServiceBus { queue: "vault-deleted", connection: SERVICE_BUS_CONNECTION, sessions: true },
-        handler: handler!(vault_deleted),
-    },
-    FunctionDef {
-        name: "ResourceDeleted",
-        trigger: Trigger::ServiceBus { queue: "resource-deleted", connection: SERVICE_BUS_CONNECTION, sessions: true },
-        handler: handler!(resource_deleted),
-    },
+    worker!("ResourceCreated", resource_created, ResourceCreated),
+    worker!("ActivationKeyRequested", activation_key_requested, Provisioning),
+    worker!("VaultDeleted", vault_deleted, VaultDeleted),
+    worker!("ResourceDeleted", resource_deleted, ResourceDeleted),
 ];
 
 /// Looks a function up by the name the host uses in the request path (case-sensitive, as the host sends it).
 pub fn find(name: &str) -> Option<&'static FunctionDef> {
     FUNCTIONS.iter().find(|f| f.name == name)
-}
-
-/// Reads a worker's Service Bus input: the command (which must be one of `kinds`) and its broker metadata.
-pub(crate) fn worker_input(
-    invocation: &Invocation,
-    kinds: &[&str],
-) -> Result<(Command, crate::triggers::ServiceBusMetadata), FunctionError> {
-    let body: serde_json::Map<String, Value> = invocation.request.binding("message")?;
-    let metadata: crate::triggers::ServiceBusMetadata = invocation.request.metadata()?;
-    let command = Command::from_json(&body)?;
-    if !kinds.contains(&command.kind()) {
-        return Err(FunctionError::invalid(
-            "Data.message.kind",
-            format!("{} does not handle {} (it handles {})", invocation.function, command.kind(), kinds.join(", ")),
-        ));
-    }
-    tracing::info!(message_id = %metadata.message_id, delivery_count = metadata.delivery_count,
-        kind = command.kind(), subject = %command.subject(), "message received");
-    Ok((command, metadata))
-}
-
-/// The error policy of the workers. A failure that retrying cannot fix — or the last delivery of one that it
-/// could — is recorded on the device (`KeyVaultSyncFailed` with the reason) and raised as a critical alert before
-/// the invocation fails, so the dead-lettered message is never a silent loss. Earlier retryable failures just
-/// fail the invocation: Service Bus redelivers.
-pub(crate) async fn settle(
-    deps: &Deps,
-    device: Option<&ResourceId>,
-    metadata: &crate::triggers::ServiceBusMetadata,
-    result: Result<InvocationResponse, FunctionError>,
-) -> HandlerResult {
-    let err = match result {
-        Ok(response) => return Ok(response),
-        Err(err) => err,
-    };
-    let last_attempt = metadata.delivery_count >= MAX_DELIVERY_COUNT;
-    if let Some(device) = device.filter(|_| !err.retryable() || last_attempt) {
-        let reason = err.to_string();
-        if let Err(mark) = mark_failed(deps, device, &reason).await {
-            tracing::error!(device = %device, "could not record the failure on the device: {mark}");
-        }
-        let alert = Alert::raise(
-            &format!("{}|{}", metadata.message_id, device),
-            Severity::Critical,
-            format!("provisioning of {device} failed: {reason}"),
-            "the device is marked KeyVaultSyncFailed; the message will be dead-lettered; fix the cause and request the activation key again",
-        )
-        .about(Some(&device.to_string()), None);
-        deps.alert(&alert).await;
-    }
-    Err(err)
 }
 
 #[cfg(test)]

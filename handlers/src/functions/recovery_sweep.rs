@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use super::{Deps, HandlerResult, Invocation};
+use super::{HandlerResult, Invocation};
+use crate::deps::Deps;
 use crate::lifecycle::sweep;
 use crate::protocol::InvocationResponse;
 use crate::triggers::TimerInfo;

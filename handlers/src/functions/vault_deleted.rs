@@ -1,17 +1,13 @@
 //! `VaultDeleted` (serviceBusTrigger): recovers a device's deleted vault and re-applies what edgevault owns.
 
-use std::sync::Arc;
-
-use super::{Deps, HandlerResult, Invocation, settle, worker_input};
+use crate::deps::Deps;
+use crate::lifecycle::Error;
 use crate::lifecycle::recovery::on_vault_deleted;
-use crate::messages::Command;
+use crate::messages::VaultDeleted;
 use crate::protocol::InvocationResponse;
+use crate::triggers::ServiceBusMetadata;
 
-pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
-    let (command, metadata) = worker_input(&invocation, &["VaultDeleted"])?;
-    let Command::VaultDeleted { vault, .. } = &command else { unreachable!("worker_input checked the kind") };
-    let result = on_vault_deleted(&deps, vault)
-        .await
-        .map(|outcome| InvocationResponse::default().with_log(format!("{vault}: {outcome:?}")));
-    settle(&deps, None, &metadata, result).await
+pub async fn run(command: VaultDeleted, _: &ServiceBusMetadata, deps: &Deps) -> Result<InvocationResponse, Error> {
+    let outcome = on_vault_deleted(deps, &command.vault).await?;
+    Ok(InvocationResponse::default().with_log(format!("{}: {outcome:?}", command.vault)))
 }

@@ -1,18 +1,21 @@
-//! Provisioning as a reconciler: make the device's identity, vault, access policies, lock, CIK and extended
-//! information what they should be, writing only what differs. Running it twice, or after a crash between any two
-//! steps, converges on the same vault and the same CIK.
+//! Provisioning as a reconciler: observe the device and its vault, [`assess`] them, fix exactly what was found,
+//! writing nothing else. Running it twice, or after a crash between any two fixes, converges on the same vault and
+//! the same CIK.
+//!
+//! Fixes run in stages, because some can only be judged once others are made (a vault's policies need the
+//! device's principal; a lock needs the vault): identity, then the vault itself, then — at once — its lock and its
+//! access policies followed by its CIK, and last the link in the device's extended information. After each stage
+//! the observation is updated with what the writes returned and assessed again, so `assess` stays the only place
+//! that decides what is wrong.
 
-use crate::activation_key::Cik;
-use crate::azure::models::{Device, ExtendedInfo, ExtendedInfoPatch, KeyVaultSyncStatus, Vault, VaultLink};
+use super::desired::{Desired, Finding, Observed, VaultState, assess, observe, observe_contents};
+use super::device::{clear_failure, enable_identity, mark_status, write_link};
+use super::error::{Error, Refused};
+use super::vault::{add_policies, create, lock, protect, recover_or_find, vault_uri, write_cik};
+use crate::azure::models::KeyVaultSyncStatus;
 use crate::deps::Deps;
-use crate::error::FunctionError;
 use crate::resource_id::ResourceId;
 use crate::vault_name::VaultName;
-
-use super::{
-    ERROR_TAG, LOCK_NAME, LOCK_NOTES, RETENTION_DAYS, cik_secret_name, desired_vault, owned_by, required_policies,
-    vault_id,
-};
 
 /// What a device ends up with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,33 +28,17 @@ pub struct Provisioned {
     pub cik_created: bool,
 }
 
-/// Makes sure the device has its system-assigned identity; returns its principal id.
-pub async fn ensure_identity(deps: &Deps, id: &ResourceId, device: &Device) -> Result<String, FunctionError> {
-    if let Some(principal) = device.principal_id() {
-        return Ok(principal.to_string());
-    }
-    let updated = deps.devices.enable_identity(id).await?;
-    tracing::info!(device = %id, "enabled the system-assigned identity");
-    updated.principal_id().map(str::to_string).ok_or_else(|| FunctionError::Permanent {
-        code: "IdentityNotCreated",
-        message: format!("enabling the identity of {id} returned no principal id"),
-    })
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Provisioned(Provisioned),
+    /// Nothing to do: the device is legacy or was never activated.
+    Untouched(Finding),
+    /// The device no longer exists.
+    Gone,
 }
 
-/// The device and its extended information, read concurrently (they are independent). `None` if the device no
-/// longer exists.
-pub async fn device_and_info(deps: &Deps, id: &ResourceId) -> Result<Option<(Device, ExtendedInfo)>, FunctionError> {
-    let (device, info) = tokio::join!(deps.devices.get_device(id), deps.devices.get_extended_info(id));
-    match (device?, info) {
-        (None, _) => Ok(None),
-        (Some(_), Err(err)) if err.is_not_found() => Ok(None),
-        (Some(device), info) => Ok(Some((device, info?))),
-    }
-}
-
-/// Provisions `id`'s vault. `requested` is the vault name from the activation request (custom or default); without
-/// it the name linked in the extended information is used. With `mark_syncing` the device is marked
-/// `KeyVaultSyncing` while the work goes on. `None` if the device no longer exists.
+/// Provisions device `id`. `requested` is the vault name from the activation request; without it the linked vault
+/// is repaired. With `mark_syncing` the device is marked `KeyVaultSyncing` while the work goes on.
 ///
 /// Calls that do not depend on each other run concurrently — the device reads with the requested vault's read, the
 /// syncing mark beside everything up to the final link write, the lock beside the access policies and the CIK — so
@@ -61,299 +48,164 @@ pub async fn provision(
     id: &ResourceId,
     requested: Option<&VaultName>,
     mark_syncing: bool,
-) -> Result<Option<Provisioned>, FunctionError> {
+) -> Result<Outcome, Error> {
+    let desired = Desired::new(&deps.settings);
     let mark =
         async { if mark_syncing { mark_status(deps, id, KeyVaultSyncStatus::KeyVaultSyncing).await } else { Ok(()) } };
-    let (marked, prepared) = tokio::join!(mark, prepare(deps, id, requested));
-    let Some((device, info, provisioned)) = prepared? else {
+    let prepare = async {
+        let Some(mut observed) = observe(deps, id, requested).await? else { return Ok(None) };
+        let cik_created = repair(deps, &desired, &mut observed).await?;
+        Ok::<_, Error>(Some((observed, cik_created)))
+    };
+    let (marked, prepared) = tokio::join!(mark, prepare);
+    let Some((mut observed, cik_created)) = prepared? else {
         tracing::info!(device = %id, "device no longer exists; nothing to provision");
-        return Ok(None);
+        return Ok(Outcome::Gone);
     };
     // The link is published only after the syncing mark has landed, so the mark can never overwrite it.
     marked?;
-    // A syncing mark changed the status after `info` was read, so the final write is due whatever `info` says.
-    sync_extended_info(deps, id, &info, &provisioned, mark_syncing).await?;
-    clear_error(deps, id, &device).await?;
-    Ok(Some(provisioned))
-}
-
-/// Everything up to the link: identity, vault, access policies, lock and CIK.
-async fn prepare(
-    deps: &Deps,
-    id: &ResourceId,
-    requested: Option<&VaultName>,
-) -> Result<Option<(Device, ExtendedInfo, Provisioned)>, FunctionError> {
-    // A requested name names the vault before the device is read, so its read joins the device reads. (A device
-    // already linked to that name gets the same id; one linked elsewhere is refused below, and the read is unused.)
-    let early_id = requested.map(|name| vault_id(id, name));
-    let early_read = async {
-        match &early_id {
-            Some(vault) => deps.vaults.get_vault(vault).await.map(Some),
-            None => Ok(None),
-        }
-    };
-    let (read, early_vault) = tokio::join!(device_and_info(deps, id), early_read);
-    let Some((device, info)) = read? else { return Ok(None) };
-    let principal = ensure_identity(deps, id, &device).await?;
-    let vault_id = target_vault(id, &info, requested)?;
-    let known = match early_vault? {
-        Some(vault) if early_id.as_ref() == Some(&vault_id) => Some(vault),
-        _ => None,
-    };
-    let (vault, created) = ensure_vault(deps, id, &device, &principal, &vault_id, known).await?;
-    let vault_uri =
-        vault.properties.vault_uri.clone().unwrap_or_else(|| format!("https://{}.vault.azure.net/", vault.name));
-    // The CIK write needs edgevault's access policy in place; the lock needs only the vault.
-    let cik = async {
-        ensure_policies(deps, &vault_id, &vault, &principal).await?;
-        ensure_cik(deps, id, &vault_id, &vault_uri, &info).await
-    };
-    let (locked, cik) = tokio::join!(ensure_lock(deps, &vault_id, created), cik);
-    locked?;
-    let (cik_name, cik_version, cik_created) = cik?;
-    Ok(Some((device, info, Provisioned { vault_id, vault_uri, cik_name, cik_version, cik_created })))
-}
-
-/// The vault the device should use: the one already linked, or the requested name. A request for a different name
-/// than the linked vault is refused rather than silently given a second vault.
-fn target_vault(
-    id: &ResourceId,
-    info: &ExtendedInfo,
-    requested: Option<&VaultName>,
-) -> Result<ResourceId, FunctionError> {
-    let linked =
-        info.properties.link.client_secret_store_id.as_deref().map(str::parse::<ResourceId>).transpose().map_err(
-            |e| FunctionError::Permanent {
-                code: "LinkedVaultInvalid",
-                message: format!("the linked vault id is invalid: {e}"),
-            },
-        )?;
-    match (linked, requested) {
-        (Some(linked), Some(name)) if !linked.name().unwrap_or_default().eq_ignore_ascii_case(name.as_str()) => {
-            Err(FunctionError::Permanent {
-                code: "VaultAlreadyLinked",
-                message: format!("{id} already uses vault {linked}; a device has one vault for life"),
-            })
-        }
-        (Some(linked), _) => Ok(linked),
-        (None, Some(name)) => Ok(vault_id(id, name)),
-        (None, None) => Ok(vault_id(id, &VaultName::default_for(id, 0))),
+    if let Some(finding) = assess(&observed, &desired).first().copied().filter(|f| f.is_terminal()) {
+        return Ok(Outcome::Untouched(finding));
     }
-}
-
-/// Finds, recovers or creates the vault. `known` is the vault's read when it was already made (`Some(None)`: it
-/// does not exist).
-async fn ensure_vault(
-    deps: &Deps,
-    id: &ResourceId,
-    device: &Device,
-    principal: &str,
-    vault_id: &ResourceId,
-    known: Option<Option<Vault>>,
-) -> Result<(Vault, bool), FunctionError> {
-    let desired = desired_vault(&deps.settings, device, principal);
-    let existing = match known {
-        Some(read) => read,
-        None => deps.vaults.get_vault(vault_id).await?,
-    };
-    if let Some(vault) = existing {
-        if !owned_by(&vault.tags, id) {
-            return Err(FunctionError::Permanent {
-                code: "VaultNotOwned",
-                message: format!("vault {vault_id} exists and does not belong to {id}; choose another name"),
-            });
-        }
-        let protected = vault.properties.enable_soft_delete != Some(false)
-            && vault.properties.enable_purge_protection == Some(true);
-        if protected {
-            return Ok((vault, false));
-        }
-        // Purge protection can only be turned on; re-PUT the vault with it (and keep its other policies).
-        let mut update = desired;
-        update.properties.access_policies = vault.properties.access_policies.clone();
-        update.properties.soft_delete_retention_in_days =
-            vault.properties.soft_delete_retention_in_days.or(Some(RETENTION_DAYS));
-        tracing::warn!(vault = %vault_id, "vault lacked soft delete or purge protection; turning them on");
-        return Ok((deps.vaults.put_vault(vault_id, &update).await?, false));
+    if mark_syncing {
+        observed.info.properties.key_vault_sync_status = Some(KeyVaultSyncStatus::KeyVaultSyncing);
     }
-    // Created without first looking for a soft-deleted vault of that name: Azure refuses the create with a 409
-    // when one holds the name, and only then is it worth a read. A first activation saves a round trip.
-    let err = match deps.vaults.put_vault(vault_id, &desired).await {
-        Ok(vault) => {
-            tracing::info!(vault = %vault_id, "created the vault");
-            return Ok((vault, true));
-        }
-        Err(err) if err.status == Some(409) => err,
-        Err(err) => return Err(err.into()),
-    };
-    let name = vault_id.name().unwrap_or_default();
-    match deps.vaults.get_deleted_vault(vault_id.subscription(), &device.location, name).await? {
-        Some(deleted) if owned_by(&deleted.properties.tags, id) => {
-            tracing::info!(vault = %vault_id, "recovering the device's soft-deleted vault");
-            recover_or_find(deps, vault_id, &device.location).await.map(|vault| (vault, false))
-        }
-        Some(_) => Err(FunctionError::Permanent {
-            code: "VaultNameReserved",
-            message: format!("a soft-deleted vault named {name} that is not this device's reserves the name"),
-        }),
-        None => Err(FunctionError::Permanent {
-            code: "VaultNameUnavailable",
-            message: format!("vault name {name} is taken: {}", err.message),
-        }),
-    }
-}
-
-/// Recovers a soft-deleted vault. When the recovery is refused because the vault is no longer soft-deleted — another
-/// worker (the `VaultDeleted` one, say) recovered it first — the recovered vault is what was wanted.
-pub async fn recover_or_find(deps: &Deps, vault_id: &ResourceId, location: &str) -> Result<Vault, FunctionError> {
-    match deps.vaults.recover_vault(vault_id, location, &deps.settings.tenant_id).await {
-        Ok(vault) => Ok(vault),
-        Err(err) if !err.retryable() => match deps.vaults.get_vault(vault_id).await? {
-            Some(vault) => {
-                tracing::info!(vault = %vault_id, "the vault was recovered meanwhile");
-                Ok(vault)
-            }
-            None => Err(err.into()),
-        },
-        Err(err) => Err(err.into()),
-    }
-}
-
-async fn ensure_policies(
-    deps: &Deps,
-    vault_id: &ResourceId,
-    vault: &Vault,
-    principal: &str,
-) -> Result<(), FunctionError> {
-    let missing: Vec<_> = required_policies(&deps.settings, principal)
-        .into_iter()
-        .filter(|want| !vault.properties.access_policies.iter().any(|have| have.covers(want)))
-        .collect();
-    if !missing.is_empty() {
-        deps.vaults.add_access_policies(vault_id, &missing).await?;
-        tracing::info!(vault = %vault_id, added = missing.len(), "added access policies");
-    }
-    Ok(())
-}
-
-/// Makes sure the vault has its lock; a vault this call just `created` cannot have one, so it is not looked up.
-async fn ensure_lock(deps: &Deps, vault_id: &ResourceId, created: bool) -> Result<(), FunctionError> {
-    let present = !created
-        && deps.locks.get_lock(vault_id, LOCK_NAME).await?.is_some_and(|l| l.properties.level == "CanNotDelete");
-    if !present {
-        deps.locks.put_lock(vault_id, LOCK_NAME, LOCK_NOTES).await?;
-        tracing::info!(vault = %vault_id, "locked the vault against deletion");
-    }
-    Ok(())
-}
-
-/// Finds the device's CIK in the vault, or writes one. The linked version is kept when it is intact and enabled.
-async fn ensure_cik(
-    deps: &Deps,
-    id: &ResourceId,
-    vault_id: &ResourceId,
-    vault_uri: &str,
-    info: &ExtendedInfo,
-) -> Result<(String, String, bool), FunctionError> {
-    let props = &info.properties;
-    let linked_here = props.link.vault_id().as_ref() == Some(vault_id);
-    let name = match (&props.link.channel_integrity_key_name, linked_here) {
-        (Some(name), true) => name.clone(),
-        _ => cik_secret_name(id, vault_id),
-    };
-    let version = if linked_here { props.link.channel_integrity_key_version.as_deref() } else { None };
-    // Read first even in a vault this call just created: it costs nothing on the critical path (the lock PUT runs
-    // beside it), and it lets the Key Vault client learn the vault's authentication challenge on a read. The SDK
-    // discovers a challenge by sending the first request without its body; were that first request the write, a
-    // retried attempt could go out with a `null` body and be refused as a 400 (seen under fault injection).
-    if let Some(stored) = deps.secrets.get_cik(vault_uri, &name, version).await?
-        && stored.enabled
+    if assess(&observed, &desired).contains(&Finding::ExtendedInfoOutOfSync)
+        && let Some(link) = observed.expected_link()
     {
-        return Ok((name, stored.version, false));
+        observed.info = write_link(deps, id, link).await?;
     }
-    let cik = Cik::generate();
-    let version = deps.secrets.set_cik(vault_uri, &name, &cik).await?;
-    tracing::info!(device = %id, secret = %name, "stored a new CIK version");
-    Ok((name, version, true))
-}
-
-async fn sync_extended_info(
-    deps: &Deps,
-    id: &ResourceId,
-    info: &ExtendedInfo,
-    provisioned: &Provisioned,
-    force: bool,
-) -> Result<(), FunctionError> {
-    let patch = ExtendedInfoPatch {
-        link: VaultLink {
-            client_secret_store_id: Some(provisioned.vault_id.to_string()),
-            client_secret_store_url: Some(provisioned.vault_uri.trim_end_matches('/').to_string()),
-            channel_integrity_key_name: Some(provisioned.cik_name.clone()),
-            channel_integrity_key_version: Some(provisioned.cik_version.clone()),
-        },
-        sync_status: Some(KeyVaultSyncStatus::KeyVaultSynced),
+    clear_failure(deps, id, &observed.device).await?;
+    let (Some(link), Some(vault_id)) = (observed.expected_link(), observed.target.clone()) else {
+        let left = assess(&observed, &desired);
+        return Err(Error::refused(Refused::NotConverged, format!("after the fixes {id} still has {left:?}")));
     };
-    let in_sync =
-        info.properties.link.same_as(&patch.link) && info.properties.key_vault_sync_status == patch.sync_status;
-    if force || !in_sync {
-        deps.devices.update_extended_info(id, &patch).await?;
-        tracing::info!(device = %id, "extended information synced");
+    Ok(Outcome::Provisioned(Provisioned {
+        vault_id,
+        vault_uri: link.client_secret_store_url.map(|u| format!("{u}/")).unwrap_or_default(),
+        cik_name: observed.cik_name,
+        cik_version: link.channel_integrity_key_version.unwrap_or_default(),
+        cik_created,
+    }))
+}
+
+/// Fixes everything [`assess`] finds about the device's identity and vault (all but the link), stage by stage,
+/// keeping `observed` up to date with what each write returned. A vault that is someone else's is refused.
+/// Returns whether a new CIK version was written.
+pub async fn repair(deps: &Deps, desired: &Desired, observed: &mut Observed) -> Result<bool, Error> {
+    let mut findings = assess(observed, desired);
+    if findings.contains(&Finding::IdentityMissing) {
+        observed.device = enable_identity(deps, &observed.id).await?;
+        findings = assess(observed, desired);
     }
-    Ok(())
-}
-
-async fn clear_error(deps: &Deps, id: &ResourceId, device: &Device) -> Result<(), FunctionError> {
-    if device.tags.keys().any(|k| k.eq_ignore_ascii_case(ERROR_TAG)) {
-        let tags = device
-            .tags
-            .iter()
-            .filter(|(k, _)| !k.eq_ignore_ascii_case(ERROR_TAG))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        deps.devices.set_device_tags(id, &tags).await?;
+    match findings.first() {
+        Some(Finding::VaultNotOwned) => {
+            let target = observed.target.as_ref().map(ToString::to_string).unwrap_or_default();
+            return Err(Error::refused(
+                Refused::VaultNotOwned,
+                format!("vault {target} exists and does not belong to {}; choose another name", observed.id),
+            ));
+        }
+        Some(finding) if finding.is_terminal() => return Ok(false),
+        _ => {}
     }
-    Ok(())
-}
+    let (Some(principal), Some(target)) = (observed.device.principal_id().map(str::to_string), observed.target.clone())
+    else {
+        return Ok(false);
+    };
 
-/// Records a failed synchronisation where the status API and the portal see it: `KeyVaultSyncFailed` in the
-/// extended information and the reason in the device's `edgevault-sync-error` tag.
-pub async fn mark_failed(deps: &Deps, id: &ResourceId, reason: &str) -> Result<(), FunctionError> {
-    let Some(device) = deps.devices.get_device(id).await? else { return Ok(()) };
-    let patch = ExtendedInfoPatch { sync_status: Some(KeyVaultSyncStatus::KeyVaultSyncFailed), ..Default::default() };
-    deps.devices.update_extended_info(id, &patch).await?;
-    let mut tags = device.tags.clone();
-    // Tag values are limited to 256 characters.
-    tags.insert(ERROR_TAG.to_string(), reason.chars().take(256).collect());
-    deps.devices.set_device_tags(id, &tags).await?;
-    Ok(())
-}
+    // The vault itself.
+    let mut created = false;
+    if findings.contains(&Finding::VaultMissing) {
+        let (vault, new) = create(deps, desired, &observed.id, &observed.device, &principal, &target).await?;
+        created = new;
+        observed.vault = VaultState::Present(vault);
+        if !new {
+            // The device's own soft-deleted vault came back: read what it came back with.
+            observe_contents(deps, observed).await?;
+        }
+    } else if let VaultState::SoftDeleted(deleted) = &observed.vault {
+        let vault = recover_or_find(deps, &target, &deleted.properties.location.clone()).await?;
+        observed.vault = VaultState::Present(vault);
+        observe_contents(deps, observed).await?;
+    }
+    findings = assess(observed, desired);
+    if findings.iter().any(|f| matches!(f, Finding::SoftDeleteOff | Finding::PurgeProtectionOff))
+        && let VaultState::Present(vault) = &observed.vault
+    {
+        let vault = protect(deps, desired, &observed.device, &principal, &target, vault).await?;
+        observed.vault = VaultState::Present(vault);
+        findings = assess(observed, desired);
+    }
+    let VaultState::Present(vault) = observed.vault.clone() else { return Ok(false) };
 
-/// Sets the device's sync status (pending / syncing) without touching the links.
-pub async fn mark_status(deps: &Deps, id: &ResourceId, status: KeyVaultSyncStatus) -> Result<(), FunctionError> {
-    let patch = ExtendedInfoPatch { sync_status: Some(status), ..Default::default() };
-    deps.devices.update_extended_info(id, &patch).await?;
-    Ok(())
+    // Its contents: the lock needs only the vault; the CIK's write needs edgevault's access policy.
+    let wants = |wanted: &[Finding]| findings.iter().any(|f| wanted.contains(f));
+    let uri = vault_uri(&vault);
+    let locking = async {
+        match wants(&[Finding::LockMissing, Finding::LockNotCanNotDelete]) {
+            true => lock(deps, &target).await.map(Some),
+            false => Ok(None),
+        }
+    };
+    let keying = async {
+        let added = match wants(&[Finding::AccessPolicyMissing]) {
+            true => add_policies(deps, desired, &target, &vault, &principal).await?,
+            false => Vec::new(),
+        };
+        let cik = match wants(&[Finding::CikMissing, Finding::CikDisabled]) {
+            true => Some(write_cik(deps, &observed.id, &uri, &observed.cik_name, created).await?),
+            false => None,
+        };
+        Ok::<_, Error>((added, cik))
+    };
+    let (locked, keyed) = tokio::join!(locking, keying);
+    let (added, cik) = keyed?;
+    if let Some(lock) = locked? {
+        observed.lock = Some(lock);
+    }
+    if let VaultState::Present(vault) = &mut observed.vault {
+        vault.properties.access_policies.extend(added);
+    }
+    let cik_written = cik.as_ref().is_some_and(|(_, written)| *written);
+    if let Some((cik, _)) = cik {
+        observed.cik = Some(cik);
+    }
+    Ok(cik_written)
 }
 
 #[cfg(test)]
 mod tests {
-    //! Provisioning against the in-memory Azure: what a device ends up with, that a second run writes nothing, and
-    //! the vault-name cases. Crashes, faults and the real services are covered end to end under `tests/`.
+    //! Provisioning against the in-memory Azure: what a device ends up with, that a second run writes nothing, every
+    //! combination of drift fixed so that `assess` finds nothing after, and the vault-name cases. Crashes, faults
+    //! and the real services are covered end to end under `tests/`.
 
     use std::sync::Arc;
 
     use super::*;
     use crate::azure::fake::{FakeAzure, key, settings};
-    use crate::lifecycle::OWNER_TAG;
+    use crate::lifecycle::vault::owned_by;
+    use crate::lifecycle::{LOCK_NAME, OWNER_TAG};
     use crate::resource_id::VAULT_TYPE;
 
-    async fn run(
-        azure: &Arc<FakeAzure>,
-        id: &ResourceId,
-        requested: Option<&str>,
-    ) -> Result<Provisioned, FunctionError> {
+    async fn run(azure: &Arc<FakeAzure>, id: &ResourceId, requested: Option<&str>) -> Result<Provisioned, Error> {
         let name = requested.map(|n| VaultName::parse(n).unwrap());
-        Ok(provision(&azure.deps(settings()), id, name.as_ref(), true).await?.expect("the device exists"))
+        match provision(&azure.deps(settings()), id, name.as_ref(), true).await? {
+            Outcome::Provisioned(done) => Ok(done),
+            other => panic!("expected a provisioned device, got {other:?}"),
+        }
+    }
+
+    async fn findings_now(azure: &Arc<FakeAzure>, id: &ResourceId) -> Vec<Finding> {
+        let observed = observe(&azure.deps(settings()), id, None).await.unwrap().unwrap();
+        assess(&observed, &Desired::new(&settings()))
+    }
+
+    fn refusal(result: Result<Provisioned, Error>) -> Refused {
+        match result {
+            Err(Error::Refused(refusal)) => refusal.kind,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 
     #[tokio::test]
@@ -370,7 +222,7 @@ mod tests {
             assert!(owned_by(&vault.tags, &id));
             assert_eq!(vault.properties.enable_soft_delete, Some(true));
             assert_eq!(vault.properties.enable_purge_protection, Some(true));
-            for want in required_policies(&settings(), principal) {
+            for want in Desired::new(&settings()).policies(principal) {
                 assert!(vault.properties.access_policies.iter().any(|p| p.covers(&want)), "{want:?} missing");
             }
             assert!(state.locks.contains_key(&key(&format!("{}/{LOCK_NAME}", done.vault_id))));
@@ -379,10 +231,59 @@ mod tests {
             assert_eq!(link.link.vault_id(), Some(done.vault_id.clone()));
             assert_eq!(link.link.channel_integrity_key_version.as_deref(), Some(done.cik_version.as_str()));
         }
+        assert_eq!(findings_now(&azure, &id).await, []);
         azure.state().calls.clear();
-        let again = provision(&azure.deps(settings()), &id, None, false).await.unwrap().unwrap();
-        assert_eq!(again, Provisioned { cik_created: false, ..done }, "same vault, same CIK version");
+        let again = provision(&azure.deps(settings()), &id, None, false).await.unwrap();
+        assert_eq!(again, Outcome::Provisioned(Provisioned { cik_created: false, ..done }), "same vault, same CIK");
         assert!(azure.writes().is_empty(), "a provisioned device needs no write: {:?}", azure.writes());
+    }
+
+    /// Every combination of the drifts the sweep can find on a provisioned device: after one provisioning run,
+    /// `assess` — read afresh from Azure — finds nothing.
+    #[tokio::test]
+    async fn after_a_fix_assess_finds_nothing_whatever_drifted() {
+        const DRIFTS: u32 = 9;
+        for mask in 0..(1u32 << DRIFTS) {
+            let azure = FakeAzure::new();
+            let (id, vault) = azure.add_healthy("d1");
+            let drift = |bit: u32| mask & (1 << bit) != 0;
+            {
+                let mut state = azure.state();
+                let lock_key = key(&format!("{vault}/{LOCK_NAME}"));
+                if drift(0) {
+                    state.locks.remove(&lock_key);
+                } else if drift(1) {
+                    state.locks.get_mut(&lock_key).unwrap().properties.level = "ReadOnly".into();
+                }
+                if drift(2) {
+                    state.ciks.clear();
+                } else if drift(3) {
+                    state.ciks.values_mut().next().unwrap()[0].enabled = false;
+                }
+                let v = state.vaults.get_mut(&key(&vault)).unwrap();
+                if drift(4) {
+                    v.properties.access_policies.pop();
+                }
+                if drift(5) {
+                    v.properties.enable_purge_protection = None;
+                    v.properties.enable_soft_delete = Some(false);
+                }
+                if drift(6) {
+                    state.infos.get_mut(&key(&id)).unwrap().properties.key_vault_sync_status = None;
+                }
+                if drift(7) {
+                    state.devices.get_mut(&key(&id)).unwrap().identity = None;
+                }
+            }
+            if drift(8) && !drift(5) {
+                azure.soft_delete(&vault);
+            }
+            let before = findings_now(&azure, &id).await;
+            assert_eq!(before.is_empty(), mask == 0, "mask {mask:09b}: {before:?}");
+            provision(&azure.deps(settings()), &id, None, false).await.unwrap_or_else(|e| panic!("{mask:09b}: {e}"));
+            let after = findings_now(&azure, &id).await;
+            assert_eq!(after, [], "mask {mask:09b}: found {before:?}, left {after:?}");
+        }
     }
 
     #[tokio::test]
@@ -420,10 +321,7 @@ mod tests {
         let other = azure.add_device("d2", true);
         let (_, theirs) = azure.add_healthy("d3");
         azure.soft_delete(&theirs);
-        match run(&azure, &other, Some("kv-d3")).await {
-            Err(FunctionError::Permanent { code, .. }) => assert_eq!(code, "VaultNameReserved"),
-            other => panic!("expected VaultNameReserved, got {other:?}"),
-        }
+        assert_eq!(refusal(run(&azure, &other, Some("kv-d3")).await), Refused::VaultNameReserved);
     }
 
     #[tokio::test]
@@ -432,18 +330,20 @@ mod tests {
         let (_, theirs) = azure.add_healthy("d1");
         let id = azure.add_device("d2", true);
         let before = azure.state().vaults[&key(&theirs)].clone();
-        match run(&azure, &id, Some("kv-d1")).await {
-            Err(FunctionError::Permanent { code, .. }) => assert_eq!(code, "VaultNotOwned"),
-            other => panic!("expected VaultNotOwned, got {other:?}"),
-        }
+        assert_eq!(refusal(run(&azure, &id, Some("kv-d1")).await), Refused::VaultNotOwned);
         let state = azure.state();
         assert_eq!(state.vaults[&key(&theirs)], before);
         assert_eq!(state.vaults.len(), 1, "no second vault");
-        assert_eq!(
-            ResourceId::new("s", "rg", VAULT_TYPE, "kv-d1").to_string(),
-            before.id,
-            "the refused name is the other device's vault"
-        );
+        assert_eq!(ResourceId::new("s", "rg", VAULT_TYPE, "kv-d1").to_string(), before.id);
         assert!(before.tags[OWNER_TAG].ends_with("/d1"));
+    }
+
+    #[tokio::test]
+    async fn a_device_that_was_never_activated_is_left_untouched() {
+        let azure = FakeAzure::new();
+        let id = azure.add_device("d1", true);
+        let outcome = provision(&azure.deps(settings()), &id, None, false).await.unwrap();
+        assert_eq!(outcome, Outcome::Untouched(Finding::NotActivated));
+        assert!(azure.writes().is_empty(), "{:?}", azure.writes());
     }
 }

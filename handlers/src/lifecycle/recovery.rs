@@ -3,14 +3,16 @@
 //! and re-provisioned (recovery does not bring back everything edgevault owns); a vault past recovery raises a
 //! critical alert and marks the device `KeyVaultSyncFailed`; a vault of no device is left alone.
 
-use crate::alerts::{Alert, Severity};
-use crate::azure::models::DeletedVault;
-use crate::deps::Deps;
-use crate::error::FunctionError;
-use crate::resource_id::ResourceId;
+use futures::TryStreamExt;
 
-use super::provision::{mark_failed, provision, recover_or_find};
-use super::{OWNER_TAG, owned_by};
+use super::device::mark_failed;
+use super::error::Error;
+use super::provision::{self, provision};
+use super::vault::{find_deleted, owner, recover_or_find};
+use crate::alerts::{Alert, Severity};
+use crate::azure::pages;
+use crate::deps::Deps;
+use crate::resource_id::ResourceId;
 
 /// What became of a deleted vault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,12 +27,12 @@ pub enum Outcome {
     NotOurs,
 }
 
-pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outcome, FunctionError> {
+pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outcome, Error> {
     if let Some(vault) = deps.vaults.get_vault(vault_id).await? {
         let Some(device) = owner(&vault.tags) else { return Ok(Outcome::NotOurs) };
         return match provision(deps, &device, None, false).await? {
-            Some(_) => Ok(Outcome::AlreadyPresent { device }),
-            None => Ok(Outcome::NotOurs),
+            provision::Outcome::Provisioned(_) => Ok(Outcome::AlreadyPresent { device }),
+            _ => Ok(Outcome::NotOurs),
         };
     }
     let Some(deleted) = find_deleted(deps, vault_id).await? else {
@@ -66,12 +68,14 @@ pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outc
     let location = deleted.properties.location.clone();
     match recover_or_find(deps, vault_id, &location).await {
         Ok(_) => {}
-        Err(FunctionError::Azure(err)) if !err.retryable() => {
+        Err(Error::Azure(err)) if !err.retryable() => {
             return unrecoverable(deps, &device, vault_id, &format!("recovery was refused: {}", err.message)).await;
         }
         Err(err) => return Err(err),
     }
-    let Some(provisioned) = provision(deps, &device, None, false).await? else { return Ok(Outcome::NotOurs) };
+    let provision::Outcome::Provisioned(provisioned) = provision(deps, &device, None, false).await? else {
+        return Ok(Outcome::NotOurs);
+    };
     if provisioned.cik_created {
         deps.alert(
             &Alert::raise(
@@ -88,31 +92,8 @@ pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outc
     Ok(Outcome::Recovered { device, cik_intact: !provisioned.cik_created })
 }
 
-fn owner(tags: &std::collections::BTreeMap<String, String>) -> Option<ResourceId> {
-    let value = tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(OWNER_TAG)).map(|(_, v)| v)?;
-    value.parse::<ResourceId>().ok().filter(|id| owned_by(tags, id))
-}
-
-/// Finds the soft-deleted vault by id in its subscription's deleted-vault listing (the event does not carry the
-/// location the direct lookup needs).
-async fn find_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Option<DeletedVault>, FunctionError> {
-    let mut next: Option<String> = None;
-    loop {
-        let page = deps.vaults.list_deleted_vaults(vault_id.subscription(), next.as_deref()).await?;
-        if let Some(found) =
-            page.value.into_iter().find(|d| d.properties.vault_id.parse::<ResourceId>().is_ok_and(|id| &id == vault_id))
-        {
-            return Ok(Some(found));
-        }
-        match page.next_link {
-            Some(link) => next = Some(link),
-            None => return Ok(None),
-        }
-    }
-}
-
 /// The vault is gone for good. If a device still links it, that device has lost its CIK.
-async fn purged(deps: &Deps, vault_id: &ResourceId) -> Result<Outcome, FunctionError> {
+async fn purged(deps: &Deps, vault_id: &ResourceId) -> Result<Outcome, Error> {
     let Some(device) = linked_device(deps, vault_id).await? else {
         tracing::info!(vault = %vault_id, "vault is neither present nor soft-deleted and no device links it; ignored");
         return Ok(Outcome::NotOurs);
@@ -120,12 +101,7 @@ async fn purged(deps: &Deps, vault_id: &ResourceId) -> Result<Outcome, FunctionE
     unrecoverable(deps, &device, vault_id, "the vault was purged").await
 }
 
-async fn unrecoverable(
-    deps: &Deps,
-    device: &ResourceId,
-    vault_id: &ResourceId,
-    why: &str,
-) -> Result<Outcome, FunctionError> {
+async fn unrecoverable(deps: &Deps, device: &ResourceId, vault_id: &ResourceId, why: &str) -> Result<Outcome, Error> {
     deps.alert(
         &Alert::raise(
             &format!("{vault_id}|unrecoverable"),
@@ -142,17 +118,15 @@ async fn unrecoverable(
 }
 
 /// The device in the vault's resource group whose extended information links the vault, if any.
-async fn linked_device(deps: &Deps, vault_id: &ResourceId) -> Result<Option<ResourceId>, FunctionError> {
-    let mut next: Option<String> = None;
-    loop {
-        let page = deps.devices.list_devices(vault_id.subscription(), next.as_deref()).await?;
-        for device in page.value {
+async fn linked_device(deps: &Deps, vault_id: &ResourceId) -> Result<Option<ResourceId>, Error> {
+    let group = vault_id.resource_group().unwrap_or_default();
+    let listing =
+        pages(|next| async move { deps.devices.list_devices(vault_id.subscription(), next.as_deref()).await });
+    let mut listing = std::pin::pin!(listing);
+    while let Some(page) = listing.try_next().await? {
+        for device in page {
             let Ok(id) = device.id.parse::<ResourceId>() else { continue };
-            if !id
-                .resource_group()
-                .unwrap_or_default()
-                .eq_ignore_ascii_case(vault_id.resource_group().unwrap_or_default())
-            {
+            if !id.resource_group().unwrap_or_default().eq_ignore_ascii_case(group) {
                 continue;
             }
             let info = deps.devices.get_extended_info(&id).await?;
@@ -160,11 +134,8 @@ async fn linked_device(deps: &Deps, vault_id: &ResourceId) -> Result<Option<Reso
                 return Ok(Some(id));
             }
         }
-        match page.next_link {
-            Some(link) => next = Some(link),
-            None => return Ok(None),
-        }
     }
+    Ok(None)
 }
 
 #[cfg(test)]

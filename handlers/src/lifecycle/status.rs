@@ -1,13 +1,12 @@
 //! What the activation-key API reports for a device, derived from Azure on every call: the extended information's
 //! sync status, the failure reason tag, and — once synced — a fresh activation key sealed with the device's CIK.
 
+use super::device::{device_and_info, failure, is_legacy};
+use super::error::Error;
 use crate::activation_key::{ActivationKey, CikLocation, Claims};
 use crate::azure::models::KeyVaultSyncStatus;
 use crate::deps::Deps;
-use crate::error::FunctionError;
 use crate::resource_id::ResourceId;
-
-use super::{ERROR_TAG, is_legacy};
 
 #[derive(Debug, Clone)]
 pub enum KeyStatus {
@@ -30,8 +29,8 @@ pub enum KeyStatus {
 }
 
 /// `None` when the device does not exist.
-pub async fn key_status(deps: &Deps, id: &ResourceId) -> Result<Option<KeyStatus>, FunctionError> {
-    let Some((device, info)) = super::provision::device_and_info(deps, id).await? else { return Ok(None) };
+pub async fn key_status(deps: &Deps, id: &ResourceId) -> Result<Option<KeyStatus>, Error> {
+    let Some((device, info)) = device_and_info(deps, id).await? else { return Ok(None) };
     if is_legacy(&device, &info, deps.settings.cutover) {
         return Ok(Some(KeyStatus::Legacy));
     }
@@ -40,12 +39,7 @@ pub async fn key_status(deps: &Deps, id: &ResourceId) -> Result<Option<KeyStatus
         Some(KeyVaultSyncStatus::KeyVaultSyncPending) => KeyStatus::Pending,
         Some(KeyVaultSyncStatus::KeyVaultSyncing) => KeyStatus::Syncing,
         Some(KeyVaultSyncStatus::KeyVaultSyncFailed) => KeyStatus::Failed {
-            reason: device
-                .tags
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(ERROR_TAG))
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| "synchronisation with the vault failed".to_string()),
+            reason: failure(&device).unwrap_or("synchronisation with the vault failed").to_string(),
         },
         Some(KeyVaultSyncStatus::KeyVaultSynced) => {
             let (Some(url), Some(name), Some(version)) = (

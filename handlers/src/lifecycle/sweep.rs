@@ -7,17 +7,16 @@
 //! rate lost for good).
 
 use std::collections::BTreeMap;
-use std::future::Future;
 
 use futures::{Stream, StreamExt};
 
-use crate::azure::models::{Device, KeyVaultSyncStatus};
+use super::desired::{Desired, Finding, VaultState, assess, observe_listed};
+use super::error::{Error, Refused};
+use crate::azure::models::Device;
+use crate::azure::pages;
 use crate::deps::Deps;
-use crate::error::FunctionError;
-use crate::messages::Command;
+use crate::messages::{Command, ReconcileVault, ResourceCreated, VaultDeleted};
 use crate::resource_id::{DEVICE_TYPE, ResourceId};
-
-use super::{LOCK_NAME, cik_secret_name, is_legacy, owned_by, required_policies};
 
 /// Devices inspected at once. ARM throttles by rate, not by concurrency, and the HTTP stack paces every request to
 /// what ARM reports left (`azure::pacing`), so this only has to keep enough calls ready to use the rate when the
@@ -31,98 +30,38 @@ pub const CONCURRENCY: usize = 32;
 /// findings nor the commands of the fleet are ever held.
 const ENQUEUE_BATCH: usize = 100;
 
-/// What the sweep can find wrong with a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub enum Finding {
-    Healthy,
-    Legacy,
-    NotActivated,
-    IdentityMissing,
-    VaultMissing,
-    VaultSoftDeleted,
-    VaultNotOwned,
-    SoftDeleteOff,
-    PurgeProtectionOff,
-    LockMissing,
-    AccessPolicyMissing,
-    CikMissing,
-    CikDisabled,
-    ExtendedInfoOutOfSync,
-}
-
-/// Inspects one device; returns its findings (never empty) and the commands that fix them.
-pub async fn inspect(
-    deps: &Deps,
-    device: &Device,
-    sweep_id: &str,
-) -> Result<(Vec<Finding>, Vec<Command>), FunctionError> {
-    let id: ResourceId =
-        device.id.parse().map_err(|e| FunctionError::Permanent { code: "BadDeviceId", message: format!("{e}") })?;
-    let info = deps.devices.get_extended_info(&id).await?;
-    if is_legacy(device, &info, deps.settings.cutover) {
-        return Ok((vec![Finding::Legacy], vec![]));
-    }
-    let mut findings = Vec::new();
+/// Inspects one device: what `assess` finds (`Healthy` when nothing) and the commands that fix it — the identity
+/// by the creation worker, a soft-deleted vault by the recovery worker, everything else by one repair. Terminal
+/// findings (legacy, never activated, another's vault) send nothing.
+pub async fn inspect(deps: &Deps, device: &Device, sweep_id: &str) -> Result<(Vec<Finding>, Vec<Command>), Error> {
+    let id: ResourceId = device.id.parse().map_err(|e| {
+        Error::refused(Refused::InvalidResourceId, format!("ARM listed a device id that does not parse: {e}"))
+    })?;
+    let observed = observe_listed(deps, &id, device.clone()).await?;
+    let findings = assess(&observed, &Desired::new(&deps.settings));
     let mut commands = Vec::new();
-    let Some(principal) = device.principal_id() else {
-        findings.push(Finding::IdentityMissing);
-        commands.push(Command::ResourceCreated { device: id, cause: format!("sweep:{sweep_id}") });
-        return Ok((findings, commands));
-    };
-    let props = &info.properties;
-    let Some(vault_id) = props.link.vault_id() else {
-        return Ok((vec![Finding::NotActivated], vec![]));
-    };
-    match deps.vaults.get_vault(&vault_id).await? {
-        None => {
-            let name = vault_id.name().unwrap_or_default();
-            match deps.vaults.get_deleted_vault(vault_id.subscription(), &device.location, name).await? {
-                Some(deleted) => {
-                    findings.push(Finding::VaultSoftDeleted);
-                    let deletion = deleted.properties.deletion_date.unwrap_or_default();
-                    commands.push(Command::VaultDeleted { vault: vault_id, cause: format!("sweep:{deletion}") });
-                }
-                None => findings.push(Finding::VaultMissing),
+    let mut repairs = Vec::new();
+    for finding in &findings {
+        match finding {
+            Finding::IdentityMissing => {
+                commands.push(ResourceCreated { device: id.clone(), cause: format!("sweep:{sweep_id}") }.into())
             }
-        }
-        Some(vault) if !owned_by(&vault.tags, &id) => findings.push(Finding::VaultNotOwned),
-        Some(vault) => {
-            let p = &vault.properties;
-            if p.enable_soft_delete == Some(false) {
-                findings.push(Finding::SoftDeleteOff);
+            Finding::VaultSoftDeleted => {
+                let (VaultState::SoftDeleted(deleted), Some(vault)) = (&observed.vault, &observed.target) else {
+                    continue;
+                };
+                let deletion = deleted.properties.deletion_date.clone().unwrap_or_default();
+                commands.push(VaultDeleted { vault: vault.clone(), cause: format!("sweep:{deletion}") }.into());
             }
-            if p.enable_purge_protection != Some(true) {
-                findings.push(Finding::PurgeProtectionOff);
-            }
-            let wanted = required_policies(&deps.settings, principal);
-            if !wanted.iter().all(|w| p.access_policies.iter().any(|h| h.covers(w))) {
-                findings.push(Finding::AccessPolicyMissing);
-            }
-            if deps.locks.get_lock(&vault_id, LOCK_NAME).await?.is_none() {
-                findings.push(Finding::LockMissing);
-            }
-            let uri = p.vault_uri.clone().unwrap_or_else(|| format!("https://{}.vault.azure.net/", vault.name));
-            let name = props.link.channel_integrity_key_name.clone().unwrap_or_else(|| cik_secret_name(&id, &vault_id));
-            match deps.secrets.get_cik(&uri, &name, props.link.channel_integrity_key_version.as_deref()).await? {
-                None => findings.push(Finding::CikMissing),
-                Some(stored) if !stored.enabled => findings.push(Finding::CikDisabled),
-                Some(_) => {}
-            }
-            if props.key_vault_sync_status != Some(KeyVaultSyncStatus::KeyVaultSynced) {
-                findings.push(Finding::ExtendedInfoOutOfSync);
-            }
+            terminal if terminal.is_terminal() => {}
+            repair => repairs.push(*repair),
         }
     }
-    let repairable: Vec<String> = findings
-        .iter()
-        .filter(|f| !matches!(f, Finding::VaultSoftDeleted | Finding::VaultNotOwned))
-        .map(|f| format!("{f:?}"))
-        .collect();
-    if !repairable.is_empty() {
-        commands.push(Command::ReconcileVault { device: id, findings: repairable, sweep_id: sweep_id.to_string() });
+    if !repairs.is_empty() {
+        commands.push(ReconcileVault { device: id, findings: repairs, sweep_id: sweep_id.to_string() }.into());
     }
     if findings.is_empty() {
-        findings.push(Finding::Healthy);
+        return Ok((vec![Finding::Healthy], commands));
     }
     Ok((findings, commands))
 }
@@ -136,44 +75,33 @@ pub struct Summary {
     pub errors: usize,
 }
 
-/// The devices of every subscription, one page at a time: a page is listed only when the previous one has been
-/// handed out. A listing failure is the last item.
-fn device_pages<'a, L, F>(
-    subscriptions: &'a [String],
-    list: L,
-) -> impl Stream<Item = Result<Vec<Device>, FunctionError>> + 'a
-where
-    L: Fn(String, Option<String>) -> F + 'a,
-    F: Future<Output = Result<(Vec<Device>, Option<String>), FunctionError>> + 'a,
-{
-    futures::stream::unfold(Some((0usize, None::<String>)), move |state| {
-        // The listing starts here, outside the returned future, which must not borrow `list`.
-        let call = state.and_then(|(i, next)| subscriptions.get(i).map(|s| (i, list(s.clone(), next))));
-        async move {
-            let (i, listing) = call?;
-            match listing.await {
-                Ok((devices, Some(link))) => Some((Ok(devices), Some((i, Some(link))))),
-                Ok((devices, None)) => Some((Ok(devices), Some((i + 1, None)))),
-                Err(err) => Some((Err(err), None)),
-            }
-        }
-    })
+/// The Stack Edge devices of every subscription, one page at a time: a page is listed only when the previous one
+/// has been handed out. A listing failure is the last item.
+fn device_pages<'a>(deps: &'a Deps) -> impl Stream<Item = Result<Vec<Device>, Error>> + 'a {
+    futures::stream::iter(&deps.settings.subscriptions)
+        .flat_map(move |subscription| {
+            pages(move |next| async move { deps.devices.list_devices(subscription, next.as_deref()).await })
+        })
+        .map(|page| {
+            let devices = page?;
+            Ok(devices
+                .into_iter()
+                .filter(|d| d.id.parse::<ResourceId>().is_ok_and(|id| id.is_type(DEVICE_TYPE)))
+                .collect())
+        })
+        .scan(false, |failed, page: Result<Vec<Device>, Error>| {
+            // Stop after the first failure: the next subscription's pages would be a sweep with a hole in it.
+            let item = (!*failed).then_some(page);
+            *failed |= item.as_ref().is_some_and(Result::is_err);
+            futures::future::ready(item)
+        })
 }
 
 /// Sweeps every subscription in scope. A device that cannot be inspected is counted and skipped (the next sweep
 /// retries it); a failure to list or to enqueue fails the run.
-pub async fn run(deps: &Deps, sweep_id: &str) -> Result<Summary, FunctionError> {
+pub async fn run(deps: &Deps, sweep_id: &str) -> Result<Summary, Error> {
     let mut summary = Summary::default();
-    let list = |subscription: String, next: Option<String>| async move {
-        let page = deps.devices.list_devices(&subscription, next.as_deref()).await?;
-        let devices: Vec<Device> = page
-            .value
-            .into_iter()
-            .filter(|d| d.id.parse::<ResourceId>().is_ok_and(|id| id.is_type(DEVICE_TYPE)))
-            .collect();
-        Ok::<_, FunctionError>((devices, page.next_link))
-    };
-    let inspected = device_pages(&deps.settings.subscriptions, list)
+    let inspected = device_pages(deps)
         .flat_map(|page| match page {
             Ok(devices) => futures::stream::iter(devices.into_iter().map(Ok).collect::<Vec<_>>()),
             Err(err) => futures::stream::iter(vec![Err(err)]),
@@ -181,7 +109,7 @@ pub async fn run(deps: &Deps, sweep_id: &str) -> Result<Summary, FunctionError> 
         .map(|device| async move {
             let device = device?;
             let result = inspect(deps, &device, sweep_id).await;
-            Ok::<_, FunctionError>((device, result))
+            Ok::<_, Error>((device, result))
         })
         .buffer_unordered(CONCURRENCY);
     let mut inspected = std::pin::pin!(inspected);
@@ -189,7 +117,7 @@ pub async fn run(deps: &Deps, sweep_id: &str) -> Result<Summary, FunctionError> 
     // A batch is sent while the inspections go on, both polled here: awaiting the send alone would leave the
     // in-flight inspections unpolled, and one of them may hold the credential's token-cache lock the send needs
     // (that deadlocked the sweep at its first batch).
-    let mut sending: Option<futures::future::BoxFuture<'_, Result<usize, FunctionError>>> = None;
+    let mut sending: Option<futures::future::BoxFuture<'_, Result<usize, Error>>> = None;
     loop {
         tokio::select! {
             item = inspected.next() => {
@@ -235,41 +163,7 @@ pub async fn run(deps: &Deps, sweep_id: &str) -> Result<Summary, FunctionError> 
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-
     use super::*;
-
-    fn device(name: &str) -> Device {
-        serde_json::from_value(serde_json::json!({
-            "id": format!("/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/{name}"),
-            "name": name,
-            "location": "westus",
-            "properties": {}
-        }))
-        .unwrap()
-    }
-
-    #[tokio::test]
-    async fn pages_follow_next_links_then_the_next_subscription_one_listing_at_a_time() {
-        let subscriptions = vec!["a".to_string(), "b".to_string()];
-        let calls = RefCell::new(Vec::new());
-        let list = |subscription: String, next: Option<String>| {
-            calls.borrow_mut().push(format!("{subscription}:{}", next.clone().unwrap_or_default()));
-            let page = match (subscription.as_str(), next.as_deref()) {
-                ("a", None) => (vec![device("a1"), device("a2")], Some("a-2".to_string())),
-                ("a", Some("a-2")) => (vec![device("a3")], None),
-                _ => (vec![device("b1")], None),
-            };
-            async move { Ok(page) }
-        };
-        let mut pages = Box::pin(device_pages(&subscriptions, list));
-        let first = pages.next().await.unwrap().unwrap();
-        assert_eq!(first.len(), 2);
-        assert_eq!(*calls.borrow(), ["a:"], "the next page is listed only when asked for");
-        let rest: Vec<usize> = pages.map(|p| p.unwrap().len()).collect().await;
-        assert_eq!(rest, [1, 1]);
-        assert_eq!(*calls.borrow(), ["a:", "a:a-2", "b:"]);
-    }
 
     mod inspection {
         //! `inspect` and `run` against the in-memory Azure: each finding from the Azure state that causes it, the
@@ -280,6 +174,7 @@ mod tests {
         use super::*;
         use crate::azure::fake::{FakeAzure, settings};
         use crate::azure::models::VaultLink;
+        use crate::lifecycle::vault::cik_secret_name;
 
         async fn inspect_one(azure: &Arc<FakeAzure>, id: &ResourceId) -> (Vec<Finding>, Vec<Command>) {
             let deps = azure.deps(settings());
@@ -287,15 +182,15 @@ mod tests {
             inspect(&deps, &device, "sweep-1").await.unwrap()
         }
 
-        fn repairs(commands: &[Command]) -> Vec<String> {
+        fn repairs(commands: &[Command]) -> Vec<Finding> {
             match commands {
-                [Command::ReconcileVault { findings, .. }] => findings.clone(),
+                [Command::ReconcileVault(repair)] => repair.findings.clone(),
                 other => panic!("expected one ReconcileVault, got {other:?}"),
             }
         }
 
         #[tokio::test]
-        async fn a_provisioned_device_is_healthy_and_costs_four_reads() {
+        async fn a_provisioned_device_is_healthy_and_costs_four_reads_in_three_rounds() {
             let azure = FakeAzure::new();
             let (id, vault_id) = azure.add_healthy("d1");
             let (findings, commands) = inspect_one(&azure, &id).await;
@@ -330,14 +225,25 @@ mod tests {
             let (findings, commands) = inspect_one(&azure, &id).await;
             let expected = [
                 Finding::PurgeProtectionOff,
-                Finding::AccessPolicyMissing,
                 Finding::LockMissing,
+                Finding::AccessPolicyMissing,
                 Finding::CikDisabled,
                 Finding::ExtendedInfoOutOfSync,
             ];
             assert_eq!(findings, expected);
-            assert_eq!(repairs(&commands), expected.map(|f| format!("{f:?}")));
+            assert_eq!(repairs(&commands), expected);
             assert!(azure.writes().is_empty(), "the sweep writes nothing itself: {:?}", azure.writes());
+        }
+
+        #[tokio::test]
+        async fn a_read_only_lock_of_edgevaults_name_is_drift_not_health() {
+            let azure = FakeAzure::new();
+            let (id, vault_id) = azure.add_healthy("d1");
+            let lock = format!("{vault_id}/{}", crate::lifecycle::LOCK_NAME).to_ascii_lowercase();
+            azure.state().locks.get_mut(&lock).unwrap().properties.level = "ReadOnly".into();
+            let (findings, commands) = inspect_one(&azure, &id).await;
+            assert_eq!(findings, [Finding::LockNotCanNotDelete]);
+            assert_eq!(repairs(&commands), [Finding::LockNotCanNotDelete]);
         }
 
         #[tokio::test]
@@ -351,8 +257,9 @@ mod tests {
                 vault.properties.enable_soft_delete = Some(false);
             }
             let (findings, commands) = inspect_one(&azure, &id).await;
-            assert_eq!(findings, [Finding::SoftDeleteOff, Finding::CikMissing]);
-            assert_eq!(repairs(&commands), ["SoftDeleteOff", "CikMissing"]);
+            let expected = [Finding::SoftDeleteOff, Finding::CikMissing, Finding::ExtendedInfoOutOfSync];
+            assert_eq!(findings, expected, "a link to a CIK that is gone is stale too");
+            assert_eq!(repairs(&commands), expected);
         }
 
         #[tokio::test]
@@ -368,7 +275,7 @@ mod tests {
             }
             let (findings, commands) = inspect_one(&azure, &deleted).await;
             assert_eq!(findings, [Finding::VaultSoftDeleted]);
-            assert!(matches!(&commands[..], [Command::VaultDeleted { vault, .. }] if *vault == deleted_vault));
+            assert!(matches!(&commands[..], [Command::VaultDeleted(c)] if c.vault == deleted_vault));
             let (findings, commands) = inspect_one(&azure, &stolen).await;
             assert_eq!(findings, [Finding::VaultNotOwned]);
             assert!(commands.is_empty(), "another device's vault is never changed: {commands:?}");
@@ -387,7 +294,7 @@ mod tests {
             }
             let (findings, commands) = inspect_one(&azure, &no_identity).await;
             assert_eq!(findings, [Finding::IdentityMissing]);
-            assert!(matches!(&commands[..], [Command::ResourceCreated { device, .. }] if *device == no_identity));
+            assert!(matches!(&commands[..], [Command::ResourceCreated(c)] if c.device == no_identity));
             let (findings, commands) = inspect_one(&azure, &unlinked).await;
             assert_eq!((findings, commands.len()), (vec![Finding::NotActivated], 0));
         }
@@ -411,19 +318,5 @@ mod tests {
             let writes = azure.writes();
             assert!(writes.iter().all(|w| w.starts_with("send")), "only the command was written: {writes:?}");
         }
-    }
-
-    #[tokio::test]
-    async fn a_listing_failure_is_the_last_page() {
-        let subscriptions = vec!["a".to_string(), "b".to_string()];
-        let list = |_: String, _: Option<String>| async {
-            Err::<(Vec<Device>, Option<String>), _>(FunctionError::Permanent {
-                code: "ListFailed",
-                message: "no".into(),
-            })
-        };
-        let pages: Vec<_> = device_pages(&subscriptions, list).collect().await;
-        assert_eq!(pages.len(), 1);
-        assert!(pages[0].is_err());
     }
 }

@@ -1,0 +1,89 @@
+//! Where the lifecycle meets the host protocol: a worker's input read from the invocation, the lifecycle's error
+//! mapped to the handler's ([`FunctionError`], with the status the host sees), and the workers' error policy.
+
+use serde_json::{Map, Value};
+
+use super::Invocation;
+use crate::alerts::{Alert, Severity};
+use crate::deps::Deps;
+use crate::error::FunctionError;
+use crate::lifecycle::{self, device::mark_failed};
+use crate::messages::{Inbound, MAX_DELIVERY_COUNT, read};
+use crate::protocol::InvocationResponse;
+use crate::resource_id::ResourceId;
+use crate::triggers::ServiceBusMetadata;
+
+impl From<lifecycle::Error> for FunctionError {
+    fn from(err: lifecycle::Error) -> Self {
+        match err {
+            lifecycle::Error::Azure(err) => FunctionError::Azure(err),
+            // A race, not a refusal: the next delivery observes again.
+            lifecycle::Error::Refused(refusal) if refusal.kind == lifecycle::Refused::NotConverged => {
+                FunctionError::Internal(refusal.to_string())
+            }
+            lifecycle::Error::Refused(refusal) => {
+                FunctionError::Permanent { code: refusal.kind.code(), message: refusal.message }
+            }
+        }
+    }
+}
+
+/// A worker's input: its command, decoded from the message body (never from `Metadata`, where the host merges the
+/// body's fields over the broker's — see `triggers`), and the broker's metadata.
+pub fn worker_input<T: Inbound>(invocation: &Invocation) -> Result<(T, ServiceBusMetadata), FunctionError> {
+    let body: Map<String, Value> = invocation.request.binding("message")?;
+    let metadata: ServiceBusMetadata = invocation.request.metadata()?;
+    let command = read::<T>(&body)?;
+    let kind = body.get("kind").and_then(Value::as_str).unwrap_or_default();
+    tracing::info!(message_id = %metadata.message_id, delivery_count = metadata.delivery_count, kind,
+        device = ?command.device().map(ToString::to_string), "message received");
+    Ok((command, metadata))
+}
+
+/// The error policy of the workers. A failure that retrying cannot fix — or the last delivery of one that it
+/// could — is recorded on the device (`KeyVaultSyncFailed` with the reason) and raised as a critical alert before
+/// the invocation fails, so the dead-lettered message is never a silent loss. Earlier retryable failures just
+/// fail the invocation: Service Bus redelivers.
+pub async fn settle(
+    deps: &Deps,
+    device: Option<&ResourceId>,
+    metadata: &ServiceBusMetadata,
+    result: Result<InvocationResponse, lifecycle::Error>,
+) -> Result<InvocationResponse, FunctionError> {
+    let err = match result {
+        Ok(response) => return Ok(response),
+        Err(err) => err,
+    };
+    let last_attempt = metadata.delivery_count >= MAX_DELIVERY_COUNT;
+    if let Some(device) = device.filter(|_| !err.retryable() || last_attempt) {
+        let reason = err.to_string();
+        if let Err(mark) = mark_failed(deps, device, &reason).await {
+            tracing::error!(device = %device, "could not record the failure on the device: {mark}");
+        }
+        let alert = Alert::raise(
+            &format!("{}|{}", metadata.message_id, device),
+            Severity::Critical,
+            format!("provisioning of {device} failed: {reason}"),
+            "the device is marked KeyVaultSyncFailed; the message will be dead-lettered; fix the cause and request the activation key again",
+        )
+        .about(Some(&device.to_string()), None);
+        deps.alert(&alert).await;
+    }
+    Err(err.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::AzureError;
+    use crate::lifecycle::Refused;
+
+    #[test]
+    fn refusals_are_permanent_424s_with_their_code_and_azure_errors_keep_theirs() {
+        let refused: FunctionError = lifecycle::Error::refused(Refused::VaultNotOwned, "not yours").into();
+        assert_eq!((refused.status(), refused.code(), refused.retryable()), (424, "VaultNotOwned", false));
+        assert!(refused.to_string().contains("not yours"));
+        let throttled: FunctionError = lifecycle::Error::Azure(AzureError::new("get", Some(429), None, "slow")).into();
+        assert_eq!((throttled.status(), throttled.retryable()), (503, true));
+    }
+}

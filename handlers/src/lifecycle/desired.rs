@@ -1,0 +1,341 @@
+//! The one desired state of a device and its vault, in the shape of kube-rs's controllers: [`observe`] reads
+//! everything once into an [`Observed`], and [`assess`] compares it with [`Desired`] and returns the [`Finding`]s.
+//! `assess` is a pure function and the only place the rules live: the sweep reports its findings, the workers fix
+//! exactly its findings (`provision`), and a property test shows that after a fix it finds nothing.
+//!
+//! A new requirement on a device's vault ("the vault must carry tag X") is one more check in [`assess`], one more
+//! [`Finding`], and its fix in `provision::repair`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::device::{device_and_info, is_legacy};
+use super::error::Error;
+use super::vault::{Choice, choose_vault, cik_secret_name, owned_by, vault_id, vault_uri};
+use super::{
+    DEVICE_SECRET_PERMISSIONS, EDGEVAULT_SECRET_PERMISSIONS, LOCK_LEVEL, LOCK_NAME, OWNER_TAG, RETENTION_DAYS,
+};
+use crate::azure::models::{
+    AccessPolicy, DeletedVault, Device, ExtendedInfo, KeyVaultSyncStatus, Lock, Sku, StoredCik, Vault, VaultLink,
+    VaultProperties,
+};
+use crate::config::Settings;
+use crate::deps::Deps;
+use crate::resource_id::ResourceId;
+use crate::vault_name::VaultName;
+
+/// What can be wrong with a device, or why nothing is to be done. Ordered roughly by the order of the fixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Finding {
+    /// Nothing is wrong (the sweep's count of healthy devices; `assess` returns no finding for them).
+    Healthy,
+    /// A pre-integration device: reported, never touched.
+    Legacy,
+    /// No vault linked and none asked for: the device was never activated.
+    NotActivated,
+    IdentityMissing,
+    /// The vault is neither live nor soft-deleted (purged, or never created).
+    VaultMissing,
+    VaultSoftDeleted,
+    /// The vault of that name belongs to someone else: never changed.
+    VaultNotOwned,
+    SoftDeleteOff,
+    PurgeProtectionOff,
+    LockMissing,
+    /// edgevault's lock is there at another level (`ReadOnly` would block the CIK's writes; only `CanNotDelete`
+    /// is wanted).
+    LockNotCanNotDelete,
+    AccessPolicyMissing,
+    CikMissing,
+    CikDisabled,
+    ExtendedInfoOutOfSync,
+}
+
+impl Finding {
+    /// Findings that no worker acts on: the state is as it should be, or not edgevault's to change.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Finding::Healthy | Finding::Legacy | Finding::NotActivated | Finding::VaultNotOwned)
+    }
+}
+
+/// What every device's vault must be, from the settings.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub tenant_id: String,
+    /// edgevault's own identity, granted its access policy on every vault.
+    pub principal_id: String,
+    pub cutover: Option<time::OffsetDateTime>,
+}
+
+impl Desired {
+    pub fn new(settings: &Settings) -> Self {
+        Desired {
+            tenant_id: settings.tenant_id.clone(),
+            principal_id: settings.principal_id.clone(),
+            cutover: settings.cutover,
+        }
+    }
+
+    /// The access policies every device vault must have: the device's identity and edgevault's.
+    pub fn policies(&self, device_principal: &str) -> Vec<AccessPolicy> {
+        vec![
+            AccessPolicy::secrets(&self.tenant_id, device_principal, DEVICE_SECRET_PERMISSIONS),
+            AccessPolicy::secrets(&self.tenant_id, &self.principal_id, EDGEVAULT_SECRET_PERMISSIONS),
+        ]
+    }
+
+    /// The vault edgevault creates for a device.
+    pub fn vault(&self, device: &Device, device_principal: &str) -> Vault {
+        Vault {
+            location: device.location.clone(),
+            tags: BTreeMap::from([(OWNER_TAG.to_string(), device.id.clone())]),
+            properties: VaultProperties {
+                tenant_id: self.tenant_id.clone(),
+                sku: Sku::standard(),
+                access_policies: self.policies(device_principal),
+                enable_soft_delete: Some(true),
+                soft_delete_retention_in_days: Some(RETENTION_DAYS),
+                enable_purge_protection: Some(true),
+                enable_rbac_authorization: Some(false),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
+/// The device's vault as observed.
+#[derive(Debug, Clone)]
+pub enum VaultState {
+    Present(Vault),
+    SoftDeleted(DeletedVault),
+    /// Neither live nor soft-deleted. For a vault the device does not link yet (a first activation) the
+    /// soft-deleted listing is not read: creating the vault finds a soft-deleted holder of the name.
+    Missing,
+}
+
+/// Everything [`assess`] looks at, read once.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub id: ResourceId,
+    pub device: Device,
+    pub info: ExtendedInfo,
+    /// The vault the device should use: the linked one, or the one asked for. `None`: never activated.
+    pub target: Option<ResourceId>,
+    pub vault: VaultState,
+    /// edgevault's lock on the vault (read only when the vault is present and the device's).
+    pub lock: Option<Lock>,
+    /// The CIK's secret name in the target vault.
+    pub cik_name: String,
+    /// The CIK: the linked version, or the latest when none is linked here (read like the lock).
+    pub cik: Option<StoredCik>,
+}
+
+impl Observed {
+    /// Whether the device's extended information points at the target vault.
+    pub fn linked_here(&self) -> bool {
+        self.target.is_some() && self.info.properties.link.vault_id() == self.target
+    }
+
+    /// The link the extended information should hold, from what was observed.
+    pub fn expected_link(&self) -> Option<VaultLink> {
+        let (VaultState::Present(vault), Some(target), Some(cik)) = (&self.vault, &self.target, &self.cik) else {
+            return None;
+        };
+        Some(VaultLink {
+            client_secret_store_id: Some(target.to_string()),
+            client_secret_store_url: Some(vault_uri(vault).trim_end_matches('/').to_string()),
+            channel_integrity_key_name: Some(self.cik_name.clone()),
+            channel_integrity_key_version: Some(cik.version.clone()),
+        })
+    }
+}
+
+/// Reads device `id` and its vault. `requested` is the vault name of an activation request. `None`: the device
+/// does not exist. The requested vault is read beside the device (it needs neither), so a first activation pays
+/// one round trip for all three.
+pub async fn observe(deps: &Deps, id: &ResourceId, requested: Option<&VaultName>) -> Result<Option<Observed>, Error> {
+    let early_id = requested.map(|name| vault_id(id, name));
+    let early_read = async {
+        match &early_id {
+            Some(vault) => deps.vaults.get_vault(vault).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (read, early) = tokio::join!(device_and_info(deps, id), early_read);
+    let Some((device, info)) = read? else { return Ok(None) };
+    let target = target(id, &info, requested)?;
+    let known = match early? {
+        Some(vault) if early_id.is_some() && early_id == target => Some(vault),
+        _ => None,
+    };
+    observe_vault(deps, id.clone(), device, info, target, known).await.map(Some)
+}
+
+/// Reads a device the sweep has from a listing: its extended information and its linked vault.
+pub async fn observe_listed(deps: &Deps, id: &ResourceId, device: Device) -> Result<Observed, Error> {
+    let info = deps.devices.get_extended_info(id).await?;
+    let target = target(id, &info, None)?;
+    observe_vault(deps, id.clone(), device, info, target, None).await
+}
+
+fn target(id: &ResourceId, info: &ExtendedInfo, requested: Option<&VaultName>) -> Result<Option<ResourceId>, Error> {
+    Ok(match choose_vault(id, &info.properties.link, requested)? {
+        Choice::Linked(vault) => Some(vault),
+        Choice::Named(name) => Some(vault_id(id, &name)),
+        Choice::Unnamed => None,
+    })
+}
+
+/// The vault part of an observation. `known` is the vault's read when it was already made.
+async fn observe_vault(
+    deps: &Deps,
+    id: ResourceId,
+    device: Device,
+    info: ExtendedInfo,
+    target: Option<ResourceId>,
+    known: Option<Option<Vault>>,
+) -> Result<Observed, Error> {
+    let cik_name = match (&target, &info.properties.link) {
+        (Some(t), link) if link.vault_id().as_ref() == Some(t) && link.channel_integrity_key_name.is_some() => {
+            link.channel_integrity_key_name.clone().unwrap_or_default()
+        }
+        (Some(t), _) => cik_secret_name(&id, t),
+        (None, _) => String::new(),
+    };
+    let mut observed =
+        Observed { id, device, info, target, vault: VaultState::Missing, lock: None, cik_name, cik: None };
+    // A legacy device is never touched, nor its (absent) vault read.
+    if is_legacy(&observed.device, &observed.info, deps.settings.cutover) {
+        return Ok(observed);
+    }
+    let Some(target) = observed.target.clone() else { return Ok(observed) };
+    let vault = match known {
+        Some(read) => read,
+        None => deps.vaults.get_vault(&target).await?,
+    };
+    observed.vault = match vault {
+        Some(vault) => VaultState::Present(vault),
+        None if observed.linked_here() => {
+            let name = target.name().unwrap_or_default();
+            match deps.vaults.get_deleted_vault(target.subscription(), &observed.device.location, name).await? {
+                Some(deleted) => VaultState::SoftDeleted(deleted),
+                None => VaultState::Missing,
+            }
+        }
+        None => VaultState::Missing,
+    };
+    observe_contents(deps, &mut observed).await?;
+    Ok(observed)
+}
+
+/// Reads the lock and the CIK of a present vault of the device's (both at once: they are independent).
+pub async fn observe_contents(deps: &Deps, observed: &mut Observed) -> Result<(), Error> {
+    let (VaultState::Present(vault), Some(target)) = (&observed.vault, &observed.target) else { return Ok(()) };
+    if !owned_by(&vault.tags, &observed.id) {
+        return Ok(());
+    }
+    let version =
+        if observed.linked_here() { observed.info.properties.link.channel_integrity_key_version.clone() } else { None };
+    let uri = vault_uri(vault);
+    let (lock, cik) = tokio::join!(
+        deps.locks.get_lock(target, LOCK_NAME),
+        deps.secrets.get_cik(&uri, &observed.cik_name, version.as_deref())
+    );
+    observed.lock = lock?;
+    observed.cik = cik?;
+    Ok(())
+}
+
+/// What is wrong with what was observed, in fix order; empty when the device is healthy. A device that is legacy,
+/// has no identity, was never activated, or whose vault is soft-deleted or someone else's gets that one finding:
+/// what else is wrong cannot be judged (or fixed) until it is dealt with.
+pub fn assess(observed: &Observed, desired: &Desired) -> Vec<Finding> {
+    if is_legacy(&observed.device, &observed.info, desired.cutover) {
+        return vec![Finding::Legacy];
+    }
+    let Some(principal) = observed.device.principal_id() else { return vec![Finding::IdentityMissing] };
+    if observed.target.is_none() {
+        return vec![Finding::NotActivated];
+    }
+    let mut findings = Vec::new();
+    match &observed.vault {
+        VaultState::SoftDeleted(_) => return vec![Finding::VaultSoftDeleted],
+        VaultState::Missing => findings.extend([Finding::VaultMissing, Finding::LockMissing, Finding::CikMissing]),
+        VaultState::Present(vault) if !owned_by(&vault.tags, &observed.id) => return vec![Finding::VaultNotOwned],
+        VaultState::Present(vault) => {
+            let p = &vault.properties;
+            if p.enable_soft_delete == Some(false) {
+                findings.push(Finding::SoftDeleteOff);
+            }
+            if p.enable_purge_protection != Some(true) {
+                findings.push(Finding::PurgeProtectionOff);
+            }
+            match &observed.lock {
+                None => findings.push(Finding::LockMissing),
+                Some(lock) if !lock.properties.level.eq_ignore_ascii_case(LOCK_LEVEL) => {
+                    findings.push(Finding::LockNotCanNotDelete)
+                }
+                Some(_) => {}
+            }
+            let wanted = desired.policies(principal);
+            if !wanted.iter().all(|w| p.access_policies.iter().any(|h| h.covers(w))) {
+                findings.push(Finding::AccessPolicyMissing);
+            }
+            match &observed.cik {
+                None => findings.push(Finding::CikMissing),
+                Some(cik) if !cik.enabled => findings.push(Finding::CikDisabled),
+                Some(_) => {}
+            }
+        }
+    }
+    let props = &observed.info.properties;
+    let in_sync = observed.expected_link().is_some_and(|link| props.link.same_as(&link))
+        && props.key_vault_sync_status == Some(KeyVaultSyncStatus::KeyVaultSynced);
+    if !in_sync {
+        findings.push(Finding::ExtendedInfoOutOfSync);
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::fake::{FakeAzure, key, settings};
+
+    async fn observed(azure: &std::sync::Arc<FakeAzure>, id: &ResourceId) -> Observed {
+        observe(&azure.deps(settings()), id, None).await.unwrap().expect("the device exists")
+    }
+
+    #[tokio::test]
+    async fn a_provisioned_device_has_no_finding() {
+        let azure = FakeAzure::new();
+        let (id, _) = azure.add_healthy("d1");
+        assert_eq!(assess(&observed(&azure, &id).await, &Desired::new(&settings())), []);
+    }
+
+    #[tokio::test]
+    async fn a_lock_of_edgevaults_name_at_another_level_is_a_finding() {
+        let azure = FakeAzure::new();
+        let (id, vault) = azure.add_healthy("d1");
+        azure.state().locks.get_mut(&key(&format!("{vault}/{LOCK_NAME}"))).unwrap().properties.level =
+            "ReadOnly".into();
+        assert_eq!(assess(&observed(&azure, &id).await, &Desired::new(&settings())), [Finding::LockNotCanNotDelete]);
+    }
+
+    #[tokio::test]
+    async fn a_link_to_another_cik_version_is_out_of_sync() {
+        let azure = FakeAzure::new();
+        let (id, _) = azure.add_healthy("d1");
+        let mut seen = observed(&azure, &id).await;
+        seen.cik.as_mut().unwrap().version = "another".into();
+        assert_eq!(assess(&seen, &Desired::new(&settings())), [Finding::ExtendedInfoOutOfSync]);
+    }
+
+    #[test]
+    fn findings_serialize_as_their_names() {
+        assert_eq!(serde_json::to_value(Finding::LockMissing).unwrap(), "LockMissing");
+        assert_eq!(serde_json::from_value::<Finding>("CikDisabled".into()).unwrap(), Finding::CikDisabled);
+    }
+}

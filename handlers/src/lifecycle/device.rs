@@ -1,0 +1,128 @@
+//! What is done to a device: its identity, its extended information (the link to the vault and the sync status),
+//! the failure mark the status API shows, and whether it predates the integration.
+
+use super::ERROR_TAG;
+use super::error::{Error, Refused};
+use crate::azure::models::{Device, ExtendedInfo, ExtendedInfoPatch, KeyVaultSyncStatus, VaultLink};
+use crate::deps::Deps;
+use crate::resource_id::ResourceId;
+
+/// Whether the device predates the integration: no vault linked and created before the cut-over. Such a device is
+/// reported as legacy and never changed. A device whose creation time is unknown counts as legacy when a cut-over
+/// is configured: not touching a device is the safe mistake.
+pub fn is_legacy(device: &Device, info: &ExtendedInfo, cutover: Option<time::OffsetDateTime>) -> bool {
+    let Some(cutover) = cutover else { return false };
+    if info.properties.link.client_secret_store_id.is_some() {
+        return false;
+    }
+    match device
+        .created_at()
+        .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+    {
+        Some(created) => created < cutover,
+        None => true,
+    }
+}
+
+/// The device and its extended information, read concurrently (they are independent). `None` if the device no
+/// longer exists.
+pub async fn device_and_info(deps: &Deps, id: &ResourceId) -> Result<Option<(Device, ExtendedInfo)>, Error> {
+    let (device, info) = tokio::join!(deps.devices.get_device(id), deps.devices.get_extended_info(id));
+    match (device?, info) {
+        (None, _) => Ok(None),
+        (Some(_), Err(err)) if err.is_not_found() => Ok(None),
+        (Some(device), info) => Ok(Some((device, info?))),
+    }
+}
+
+/// Turns on the device's system-assigned identity (the fix for `IdentityMissing`); returns the device as ARM now
+/// has it, with its principal.
+pub async fn enable_identity(deps: &Deps, id: &ResourceId) -> Result<Device, Error> {
+    let updated = deps.devices.enable_identity(id).await?;
+    if updated.principal_id().is_none() {
+        return Err(Error::refused(
+            Refused::IdentityNotCreated,
+            format!("enabling the identity of {id} returned no principal id"),
+        ));
+    }
+    tracing::info!(device = %id, "enabled the system-assigned identity");
+    Ok(updated)
+}
+
+/// Writes the link and `KeyVaultSynced` (the fix for `ExtendedInfoOutOfSync`).
+pub async fn write_link(deps: &Deps, id: &ResourceId, link: VaultLink) -> Result<ExtendedInfo, Error> {
+    let patch = ExtendedInfoPatch { link, sync_status: Some(KeyVaultSyncStatus::KeyVaultSynced) };
+    let info = deps.devices.update_extended_info(id, &patch).await?;
+    tracing::info!(device = %id, "extended information synced");
+    Ok(info)
+}
+
+/// Sets the device's sync status (pending / syncing) without touching the link.
+pub async fn mark_status(deps: &Deps, id: &ResourceId, status: KeyVaultSyncStatus) -> Result<(), Error> {
+    let patch = ExtendedInfoPatch { sync_status: Some(status), ..Default::default() };
+    deps.devices.update_extended_info(id, &patch).await?;
+    Ok(())
+}
+
+/// Records a failed synchronisation where the status API and the portal see it: `KeyVaultSyncFailed` in the
+/// extended information and the reason in the device's `edgevault-sync-error` tag.
+pub async fn mark_failed(deps: &Deps, id: &ResourceId, reason: &str) -> Result<(), Error> {
+    let Some(device) = deps.devices.get_device(id).await? else { return Ok(()) };
+    mark_status(deps, id, KeyVaultSyncStatus::KeyVaultSyncFailed).await?;
+    let mut tags = device.tags.clone();
+    // Tag values are limited to 256 characters.
+    tags.insert(ERROR_TAG.to_string(), reason.chars().take(256).collect());
+    deps.devices.set_device_tags(id, &tags).await?;
+    Ok(())
+}
+
+/// Removes the failure mark of an earlier attempt, if there is one.
+pub async fn clear_failure(deps: &Deps, id: &ResourceId, device: &Device) -> Result<(), Error> {
+    if device.tags.keys().any(|k| k.eq_ignore_ascii_case(ERROR_TAG)) {
+        let tags = device
+            .tags
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case(ERROR_TAG))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        deps.devices.set_device_tags(id, &tags).await?;
+    }
+    Ok(())
+}
+
+/// The failure reason recorded on the device, if any.
+pub fn failure(device: &Device) -> Option<&str> {
+    device.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(ERROR_TAG)).map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::models::{ExtendedInfoProperties, SystemData};
+
+    fn device(created: Option<&str>) -> Device {
+        Device {
+            id: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/d".into(),
+            name: "d".into(),
+            system_data: created.map(|c| SystemData { created_at: Some(c.into()) }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn legacy_means_unlinked_and_created_before_the_cutover() {
+        let cutover = Some(time::macros::datetime!(2026-06-01 0:00 UTC));
+        let unlinked = ExtendedInfo::default();
+        let linked = ExtendedInfo {
+            properties: ExtendedInfoProperties {
+                link: VaultLink { client_secret_store_id: Some("/v".into()), ..Default::default() },
+                ..Default::default()
+            },
+        };
+        assert!(is_legacy(&device(Some("2025-01-01T00:00:00Z")), &unlinked, cutover));
+        assert!(!is_legacy(&device(Some("2026-07-01T00:00:00Z")), &unlinked, cutover));
+        assert!(!is_legacy(&device(Some("2025-01-01T00:00:00Z")), &linked, cutover));
+        assert!(is_legacy(&device(None), &unlinked, cutover), "unknown age is left alone");
+        assert!(!is_legacy(&device(Some("2025-01-01T00:00:00Z")), &unlinked, None), "no cut-over, no legacy");
+    }
+}
