@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use edgevault::activation_key::{ActivationKey, Cik};
-use edgevault_tests::local_azure::{ARM_AUDIENCE, LocalAzure, VAULT_AUDIENCE, eventually};
+use edgevault_tests::local_azure::{ARM_AUDIENCE, HostForm, LocalAzure, VAULT_AUDIENCE, eventually};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -17,7 +17,11 @@ struct System {
 
 impl System {
     fn start(settings: &[(&str, &str)]) -> System {
-        let la = LocalAzure::start_with_app(settings).expect("local-azure with the app starts");
+        System::start_as(HostForm::Real, settings)
+    }
+
+    fn start_as(form: HostForm, settings: &[(&str, &str)]) -> System {
+        let la = LocalAzure::start_with_app_as(form, settings).expect("local-azure with the app starts");
         let operator = la.principal("operator", &["*"]).unwrap();
         System { la, operator }
     }
@@ -61,7 +65,17 @@ impl System {
 
 #[test]
 fn the_whole_lifecycle_runs_through_events_queues_and_the_host() {
-    let s = System::start(&[]);
+    lifecycle(HostForm::Real);
+}
+
+/// The same lifecycle with the host in Core Tools' form (`func start`): buffered invocation bodies.
+#[test]
+fn the_whole_lifecycle_runs_with_core_tools_buffered_invocations_too() {
+    lifecycle(HostForm::CoreTools);
+}
+
+fn lifecycle(form: HostForm) {
+    let s = System::start_as(form, &[]);
     let device = s.create_device("ase-host-1");
 
     // Creation event → ArmEvents → resource-created queue → ResourceCreated: the identity appears.

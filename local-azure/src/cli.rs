@@ -45,6 +45,10 @@ pub struct UpArgs {
     /// The Functions host's port (0 = any free port).
     #[arg(long, default_value_t = 7071, requires = "app")]
     pub host_port: u16,
+    /// How the Functions host sends invocations to the handler: `real` (the Azure Functions host's form, chunked
+    /// bodies) or `core-tools` (`func start`'s form, buffered with Content-Length).
+    #[arg(long, env = "LOCAL_AZURE_HOST_FORM", default_value = "real")]
+    pub host_form: local_azure_host::HostForm,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -94,5 +98,20 @@ mod tests {
         assert_eq!(shell_quote("a b'c"), r"'a b'\''c'");
         let lines = export_lines(&serde_json::json!({"A": "x y"}));
         assert_eq!(lines, "export A='x y'\n");
+    }
+
+    #[test]
+    fn the_host_form_defaults_to_the_real_host() {
+        let up = |args: &[&str]| match Cli::try_parse_from([&["local-azure", "up", "--app", "."], args].concat()) {
+            Ok(Cli { command: Command::Up(up) }) => up.host_form,
+            other => panic!("{other:?}"),
+        };
+        // LOCAL_AZURE_HOST_FORM may be set around the tests; the flag wins over it.
+        assert_eq!(up(&["--host-form", "real"]), local_azure_host::HostForm::Real);
+        assert_eq!(up(&["--host-form", "core-tools"]), local_azure_host::HostForm::CoreTools);
+        assert!(Cli::try_parse_from(["local-azure", "up", "--app", ".", "--host-form", "func"]).is_err());
+        if std::env::var_os("LOCAL_AZURE_HOST_FORM").is_none() {
+            assert_eq!(up(&[]), local_azure_host::HostForm::Real);
+        }
     }
 }

@@ -52,16 +52,7 @@ pub fn arm_time(t: OffsetDateTime) -> String {
 
 /// RFC 3339 to the second, the way Key Vault's ARM deleted-vault dates look.
 pub fn arm_time_seconds(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    format!("{}Z", local_azure_host::clock::iso_seconds(t))
 }
 
 pub fn parse_time(s: &str) -> Option<OffsetDateTime> {

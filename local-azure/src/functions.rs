@@ -98,6 +98,8 @@ pub struct AppOptions {
     pub settings: Vec<(String, String)>,
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
+    /// The request form the handler gets (the real host's by default, or Core Tools').
+    pub host_form: local_azure_host::HostForm,
 }
 
 /// Starts the host, subscribes its Event Grid functions, and returns it with the environment additions.
@@ -112,6 +114,7 @@ pub async fn start(app: &Arc<App>, options: AppOptions) -> Result<(RunningHost, 
         listen: options.listen,
         state_dir: Some(options.state_dir),
         clock: Arc::new(HostClock(app.clone())),
+        host_form: options.host_form,
     })
     .await?;
     for def in &host.app().functions {

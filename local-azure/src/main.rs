@@ -74,6 +74,7 @@ async fn up(args: UpArgs, config: Config, prepared: Prepared) -> anyhow::Result<
                 settings: args.settings.clone(),
                 listen: SocketAddr::new(config.bind, args.host_port),
                 state_dir: data_dir.join("functions-host"),
+                host_form: args.host_form,
             };
             let (host, vars) = local_azure::functions::start(&app, options)
                 .await

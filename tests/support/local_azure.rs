@@ -17,6 +17,24 @@ pub const ARM: &str = "https://management.azure.com";
 pub const ARM_AUDIENCE: &str = "https://management.azure.com/";
 pub const VAULT_AUDIENCE: &str = "https://vault.azure.net";
 
+/// How the embedded Functions host sends invocations to the handler (`local-azure up --host-form`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostForm {
+    /// The Azure Functions host's form: chunked invocation bodies.
+    Real,
+    /// Core Tools' (`func start`) form: buffered bodies with `Content-Length`.
+    CoreTools,
+}
+
+impl HostForm {
+    fn as_arg(self) -> &'static str {
+        match self {
+            HostForm::Real => "real",
+            HostForm::CoreTools => "core-tools",
+        }
+    }
+}
+
 pub struct LocalAzure {
     child: Child,
     /// local-azure runs with `--exit-on-stdin-close`: dropping this ends it even if the test aborts.
@@ -42,6 +60,12 @@ impl LocalAzure {
     /// `function-definitions/`, the built `edgevault` binary), the whole system on one machine. `settings` override
     /// app settings (e.g. `EDGEVAULT_CUTOVER`).
     pub fn start_with_app(settings: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with_app_as(HostForm::Real, settings)
+    }
+
+    /// [`LocalAzure::start_with_app`] with the Functions host sending its invocations in `form`: the real Azure
+    /// host's (chunked bodies) or Core Tools' (`func start`: buffered, with `Content-Length`).
+    pub fn start_with_app_as(form: HostForm, settings: &[(&str, &str)]) -> anyhow::Result<Self> {
         let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut args: Vec<String> = vec![
             "--app".into(),
@@ -50,6 +74,8 @@ impl LocalAzure {
             binary("edgevault")?.display().to_string(),
             "--host-port".into(),
             "0".into(),
+            "--host-form".into(),
+            form.as_arg().into(),
             "--settings".into(),
             "EDGEVAULT_RETRY_INITIAL_DELAY_MS=50".into(),
         ];

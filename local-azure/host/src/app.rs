@@ -60,11 +60,40 @@ pub struct HostConfig {
     pub service_bus: ServiceBusOptions,
 }
 
+/// `extensions.serviceBus`, as the Service Bus extension 5.x reads it (azure-sdk-for-net
+/// `sdk/servicebus/Microsoft.Azure.WebJobs.Extensions.ServiceBus/src/Config/ServiceBusOptions.cs`).
 #[derive(Debug, Clone)]
 pub struct ServiceBusOptions {
+    /// `maxConcurrentCalls` (default 16 × processors): concurrency of a function **without** sessions. A
+    /// session-enabled function ignores it (`ToSessionProcessorOptions` does not pass it on).
     pub max_concurrent_calls: usize,
+    /// `maxConcurrentSessions` (default 8): sessions a session-enabled function works on at once.
     pub max_concurrent_sessions: usize,
+    /// `maxConcurrentCallsPerSession` (default 1): calls per session; a session-enabled function runs
+    /// `maxConcurrentSessions × maxConcurrentCallsPerSession` invocations at most.
+    pub max_concurrent_calls_per_session: usize,
+    /// `maxAutoLockRenewalDuration` (default 5 min).
     pub max_auto_lock_renewal: Duration,
+    /// `autoCompleteMessages` (default true): complete the message after a successful invocation. When false the
+    /// host leaves a successful message locked (a custom handler cannot settle it), so it comes back.
+    pub auto_complete_messages: bool,
+    /// `prefetchCount` (default 0).
+    pub prefetch_count: u64,
+    /// `sessionIdleTimeout` (default: `clientRetryOptions.tryTimeout`).
+    pub session_idle_timeout: Option<Duration>,
+    /// `clientRetryOptions.tryTimeout` (default 1 min): how long one Service Bus operation may take.
+    pub try_timeout: Duration,
+}
+
+impl ServiceBusOptions {
+    /// How many invocations of one function run at once: the processor's concurrency.
+    pub fn concurrency(&self, sessions: bool) -> usize {
+        if sessions {
+            self.max_concurrent_sessions * self.max_concurrent_calls_per_session
+        } else {
+            self.max_concurrent_calls
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -219,26 +248,15 @@ impl HostConfig {
         let function_timeout = match json.get("functionTimeout").and_then(Value::as_str) {
             Some(text) => parse_timespan(text)
                 .ok_or_else(|| AppError::HostJson(format!("functionTimeout `{text}` is not a hh:mm:ss timespan")))?,
-            // The Consumption plan default; without a limit a hung handler would hold a Service Bus lock forever.
+            // The Consumption plan default (ScriptJobHostOptionsSetup.DefaultConsumptionFunctionTimeout); without a
+            // limit a hung handler would hold a Service Bus lock forever.
             None => Duration::from_secs(5 * 60),
         };
-        let sb = &json["extensions"]["serviceBus"];
-        let count = |field: &str, default: usize| -> Result<usize, AppError> {
-            match sb.get(field) {
-                None => Ok(default),
-                Some(v) => v.as_u64().filter(|n| *n > 0).map(|n| n as usize).ok_or_else(|| {
-                    AppError::HostJson(format!("extensions.serviceBus.{field} must be a positive integer"))
-                }),
-            }
-        };
-        let max_auto_lock_renewal = match sb.get("maxAutoLockRenewalDuration").and_then(Value::as_str) {
-            Some(text) => parse_timespan(text).ok_or_else(|| {
-                AppError::HostJson(format!(
-                    "extensions.serviceBus.maxAutoLockRenewalDuration `{text}` is not a timespan"
-                ))
-            })?,
-            None => Duration::from_secs(5 * 60),
-        };
+        if function_timeout < Duration::from_secs(1) {
+            // ScriptJobHostOptionsSetup.MinFunctionTimeout.
+            return Err(AppError::HostJson("functionTimeout must be at least 00:00:01".into()));
+        }
+        let service_bus = service_bus_options(&json["extensions"]["serviceBus"])?;
         Ok(HostConfig {
             executable,
             working_directory,
@@ -248,14 +266,69 @@ impl HostConfig {
                 .unwrap_or(false),
             route_prefix,
             function_timeout,
-            service_bus: ServiceBusOptions {
-                // Defaults of the Service Bus extension 5.x on a 2-core machine: 16 calls per core, 8 sessions.
-                max_concurrent_calls: count("maxConcurrentCalls", 16)?,
-                max_concurrent_sessions: count("maxConcurrentSessions", 8)?,
-                max_auto_lock_renewal,
-            },
+            service_bus,
         })
     }
+}
+
+/// Reads `extensions.serviceBus`. Every setting of the extension's `ServiceBusOptions` that a single-message
+/// trigger uses is read and checked; the batch settings (`maxMessageBatchSize`, …) and ones that do not apply to
+/// this transport are accepted as the real host accepts them.
+fn service_bus_options(sb: &Value) -> Result<ServiceBusOptions, AppError> {
+    let bad = |field: &str, what: &str| AppError::HostJson(format!("extensions.serviceBus.{field} must be {what}"));
+    let count = |field: &str, default: usize| -> Result<usize, AppError> {
+        match sb.get(field) {
+            None => Ok(default),
+            Some(v) => {
+                v.as_u64().filter(|n| *n > 0).map(|n| n as usize).ok_or_else(|| bad(field, "a positive integer"))
+            }
+        }
+    };
+    let span = |value: &Value, field: &str| -> Result<Option<Duration>, AppError> {
+        match value.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_str().and_then(parse_timespan).map(Some).ok_or_else(|| bad(field, "a timespan (hh:mm:ss)")),
+        }
+    };
+    let processors = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let retry = &sb["clientRetryOptions"];
+    if let Some(mode) = retry.get("mode").and_then(Value::as_str)
+        && !matches!(mode.to_ascii_lowercase().as_str(), "exponential" | "fixed")
+    {
+        return Err(bad("clientRetryOptions.mode", "`exponential` or `fixed`"));
+    }
+    if retry.get("maxRetries").is_some_and(|v| v.as_u64().is_none()) {
+        return Err(bad("clientRetryOptions.maxRetries", "a non-negative integer"));
+    }
+    for field in ["delay", "maxDelay"] {
+        span(retry, field).map_err(|_| bad(&format!("clientRetryOptions.{field}"), "a timespan (hh:mm:ss)"))?;
+    }
+    let try_timeout = span(retry, "tryTimeout")
+        .map_err(|_| bad("clientRetryOptions.tryTimeout", "a timespan (hh:mm:ss)"))?
+        .unwrap_or(Duration::from_secs(60));
+    let prefetch_count = match sb.get("prefetchCount") {
+        None => 0,
+        Some(v) => v.as_u64().ok_or_else(|| bad("prefetchCount", "a non-negative integer"))?,
+    };
+    let auto_complete_messages = match sb.get("autoCompleteMessages") {
+        None => true,
+        Some(v) => v.as_bool().ok_or_else(|| bad("autoCompleteMessages", "true or false"))?,
+    };
+    Ok(ServiceBusOptions {
+        max_concurrent_calls: count("maxConcurrentCalls", 16 * processors)?,
+        max_concurrent_sessions: count("maxConcurrentSessions", 8)?,
+        max_concurrent_calls_per_session: count("maxConcurrentCallsPerSession", 1)?,
+        // `Timeout.InfiniteTimeSpan` is written `-00:00:00.0010000` in host.json.
+        max_auto_lock_renewal: if sb["maxAutoLockRenewalDuration"] == "-00:00:00.0010000" {
+            Duration::MAX
+        } else {
+            span(sb, "maxAutoLockRenewalDuration")?.unwrap_or(Duration::from_secs(5 * 60))
+        },
+        auto_complete_messages,
+        prefetch_count,
+        session_idle_timeout: span(sb, "sessionIdleTimeout")?,
+        try_timeout,
+    })
 }
 
 /// Parses a .NET `TimeSpan` the way host.json writes them: `[d.]hh:mm:ss[.fffffff]`.
@@ -428,7 +501,16 @@ mod tests {
         let app = App::load(&root, &settings).unwrap();
         assert_eq!(app.layout, Layout::Repository);
         assert_eq!(app.host.route_prefix, "api");
+        // Every Service Bus trigger of the app is session-enabled: 8 sessions, one call each, and no
+        // maxConcurrentCalls, which such triggers ignore.
         assert_eq!(app.host.service_bus.max_concurrent_sessions, 8);
+        assert_eq!(app.host.service_bus.max_concurrent_calls_per_session, 1);
+        assert_eq!(app.host.service_bus.concurrency(true), 8);
+        assert!(app.host.service_bus.auto_complete_messages);
+        assert_eq!(app.host.service_bus.prefetch_count, 0);
+        assert_eq!(app.host.service_bus.session_idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(app.host.service_bus.try_timeout, Duration::from_secs(60));
+        assert!(app.functions.iter().all(|f| !matches!(f.trigger, Trigger::ServiceBus { sessions: false, .. })));
         assert_eq!(app.host.function_timeout, Duration::from_secs(600));
         assert_eq!(app.host.executable.as_deref(), Some("edgevault"));
         let names: Vec<_> = app.functions.iter().map(|f| f.name.as_str()).collect();
@@ -480,6 +562,34 @@ mod tests {
         assert_eq!(expand_settings("plain", &settings).unwrap(), "plain");
         assert!(expand_settings("%A", &settings).unwrap_err().contains("unterminated"));
         assert!(expand_settings("%C%", &settings).unwrap_err().contains("`C`"));
+    }
+
+    #[test]
+    fn service_bus_settings_are_read_and_checked() {
+        let options = |sb: Value| service_bus_options(&sb);
+        let defaults = options(json!(null)).unwrap();
+        assert_eq!((defaults.max_concurrent_sessions, defaults.max_concurrent_calls_per_session), (8, 1));
+        assert!(defaults.max_concurrent_calls >= 16 && defaults.auto_complete_messages);
+        let sessions =
+            options(json!({"maxConcurrentCalls": 3, "maxConcurrentSessions": 2, "maxConcurrentCallsPerSession": 4}))
+                .unwrap();
+        assert_eq!((sessions.concurrency(true), sessions.concurrency(false)), (8, 3));
+        assert_eq!(
+            options(json!({"maxAutoLockRenewalDuration": "-00:00:00.0010000"})).unwrap().max_auto_lock_renewal,
+            Duration::MAX
+        );
+        for (bad, field) in [
+            (json!({"maxConcurrentCallsPerSession": 0}), "maxConcurrentCallsPerSession"),
+            (json!({"autoCompleteMessages": "yes"}), "autoCompleteMessages"),
+            (json!({"sessionIdleTimeout": "30 seconds"}), "sessionIdleTimeout"),
+            (json!({"clientRetryOptions": {"mode": "linear"}}), "clientRetryOptions.mode"),
+            (json!({"clientRetryOptions": {"tryTimeout": "soon"}}), "clientRetryOptions.tryTimeout"),
+        ] {
+            let err = options(bad).unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+        let err = HostConfig::from_json(&json!({"functionTimeout": "00:00:00.5"})).unwrap_err();
+        assert!(err.to_string().contains("at least 00:00:01"), "{err}");
     }
 
     #[test]

@@ -76,34 +76,56 @@ impl Clock for ManualClock {
     }
 }
 
-/// `2026-11-28T12:00:00.1234567Z`: the host's `UtcNow` and Service Bus timestamps.
-pub fn utc_7(t: OffsetDateTime) -> String {
+/// `2026-11-28T12:00:00` in UTC: the date and time to the second that every form below starts with.
+pub fn iso_seconds(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.nanosecond() / 100
-    )
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", t.year(), t.month() as u8, t.day(), t.hour(), t.minute(), t.second())
 }
 
-/// `2026-11-28T11:00:00+00:00` (seconds) or with seven fractional digits: the timer's `ScheduleStatus` form.
-pub fn offset_form(t: OffsetDateTime, fraction: bool) -> String {
+/// `2026-11-28T12:00:00.1234567Z`: seven fractional digits, the way ARM and Service Bus write timestamps.
+pub fn utc_7(t: OffsetDateTime) -> String {
+    format!("{}.{:07}Z", iso_seconds(t), t.nanosecond() / 100)
+}
+
+/// How Json.NET writes a `DateTime` (or `DateTimeOffset`): which zone suffix the value carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zone {
+    /// `DateTimeKind.Utc`: `…Z`.
+    Utc,
+    /// `DateTimeKind.Local` or a `DateTimeOffset`, on a machine whose local time is UTC (Azure's default): `…+00:00`.
+    Local,
+    /// `DateTimeKind.Unspecified`: no suffix.
+    Unspecified,
+}
+
+/// Json.NET's ISO form (`IsoDateTimeConverter` default, `DateTimeUtils.WriteDateTimeString`): the fraction of a
+/// second appears only when it is not zero, with its trailing zeros trimmed (`…T12:00:00.12Z`, `…T12:00:00Z`).
+pub fn json_net(t: OffsetDateTime, zone: Zone) -> String {
+    let mut text = iso_seconds(t);
+    let ticks = t.nanosecond() / 100;
+    if ticks != 0 {
+        let digits = format!("{ticks:07}");
+        text.push('.');
+        text.push_str(digits.trim_end_matches('0'));
+    }
+    text.push_str(match zone {
+        Zone::Utc => "Z",
+        Zone::Local => "+00:00",
+        Zone::Unspecified => "",
+    });
+    text
+}
+
+/// A date the host passes through `DateTime.Parse(value.ToString())` (ScriptInvocationContextExtensions
+/// `GetHttpScriptInvocationContextValue`): the culture's short text has whole seconds, so the fraction is lost.
+pub fn json_net_whole_seconds(t: OffsetDateTime, zone: Zone) -> String {
+    json_net(t.replace_nanosecond(0).unwrap_or(t), zone)
+}
+
+/// `Convert.ToString(DateTime, CultureInfo.InvariantCulture)`: `11/28/2026 11:58:31`.
+pub fn invariant_text(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    let base = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    if fraction { format!("{base}.{:07}+00:00", t.nanosecond() / 100) } else { format!("{base}+00:00") }
+    format!("{:02}/{:02}/{:04} {:02}:{:02}:{:02}", t.month() as u8, t.day(), t.year(), t.hour(), t.minute(), t.second())
 }
 
 #[cfg(test)]
@@ -116,8 +138,12 @@ mod tests {
     fn formats() {
         let t = datetime!(2026-11-28 11:00:00.0109123 UTC);
         assert_eq!(utc_7(t), "2026-11-28T11:00:00.0109123Z");
-        assert_eq!(offset_form(t, false), "2026-11-28T11:00:00+00:00");
-        assert_eq!(offset_form(t, true), "2026-11-28T11:00:00.0109123+00:00");
+        assert_eq!(iso_seconds(t), "2026-11-28T11:00:00");
+        assert_eq!(json_net(t, Zone::Utc), "2026-11-28T11:00:00.0109123Z");
+        assert_eq!(json_net(datetime!(2026-11-28 11:00:00.12 UTC), Zone::Utc), "2026-11-28T11:00:00.12Z");
+        assert_eq!(json_net(datetime!(2026-11-28 11:00 UTC), Zone::Local), "2026-11-28T11:00:00+00:00");
+        assert_eq!(json_net_whole_seconds(t, Zone::Unspecified), "2026-11-28T11:00:00");
+        assert_eq!(invariant_text(datetime!(2026-11-28 09:05:03.5 UTC)), "11/28/2026 09:05:03");
     }
 
     #[tokio::test]

@@ -1,10 +1,17 @@
 //! The custom handler as a supervised child process.
 //!
-//! Each start gets a fresh free port in `FUNCTIONS_CUSTOMHANDLER_PORT` plus the app settings as environment
-//! variables, like the real host's worker. The port is published on a `watch` channel only once the handler
-//! accepts connections, and withdrawn the moment it exits, so invocations wait for a ready handler instead of
-//! racing a restart. A handler that dies is started again (with a short, growing pause so a handler that crashes
-//! on startup does not spin) and the restart is counted. Its stdout and stderr become `tracing` events.
+//! Each start gets a fresh free port plus the app settings as environment variables, like the real host's worker
+//! (`HttpWorkerProcess.CreateWorkerProcess`, azure-functions-host `src/WebJobs.Script/Workers/Http/`). The port is
+//! published on a `watch` channel only once the handler answers HTTP, and withdrawn the moment it exits, so
+//! invocations wait for a ready handler instead of racing a restart. Readiness is the host's own probe
+//! (`DefaultHttpWorkerService.IsWorkerReady`): `GET /` every 25 ms (`WorkerConstants.WorkerReadyCheckPollingIntervalMilliseconds`)
+//! for up to 30 s (`HttpWorkerOptions.InitializationTimeout`); any HTTP answer, whatever its status, counts.
+//!
+//! A handler that dies is started again (with a short, growing pause so a handler that crashes on startup does not
+//! spin) and the restart is counted. An invocation that overruns `functionTimeout` asks for a restart: the real host
+//! kills and restarts the worker process then (`WebScriptHostExceptionHandler.OnTimeoutExceptionAsync` →
+//! `HttpFunctionInvocationDispatcher.RestartWorkerWithInvocationIdAsync`), failing every invocation in flight.
+//! Its stdout and stderr become `tracing` events.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,8 +26,10 @@ use tokio::sync::{broadcast, watch};
 
 use crate::HostEvent;
 
-/// How long a freshly started handler has to accept connections.
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a freshly started handler has to answer `GET /` (`HttpWorkerOptions.InitializationTimeout`).
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the readiness probe asks (`WorkerConstants.WorkerReadyCheckPollingIntervalMilliseconds`).
+pub const READY_POLL_INTERVAL: Duration = Duration::from_millis(25);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -32,7 +41,7 @@ pub enum ProcessError {
     Port(std::io::Error),
     #[error("the custom handler exited during startup ({exit}){}", stderr_tail(.stderr))]
     ExitedDuringStartup { exit: String, stderr: Vec<String> },
-    #[error("the custom handler did not listen on port {port} within {timeout:?}")]
+    #[error("the custom handler did not answer GET / on port {port} within {timeout:?}")]
     NotListening { port: u16, timeout: Duration },
 }
 
@@ -42,6 +51,8 @@ pub struct HandlerCommand {
     pub executable: PathBuf,
     pub arguments: Vec<String>,
     pub working_directory: PathBuf,
+    /// The app folder (`FUNCTIONS_APP_ROOT_PATH`).
+    pub app_root: PathBuf,
     /// App settings, passed as environment variables.
     pub environment: BTreeMap<String, String>,
 }
@@ -51,11 +62,25 @@ pub struct HandlerCommand {
 pub struct HandlerStatus {
     pub port: watch::Receiver<Option<u16>>,
     restarts: AtomicU64,
+    restart: tokio::sync::mpsc::UnboundedSender<RestartRequest>,
+}
+
+/// Asks the supervisor to kill and restart the handler that listens on `port`.
+#[derive(Debug)]
+struct RestartRequest {
+    port: u16,
+    reason: String,
 }
 
 impl HandlerStatus {
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::SeqCst)
+    }
+
+    /// Kills the handler listening on `port` and starts a new one, as the real host does after a function timeout.
+    /// A request for a port that is no longer current is ignored: that process was already replaced.
+    pub fn restart(&self, port: u16, reason: impl Into<String>) {
+        let _ = self.restart.send(RestartRequest { port, reason: reason.into() });
     }
 }
 
@@ -70,11 +95,12 @@ pub async fn supervise(
         return Err(ProcessError::Missing { path: command.executable.clone() });
     }
     let (port_tx, port_rx) = watch::channel(None);
-    let status = Arc::new(HandlerStatus { port: port_rx, restarts: AtomicU64::new(0) });
+    let (restart_tx, restart_rx) = tokio::sync::mpsc::unbounded_channel();
+    let status = Arc::new(HandlerStatus { port: port_rx, restarts: AtomicU64::new(0), restart: restart_tx });
     let (child, port) = start(&command).await?;
     port_tx.send_replace(Some(port));
     let _ = events.send(HostEvent::HandlerReady { port, restarts: 0 });
-    let task = tokio::spawn(supervise_loop(command, child, port_tx, status.clone(), events, shutdown));
+    let task = tokio::spawn(supervise_loop(command, child, port_tx, restart_rx, status.clone(), events, shutdown));
     Ok((status, task))
 }
 
@@ -82,6 +108,7 @@ async fn supervise_loop(
     command: HandlerCommand,
     mut child: Child,
     port_tx: watch::Sender<Option<u16>>,
+    mut restarts: tokio::sync::mpsc::UnboundedReceiver<RestartRequest>,
     status: Arc<HandlerStatus>,
     events: broadcast::Sender<HostEvent>,
     mut shutdown: watch::Receiver<bool>,
@@ -89,7 +116,19 @@ async fn supervise_loop(
     let mut pause = Duration::from_millis(100);
     loop {
         let exit = tokio::select! {
-            exit = child.wait() => exit,
+            exit = child.wait() => exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+            Some(request) = restarts.recv() => {
+                if *port_tx.borrow() != Some(request.port) {
+                    continue;
+                }
+                // The real host disposes the worker channel, which kills the process outright.
+                port_tx.send_replace(None);
+                let _ = child.kill().await;
+                tracing::warn!(reason = %request.reason, "restarting the custom handler");
+                // A restart on purpose is not a crash: start again at once.
+                pause = Duration::ZERO;
+                format!("killed by the host: {}", request.reason)
+            }
             _ = crate::stopped(&mut shutdown) => {
                 port_tx.send_replace(None);
                 stop(&mut child).await;
@@ -97,7 +136,6 @@ async fn supervise_loop(
             }
         };
         port_tx.send_replace(None);
-        let exit = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
         tracing::warn!(exit = %exit, "the custom handler exited; restarting it");
         let _ = events.send(HostEvent::HandlerExited { exit });
         loop {
@@ -152,11 +190,17 @@ fn free_port() -> Result<u16, ProcessError> {
 
 async fn start(command: &HandlerCommand) -> Result<(Child, u16), ProcessError> {
     let port = free_port()?;
+    let worker_id = uuid::Uuid::new_v4().to_string();
     let mut cmd = Command::new(&command.executable);
+    // The variables `HttpWorkerProcess.CreateWorkerProcess` sets, besides the app settings.
     cmd.args(&command.arguments)
         .current_dir(&command.working_directory)
         .envs(&command.environment)
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("FUNCTIONS_CUSTOMHANDLER_WORKER_ID", &worker_id)
+        .env("FUNCTIONS_HTTPWORKER_PORT", port.to_string())
+        .env("FUNCTIONS_HTTPWORKER_ID", &worker_id)
+        .env("FUNCTIONS_APP_ROOT_PATH", &command.app_root)
         .env("FUNCTIONS_WORKER_RUNTIME", "custom")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -184,6 +228,7 @@ async fn start(command: &HandlerCommand) -> Result<(Child, u16), ProcessError> {
     let stderr_task =
         child.stderr.take().map(|err| tokio::spawn(forward_lines(err, pid, "stderr", Some(first_stderr.clone()))));
     let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+    let probe = reqwest::Client::builder().no_proxy().build().expect("reqwest client for the readiness probe");
     loop {
         if let Some(exit) = child.try_wait().ok().flatten() {
             if let Some(task) = stderr_task {
@@ -192,16 +237,25 @@ async fn start(command: &HandlerCommand) -> Result<(Child, u16), ProcessError> {
             let stderr = first_stderr.lock().expect("stderr lines lock").clone();
             return Err(ProcessError::ExitedDuringStartup { exit: exit.to_string(), stderr });
         }
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            tracing::info!(pid, port, "the custom handler accepts connections");
+        if answers_http(&probe, port, deadline).await {
+            tracing::info!(pid, port, "the custom handler answers HTTP");
             return Ok((child, port));
         }
         if tokio::time::Instant::now() >= deadline {
             let _ = child.kill().await;
             return Err(ProcessError::NotListening { port, timeout: STARTUP_TIMEOUT });
         }
-        // Polling the port is how one waits for "listening": the process gives no other signal.
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(READY_POLL_INTERVAL).await;
+    }
+}
+
+/// One readiness probe: `GET http://127.0.0.1:<port>/`. Any answer means ready, and so does any failure other than
+/// failing to connect (`IsWorkerReady` waits only on a `SocketException`).
+pub async fn answers_http(client: &reqwest::Client, port: u16, deadline: tokio::time::Instant) -> bool {
+    let patience = deadline.saturating_duration_since(tokio::time::Instant::now()).max(READY_POLL_INTERVAL);
+    match client.get(format!("http://127.0.0.1:{port}/")).timeout(patience).send().await {
+        Ok(_) => true,
+        Err(err) => !err.is_connect(),
     }
 }
 
@@ -228,4 +282,31 @@ async fn forward_lines(
 
 fn stderr_tail(lines: &[String]) -> String {
     if lines.is_empty() { String::new() } else { format!("; its stderr began:\n  {}", lines.join("\n  ")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn any_http_answer_is_ready_and_a_closed_port_is_not() {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        // A server that answers every request with 500: still ready, as for the real host.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let read = socket.read(&mut request).await.unwrap();
+            socket.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+            String::from_utf8_lossy(&request[..read]).into_owned()
+        });
+        assert!(answers_http(&client, port, deadline).await);
+        assert!(server.await.unwrap().starts_with("GET / HTTP/1.1"), "the probe is GET /");
+        // Nothing listens on a port just released.
+        let closed = free_port().unwrap();
+        assert!(!answers_http(&client, closed, deadline).await);
+    }
 }

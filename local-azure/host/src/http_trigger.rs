@@ -1,17 +1,31 @@
 //! `httpTrigger`: route templates, auth levels, and the `Data.req` / `Outputs.res` mapping.
 //!
-//! A request to `/<routePrefix>/<route>` becomes `Data.<binding>` = `{Url, Method, Query, Headers, Params,
-//! Identities, Body}` (header values as arrays, the body as a string) and `Metadata` = `{Query, Headers, sys, <route
-//! params>}`, the host's non-forwarding mode. The handler's `http` output (`statusCode`, `body`, `headers`) becomes
-//! the response; a failed invocation is a bare `500`, as the real host answers.
+//! A request to `/<routePrefix>/<route>` becomes, as in the real host's non-forwarding mode:
+//!
+//! - `Data.<binding>` = `{Url, Method, Query, Headers, Params, Identities, Body}` (azure-functions-host
+//!   `src/WebJobs.Script/Extensions/HttpRequestExtensions.cs`, `GetRequestAsJObject`): `Query` an object whose
+//!   repeated keys are joined with commas, `Headers` values as arrays, `Params` the route values with every optional
+//!   parameter the request left out present as `null` (`FunctionInvocationMiddleware.PopulateRouteData`,
+//!   `src/WebJobs.Script.WebHost/Middleware/`), `Identities` the request's claims identities, and `Body` only when
+//!   the request's `Content-Length` is more than 0 (a string; base64 for octet-stream and multipart bodies).
+//! - `Metadata` = the HTTP extension's binding data (azure-webjobs-sdk-extensions
+//!   `src/WebJobs.Extensions.Http/HttpTriggerAttributeBindingProvider.cs`, `GetRequestBindingData`): the JSON
+//!   body's top-level fields, then every query parameter but `code`, then the route values, then `Query` and
+//!   `Headers` (objects of strings) unless a field already took those names; encoded by [`crate::binding_data`].
+//!
+//! The handler's `http` output (`statusCode`, `body`, `headers`) becomes the response; a failed invocation is a bare
+//! `500`, as the real host answers.
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use crate::Shared;
 use crate::app::{AuthLevel, FunctionDef, OutputBinding, Trigger};
+use crate::binding_data::{BindingData, BindingValue};
+use crate::invoke::Invocation;
 use crate::server::{Reply, Request};
 
 /// A route template: literals, `{param}`, trailing `{param?}` and a final catch-all `{*rest}`.
@@ -81,8 +95,9 @@ impl RouteTemplate {
         &self.text
     }
 
-    /// Matches decoded path segments (after the route prefix); literals compare case-insensitively.
-    pub fn matches(&self, path: &[String]) -> Option<BTreeMap<String, String>> {
+    /// Matches decoded path segments (after the route prefix); literals compare case-insensitively. An optional
+    /// parameter the path does not reach is `None`, as `PopulateRouteData` adds it with a null value.
+    pub fn matches(&self, path: &[String]) -> Option<BTreeMap<String, Option<String>>> {
         let mut params = BTreeMap::new();
         let mut i = 0;
         for segment in &self.segments {
@@ -94,13 +109,15 @@ impl RouteTemplate {
                 }
                 Segment::Param { name, optional } => match path.get(i) {
                     Some(value) => {
-                        params.insert(name.clone(), value.clone());
+                        params.insert(name.clone(), Some(value.clone()));
                     }
-                    None if *optional => {}
+                    None if *optional => {
+                        params.insert(name.clone(), None);
+                    }
                     None => return None,
                 },
                 Segment::CatchAll { name } => {
-                    params.insert(name.clone(), path[i.min(path.len())..].join("/"));
+                    params.insert(name.clone(), Some(path[i.min(path.len())..].join("/")));
                     return Some(params);
                 }
             }
@@ -121,7 +138,7 @@ fn route<'a>(
     functions: &'a [FunctionDef],
     path: &[String],
     method: &str,
-) -> Option<(&'a FunctionDef, BTreeMap<String, String>)> {
+) -> Option<(&'a FunctionDef, BTreeMap<String, Option<String>>)> {
     let mut candidates: Vec<_> = functions
         .iter()
         .filter_map(|f| match &f.trigger {
@@ -148,10 +165,20 @@ pub fn presented_key(request: &Request) -> Option<String> {
 pub(crate) async fn handle(shared: &Shared, request: &Request, path: &[String]) -> Option<Reply> {
     let (def, params) = route(&shared.app.functions, path, &request.method)?;
     let Trigger::Http { binding, auth_level, .. } = &def.trigger else { unreachable!("route() only picks HTTP") };
+    // The key and what it grants (`AuthenticationLevelHandler`); the handler sees it as a claims identity.
+    let key = presented_key(request).and_then(|k| shared.keys.authorization(&def.name, &k));
+    // `AuthUtility.PrincipalHasAuthLevelClaim`: the key's level must be at least the function's, in the order
+    // Function < System < Admin (`AuthorizationLevel`).
+    let rank = |level: &str| match level {
+        "Admin" => 3,
+        "System" => 2,
+        _ => 1,
+    };
+    let granted = key.as_ref().map_or(0, |(level, _)| rank(level));
     let authorised = match auth_level {
         AuthLevel::Anonymous => true,
-        AuthLevel::Function => presented_key(request).is_some_and(|k| shared.keys.admits_function(&def.name, &k)),
-        AuthLevel::Admin => presented_key(request).is_some_and(|k| shared.keys.is_master(&k)),
+        AuthLevel::Function => granted >= 1,
+        AuthLevel::Admin => granted >= 3,
     };
     if !authorised {
         tracing::info!(function = %def.name, "HTTP request refused: missing or wrong function key");
@@ -168,8 +195,8 @@ pub(crate) async fn handle(shared: &Shared, request: &Request, path: &[String]) 
             }
         });
     }
-    let (data, metadata) = build_input(binding, request, &params);
-    let outcome = shared.invoker.invoke(&def.name, data, metadata).await;
+    let input = build_input(binding, request, &params, key.as_ref().map(|(level, name)| (*level, name.as_str())));
+    let outcome = shared.invoker.invoke(&def.name, input).await;
     let outcome = match outcome {
         Ok(o) if o.succeeded() => o,
         Ok(o) => {
@@ -192,45 +219,117 @@ pub(crate) async fn handle(shared: &Shared, request: &Request, path: &[String]) 
     })
 }
 
-/// `Data.<binding>` and `Metadata` for an HTTP request.
+/// The claims identities the host's authentication leaves on a request: with a key, the `WebJobsAuthLevel` identity
+/// (`AuthenticationLevelHandler`, azure-functions-host `src/WebJobs.Script.WebHost/Security/Authentication/Keys/`);
+/// without one, ASP.NET Core's empty, unauthenticated identity. Json.NET serializes them with
+/// `ReferenceLoopHandling.Ignore` (`GetUserIdentitiesAsJArray`), which leaves out each claim's `Subject`, the
+/// identity itself.
+pub fn identities(key: Option<(&str, &str)>) -> Value {
+    let claim = |kind: &str, value: &str| {
+        json!({
+            "Issuer": "LOCAL AUTHORITY",
+            "OriginalIssuer": "LOCAL AUTHORITY",
+            "Properties": {},
+            "Type": format!("http://schemas.microsoft.com/2017/07/functions/claims/{kind}"),
+            "Value": value,
+            "ValueType": "http://www.w3.org/2001/XMLSchema#string",
+        })
+    };
+    let (authentication_type, claims) = match key {
+        Some((level, name)) => (
+            json!("WebJobsAuthLevel"),
+            json!([claim("authlevel", level), claim("invoke", "true"), claim("keyid", name)]),
+        ),
+        None => (Value::Null, json!([])),
+    };
+    json!([{
+        "AuthenticationType": authentication_type,
+        "IsAuthenticated": key.is_some(),
+        "Actor": null,
+        "BootstrapContext": null,
+        "Claims": claims,
+        "Label": null,
+        "Name": null,
+        "NameClaimType": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
+        "RoleClaimType": "http://schemas.microsoft.com/ws/2008/06/identity/claims/role",
+    }])
+}
+
+/// `Data.<binding>` and the binding data of an HTTP request. `key` is the authorization level and key name the
+/// presented key carries, if any.
 pub fn build_input(
     binding: &str,
     request: &Request,
-    params: &BTreeMap<String, String>,
-) -> (Map<String, Value>, Map<String, Value>) {
-    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    params: &BTreeMap<String, Option<String>>,
+    key: Option<(&str, &str)>,
+) -> Invocation {
+    let mut headers: Vec<(String, Vec<String>)> = Vec::new();
     for (name, value) in &request.headers {
-        headers.entry(title_case(name)).or_default().push(value.clone());
+        let name = title_case(name);
+        match headers.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+            Some((_, values)) => values.push(value.clone()),
+            None => headers.push((name, vec![value.clone()])),
+        }
     }
-    let query = request.query_pairs();
-    let mut query_object = Map::new();
-    for (k, v) in &query {
-        // Repeated keys: the first wins, like `HttpRequest.Query[key]` read as a single string.
-        query_object.entry(k.clone()).or_insert_with(|| Value::String(v.clone()));
+    // `StringValues.ToString()`: repeated query keys (and header values, for the binding data) joined by commas.
+    let mut query: Vec<(String, Vec<String>)> = Vec::new();
+    for (k, v) in request.query_pairs() {
+        match query.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&k)) {
+            Some((_, values)) => values.push(v),
+            None => query.push((k, vec![v])),
+        }
     }
+    let joined = |pairs: &[(String, Vec<String>)]| -> Map<String, Value> {
+        pairs.iter().map(|(k, v)| (k.clone(), Value::String(v.join(",")))).collect()
+    };
+    let query_object = joined(&query);
     let host = request.header("host").unwrap_or("localhost");
     let url = match &request.raw_query {
         Some(q) if !q.is_empty() => format!("http://{host}{}?{q}", request.raw_path),
         _ => format!("http://{host}{}", request.raw_path),
     };
-    let req = json!({
+    let content_length = request.header("content-length").and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+    let mut req = json!({
         "Url": url,
         "Method": request.method,
         "Query": query_object,
-        "Headers": headers,
+        "Headers": headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<_, _>>(),
         "Params": params,
-        "Identities": [],
-        "Body": String::from_utf8_lossy(&request.body),
+        "Identities": identities(key),
     });
-    let mut metadata = Map::new();
-    for (name, value) in params {
-        metadata.insert(name.clone(), Value::String(value.clone()));
+    let mut binding_data = BindingData::new();
+    // A chunked request has no ContentLength, so the host reads no body for it.
+    if content_length > 0 {
+        let body = if is_octet_or_multipart(request.header("content-type")) {
+            // A byte[] in a JObject: Json.NET writes it as base64.
+            Value::String(base64::engine::general_purpose::STANDARD.encode(&request.body))
+        } else {
+            Value::String(String::from_utf8_lossy(&request.body).into_owned())
+        };
+        req["Body"] = body;
+        binding_data.apply_json_fields(&String::from_utf8_lossy(&request.body));
     }
-    metadata.insert("Query".into(), Value::Object(query_object));
-    let first_values: Map<String, Value> =
-        headers.iter().map(|(k, v)| (k.clone(), Value::String(v.first().cloned().unwrap_or_default()))).collect();
-    metadata.insert("Headers".into(), Value::Object(first_values));
-    (Map::from_iter([(binding.to_string(), req)]), metadata)
+    for (k, v) in &query {
+        if !k.eq_ignore_ascii_case("code") {
+            binding_data.set(k, BindingValue::Text(v.join(",")));
+        }
+    }
+    for (name, value) in params {
+        binding_data.set(name, BindingValue::text(value.clone()));
+    }
+    if !binding_data.contains("Query") {
+        binding_data.set("Query", BindingValue::Object(Value::Object(query_object)));
+    }
+    if !binding_data.contains("Headers") {
+        binding_data.set("Headers", BindingValue::Object(Value::Object(joined(&headers))));
+    }
+    Invocation { data: Map::from_iter([(binding.to_string(), req)]), binding_data, trigger_text: None }
+}
+
+/// `Utility.IsMediaTypeOctetOrMultipart`: such bodies go to the handler as bytes (base64 in JSON).
+fn is_octet_or_multipart(content_type: Option<&str>) -> bool {
+    let media = content_type.and_then(|c| c.split(';').next()).map(|m| m.trim().to_ascii_lowercase());
+    media.is_some_and(|m| m == "application/octet-stream" || m.starts_with("multipart/"))
 }
 
 /// `content-type` → `Content-Type`: hyper lower-cases names, the real host passes them as clients usually send them.
@@ -301,18 +400,18 @@ mod tests {
     #[test]
     fn routes_with_optional_and_catch_all_params() {
         let r = RouteTemplate::parse("activation-keys/{operationId?}").unwrap();
-        assert_eq!(r.matches(&segs("activation-keys")), Some(BTreeMap::new()));
+        assert_eq!(r.matches(&segs("activation-keys")), Some(BTreeMap::from([("operationId".to_string(), None)])));
         assert_eq!(
             r.matches(&segs("Activation-Keys/3f2c")),
-            Some(BTreeMap::from([("operationId".to_string(), "3f2c".to_string())]))
+            Some(BTreeMap::from([("operationId".to_string(), Some("3f2c".to_string()))]))
         );
         assert_eq!(r.matches(&segs("activation-keys/3f2c/extra")), None);
         assert_eq!(r.matches(&segs("other")), None);
         let r = RouteTemplate::parse("items/{id:int}").unwrap();
-        assert_eq!(r.matches(&segs("items/7")).unwrap()["id"], "7");
+        assert_eq!(r.matches(&segs("items/7")).unwrap()["id"].as_deref(), Some("7"));
         assert_eq!(r.matches(&segs("items")), None);
         let r = RouteTemplate::parse("files/{*path}").unwrap();
-        assert_eq!(r.matches(&segs("files/a/b")).unwrap()["path"], "a/b");
+        assert_eq!(r.matches(&segs("files/a/b")).unwrap()["path"].as_deref(), Some("a/b"));
     }
 
     #[test]

@@ -97,6 +97,20 @@ impl Keys {
         self.is_master(presented) || self.function(function).is_some_and(|k| constant_time_eq(presented, k))
     }
 
+    /// The authorization level and key name a presented key carries, in the order the real host checks
+    /// (`SecretManager.GetAuthorizationLevelAsync`, azure-functions-host
+    /// `src/WebJobs.Script.WebHost/Security/KeyManagement/SecretManager.cs`): the master key (`Admin`, `_master`),
+    /// a system key (`System`), the function's own key (`Function`). `None`: no key matched.
+    pub fn authorization(&self, function: &str, presented: &str) -> Option<(&'static str, String)> {
+        if self.is_master(presented) {
+            return Some(("Admin", "_master".into()));
+        }
+        if let Some((name, _)) = self.system.iter().find(|(_, k)| constant_time_eq(presented, k)) {
+            return Some(("System", name.clone()));
+        }
+        self.function(function).filter(|k| constant_time_eq(presented, k)).map(|_| ("Function", "default".into()))
+    }
+
     /// A system-key request (an extension webhook) is let in by that system key or the master key.
     pub fn admits_system(&self, name: &str, presented: &str) -> bool {
         self.is_master(presented) || self.system(name).is_some_and(|k| constant_time_eq(presented, k))

@@ -4,7 +4,9 @@
 //! Map of the crate:
 //! - [`app`]: `host.json` and the function definitions (packaged or repository layout), validated up front.
 //! - [`handler_process`]: the custom handler as a supervised child (`FUNCTIONS_CUSTOMHANDLER_PORT`, restarts).
-//! - [`invoke`]: one invocation (`POST /<Function>` with `{Data, Metadata}`), logs, output bindings.
+//! - [`invoke`]: one invocation (`POST /<Function>` with `{Data, Metadata}`, chunked as the real host sends it, or
+//!   buffered as Core Tools does: [`HostForm`]), logs, output bindings, the function timeout.
+//! - [`binding_data`]: binding data and its encoding into `Metadata`, value by value as the real host does it.
 //! - [`server`]: the HTTP listener and routing; [`http_trigger`], [`event_grid`] and the admin API behind it.
 //! - [`timer`]: NCRONTAB schedules and the one-run-at-a-time scheduler; [`clock`] makes time injectable.
 //! - [`service_bus`]: the Service Bus REST client, the peek-lock receivers and the output binding.
@@ -13,6 +15,7 @@
 //! [`Host::start`] wires these together and returns a [`RunningHost`] to query and shut down.
 
 pub mod app;
+pub mod binding_data;
 pub mod clock;
 pub mod event_grid;
 pub mod handler_process;
@@ -33,6 +36,7 @@ use tokio::sync::{broadcast, watch};
 
 pub use app::App;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use invoke::{HOST_VERSION, HostForm};
 pub use logs::LogEntry;
 
 use app::Trigger;
@@ -104,10 +108,12 @@ pub struct HostOptions {
     /// Keeps keys and timer status across restarts when given.
     pub state_dir: Option<PathBuf>,
     pub clock: Arc<dyn Clock>,
+    /// The request form the handler gets: the real host's (default) or Core Tools'.
+    pub host_form: HostForm,
 }
 
 impl HostOptions {
-    /// Defaults: handler from host.json, no settings, `127.0.0.1:0`, no state, the system clock.
+    /// Defaults: handler from host.json, no settings, `127.0.0.1:0`, no state, the system clock, the real host's form.
     pub fn new(app_dir: impl Into<PathBuf>) -> HostOptions {
         HostOptions {
             app_dir: app_dir.into(),
@@ -116,6 +122,7 @@ impl HostOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             state_dir: None,
             clock: Arc::new(SystemClock),
+            host_form: HostForm::Real,
         }
     }
 }
@@ -152,6 +159,7 @@ impl Host {
             executable,
             arguments: app.host.arguments.clone(),
             working_directory,
+            app_root: app.root.clone(),
             environment: settings.clone(),
         };
         let listener = tokio::net::TcpListener::bind(options.listen)
@@ -165,7 +173,8 @@ impl Host {
         let logs = Arc::new(LogStore::default());
         let invoker = Arc::new(Invoker::new(
             app.clone(),
-            handler.port.clone(),
+            options.host_form,
+            handler.clone(),
             logs.clone(),
             events.clone(),
             options.clock.clone(),
@@ -209,8 +218,8 @@ impl Host {
                         queue: queue.clone(),
                         client: client.clone(),
                         invoker: invoker.clone(),
-                        concurrency: if *sessions { sb.max_concurrent_sessions } else { sb.max_concurrent_calls },
-                        max_lock_renewal: sb.max_auto_lock_renewal,
+                        sessions: *sessions,
+                        options: sb.clone(),
                         failing: Default::default(),
                     });
                     tasks.push(tokio::spawn(receiver.run(shutdown_rx.clone())));
@@ -224,7 +233,7 @@ impl Host {
         tasks.push(tokio::spawn(server::serve(listener, shared.clone(), async move {
             stopped(&mut server_shutdown).await;
         })));
-        tracing::info!(%local_addr, functions = names.len(), "Functions host started");
+        tracing::info!(%local_addr, functions = names.len(), form = %options.host_form, "Functions host started");
         Ok(RunningHost { local_addr, shared, handler, logs, events, shutdown: shutdown_tx, tasks })
     }
 }
@@ -272,7 +281,9 @@ fn service_bus_clients(app: &App, settings: &BTreeMap<String, String>) -> BTreeM
         };
         // A URL instead of a host name is taken as the base URL as is (a broker on plain HTTP in tests).
         let base = if namespace.contains("://") { namespace } else { format!("https://{namespace}") };
-        clients.insert(connection.to_string(), Arc::new(ServiceBusClient::new(&base, token, http.clone())));
+        let client =
+            ServiceBusClient::new(&base, token, http.clone()).with_try_timeout(app.host.service_bus.try_timeout);
+        clients.insert(connection.to_string(), Arc::new(client));
     }
     clients
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use local_azure_host::app::Trigger;
-use local_azure_host::{Host, HostOptions, SystemClock};
+use local_azure_host::{Host, HostForm, HostOptions, SystemClock};
 
 /// Run a custom-handler Functions app the way the Azure Functions host does.
 #[derive(Debug, Parser)]
@@ -33,6 +33,10 @@ struct Config {
     /// A local.settings.json whose `Values` become app settings.
     #[arg(long)]
     settings_file: Option<PathBuf>,
+    /// The request form the handler gets: `real` (the Azure host's: chunked bodies) or `core-tools` (`func start`'s:
+    /// buffered, with Content-Length).
+    #[arg(long, env = "LOCAL_AZURE_HOST_FORM", default_value = "real")]
+    host_form: HostForm,
 }
 
 /// Ctrl-C or SIGTERM: either way the handler is stopped before the host exits.
@@ -78,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         listen: config.listen,
         state_dir: config.state_dir.clone(),
         clock: Arc::new(SystemClock),
+        host_form: config.host_form,
     })
     .await
     .context("starting the Functions host")?;

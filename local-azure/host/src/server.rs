@@ -12,6 +12,7 @@ use warp::Filter;
 
 use crate::Shared;
 use crate::app::Trigger;
+use crate::service_bus::ReceivedMessage;
 use crate::timer::RunReason;
 use crate::{event_grid, http_trigger, timer};
 
@@ -132,7 +133,7 @@ pub(crate) async fn dispatch(shared: &Shared, request: Request) -> Reply {
         ["admin", "functions", _] if request.method == "POST" => return admin_invoke(shared, &request, &segments[2]),
         ["admin", "host", "status"] if request.method == "GET" => {
             return if admin_authorised(shared, &request) {
-                Reply::json(200, &json!({"state": "Running", "version": "4.0.0-local-azure"}))
+                Reply::json(200, &json!({"state": "Running", "version": crate::HOST_VERSION}))
             } else {
                 Reply::status(401)
             };
@@ -189,16 +190,17 @@ fn admin_invoke(shared: &Shared, request: &Request, name: &str) -> Reply {
             timer::try_run(&state, &invoker, invoker.clock(), RunReason::Admin);
         }
         Trigger::ServiceBus { binding, .. } => {
-            let data = serde_json::Map::from_iter([(binding.clone(), Value::String(input_text))]);
+            // `ConvertFromString`: a message holding the input as its body, with no actions or client.
+            let input = ReceivedMessage::from_text(&input_text).invocation(binding, None, false);
             tokio::spawn(async move {
-                let _ = invoker.invoke(&function, data, serde_json::Map::new()).await;
+                let _ = invoker.invoke(&function, input).await;
             });
         }
         Trigger::EventGrid { binding } => {
             let event = serde_json::from_str::<Value>(&input_text).unwrap_or(Value::String(input_text));
-            let data = serde_json::Map::from_iter([(binding.clone(), event)]);
+            let input = event_grid::event_invocation(binding, &event);
             tokio::spawn(async move {
-                let _ = invoker.invoke(&function, data, serde_json::Map::new()).await;
+                let _ = invoker.invoke(&function, input).await;
             });
         }
     }

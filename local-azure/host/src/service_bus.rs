@@ -6,8 +6,16 @@
 //! hostname; `HTTPS_PROXY`/`SSL_CERT_FILE` from the environment route them to local-azure, as for any Azure client.
 //!
 //! [`ServiceBusClient`] is deliberately a plain struct over a base URL, so tests and other brokers can use it as is.
-//! [`Receiver`] runs the competing peek-lock loops for one function: complete on a 2xx answer, abandon otherwise,
-//! renew the lock while the handler works. Dead-lettering after `MaxDeliveryCount` is the broker's business.
+//! [`Receiver`] runs the competing peek-lock loops for one function: `maxConcurrentCalls` of them, or
+//! `maxConcurrentSessions × maxConcurrentCallsPerSession` for a session-enabled function (extension 5.x
+//! `ServiceBusOptions.ToProcessorOptions` / `ToSessionProcessorOptions`); complete on a 2xx answer (unless
+//! `autoCompleteMessages` is off), abandon otherwise, renew the lock while the handler works. Dead-lettering after
+//! `MaxDeliveryCount` is the broker's business.
+//!
+//! What the handler gets is the extension 5.x binding data (azure-sdk-for-net
+//! `sdk/servicebus/Microsoft.Azure.WebJobs.Extensions.ServiceBus/src/Triggers/ServiceBusTriggerBindingStrategy.cs`,
+//! `GetBindingData` / `AddBindingData`) encoded by [`crate::binding_data`], with the body's JSON fields merged in,
+//! and `Data.<binding>` = the body as a string, JSON-encoded once more by the host.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,8 +30,10 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::HostEvent;
-use crate::clock::utc_7;
-use crate::invoke::Invoker;
+use crate::app::ServiceBusOptions;
+use crate::binding_data::{BindingData, BindingValue};
+use crate::clock::{Zone, json_net};
+use crate::invoke::{Invocation, Invoker};
 
 /// The audience of Service Bus data-plane tokens.
 pub const SERVICE_BUS_RESOURCE: &str = "https://servicebus.azure.net";
@@ -170,6 +180,12 @@ pub struct BrokerProperties {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via_partition_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to_session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
 }
 
@@ -247,45 +263,107 @@ impl ReceivedMessage {
         })
     }
 
-    /// `Data.<binding>`: the body as a string, which the host sends JSON-encoded (a JSON string holding the text).
+    /// The body as the extension reads it for a `string` parameter (`MessageToStringConverter`: UTF-8).
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// `Data.<binding>`: the body string through `JsonConvert.SerializeObject`, so JSON-encoded once more
+    /// (`ScriptInvocationContextExtensions.GetHttpScriptInvocationContextValue`).
     pub fn data_value(&self) -> Value {
-        match std::str::from_utf8(&self.body) {
-            Ok(text) => Value::String(text.to_string()),
-            Err(_) => Value::String(base64::engine::general_purpose::STANDARD.encode(&self.body)),
+        Value::String(Value::String(self.body_text()).to_string())
+    }
+
+    /// `ExpiresAt`: enqueued time plus time to live, or `DateTimeOffset.MaxValue` when that does not fit (a message
+    /// without a time to live lives `TimeSpan.MaxValue`).
+    fn expires_at(&self, enqueued: OffsetDateTime) -> OffsetDateTime {
+        let max = time::macros::datetime!(9999-12-31 23:59:59.9999999 UTC);
+        match self.broker.time_to_live {
+            Some(ttl) if ttl.is_finite() && ttl >= 0.0 && ttl < (max - enqueued).as_seconds_f64() => {
+                enqueued + time::Duration::seconds_f64(ttl)
+            }
+            _ => max,
         }
     }
 
-    /// The trigger metadata the Service Bus extension documents.
-    pub fn metadata(&self) -> Map<String, Value> {
+    /// The binding data of the extension 5.x (`ServiceBusTriggerBindingStrategy.GetBindingData` and
+    /// `AddBindingData`), in its order. `client` is the `ServiceBusClient` the trigger uses; `session` says whether
+    /// the function is session-enabled, whose message actions (`ServiceBusSessionMessageActions`) also show when
+    /// the session lock ends.
+    pub fn binding_data(&self, client: Option<&ServiceBusClient>, session: bool) -> BindingData {
         let b = &self.broker;
-        let enqueued = b.enqueued_time_utc.as_deref().and_then(parse_date);
-        let mut m = Map::new();
-        let mut put = |k: &str, v: Value| {
-            m.insert(k.to_string(), v);
-        };
-        put("MessageId", json!(b.message_id));
-        put("DeliveryCount", json!(b.delivery_count.unwrap_or(1)));
-        put("EnqueuedTimeUtc", json!(enqueued.map(utc_7)));
-        put("SequenceNumber", json!(b.sequence_number.unwrap_or(0)));
-        put("SessionId", json!(b.session_id));
-        put("CorrelationId", json!(b.correlation_id));
-        // The current extension says Subject, older ones Label; handlers may read either.
-        put("Subject", json!(b.label));
-        put("Label", json!(b.label));
-        put("ContentType", json!(self.content_type));
-        put("ReplyTo", json!(b.reply_to));
-        put("To", json!(b.to));
-        put("ApplicationProperties", Value::Object(self.properties.clone()));
-        put("UserProperties", Value::Object(self.properties.clone()));
-        put("LockToken", json!(b.lock_token));
-        let expires = match (enqueued, b.time_to_live) {
-            (Some(at), Some(ttl)) if ttl.is_finite() && ttl > 0.0 && ttl < 1e11 => {
-                Some(utc_7(at + time::Duration::seconds_f64(ttl)))
+        let mut data = BindingData::new();
+        if let Some(client) = client {
+            let actions = match (session, b.locked_until_utc.as_deref().and_then(parse_date)) {
+                (true, Some(until)) => json!({"SessionLockedUntil": json_net(until, Zone::Local)}),
+                _ => json!({}),
+            };
+            // MessageReceiver and MessageSession are the message actions again, kept for older code.
+            for key in ["MessageReceiver", "MessageSession", "MessageActions", "SessionActions"] {
+                data.set(key, BindingValue::Object(actions.clone()));
             }
-            _ => None,
-        };
-        put("ExpiresAtUtc", json!(expires));
-        m
+            data.set("ReceiveActions", BindingValue::Object(json!({})));
+            data.set(
+                "Client",
+                BindingValue::Object(json!({
+                    "FullyQualifiedNamespace": client.namespace(),
+                    "IsClosed": false,
+                    // ServiceBusTransportType.AmqpTcp: Json.NET writes enums as numbers.
+                    "TransportType": 0,
+                    "Identifier": client.identifier(),
+                })),
+            );
+        }
+        let enqueued =
+            b.enqueued_time_utc.as_deref().and_then(parse_date).unwrap_or(time::macros::datetime!(0001-01-01 0:00 UTC));
+        let expires = self.expires_at(enqueued);
+        data.set("DeliveryCount", BindingValue::Integer(i64::from(b.delivery_count.unwrap_or(0))));
+        data.set("DeadLetterSource", BindingValue::text(b.dead_letter_source.clone()));
+        data.set("LockToken", BindingValue::text(b.lock_token.clone()));
+        data.set("ExpiresAtUtc", BindingValue::DateTime(expires));
+        data.set("ExpiresAt", BindingValue::DateTimeOffset(expires));
+        data.set("EnqueuedTimeUtc", BindingValue::DateTime(enqueued));
+        data.set("EnqueuedTime", BindingValue::DateTimeOffset(enqueued));
+        data.set("MessageId", BindingValue::text(b.message_id.clone()));
+        data.set("ContentType", BindingValue::text(self.content_type.clone()));
+        data.set("ReplyTo", BindingValue::text(b.reply_to.clone()));
+        data.set("SequenceNumber", BindingValue::Integer(b.sequence_number.unwrap_or(-1)));
+        data.set("To", BindingValue::text(b.to.clone()));
+        data.set("Subject", BindingValue::text(b.label.clone()));
+        data.set("Label", BindingValue::text(b.label.clone()));
+        data.set("CorrelationId", BindingValue::text(b.correlation_id.clone()));
+        data.set("ApplicationProperties", BindingValue::Object(Value::Object(self.properties.clone())));
+        data.set("UserProperties", BindingValue::Object(Value::Object(self.properties.clone())));
+        data.set("SessionId", BindingValue::text(b.session_id.clone()));
+        data.set("ReplyToSessionId", BindingValue::text(b.reply_to_session_id.clone()));
+        data.set("PartitionKey", BindingValue::text(b.partition_key.clone()));
+        data.set("TransactionPartitionKey", BindingValue::text(b.via_partition_key.clone()));
+        data
+    }
+
+    /// What the host hands the invoker for this message.
+    pub fn invocation(&self, binding: &str, client: Option<&ServiceBusClient>, session: bool) -> Invocation {
+        Invocation {
+            data: Map::from_iter([(binding.to_string(), self.data_value())]),
+            binding_data: self.binding_data(client, session),
+            // The body string is the trigger value whose JSON fields `TransformInput` merges into the metadata.
+            trigger_text: Some(self.body_text()),
+        }
+    }
+
+    /// A message made from a string, as the admin API's `ConvertFromString` makes one
+    /// (`ServiceBusModelFactory.ServiceBusReceivedMessage(body)`): no message actions, no client, default fields.
+    pub fn from_text(text: &str) -> ReceivedMessage {
+        ReceivedMessage {
+            broker: BrokerProperties {
+                lock_token: Some("00000000-0000-0000-0000-000000000000".into()),
+                ..BrokerProperties::default()
+            },
+            content_type: None,
+            properties: Map::new(),
+            body: Bytes::from(text.to_string()),
+            broker_now: None,
+        }
     }
 
     /// How long until the lock lapses, by the broker's clock when it said what time it was.
@@ -352,17 +430,44 @@ pub struct ServiceBusClient {
     base: String,
     http: reqwest::Client,
     token: TokenSource,
+    /// `ServiceBusClient.Identifier`: the namespace and a GUID, one per client.
+    identifier: String,
+    /// `clientRetryOptions.tryTimeout`: how long one operation other than a receive may take.
+    try_timeout: Duration,
 }
 
 impl ServiceBusClient {
     /// `base_url` is `https://<namespace>` for Azure; anything else for tests. The HTTP client comes from
     /// [`azure_http_client`].
     pub fn new(base_url: &str, token: TokenSource, http: reqwest::Client) -> ServiceBusClient {
-        ServiceBusClient { base: base_url.trim_end_matches('/').to_string(), http, token }
+        let base = base_url.trim_end_matches('/').to_string();
+        let namespace = base.split_once("://").map_or(base.as_str(), |(_, rest)| rest).to_string();
+        ServiceBusClient {
+            identifier: format!("{namespace}-{}", uuid::Uuid::new_v4()),
+            base,
+            http,
+            token,
+            try_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Sets `clientRetryOptions.tryTimeout`.
+    pub fn with_try_timeout(mut self, try_timeout: Duration) -> ServiceBusClient {
+        self.try_timeout = try_timeout;
+        self
     }
 
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// The namespace host name (`<ns>.servicebus.windows.net`), what `FullyQualifiedNamespace` says.
+    pub fn namespace(&self) -> &str {
+        self.base.split_once("://").map_or(self.base.as_str(), |(_, rest)| rest)
+    }
+
+    pub fn identifier(&self) -> &str {
+        &self.identifier
     }
 
     fn url(&self, segments: &[&str]) -> String {
@@ -383,6 +488,9 @@ impl ServiceBusClient {
     ) -> Result<reqwest::Response, ServiceBusError> {
         for attempt in 0..2 {
             let mut request = build();
+            if operation != "peek-lock" {
+                request = request.timeout(self.try_timeout);
+            }
             if let Some(token) = self.token.token(&self.http).await? {
                 request = request.bearer_auth(token);
             }
@@ -559,17 +667,19 @@ pub struct Receiver {
     pub queue: String,
     pub client: Arc<ServiceBusClient>,
     pub invoker: Arc<Invoker>,
-    /// `maxConcurrentCalls`, or `maxConcurrentSessions` for a session-enabled queue.
-    pub concurrency: usize,
-    pub max_lock_renewal: Duration,
+    /// `isSessionsEnabled` on the trigger.
+    pub sessions: bool,
+    pub options: ServiceBusOptions,
     /// Set while receiving fails, so one outage is one warning rather than one per worker per retry.
     pub failing: std::sync::atomic::AtomicBool,
 }
 
 impl Receiver {
-    /// Runs `concurrency` competing receivers until `shutdown` flips to true.
+    /// Runs the competing receivers until `shutdown` flips to true: one per invocation the processor may run at once.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
-        let workers: Vec<_> = (0..self.concurrency)
+        let concurrency = self.options.concurrency(self.sessions);
+        tracing::info!(function = %self.function, concurrency, sessions = self.sessions, "Service Bus receivers start");
+        let workers: Vec<_> = (0..concurrency)
             .map(|worker| {
                 let this = self.clone();
                 let shutdown = shutdown.clone();
@@ -626,10 +736,10 @@ impl Receiver {
                 self.client.clone(),
                 self.queue.clone(),
                 message.clone(),
-                self.max_lock_renewal,
+                self.options.max_auto_lock_renewal,
             ));
-            let data = Map::from_iter([(self.binding.clone(), message.data_value())]);
-            let outcome = self.invoker.invoke(&self.function, data, message.metadata()).await;
+            let input = message.invocation(&self.binding, Some(&self.client), self.sessions);
+            let outcome = self.invoker.invoke(&self.function, input).await;
             renewal.abort();
             let succeeded = match &outcome {
                 Ok(o) => o.succeeded(),
@@ -638,13 +748,18 @@ impl Receiver {
                     false
                 }
             };
-            let settle = if succeeded {
+            let settle = if !succeeded {
+                self.client.abandon(&self.queue, &message.broker).await
+            } else if self.options.auto_complete_messages {
                 self.client.complete(&self.queue, &message.broker).await
             } else {
-                self.client.abandon(&self.queue, &message.broker).await
+                tracing::info!("autoCompleteMessages is off: the message stays locked until its lock expires");
+                Ok(())
             };
             match settle {
-                Ok(()) => tracing::info!(completed = succeeded, "message settled"),
+                Ok(()) => {
+                    tracing::info!(completed = succeeded && self.options.auto_complete_messages, "message settled")
+                }
                 Err(err) if err.is_lock_lost() => {
                     tracing::warn!("the lock was lost before settling; the broker redelivers: {err}")
                 }
@@ -653,7 +768,7 @@ impl Receiver {
             self.invoker.emit(HostEvent::MessageSettled {
                 function: self.function.clone(),
                 message_id: message_id.clone(),
-                completed: succeeded,
+                completed: succeeded && self.options.auto_complete_messages,
             });
         }
         .instrument(span)
@@ -727,24 +842,48 @@ mod tests {
     }
 
     #[test]
-    fn maps_the_documented_metadata() {
+    fn binding_data_is_the_extension_5_set_encoded_as_the_host_encodes_it() {
         let m = ReceivedMessage::from_parts(&sample_headers(), Bytes::from_static(b"{\"kind\":\"ResourceCreated\"}"))
             .unwrap();
-        assert_eq!(m.data_value(), json!("{\"kind\":\"ResourceCreated\"}"));
-        let meta = Value::Object(m.metadata());
-        assert_eq!(meta["MessageId"], "resource-created:testedgedevice:2c9a7f4e");
-        assert_eq!(meta["DeliveryCount"], 2);
-        assert_eq!(meta["SequenceNumber"], 41);
-        assert_eq!(meta["EnqueuedTimeUtc"], "2026-11-28T11:59:58.0000000Z");
-        assert_eq!(meta["ExpiresAtUtc"], "2026-12-12T11:59:58.0000000Z");
-        assert_eq!(meta["SessionId"], "ase-1");
-        assert_eq!(meta["CorrelationId"], "8a7e9a3c");
-        assert_eq!(meta["Subject"], "ResourceCreated");
-        assert_eq!(meta["Label"], "ResourceCreated");
-        assert_eq!(meta["ContentType"], "application/json");
+        assert_eq!(m.data_value(), json!("\"{\\\"kind\\\":\\\"ResourceCreated\\\"}\""), "the body, JSON-encoded again");
+        let client =
+            ServiceBusClient::new("https://ns.servicebus.windows.net", TokenSource::Anonymous, reqwest::Client::new());
+        let meta = Value::Object(m.binding_data(Some(&client), true).to_metadata());
+        let actions = json!({"SessionLockedUntil": "2026-11-28T12:00:58+00:00"});
+        assert_eq!(meta["MessageReceiver"], actions);
+        assert_eq!(meta["MessageSession"], actions);
+        assert_eq!(meta["MessageActions"], actions);
+        assert_eq!(meta["SessionActions"], actions);
+        assert_eq!(meta["ReceiveActions"], json!({}));
+        assert_eq!(meta["Client"]["FullyQualifiedNamespace"], "ns.servicebus.windows.net");
+        assert_eq!(meta["Client"]["TransportType"], 0);
+        assert!(meta["Client"]["Identifier"].as_str().unwrap().starts_with("ns.servicebus.windows.net-"));
+        assert_eq!(meta["MessageId"], "\"resource-created:testedgedevice:2c9a7f4e\"");
+        assert_eq!(meta["DeliveryCount"], "2");
+        assert_eq!(meta["SequenceNumber"], "41");
+        assert_eq!(meta["EnqueuedTimeUtc"], "2026-11-28T11:59:58");
+        assert_eq!(meta["EnqueuedTime"], "2026-11-28T11:59:58+00:00");
+        assert_eq!(meta["ExpiresAtUtc"], "2026-12-12T11:59:58");
+        assert_eq!(meta["ExpiresAt"], "2026-12-12T11:59:58+00:00");
+        assert_eq!(meta["SessionId"], "\"ase-1\"");
+        assert_eq!(meta["CorrelationId"], "\"8a7e9a3c\"");
+        assert_eq!(meta["Subject"], "\"ResourceCreated\"");
+        assert_eq!(meta["Label"], "\"ResourceCreated\"");
+        assert_eq!(meta["ContentType"], "\"application/json\"");
         assert_eq!(meta["ApplicationProperties"], json!({"schemaversion": 1, "origin": "arm"}));
         assert_eq!(meta["UserProperties"], meta["ApplicationProperties"]);
-        assert_eq!(meta["LockToken"], "6e3d8b4a-0f57-4a86-a0a6-2a4a1d6c1f10");
+        assert_eq!(meta["LockToken"], "\"6e3d8b4a-0f57-4a86-a0a6-2a4a1d6c1f10\"");
+        for absent in
+            ["DeadLetterSource", "ReplyTo", "To", "ReplyToSessionId", "PartitionKey", "TransactionPartitionKey"]
+        {
+            assert!(meta.get(absent).is_none(), "{absent}: nulls are left out");
+        }
+        // Without a session the actions have no session lock; a message without a time to live never expires.
+        let mut plain = m.clone();
+        plain.broker.time_to_live = None;
+        let meta = Value::Object(plain.binding_data(Some(&client), false).to_metadata());
+        assert_eq!(meta["MessageActions"], json!({}));
+        assert_eq!(meta["ExpiresAtUtc"], "9999-12-31T23:59:59");
     }
 
     #[test]

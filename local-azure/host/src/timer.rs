@@ -9,18 +9,26 @@
 //!
 //! One run at a time per function: an occurrence that comes due while the previous run is still going is skipped
 //! (counted, announced as [`HostEvent::TimerSkipped`]) and the next run that does start is marked past due.
+//!
+//! `ScheduleStatus` follows the timer extension's listener (azure-webjobs-sdk-extensions
+//! `src/WebJobs.Extensions/Extensions/Timers/Listener/TimerListener.cs`): with `useMonitor` (the default) the
+//! listener starts with the stored status or, when none is stored yet, one whose `Last` and `LastUpdated` are
+//! `default(DateTime)` and whose `Next` is the first occurrence, so even the first run has a status. After each run
+//! it stores `Last` = `LastUpdated` = the invocation time and `Next` = the occurrence after it. The admin API's runs
+//! get only the stored status (`TimerTriggerBinding.BindAsync`). The dates are local `DateTime`s, which Json.NET
+//! writes with the machine's offset, `+00:00` on Azure.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use time::{Date, OffsetDateTime, Time};
 
 use crate::HostEvent;
-use crate::clock::{Clock, offset_form};
-use crate::invoke::Invoker;
+use crate::clock::{Clock, Zone, json_net};
+use crate::invoke::{Invocation, Invoker};
 
 /// A parsed NCRONTAB expression.
 #[derive(Clone, PartialEq, Eq)]
@@ -166,11 +174,18 @@ pub struct ScheduleStatus {
 }
 
 impl ScheduleStatus {
+    /// The status a listener starts with when none is stored: `default(DateTime).ToLocalTime()` for `Last` and
+    /// `LastUpdated`.
+    pub fn initial(next: OffsetDateTime) -> ScheduleStatus {
+        let never = time::macros::datetime!(0001-01-01 0:00 UTC);
+        ScheduleStatus { last: never, next, last_updated: never }
+    }
+
     fn to_json(self) -> Value {
         json!({
-            "Last": offset_form(self.last, false),
-            "Next": offset_form(self.next, false),
-            "LastUpdated": offset_form(self.last_updated, true),
+            "Last": json_net(self.last, Zone::Local),
+            "Next": json_net(self.next, Zone::Local),
+            "LastUpdated": json_net(self.last_updated, Zone::Local),
         })
     }
 
@@ -200,7 +215,10 @@ pub struct TimerState {
     schedule: Schedule,
     use_monitor: bool,
     running: Arc<tokio::sync::Mutex<()>>,
+    /// The stored status (`None` until the first listener run records one).
     status: std::sync::Mutex<Option<ScheduleStatus>>,
+    /// The first occurrence after the host started: `Next` of the status a listener starts with.
+    first_next: std::sync::Mutex<Option<OffsetDateTime>>,
     /// Set when an occurrence was skipped; the next run that starts is past due.
     behind: AtomicBool,
     skipped: AtomicU64,
@@ -230,6 +248,7 @@ impl TimerState {
             use_monitor,
             running: Arc::new(tokio::sync::Mutex::new(())),
             status: std::sync::Mutex::new(status),
+            first_next: std::sync::Mutex::new(None),
             behind: AtomicBool::new(false),
             skipped: AtomicU64::new(0),
             status_file,
@@ -262,16 +281,30 @@ impl TimerState {
         }
     }
 
-    /// The `Data.<binding>` value for a run.
-    fn data(&self, past_due: bool) -> Map<String, Value> {
-        let status = if self.use_monitor { self.status().map(ScheduleStatus::to_json) } else { None };
-        let timer = json!({
-            "Schedule": {"AdjustForDST": true},
-            "ScheduleStatus": status,
-            "IsPastDue": past_due,
-        });
-        Map::from_iter([(self.binding.clone(), timer)])
+    /// The `Data.<binding>` value for a run: the listener's status for its own runs, only the stored one for the
+    /// admin API's.
+    fn data(&self, past_due: bool, reason: RunReason) -> Value {
+        let status = if !self.use_monitor {
+            None
+        } else if reason == RunReason::Admin {
+            self.status()
+        } else {
+            self.status().or_else(|| {
+                let first = *self.first_next.lock().expect("timer first-next lock");
+                first.map(ScheduleStatus::initial)
+            })
+        };
+        timer_info(status, past_due)
     }
+}
+
+/// `Data.<binding>` of a timer run: the extension's `TimerInfo` as `JObject.FromObject` writes it.
+pub fn timer_info(status: Option<ScheduleStatus>, past_due: bool) -> Value {
+    json!({
+        "Schedule": {"AdjustForDST": true},
+        "ScheduleStatus": status.map(ScheduleStatus::to_json),
+        "IsPastDue": past_due,
+    })
 }
 
 /// Starts a run unless one is going; returns whether it started. The run itself continues in the background.
@@ -290,19 +323,25 @@ pub fn try_run(state: &Arc<TimerState>, invoker: &Arc<Invoker>, clock: &Arc<dyn 
         RunReason::Startup { past_due } => past_due,
         RunReason::Admin => false,
     };
-    let data = state.data(past_due);
-    let (state, invoker, clock) = (state.clone(), invoker.clone(), clock.clone());
+    let data = state.data(past_due, reason);
+    // `InvokeJobFunction`: the invocation time is now, or the scheduled `Next` when the timer fired a little early.
+    let invoked_at = match reason {
+        RunReason::Schedule(occurrence) => clock.now().max(occurrence),
+        _ => clock.now(),
+    };
+    let (state, invoker) = (state.clone(), invoker.clone());
     tokio::spawn(async move {
-        let outcome = invoker.invoke(&state.function, data, Map::new()).await;
+        let outcome = invoker.invoke(&state.function, Invocation::of(&state.binding, data)).await;
         if let Err(err) = &outcome {
             tracing::warn!(function = %state.function, "timer invocation failed: {err}");
         }
-        // Timers are not retried; the status moves on whatever the outcome, as in the real host.
-        if let RunReason::Schedule(occurrence) = reason
+        // Timers are not retried; the status moves on whatever the outcome, as in the real host. The admin API's
+        // runs go around the listener and record nothing.
+        if reason != RunReason::Admin
             && state.use_monitor
-            && let Some(next) = state.schedule.next_after(occurrence)
+            && let Some(next) = state.schedule.next_after(invoked_at)
         {
-            state.record(ScheduleStatus { last: occurrence, next, last_updated: clock.now() });
+            state.record(ScheduleStatus { last: invoked_at, next, last_updated: invoked_at });
         }
         // Released before announcing, so whoever reacts to the event can start the next run.
         drop(guard);
@@ -321,6 +360,7 @@ pub async fn run_schedule(
     run_on_startup: bool,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    *state.first_next.lock().expect("timer first-next lock") = state.schedule.next_after(start);
     // A recorded `Next` that passed while the host was down is a missed run: the real host runs it at once, past due.
     let missed = state.use_monitor && state.status().is_some_and(|s| s.next <= start);
     if run_on_startup || missed {
@@ -332,7 +372,7 @@ pub async fn run_schedule(
             tracing::warn!(function = %state.function, schedule = %state.schedule, "the schedule never fires again");
             return;
         };
-        tracing::debug!(function = %state.function, next = %offset_form(next, false), "next timer occurrence");
+        tracing::debug!(function = %state.function, next = %json_net(next, Zone::Local), "next timer occurrence");
         tokio::select! {
             _ = clock.sleep_until(next) => {}
             _ = crate::stopped(&mut shutdown) => return,
@@ -433,5 +473,11 @@ mod tests {
                    "LastUpdated": "2026-11-28T11:00:00.0109123+00:00"})
         );
         assert_eq!(ScheduleStatus::from_json(&v), Some(s));
+        // A listener's first status: `default(DateTime)` made local.
+        assert_eq!(
+            ScheduleStatus::initial(datetime!(2026-11-28 13:00 UTC)).to_json(),
+            json!({"Last": "0001-01-01T00:00:00+00:00", "Next": "2026-11-28T13:00:00+00:00",
+                   "LastUpdated": "0001-01-01T00:00:00+00:00"})
+        );
     }
 }

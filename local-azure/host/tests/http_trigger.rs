@@ -1,4 +1,6 @@
-//! HTTP triggers: the exact `Data.req` / `Metadata` the handler receives, the response mapping, and auth levels.
+//! HTTP triggers: the exact `Data.req` / `Metadata` the handler receives (as the real host builds them:
+//! `GetRequestAsJObject`, `PopulateRouteData`, the HTTP extension's binding data), the response mapping, and auth
+//! levels.
 
 mod common;
 
@@ -49,7 +51,22 @@ async fn the_handler_receives_the_documented_request_shape() {
     assert_eq!(req["Method"], "POST");
     assert_eq!(req["Query"], json!({"x": "1", "y": "two words"}));
     assert_eq!(req["Params"], json!({"id": "42", "name": "bob"}));
-    assert_eq!(req["Identities"], json!([]));
+    assert_eq!(req["Identities"][0]["AuthenticationType"], "WebJobsAuthLevel", "a key was used");
+    assert_eq!(req["Identities"][0]["IsAuthenticated"], true);
+    let claims: Vec<(&str, &str)> = req["Identities"][0]["Claims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["Type"].as_str().unwrap(), c["Value"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        claims,
+        [
+            ("http://schemas.microsoft.com/2017/07/functions/claims/authlevel", "Function"),
+            ("http://schemas.microsoft.com/2017/07/functions/claims/invoke", "true"),
+            ("http://schemas.microsoft.com/2017/07/functions/claims/keyid", "default"),
+        ]
+    );
     assert_eq!(req["Body"], "hello body");
     let headers = req["Headers"].as_object().unwrap();
     assert_eq!(headers["X-Custom"], json!(["a"]));
@@ -59,13 +76,17 @@ async fn the_handler_receives_the_documented_request_shape() {
     let keys: Vec<&str> = req.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys.len(), 7, "exactly Url, Method, Query, Headers, Params, Identities, Body: {keys:?}");
 
+    // Metadata: route values and query parameters JSON-encoded once more, Query and Headers as objects of strings.
     let metadata = &request["Metadata"];
-    assert_eq!(metadata["id"], "42");
-    assert_eq!(metadata["name"], "bob");
+    assert_eq!(metadata["id"], "\"42\"");
+    assert_eq!(metadata["name"], "\"bob\"");
+    assert_eq!(metadata["x"], "\"1\"");
+    assert_eq!(metadata["y"], "\"two words\"");
     assert_eq!(metadata["Query"], json!({"x": "1", "y": "two words"}));
     assert_eq!(metadata["Headers"]["X-Custom"], "a");
+    assert_eq!(metadata["Headers"]["X-Multi"], "one,two", "StringValues joined by commas");
     assert_eq!(metadata["sys"]["MethodName"], "EchoItems");
-    assert_eq!(metadata["sys"]["UtcNow"], "2026-11-28T12:03:00.0000000Z", "UtcNow comes from the injected clock");
+    assert_eq!(metadata["sys"]["UtcNow"], "2026-11-28T12:03:00Z", "UtcNow comes from the injected clock");
     assert!(uuid::Uuid::parse_str(metadata["sys"]["RandGuid"].as_str().unwrap()).is_ok());
 
     // The handler's Logs are kept with the invocation id.
@@ -84,9 +105,13 @@ async fn optional_params_methods_and_unknown_routes() {
     let response = t.http.get(format!("{api}/items/7?code={key}")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["Data"]["req"]["Params"], json!({"id": "7"}));
+    assert_eq!(body["Data"]["req"]["Params"], json!({"id": "7", "name": null}), "an unused optional parameter is null");
     assert_eq!(body["Data"]["req"]["Method"], "GET");
-    assert_eq!(body["Data"]["req"]["Body"], "");
+    assert!(body["Data"]["req"].get("Body").is_none(), "no body, no Body");
+    assert_eq!(body["Metadata"]["id"], "\"7\"");
+    assert!(body["Metadata"].get("name").is_none(), "a null route value is not in Metadata");
+    assert!(body["Metadata"].get("code").is_none(), "the key parameter is not binding data");
+    assert_eq!(body["Metadata"]["Query"]["code"], key, "but it is in the Query object");
     // A method the definition does not list does not match the route.
     assert_eq!(t.http.delete(format!("{api}/items/7?code={key}")).send().await.unwrap().status(), 404);
     assert_eq!(t.http.get(format!("{api}/nowhere")).send().await.unwrap().status(), 404);
@@ -121,6 +146,8 @@ async fn auth_levels_are_enforced() {
     assert_eq!(status(format!("{api}/items/1?code={items_key}"), None).await, 200);
     assert_eq!(status(format!("{api}/items/1"), Some(items_key.clone())).await, 200);
     assert_eq!(status(format!("{api}/items/1?code={master}"), None).await, 200);
+    // A system key's level (System) is above Function, so it opens function-level routes too.
+    assert_eq!(status(format!("{api}/items/1?code={}", t.host.eventgrid_key()), None).await, 200);
     // anonymous
     assert_eq!(status(format!("{api}/open"), None).await, 200);
     // admin
@@ -128,11 +155,64 @@ async fn auth_levels_are_enforced() {
     assert_eq!(status(format!("{api}/admin-only"), None).await, 401);
     assert_eq!(status(format!("{api}/admin-only"), Some(master.clone())).await, 200);
     // Refused requests never reach the handler.
-    assert_eq!(t.received("EchoItems").len(), 3);
-    // A failed invocation is a bare 500.
+    assert_eq!(t.received("EchoItems").len(), 4);
+    // A failed invocation is a bare 500, and the Logs of a non-2xx answer are never written
+    // (`EnsureSuccessStatusCode` comes before `ProcessLogsFromHttpResponse`).
     let failed = t.http.get(format!("{api}/fail")).send().await.unwrap();
     assert_eq!(failed.status(), 500);
-    assert!(t.host.logs().iter().any(|l| l.function == "FailHttp" && l.message == "FailHttp fails as asked"));
+    assert_eq!(t.received("FailHttp").len(), 1);
+    assert!(t.host.logs().iter().all(|l| l.function != "FailHttp"), "{:?}", t.host.logs());
+}
+
+#[tokio::test]
+async fn identities_say_which_key_was_used() {
+    let t = app().start().await;
+    let api = t.host.api_base_url();
+    let identities = |url: String| {
+        let request = t.http.get(url);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap()["Data"]["req"]["Identities"].clone() }
+    };
+    // Anonymous, no key: ASP.NET Core's empty, unauthenticated identity.
+    assert_eq!(
+        identities(format!("{api}/open")).await,
+        json!([{"AuthenticationType": null, "IsAuthenticated": false, "Actor": null, "BootstrapContext": null,
+                "Claims": [], "Label": null, "Name": null,
+                "NameClaimType": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
+                "RoleClaimType": "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"}])
+    );
+    // The master key: Admin, key `_master`, even on an anonymous route.
+    let master = identities(format!("{api}/open?code={}", t.host.master_key())).await;
+    assert_eq!(master[0]["Claims"][0]["Value"], "Admin");
+    assert_eq!(master[0]["Claims"][2]["Value"], "_master");
+    assert!(master[0]["Claims"][0].get("Subject").is_none(), "ReferenceLoopHandling.Ignore drops Subject");
+}
+
+#[tokio::test]
+async fn a_json_body_adds_its_fields_and_repeated_query_keys_are_joined() {
+    let t = app().start().await;
+    let key = t.host.function_key("EchoItems").unwrap();
+    let url = format!("{}/items/1?tag=a&tag=b&code={key}", t.host.api_base_url());
+    let body = json!({"vaultName": "kv-1", "count": 2, "force": true, "options": {"a": 1}, "list": [1], "id": "x"});
+    let echoed: Value = t.http.post(url).json(&body).send().await.unwrap().json().await.unwrap();
+    let (req, metadata) = (&echoed["Data"]["req"], &echoed["Metadata"]);
+    assert_eq!(req["Query"]["tag"], "a,b");
+    assert_eq!(req["Body"], body.to_string());
+    assert_eq!(metadata["tag"], "\"a,b\"");
+    assert_eq!(metadata["vaultName"], "\"kv-1\"");
+    assert_eq!(metadata["count"], "\"2\"", "scalars become strings first, then are JSON-encoded");
+    assert_eq!(metadata["force"], "\"True\"", "Json.NET's text of a boolean");
+    assert_eq!(metadata["options"], json!({"a": 1}), "objects stay objects");
+    assert!(metadata.get("list").is_none(), "arrays are skipped");
+    assert_eq!(metadata["id"], "\"1\"", "the route value comes after the body and wins");
+
+    // A chunked request has no Content-Length: the host reads no Body for it and no fields.
+    let url = format!("{}/items/1?code={key}", t.host.api_base_url());
+    let text = bytes::Bytes::from(body.to_string());
+    let chunks = futures::stream::once(async move { Ok::<_, std::io::Error>(text) });
+    let echoed: Value =
+        t.http.post(url).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap().json().await.unwrap();
+    assert!(echoed["Data"]["req"].get("Body").is_none());
+    assert!(echoed["Metadata"].get("vaultName").is_none());
 }
 
 #[tokio::test]
@@ -157,6 +237,12 @@ async fn the_repository_definitions_are_served() {
     assert_eq!(http.get(format!("{}/activation-keys/op-1", host.api_base_url())).send().await.unwrap().status(), 401);
     let received = common::received(record.path(), "ActivationKeyApi");
     assert_eq!(received[0]["request"]["Data"]["req"]["Params"], json!({"operationId": "op-1"}));
+    assert_eq!(
+        http.post(format!("{}/activation-keys?code={key}", host.api_base_url())).send().await.unwrap().status(),
+        200
+    );
+    let received = common::received(record.path(), "ActivationKeyApi");
+    assert_eq!(received[1]["request"]["Data"]["req"]["Params"], json!({"operationId": null}));
     let event = serde_json::from_str::<Value>(
         &std::fs::read_to_string(repo.join("tests/fixtures/triggers/event-grid-write.json")).unwrap(),
     )
@@ -169,8 +255,10 @@ async fn the_repository_definitions_are_served() {
         .send()
         .await
         .unwrap();
-    assert_eq!(delivered.status(), 200);
-    assert_eq!(common::received(record.path(), "ArmEvents")[0]["request"]["Data"]["event"], event);
+    assert_eq!(delivered.status(), 202);
+    let data = &common::received(record.path(), "ArmEvents")[0]["request"]["Data"]["event"];
+    let text: String = serde_json::from_str(data.as_str().unwrap()).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), event);
     host.shutdown().await;
 }
 

@@ -30,6 +30,8 @@ struct Message {
     lock: Option<String>,
     delivery_count: u32,
     lock_seconds: i64,
+    /// An abandoned message comes back (as from a real broker) instead of being dropped.
+    redeliver: bool,
 }
 
 /// What the host did to the broker, in order.
@@ -47,6 +49,8 @@ struct Broker {
     calls: Mutex<Vec<Call>>,
     token_requests: Mutex<Vec<String>>,
     unauthorised: Mutex<u32>,
+    /// The most messages of each queue that were locked at once.
+    most_locked: Mutex<std::collections::BTreeMap<String, usize>>,
     changed: Notify,
 }
 
@@ -151,8 +155,12 @@ impl Broker {
                         Call::Complete { queue, id, lock }
                     }
                     "PUT" => {
-                        // Abandoned messages are dropped here: redelivery is the real broker's business.
-                        messages.remove(index);
+                        // Abandoned messages are dropped unless the test wants them back, as a real broker would.
+                        if messages[index].redeliver {
+                            messages[index].lock = None;
+                        } else {
+                            messages.remove(index);
+                        }
                         Call::Abandon { queue, id, lock }
                     }
                     "POST" => Call::Renew { queue, id },
@@ -195,10 +203,15 @@ impl Broker {
 
     fn try_lock(&self, queue: &str) -> Option<warp::http::Response<Bytes>> {
         let mut queues = self.queues.lock().unwrap();
-        let message = queues.get_mut(queue)?.iter_mut().find(|m| m.lock.is_none())?;
+        let messages = queues.get_mut(queue)?;
+        let locked = messages.iter().filter(|m| m.lock.is_some()).count() + 1;
+        let message = messages.iter_mut().find(|m| m.lock.is_none())?;
         let lock = uuid::Uuid::new_v4().to_string();
         message.lock = Some(lock.clone());
         message.delivery_count += 1;
+        let mut most = self.most_locked.lock().unwrap();
+        let most = most.entry(queue.to_string()).or_default();
+        *most = (*most).max(locked);
         let now = broker_now();
         let broker = json!({
             "MessageId": message.id,
@@ -239,10 +252,27 @@ fn message(id: &str, body: &str) -> Message {
         lock: None,
         delivery_count: 0,
         lock_seconds: 60,
+        redeliver: false,
     }
 }
 
+/// Waits for `function`'s next message to be settled; returns whether it was completed.
+async fn settled(t: &mut common::Started, function: &str) -> bool {
+    let event = t
+        .wait_for(
+            &format!("{function} settled"),
+            |e| matches!(e, HostEvent::MessageSettled { function: f, .. } if f == function),
+        )
+        .await;
+    matches!(event, HostEvent::MessageSettled { completed: true, .. })
+}
+
 async fn start(broker: &Arc<Broker>) -> common::Started {
+    start_with(broker, |_| {}).await
+}
+
+/// The test app against `broker`, with `host_json` changed first.
+async fn start_with(broker: &Arc<Broker>, host_json: impl FnOnce(&mut Value)) -> common::Started {
     let base = broker.clone().serve().await;
     let queue = |name: &str, queue: &str| {
         json!([{"type": "serviceBusTrigger", "direction": "in", "name": "message", "queueName": queue,
@@ -252,6 +282,7 @@ async fn start(broker: &Arc<Broker>) -> common::Started {
         .function("EchoQueue", queue("EchoQueue", "work"))
         .function("FailQueue", queue("FailQueue", "failing"))
         .function("SlowQueue", queue("SlowQueue", "slow"))
+        .function("SlowSessionQueue", queue("SlowSessionQueue", "slow-sessions"))
         .function(
             "OutQueue",
             json!([
@@ -265,6 +296,7 @@ async fn start(broker: &Arc<Broker>) -> common::Started {
         .setting("ServiceBusConnection__fullyQualifiedNamespace", &base)
         .setting("IDENTITY_ENDPOINT", &format!("{base}/msi"))
         .setting("IDENTITY_HEADER", IDENTITY_HEADER)
+        .host_json(host_json)
         .start()
         .await
 }
@@ -274,13 +306,7 @@ async fn a_message_is_delivered_with_the_documented_metadata_and_completed() {
     let broker = Arc::new(Broker::default());
     let mut t = start(&broker).await;
     broker.enqueue("work", message("resource-created:testedgedevice:2c9a7f4e", "{\"kind\":\"ResourceCreated\"}"));
-    let settled = t
-        .wait_for(
-            "EchoQueue settled",
-            |e| matches!(e, HostEvent::MessageSettled { function, .. } if function == "EchoQueue"),
-        )
-        .await;
-    assert!(matches!(settled, HostEvent::MessageSettled { completed: true, .. }), "{settled:?}");
+    assert!(settled(&mut t, "EchoQueue").await, "the message was completed");
     let completed = broker.wait_call("complete", |c| matches!(c, Call::Complete { .. })).await;
     assert!(
         matches!(&completed, Call::Complete { queue, id, .. } if queue == "work" && id == "resource-created:testedgedevice:2c9a7f4e")
@@ -289,22 +315,34 @@ async fn a_message_is_delivered_with_the_documented_metadata_and_completed() {
     let received = t.received("EchoQueue");
     assert_eq!(received.len(), 1);
     let request = &received[0]["request"];
-    assert_eq!(request["Data"], json!({"message": "{\"kind\":\"ResourceCreated\"}"}), "the body as a JSON string");
+    assert_eq!(
+        request["Data"],
+        json!({"message": "\"{\\\"kind\\\":\\\"ResourceCreated\\\"}\""}),
+        "the body as a string, JSON-encoded once more by the host"
+    );
     let m = &request["Metadata"];
-    assert_eq!(m["MessageId"], "resource-created:testedgedevice:2c9a7f4e");
-    assert_eq!(m["DeliveryCount"], 1);
-    assert_eq!(m["SequenceNumber"], 41);
-    assert_eq!(m["EnqueuedTimeUtc"], "2026-11-28T11:59:58.0000000Z");
-    assert_eq!(m["ExpiresAtUtc"], "2026-12-12T11:59:58.0000000Z");
-    assert_eq!(m["SessionId"], "ase-1");
-    assert_eq!(m["CorrelationId"], "8a7e9a3c");
-    assert_eq!(m["Subject"], "ResourceCreated");
-    assert_eq!(m["Label"], "ResourceCreated");
-    assert_eq!(m["ContentType"], "application/json");
+    assert_eq!(m["MessageId"], "\"resource-created:testedgedevice:2c9a7f4e\"", "strings JSON-encoded again");
+    assert_eq!(m["DeliveryCount"], "1", "numbers as strings");
+    assert_eq!(m["SequenceNumber"], "41");
+    assert_eq!(m["EnqueuedTimeUtc"], "2026-11-28T11:59:58");
+    assert_eq!(m["EnqueuedTime"], "2026-11-28T11:59:58+00:00");
+    assert_eq!(m["ExpiresAtUtc"], "2026-12-12T11:59:58");
+    assert_eq!(m["ExpiresAt"], "2026-12-12T11:59:58+00:00");
+    assert_eq!(m["SessionId"], "\"ase-1\"");
+    assert_eq!(m["CorrelationId"], "\"8a7e9a3c\"");
+    assert_eq!(m["Subject"], "\"ResourceCreated\"");
+    assert_eq!(m["Label"], "\"ResourceCreated\"");
+    assert_eq!(m["ContentType"], "\"application/json\"");
     assert_eq!(m["ApplicationProperties"], json!({"schemaversion": 1, "origin": "arm"}));
     assert_eq!(m["UserProperties"], m["ApplicationProperties"]);
+    assert_eq!(m["MessageActions"], json!({}));
+    assert_eq!(m["SessionActions"], json!({}));
+    assert_eq!(m["ReceiveActions"], json!({}));
+    assert_eq!(m["Client"]["IsClosed"], false);
+    assert!(m.get("ReplyTo").is_none() && m.get("DeadLetterSource").is_none(), "nulls are left out");
+    assert_eq!(m["kind"], "\"ResourceCreated\"", "the body's fields are merged into Metadata");
     let Call::Complete { lock, .. } = completed else { unreachable!() };
-    assert_eq!(m["LockToken"], lock.as_str());
+    assert_eq!(m["LockToken"], format!("\"{lock}\""));
     assert_eq!(m["sys"]["MethodName"], "EchoQueue");
 
     // One token for every request so far: it is cached, fetched for the Service Bus audience.
@@ -322,13 +360,7 @@ async fn a_failed_invocation_abandons_the_message() {
     let broker = Arc::new(Broker::default());
     let mut t = start(&broker).await;
     broker.enqueue("failing", message("m-fail", "{}"));
-    let settled = t
-        .wait_for(
-            "FailQueue settled",
-            |e| matches!(e, HostEvent::MessageSettled { function, .. } if function == "FailQueue"),
-        )
-        .await;
-    assert!(matches!(settled, HostEvent::MessageSettled { completed: false, .. }));
+    assert!(!settled(&mut t, "FailQueue").await, "the message was not completed");
     broker.wait_call("abandon", |c| matches!(c, Call::Abandon { id, .. } if id == "m-fail")).await;
     assert!(!broker.calls().iter().any(|c| matches!(c, Call::Complete { .. })));
 }
@@ -374,7 +406,7 @@ async fn a_service_bus_output_is_sent_to_its_queue() {
     assert_eq!(content_type, "application/json");
     assert_eq!(props, None);
     // The test handler's Out* answers Outputs.out = its Data, which the host sends as the message body.
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"message": "{\"n\":1}"}));
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"message": "\"{\\\"n\\\":1}\""}));
     broker.wait_call("complete", |c| matches!(c, Call::Complete { id, .. } if id == "m-out")).await;
     // The output went out before the trigger message was completed.
     let calls = broker.calls();
@@ -382,4 +414,99 @@ async fn a_service_bus_output_is_sent_to_its_queue() {
     let complete_at = calls.iter().position(|c| matches!(c, Call::Complete { id, .. } if id == "m-out")).unwrap();
     assert!(send_at < complete_at);
     drop(t);
+}
+
+#[tokio::test]
+async fn a_session_function_runs_sessions_times_calls_per_session_and_ignores_max_concurrent_calls() {
+    let broker = Arc::new(Broker::default());
+    let t = start_with(&broker, |h| {
+        h["extensions"]["serviceBus"] =
+            json!({"maxConcurrentCalls": 3, "maxConcurrentSessions": 2, "maxConcurrentCallsPerSession": 2});
+    })
+    .await;
+    for i in 0..5 {
+        broker.enqueue("slow-sessions", message(&format!("s-{i}"), "{}"));
+        broker.enqueue("slow", message(&format!("p-{i}"), "{}"));
+    }
+    // 2 sessions × 2 calls for the session function, maxConcurrentCalls for the other.
+    t.wait_received("SlowSessionQueue", 4).await;
+    t.wait_received("SlowQueue", 3).await;
+    for done in 1..=10 {
+        t.release_slow().await;
+        broker
+            .wait_call("a message completed", |_| {
+                broker.calls().iter().filter(|c| matches!(c, Call::Complete { .. })).count() >= done
+            })
+            .await;
+    }
+    let most = broker.most_locked.lock().unwrap().clone();
+    assert_eq!(
+        most["slow-sessions"], 4,
+        "maxConcurrentSessions × maxConcurrentCallsPerSession, not maxConcurrentCalls"
+    );
+    assert_eq!(most["slow"], 3, "maxConcurrentCalls");
+    drop(t);
+}
+
+#[tokio::test]
+async fn without_auto_complete_a_successful_message_is_left_locked() {
+    let broker = Arc::new(Broker::default());
+    let mut t = start_with(&broker, |h| h["extensions"]["serviceBus"] = json!({"autoCompleteMessages": false})).await;
+    broker.enqueue("work", message("m-kept", "{}"));
+    assert!(!settled(&mut t, "EchoQueue").await, "the message was not completed");
+    assert!(
+        !broker.calls().iter().any(|c| matches!(c, Call::Complete { .. } | Call::Abandon { .. })),
+        "neither completed nor abandoned: {:?}",
+        broker.calls()
+    );
+}
+
+#[tokio::test]
+async fn an_invocation_past_function_timeout_restarts_the_handler_and_every_message_in_flight_comes_back() {
+    let broker = Arc::new(Broker::default());
+    let mut t = start_with(&broker, |h| h["functionTimeout"] = json!("00:00:03")).await;
+    let mut overrun = message("m-overrun", "{}");
+    overrun.lock_seconds = 2;
+    overrun.redeliver = true;
+    broker.enqueue("slow", overrun);
+    t.wait_started("SlowQueue", 1).await;
+    // The host renews the first lock about a second in. The second message arrives then, so it is in flight when
+    // the first overruns functionTimeout, well before its own time is up.
+    broker.wait_call("renew", |c| matches!(c, Call::Renew { id, .. } if id == "m-overrun")).await;
+    let mut in_flight = message("m-in-flight", "{}");
+    in_flight.redeliver = true;
+    broker.enqueue("slow", in_flight);
+    t.wait_received("SlowQueue", 2).await;
+    let second_started = tokio::time::Instant::now();
+
+    // At three seconds the host restarts the handler process, failing both invocations: both messages are
+    // abandoned, the second one before its own timeout.
+    let exited = t.wait_for("the handler killed", |e| matches!(e, HostEvent::HandlerExited { .. })).await;
+    assert!(matches!(&exited, HostEvent::HandlerExited { exit } if exit.contains("functionTimeout")), "{exited:?}");
+    broker.wait_call("first abandoned", |c| matches!(c, Call::Abandon { id, .. } if id == "m-overrun")).await;
+    broker.wait_call("second abandoned", |c| matches!(c, Call::Abandon { id, .. } if id == "m-in-flight")).await;
+    assert!(
+        second_started.elapsed() < Duration::from_secs(3),
+        "the second failed with the restart, not its own timeout"
+    );
+    t.wait_for("a new handler", |e| matches!(e, HostEvent::HandlerReady { restarts: 1, .. })).await;
+
+    // Both come back to the new process with a higher delivery count, and complete this time.
+    let received = t.wait_received("SlowQueue", 4).await;
+    let redelivered: Vec<(String, Value)> = received[2..]
+        .iter()
+        .map(|r| {
+            (
+                r["request"]["Metadata"]["MessageId"].as_str().unwrap().to_string(),
+                r["request"]["Metadata"]["DeliveryCount"].clone(),
+            )
+        })
+        .collect();
+    assert!(redelivered.contains(&("\"m-overrun\"".into(), json!("2"))), "{redelivered:?}");
+    assert!(redelivered.contains(&("\"m-in-flight\"".into(), json!("2"))), "{redelivered:?}");
+    t.release_slow().await;
+    t.release_slow().await;
+    broker.wait_call("first completed", |c| matches!(c, Call::Complete { id, .. } if id == "m-overrun")).await;
+    broker.wait_call("second completed", |c| matches!(c, Call::Complete { id, .. } if id == "m-in-flight")).await;
+    assert_eq!(t.host.handler_restarts(), 1);
 }

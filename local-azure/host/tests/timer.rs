@@ -41,10 +41,11 @@ async fn the_admin_api_runs_a_timer_now_with_the_documented_payload() {
     let request = &received[0]["request"];
     assert_eq!(
         request["Data"]["timer"],
-        json!({"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false})
+        json!({"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false}),
+        "the admin API's run gets only a stored status, and nothing is stored yet"
     );
     assert_eq!(request["Metadata"]["sys"]["MethodName"], "Tick");
-    assert_eq!(request["Metadata"]["sys"]["UtcNow"], "2026-11-28T12:03:00.0000000Z");
+    assert_eq!(request["Metadata"]["sys"]["UtcNow"], "2026-11-28T12:03:00Z");
 
     let unknown = t
         .http
@@ -77,9 +78,15 @@ async fn the_schedule_fires_when_the_clock_moves_and_records_its_status() {
         .await;
     let received = t.received("Tick");
     assert_eq!(received.len(), 1, "exactly one run for one occurrence");
-    assert_eq!(received[0]["request"]["Data"]["timer"]["ScheduleStatus"], json!(null), "the first run has no status");
+    // With useMonitor the listener starts with a status even before anything is stored (TimerListener.StartAsync):
+    // default(DateTime) as Last and LastUpdated, the first occurrence as Next.
+    assert_eq!(
+        received[0]["request"]["Data"]["timer"]["ScheduleStatus"],
+        json!({"Last": "0001-01-01T00:00:00+00:00", "Next": "2026-11-28T12:05:00+00:00",
+               "LastUpdated": "0001-01-01T00:00:00+00:00"})
+    );
     assert_eq!(received[0]["request"]["Data"]["timer"]["IsPastDue"], false);
-    assert_eq!(received[0]["request"]["Metadata"]["sys"]["UtcNow"], "2026-11-28T12:05:00.0000000Z");
+    assert_eq!(received[0]["request"]["Metadata"]["sys"]["UtcNow"], "2026-11-28T12:05:00Z");
 
     // 12:10:00: the second run sees what the first recorded.
     t.clock.advance(Duration::from_secs(300));
@@ -90,7 +97,7 @@ async fn the_schedule_fires_when_the_clock_moves_and_records_its_status() {
     let status = &received[1]["request"]["Data"]["timer"]["ScheduleStatus"];
     assert_eq!(status["Last"], "2026-11-28T12:05:00+00:00");
     assert_eq!(status["Next"], "2026-11-28T12:10:00+00:00");
-    assert_eq!(status["LastUpdated"], "2026-11-28T12:05:00.0000000+00:00");
+    assert_eq!(status["LastUpdated"], "2026-11-28T12:05:00+00:00", "the invocation time, as Last");
     assert_eq!(t.host.timer_skips("Tick"), Some(0));
 }
 
@@ -137,4 +144,20 @@ async fn a_run_still_going_is_not_started_twice() {
     let received = t.received("SlowSweep");
     assert_eq!(received.len(), 2);
     assert_eq!(received[1]["request"]["Data"]["timer"]["IsPastDue"], true);
+}
+
+#[tokio::test]
+async fn without_use_monitor_there_is_never_a_status() {
+    let mut t = TestApp::new()
+        .function(
+            "Unmonitored",
+            json!([{"type": "timerTrigger", "direction": "in", "name": "timer", "schedule": "0 */5 * * * *",
+                    "useMonitor": false}]),
+        )
+        .start()
+        .await;
+    t.clock.advance(Duration::from_secs(120));
+    t.wait_for("run finished", |e| matches!(e, HostEvent::TimerRunFinished { function } if function == "Unmonitored"))
+        .await;
+    assert_eq!(t.received("Unmonitored")[0]["request"]["Data"]["timer"]["ScheduleStatus"], json!(null));
 }

@@ -5,14 +5,20 @@
 //! - `Crash*`: the process exits without answering
 //! - `Slow*`: waits for `POST /_release`, then answers like the default
 //! - `Out*`: `200` with `Outputs.out` = the request's `Data` (for output-binding tests)
+//! - `Return*`: `200` with no `Outputs` and `ReturnValue` = `{"res": {statusCode: 200, body: {"returned": true}}}`
+//! - `Empty*`: `200` with an empty body
+//! - `Env*`: `200`, `Outputs.res.body` = the `FUNCTIONS_*` environment variables the handler was started with
 //! - anything else: `200`, `Outputs.res` = `{statusCode: 200, body: {"ok": true}}`
+//!
+//! `GET /` (the host's readiness probe) is answered `404` (any answer means ready) and recorded as function `_probe`.
 //!
 //! Any other request (a forwarded HTTP request, `enableForwardingHttpRequest`) is answered `201` with
 //! `{method, path, query, headers, body}` as received and an `X-Forwarded-Echo` header.
 //!
 //! With `TEST_HANDLER_REFUSE` set it prints that to stderr and exits at once, like a handler missing its settings.
 //!
-//! Records are JSON lines `{"function", "invocationId", "request"}` appended to the file named by
+//! Records are JSON lines `{"function", "invocationId", "request", "transport"}` (`transport`: how the request
+//! came: `contentLength`, `transferEncoding`, `contentType`, `userAgent`, `hostVersion`) appended to the file named by
 //! `TEST_HANDLER_RECORD` (a file survives a crash; a restart starts a new process) and served by `GET /_received`.
 
 use std::io::Write as _;
@@ -53,10 +59,14 @@ async fn main() {
         state.release.notify_one();
         warp::reply()
     });
+    let probe = warp::get().and(warp::path::end()).map(|| {
+        record(&json!({"function": "_probe"}));
+        warp::reply::with_status("not a function", warp::http::StatusCode::NOT_FOUND)
+    });
     let invoke = warp::post()
         .and(warp::path::param::<String>())
         .and(warp::path::end())
-        .and(warp::header::optional::<String>("x-azure-functions-invocationid"))
+        .and(warp::header::headers_cloned())
         .and(warp::body::bytes())
         .and(with_state)
         .then(invoke);
@@ -86,24 +96,37 @@ async fn main() {
         );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the handler port");
     eprintln!("test-handler listening on {port}");
-    warp::serve(received.or(release).or(invoke).or(forwarded)).incoming(listener).run().await;
+    warp::serve(received.or(release).or(probe).or(invoke).or(forwarded)).incoming(listener).run().await;
+}
+
+/// Appends one record to `TEST_HANDLER_RECORD`, in one write: readers must never see half a line.
+fn record(record: &Value) {
+    if let Ok(path) = std::env::var("TEST_HANDLER_RECORD") {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the record file");
+        file.write_all(format!("{record}\n").as_bytes()).expect("write the record");
+    }
 }
 
 async fn invoke(
     function: String,
-    invocation_id: Option<String>,
+    headers: warp::http::HeaderMap,
     body: Bytes,
     state: Arc<State>,
 ) -> warp::reply::Response {
     use warp::Reply as _;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let request: Value =
         serde_json::from_slice(&body).unwrap_or_else(|_| json!({"unparseable": String::from_utf8_lossy(&body)}));
-    let record = json!({"function": function, "invocationId": invocation_id, "request": request});
-    if let Ok(path) = std::env::var("TEST_HANDLER_RECORD") {
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the record file");
-        // One write per record: readers must never see half a line while another invocation is being recorded.
-        file.write_all(format!("{record}\n").as_bytes()).expect("write the record");
-    }
+    let transport = json!({
+        "contentLength": header("content-length"),
+        "transferEncoding": header("transfer-encoding"),
+        "contentType": header("content-type"),
+        "userAgent": header("user-agent"),
+        "hostVersion": header("x-azure-functions-hostversion"),
+    });
+    let record = json!({"function": function, "invocationId": header("x-azure-functions-invocationid"),
+                        "request": request, "transport": transport});
+    self::record(&record);
     state.received.lock().unwrap().push(record);
     let answer = |status: u16, body: Value| {
         let mut reply = warp::reply::json(&body).into_response();
@@ -132,6 +155,18 @@ async fn invoke(
                 "ReturnValue": null
             }),
         );
+    }
+    if function.starts_with("Return") {
+        let returned = json!({"res": {"statusCode": 200, "body": {"returned": true}}});
+        return answer(200, json!({"Logs": [], "ReturnValue": returned}));
+    }
+    if function.starts_with("Env") {
+        let env: serde_json::Map<String, Value> =
+            std::env::vars().filter(|(k, _)| k.starts_with("FUNCTIONS_")).map(|(k, v)| (k, Value::String(v))).collect();
+        return answer(200, json!({"Outputs": {"res": {"statusCode": 200, "body": env}}, "Logs": []}));
+    }
+    if function.starts_with("Empty") {
+        return warp::reply::with_status(String::new(), warp::http::StatusCode::OK).into_response();
     }
     if function.starts_with("Out") {
         return answer(200, json!({"Outputs": {"out": request["Data"]}, "Logs": [], "ReturnValue": null}));

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use local_azure_host::{Host, HostEvent, HostOptions, ManualClock, RunningHost};
+use local_azure_host::{Host, HostEvent, HostForm, HostOptions, ManualClock, RunningHost};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -22,6 +22,7 @@ pub struct TestApp {
     functions: Vec<(String, Value)>,
     settings: BTreeMap<String, String>,
     host_json: Value,
+    form: HostForm,
 }
 
 impl TestApp {
@@ -35,6 +36,7 @@ impl TestApp {
                 "customHandler": {"description": {"defaultExecutablePath": "handler"}, "enableForwardingHttpRequest": false},
                 "extensions": {"http": {"routePrefix": "api"}}
             }),
+            form: HostForm::Real,
         }
     }
 
@@ -63,6 +65,18 @@ impl TestApp {
 
     pub fn forwarding(mut self) -> TestApp {
         self.host_json["customHandler"]["enableForwardingHttpRequest"] = json!(true);
+        self
+    }
+
+    /// Changes host.json before it is written.
+    pub fn host_json(mut self, change: impl FnOnce(&mut Value)) -> TestApp {
+        change(&mut self.host_json);
+        self
+    }
+
+    /// Runs the host in Core Tools' form instead of the real host's.
+    pub fn form(mut self, form: HostForm) -> TestApp {
+        self.form = form;
         self
     }
 
@@ -99,6 +113,7 @@ impl TestApp {
             handler_path: Some(PathBuf::from(env!("CARGO_BIN_EXE_test-handler"))),
             app_settings: settings,
             clock: clock.clone(),
+            host_form: self.form,
             ..HostOptions::new(&app_dir)
         };
         let host = Host::start(options).await?;
@@ -132,6 +147,23 @@ impl Started {
         .unwrap_or_else(|_| panic!("no `{what}` event within {DEADLINE:?}"))
     }
 
+    /// Waits for `count` invocations of `function` to start; returns their invocation ids.
+    pub async fn wait_started(&mut self, function: &str, count: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        while ids.len() < count {
+            if let HostEvent::InvocationStarted { invocation_id, .. } = self
+                .wait_for(
+                    &format!("{function} started"),
+                    |e| matches!(e, HostEvent::InvocationStarted { function: f, .. } if f == function),
+                )
+                .await
+            {
+                ids.push(invocation_id);
+            }
+        }
+        ids
+    }
+
     pub async fn wait_finished(&mut self, function: &str) -> bool {
         match self
             .wait_for(
@@ -148,6 +180,24 @@ impl Started {
     /// Every invocation the handler recorded for `function`, oldest first.
     pub fn received(&self, function: &str) -> Vec<Value> {
         received(&self.app.record_file(), function)
+    }
+
+    /// Waits (with a deadline) until the handler has recorded `count` invocations of `function`: they reached it.
+    /// The record file is the handler's only signal, so this looks at it every few milliseconds.
+    pub async fn wait_received(&self, function: &str, count: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let received = self.received(function);
+            if received.len() >= count {
+                return received;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{function}: {} of {count} invocations arrived",
+                received.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
