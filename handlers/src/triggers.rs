@@ -631,7 +631,7 @@ mod tests {
     fn real_host_first_timer_run_has_a_status_from_the_year_one() {
         let inv: InvocationRequest = serde_json::from_value(fixture("real-host/timer-first-run.json")).unwrap();
         let timer: TimerInfo = round_trip(&inv.data["timer"]);
-        assert_eq!(timer.schedule_status.unwrap().last, "0001-01-01T00:00:00");
+        assert_eq!(timer.schedule_status.unwrap().last, "0001-01-01T00:00:00+00:00");
         assert!(!timer.is_past_due);
     }
 
