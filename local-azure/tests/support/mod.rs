@@ -2,6 +2,8 @@
 //! drive ARM through an `azure_core` pipeline, and compare responses with the REST-spec fixtures.
 #![allow(dead_code)]
 
+pub mod az;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
