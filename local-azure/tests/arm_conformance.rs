@@ -370,6 +370,8 @@ async fn subscriptions_tenants_providers_and_resource_lists() {
         assert!(mine.get(key).is_some(), "{key} in {mine}");
     }
     assert_eq!(mine["id"], format!("/subscriptions/{sub}"));
+    let one = arm.call(Method::Get, &format!("/subscriptions/{sub}?api-version=2022-12-01"), None).await;
+    assert_eq!(one.body, mine, "Subscriptions – Get answers what the list holds");
 
     let r = arm.call(Method::Get, "/tenants?api-version=2022-12-01", None).await;
     assert_eq!(r.status, 200);
