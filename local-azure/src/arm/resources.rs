@@ -69,6 +69,11 @@ const REGIONS: &[&str] = &[
     "Australia East",
 ];
 
+/// Api-versions shared by several types of one namespace (the namespace's stable spec folders).
+const KEYVAULT_CHILD_VERSIONS: &[&str] = &["2024-11-01", "2023-07-01", "2022-07-01", "2019-09-01"];
+const KEYVAULT_HSM_VERSIONS: &[&str] = &["2024-11-01", "2023-07-01", "2022-07-01"];
+const RESOURCES_VERSIONS: &[&str] = &["2024-03-01", "2022-09-01", "2021-04-01", "2020-06-01"];
+
 const TRACKED: &str = "CrossResourceGroupResourceMove, CrossSubscriptionResourceMove, SupportsTags, SupportsLocation";
 
 /// The namespaces local-azure serves, with the api-versions of their stable specs (each folder of
@@ -121,43 +126,43 @@ const PROVIDERS: &[Provider] = &[
             },
             ResourceType {
                 name: "vaults/accessPolicies",
-                api_versions: &["2024-11-01", "2023-07-01", "2022-07-01", "2019-09-01"],
+                api_versions: KEYVAULT_CHILD_VERSIONS,
                 regional: true,
                 capabilities: "None",
             },
             ResourceType {
                 name: "deletedVaults",
-                api_versions: &["2024-11-01", "2023-07-01", "2022-07-01", "2019-09-01"],
+                api_versions: KEYVAULT_CHILD_VERSIONS,
                 regional: false,
                 capabilities: "None",
             },
             ResourceType {
                 name: "locations/deletedVaults",
-                api_versions: &["2024-11-01", "2023-07-01", "2022-07-01", "2019-09-01"],
+                api_versions: KEYVAULT_CHILD_VERSIONS,
                 regional: true,
                 capabilities: "None",
             },
             ResourceType {
                 name: "locations/operationResults",
-                api_versions: &["2024-11-01", "2023-07-01", "2022-07-01", "2019-09-01"],
+                api_versions: KEYVAULT_CHILD_VERSIONS,
                 regional: true,
                 capabilities: "None",
             },
             ResourceType {
                 name: "checkNameAvailability",
-                api_versions: &["2024-11-01", "2023-07-01", "2022-07-01", "2019-09-01"],
+                api_versions: KEYVAULT_CHILD_VERSIONS,
                 regional: false,
                 capabilities: "None",
             },
             ResourceType {
                 name: "managedHSMs",
-                api_versions: &["2024-11-01", "2023-07-01", "2022-07-01"],
+                api_versions: KEYVAULT_HSM_VERSIONS,
                 regional: true,
                 capabilities: TRACKED,
             },
             ResourceType {
                 name: "deletedManagedHSMs",
-                api_versions: &["2024-11-01", "2023-07-01", "2022-07-01"],
+                api_versions: KEYVAULT_HSM_VERSIONS,
                 regional: false,
                 capabilities: "None",
             },
@@ -185,19 +190,19 @@ const PROVIDERS: &[Provider] = &[
             },
             ResourceType {
                 name: "resourceGroups",
-                api_versions: &["2024-03-01", "2022-09-01", "2021-04-01", "2020-06-01"],
+                api_versions: RESOURCES_VERSIONS,
                 regional: true,
                 capabilities: "SupportsTags, SupportsLocation",
             },
             ResourceType {
                 name: "subscriptions/resources",
-                api_versions: &["2024-03-01", "2022-09-01", "2021-04-01", "2020-06-01"],
+                api_versions: RESOURCES_VERSIONS,
                 regional: false,
                 capabilities: "None",
             },
             ResourceType {
                 name: "subscriptions/providers",
-                api_versions: &["2024-03-01", "2022-09-01", "2021-04-01", "2020-06-01"],
+                api_versions: RESOURCES_VERSIONS,
                 regional: false,
                 capabilities: "None",
             },
