@@ -107,7 +107,12 @@ fn pump(app: &App) -> Result<(), StoreError> {
 
 /// Deliveries to start now (due, not in flight, within [`MAX_IN_FLIGHT`] per subscription), and when the earliest
 /// retry not yet due comes due (unix ms on local-azure's clock).
-fn due(app: &App) -> Result<(Vec<(EventSubscription, Pending)>, Option<i64>), StoreError> {
+struct Due {
+    start: Vec<(EventSubscription, Pending)>,
+    next_retry: Option<i64>,
+}
+
+fn due(app: &App) -> Result<Due, StoreError> {
     let now = unix_ms(app.clock.now());
     let mut out = Vec::new();
     let mut next: Option<i64> = None;
@@ -127,7 +132,7 @@ fn due(app: &App) -> Result<(Vec<(EventSubscription, Pending)>, Option<i64>), St
             }
         }
     }
-    Ok((out, next))
+    Ok(Due { start: out, next_retry: next })
 }
 
 /// The body and content type a subscription receives for one event.
@@ -240,10 +245,10 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         let work = tokio::task::spawn_blocking(move || pump(&a).and_then(|()| due(&a))).await;
         let mut next_retry = None;
         match work {
-            Ok(Ok((due, next))) => {
-                next_retry = next;
+            Ok(Ok(due)) => {
+                next_retry = due.next_retry;
                 let mut in_flight = app.eventgrid.in_flight();
-                for (sub, p) in due {
+                for (sub, p) in due.start {
                     if in_flight.insert(pending_key(&sub.name, p.sequence)) {
                         deliveries.spawn(deliver(app.clone(), sub, p));
                     }
