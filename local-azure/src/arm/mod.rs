@@ -353,13 +353,7 @@ impl ArmCtx<'_> {
         let page: Vec<Value> = items.into_iter().skip(skip).take(top).collect();
         let mut out = json!({ "value": page });
         if skip + top < total {
-            let api = self.req.query("api-version").unwrap_or_default();
-            let query = form_urlencoded::Serializer::new(String::new())
-                .append_pair("api-version", api)
-                .append_pair("$top", &top.to_string())
-                .append_pair("$skiptoken", &(skip + top).to_string())
-                .finish();
-            out["nextLink"] = json!(format!("https://management.azure.com{}?{query}", self.req.path()));
+            out["nextLink"] = json!(self.next_link(&(skip + top).to_string()));
         }
         out
     }
@@ -369,15 +363,23 @@ impl ArmCtx<'_> {
     pub fn page_after(&self, items: Vec<Value>, next: Option<&str>) -> Value {
         let mut out = json!({ "value": items });
         if let Some(next) = next {
-            let api = self.req.query("api-version").unwrap_or_default();
-            let query = form_urlencoded::Serializer::new(String::new())
-                .append_pair("api-version", api)
-                .append_pair("$top", &self.page_size().to_string())
-                .append_pair("$skiptoken", next)
-                .finish();
-            out["nextLink"] = json!(format!("https://management.azure.com{}?{query}", self.req.path()));
+            out["nextLink"] = json!(self.next_link(next));
         }
         out
+    }
+
+    /// This request's URL continued at `skiptoken`: the same `api-version`, `$top` and every other parameter
+    /// (`$filter`, `$expand`), so the next page answers the same question.
+    fn next_link(&self, skiptoken: &str) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("api-version", self.req.query("api-version").unwrap_or_default());
+        for (k, v) in &self.req.query {
+            if !matches!(k.as_str(), "api-version" | "$top" | "$skiptoken") {
+                query.append_pair(k, v);
+            }
+        }
+        query.append_pair("$top", &self.page_size().to_string()).append_pair("$skiptoken", skiptoken);
+        format!("https://management.azure.com{}?{}", self.req.path(), query.finish())
     }
 
     pub fn subscription(&self, id: &str) -> Result<Subscription, ArmError> {
