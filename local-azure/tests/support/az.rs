@@ -10,14 +10,13 @@ use super::{LocalAzure, unique};
 
 /// Where the CLI is: `EDGEVAULT_AZ`, else `<workspace>/target/tools/azure-cli/bin/az`.
 pub fn az_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("EDGEVAULT_AZ") {
-        return PathBuf::from(p);
-    }
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
-    let az = workspace.join("target/tools/azure-cli/bin/az");
+    let az = std::env::var_os("EDGEVAULT_AZ")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target/tools/azure-cli/bin/az"));
     assert!(
-        az.exists(),
-        "the Azure CLI is not installed at {}: run `bash tests/tools/install-azure-cli.sh` from the workspace root (or set EDGEVAULT_AZ)",
+        az.is_file(),
+        "the Azure CLI is not installed at {}: run `bash tests/tools/install-azure-cli.sh` from the workspace root (or set EDGEVAULT_AZ to an az executable)",
         az.display()
     );
     az
