@@ -255,6 +255,8 @@ fn provider_json(subscription: &str, p: &Provider, state: &str) -> Value {
     })
 }
 
+/// ARM's answer for a namespace no provider has (as reported in Azure/aci-connector-k8s#13: "The resource namespace
+/// 'Microsoft.Container' is invalid.").
 fn unknown_namespace(namespace: &str) -> ArmError {
     ArmError::not_found("InvalidResourceNamespace", format!("The resource namespace '{namespace}' is invalid."))
 }
@@ -457,10 +459,13 @@ pub fn list_resources(ctx: &ArmCtx<'_>, subscription: &str, group: Option<&str>)
         ctx.resource_group(subscription, g)?;
     }
     let filter = match ctx.req.query("$filter").filter(|f| !f.trim().is_empty()) {
+        // ARM's answer, word for word (as reported in Azure/azure-sdk-for-net#18748 and Azure/azure-sdk-for-go#2480);
+        // why the parse failed goes to the log only, as ARM says no more.
         Some(f) => Some(Filter::parse(f).map_err(|e| {
+            tracing::debug!(filter = f, reason = %e, "invalid $filter");
             ArmError::bad_request(
                 "InvalidFilterInQueryString",
-                format!("Invalid $filter '{f}' specified in the query string. {e}"),
+                format!("Invalid $filter '{f}' specified in the query string."),
             )
         })?),
         None => None,
