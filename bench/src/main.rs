@@ -15,6 +15,7 @@ mod invocations;
 mod invoke;
 mod load;
 mod procfs;
+mod recovery;
 mod stand_in;
 mod sweep;
 
@@ -61,6 +62,11 @@ enum Bench {
     LocalAzure {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+    },
+    /// A deleted vault: edgevault's recovery against the manual runbook with the Azure CLI, interleaved rounds.
+    Recovery {
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
     /// Everything, with the defaults above, and one summary table.
     All,
@@ -122,6 +128,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Activation { runs } => activation::run(runs)?,
         Bench::Sweep { sizes, rate } => sweep::run(&sizes, rate)?,
         Bench::LocalAzure { seconds } => stand_in::run(Duration::from_secs_f64(seconds))?,
+        Bench::Recovery { rounds } => recovery::run(rounds)?,
         Bench::All => {
             let mut rows = Vec::new();
             let started = std::time::Instant::now();
@@ -138,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             section("activation", activation::run(3));
             section("sweep", sweep::run(&[1000, 10000], 300.0));
             section("local-azure", stand_in::run(Duration::from_secs(3)));
+            section("recovery", recovery::run(5));
             rows.push(Row::new(
                 "all",
                 "wall time",

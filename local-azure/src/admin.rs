@@ -91,6 +91,8 @@ fn route(app: &App, req: &Req, segs: &[&str]) -> Result<Resp, AdminError> {
             app.clock.set_offset(offset);
             // Locks may have lapsed and schedules come due: let waiting receivers look again.
             app.servicebus.wake_all();
+            // Retries and TTLs run on this clock: let the Event Grid publisher look again.
+            app.eventgrid.wake();
             tracing::info!(seconds = a.seconds, offset, "clock advanced");
             ok(clock_json(app))
         }

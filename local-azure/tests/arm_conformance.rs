@@ -351,3 +351,116 @@ async fn mutations_are_recorded_in_the_activity_log() {
     assert_eq!(entries[1]["operationName"], "Microsoft.KeyVault/vaults/delete");
     assert!(entries[1]["sequenceNumber"].as_u64() > entries[0]["sequenceNumber"].as_u64());
 }
+
+/// `Microsoft.Resources` reads through the SDK pipeline, with the shapes of the 2022-12-01 examples
+/// (`GetSubscriptions.json`, `GetTenants.json`, `GetProvider.json`) and `Resources_List`'s `$filter` / `$top`.
+#[tokio::test]
+async fn subscriptions_tenants_providers_and_resource_lists() {
+    let la = shared();
+    let arm = arm();
+    let sub = la.var("AZURE_SUBSCRIPTION_ID");
+
+    let r = arm.call(Method::Get, "/subscriptions?api-version=2022-12-01", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mine = r.body["value"].as_array().unwrap().iter().find(|s| s["subscriptionId"] == sub.as_str()).cloned();
+    let mine = mine.expect("edgevault's identity sees the subscription it has a grant in");
+    for key in
+        ["id", "subscriptionId", "tenantId", "displayName", "state", "subscriptionPolicies", "authorizationSource"]
+    {
+        assert!(mine.get(key).is_some(), "{key} in {mine}");
+    }
+    assert_eq!(mine["id"], format!("/subscriptions/{sub}"));
+    let one = arm.call(Method::Get, &format!("/subscriptions/{sub}?api-version=2022-12-01"), None).await;
+    assert_eq!(one.body, mine, "Subscriptions – Get answers what the list holds");
+
+    let r = arm.call(Method::Get, "/tenants?api-version=2022-12-01", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["value"][0]["tenantId"], la.var("AZURE_TENANT_ID"));
+    assert_eq!(r.body["value"][0]["id"], format!("/tenants/{}", la.var("AZURE_TENANT_ID")));
+    assert_eq!(r.body["value"][0]["tenantCategory"], "Home");
+
+    let r = arm
+        .call(
+            Method::Get,
+            &format!("/subscriptions/{sub}/providers/microsoft.databoxedge?api-version=2022-12-01"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["namespace"], "Microsoft.DataBoxEdge");
+    assert_eq!(r.body["registrationState"], "Registered");
+    let devices = r.body["resourceTypes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["resourceType"] == "dataBoxEdgeDevices")
+        .cloned()
+        .unwrap();
+    assert_eq!(devices["apiVersions"][0], "2023-12-01");
+    assert!(devices["locations"].as_array().unwrap().iter().any(|l| l == "West US 2"));
+    let r = arm
+        .call(Method::Get, &format!("/subscriptions/{sub}/providers/Microsoft.Nope?api-version=2022-12-01"), None)
+        .await;
+    assert_eq!((r.status, r.code()), (404, "InvalidResourceNamespace"));
+    let r = arm.call(Method::Get, &format!("/subscriptions/{sub}/providers?api-version=2022-12-01"), None).await;
+    let namespaces: Vec<&str> =
+        r.body["value"].as_array().unwrap().iter().filter_map(|p| p["namespace"].as_str()).collect();
+    assert!(
+        namespaces.contains(&"Microsoft.KeyVault") && namespaces.contains(&"Microsoft.Authorization"),
+        "{namespaces:?}"
+    );
+    // Registering needs the namespace's register action, which edgevault's identity does not have.
+    let r = arm
+        .call(
+            Method::Post,
+            &format!("/subscriptions/{sub}/providers/Microsoft.KeyVault/register?api-version=2022-12-01"),
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (403, "AuthorizationFailed"), "{}", r.body);
+
+    // Resources – List: two tagged vaults, by type, by tag (tags then left out), one page at a time.
+    let tag = unique("t");
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let path = vault_path(la, &unique(&format!("rl{i}")));
+        let mut body = create_vault_body(la);
+        body["tags"] = json!({ tag.as_str(): format!("v{i}") });
+        assert_eq!(arm.call(Method::Put, &format!("{path}?api-version=2024-11-01"), Some(&body)).await.status, 201);
+        ids.push(path);
+    }
+    let filter = format!("tagName eq '{tag}'");
+    let q = form_urlencoded::Serializer::new(String::new())
+        .append_pair("$filter", &filter)
+        .append_pair("$top", "1")
+        .finish();
+    let r = arm.call(Method::Get, &format!("/subscriptions/{sub}/resources?api-version=2022-12-01&{q}"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["value"].as_array().map(Vec::len), Some(1));
+    assert!(r.body["value"][0].get("tags").is_none(), "a tag filter leaves tags out, as the spec says");
+    let next = r.body["nextLink"].as_str().expect("a second page").to_string();
+    let r2 = arm.call(Method::Get, next.strip_prefix("https://management.azure.com").unwrap(), None).await;
+    assert_eq!(r2.body["value"].as_array().map(Vec::len), Some(1), "{}", r2.body);
+    let mut seen = vec![r.body["value"][0]["id"].clone(), r2.body["value"][0]["id"].clone()];
+    seen.sort_by_key(|v| v.to_string());
+    let mut expected: Vec<Value> = ids.iter().map(|i| json!(i)).collect();
+    expected.sort_by_key(|v| v.to_string());
+    assert_eq!(seen, expected);
+    let filter = format!("tagName eq '{tag}' and tagValue eq 'v1'");
+    let q = form_urlencoded::Serializer::new(String::new()).append_pair("$filter", &filter).finish();
+    let r = arm.call(Method::Get, &format!("{}/resources?api-version=2022-12-01&{q}", rg_path(la)), None).await;
+    assert_eq!(r.body["value"].as_array().map(Vec::len), Some(1));
+    assert_eq!(r.body["value"][0]["id"], ids[1].as_str());
+    assert_eq!(r.body["value"][0]["type"], "Microsoft.KeyVault/vaults");
+    let q = form_urlencoded::Serializer::new(String::new()).append_pair("$filter", "name gt 'x'").finish();
+    let r = arm.call(Method::Get, &format!("/subscriptions/{sub}/resources?api-version=2022-12-01&{q}"), None).await;
+    assert_eq!((r.status, r.code()), (400, "InvalidFilterInQueryString"));
+    let r = arm
+        .call(
+            Method::Get,
+            &format!("/subscriptions/{sub}/resourceGroups/no-such-rg/resources?api-version=2022-12-01"),
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "ResourceGroupNotFound"));
+}

@@ -5,6 +5,7 @@
 //! - [`authz`]: grant checks (`403 AuthorizationFailed`).
 //! - [`activity`]: the durable activity log every mutation appends to.
 //! - [`devices`], [`vaults`], [`locks`]: the resource providers edgevault uses.
+//! - [`resources`]: `Microsoft.Resources` reads clients make first (subscriptions, tenants, providers, resource lists).
 //!
 //! A request is routed ([`Route`]), named (`Microsoft.KeyVault/vaults/write`), authenticated
 //! (bearer token for `https://management.azure.com/`), authorised and then handled. Any
@@ -16,6 +17,7 @@ pub mod devices;
 pub mod error;
 pub mod locks;
 pub mod resource_id;
+pub mod resources;
 pub mod tenancy;
 pub mod vaults;
 
@@ -35,21 +37,64 @@ pub const AUDIENCES: &[&str] = &["https://management.azure.com/", "https://manag
 /// What an ARM path addresses.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Route {
+    SubscriptionList,
+    TenantList,
     Subscription(String),
+    ProviderList(String),
+    Provider {
+        subscription: String,
+        namespace: String,
+    },
+    ProviderRegister {
+        subscription: String,
+        namespace: String,
+    },
+    ResourceList {
+        subscription: String,
+        group: Option<String>,
+    },
+    /// Managed HSM lists (active, deleted): served empty.
+    ManagedHsmList {
+        subscription: String,
+        deleted: bool,
+    },
     ResourceGroup(ResourceId),
     Device(ResourceId),
     DeviceAction(ResourceId, String),
-    DeviceList { subscription: String, group: Option<String> },
+    DeviceList {
+        subscription: String,
+        group: Option<String>,
+    },
     CheckVaultName(String),
     Vault(ResourceId),
     VaultAccessPolicies(ResourceId, String),
-    VaultList { subscription: String, group: Option<String> },
+    VaultList {
+        subscription: String,
+        group: Option<String>,
+    },
     DeletedVaultList(String),
-    DeletedVault { subscription: String, location: String, name: String },
-    PurgeDeletedVault { subscription: String, location: String, name: String },
-    OperationResult { subscription: String, location: String, id: String },
-    Lock { scope: String, name: String },
-    LockList { scope: String },
+    DeletedVault {
+        subscription: String,
+        location: String,
+        name: String,
+    },
+    PurgeDeletedVault {
+        subscription: String,
+        location: String,
+        name: String,
+    },
+    OperationResult {
+        subscription: String,
+        location: String,
+        id: String,
+    },
+    Lock {
+        scope: String,
+        name: String,
+    },
+    LockList {
+        scope: String,
+    },
 }
 
 fn eq(a: &str, b: &str) -> bool {
@@ -73,6 +118,11 @@ pub fn route(segments: &[String]) -> Option<Route> {
             _ => None,
         };
     }
+    match s.as_slice() {
+        [one] if eq(one, "subscriptions") => return Some(Route::SubscriptionList),
+        [one] if eq(one, "tenants") => return Some(Route::TenantList),
+        _ => {}
+    }
     if s.len() < 2 || !eq(s[0], "subscriptions") {
         return None;
     }
@@ -82,6 +132,22 @@ pub fn route(segments: &[String]) -> Option<Route> {
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
     match l.as_slice() {
         [] => Some(Route::Subscription(sub)),
+        ["providers"] => Some(Route::ProviderList(sub)),
+        ["providers", _] => Some(Route::Provider { subscription: sub, namespace: rest[1].to_string() }),
+        ["providers", _, "register"] => {
+            Some(Route::ProviderRegister { subscription: sub, namespace: rest[1].to_string() })
+        }
+        ["resources"] => Some(Route::ResourceList { subscription: sub, group: None }),
+        ["resourcegroups", _, "resources"] => {
+            Some(Route::ResourceList { subscription: sub, group: Some(rest[1].to_string()) })
+        }
+        ["providers", "microsoft.keyvault", "managedhsms"]
+        | ["resourcegroups", _, "providers", "microsoft.keyvault", "managedhsms"] => {
+            Some(Route::ManagedHsmList { subscription: sub, deleted: false })
+        }
+        ["providers", "microsoft.keyvault", "deletedmanagedhsms"] => {
+            Some(Route::ManagedHsmList { subscription: sub, deleted: true })
+        }
         ["resourcegroups", _] => Some(Route::ResourceGroup(ResourceId::resource_group(&sub, rest[1]))),
         ["providers", "microsoft.databoxedge", "databoxedgedevices"] => {
             Some(Route::DeviceList { subscription: sub, group: None })
@@ -157,9 +223,33 @@ fn crud(resource_type: &str, method: &Method) -> (String, bool) {
 pub fn operation(route: &Route, method: &Method) -> Operation {
     let op = |name: String, scope: String, is_read: bool| Operation { name, scope, is_read };
     match route {
+        Route::SubscriptionList => op("Microsoft.Resources/subscriptions/read".into(), "/".into(), true),
+        Route::TenantList => op("Microsoft.Resources/tenants/read".into(), "/".into(), true),
         Route::Subscription(s) => {
             op("Microsoft.Resources/subscriptions/read".into(), format!("/subscriptions/{s}"), true)
         }
+        Route::ProviderList(s) | Route::Provider { subscription: s, .. } => {
+            op("Microsoft.Resources/subscriptions/providers/read".into(), format!("/subscriptions/{s}"), true)
+        }
+        Route::ProviderRegister { subscription, namespace } => {
+            op(format!("{namespace}/register/action"), format!("/subscriptions/{subscription}"), false)
+        }
+        Route::ResourceList { subscription, group: None } => op(
+            "Microsoft.Resources/subscriptions/resources/read".into(),
+            format!("/subscriptions/{subscription}"),
+            true,
+        ),
+        Route::ResourceList { subscription, group: Some(g) } => op(
+            "Microsoft.Resources/subscriptions/resourceGroups/resources/read".into(),
+            ResourceId::resource_group(subscription, g).to_string(),
+            true,
+        ),
+        Route::ManagedHsmList { subscription, deleted } => op(
+            if *deleted { "Microsoft.KeyVault/deletedManagedHSMs/read" } else { "Microsoft.KeyVault/managedHSMs/read" }
+                .into(),
+            format!("/subscriptions/{subscription}"),
+            true,
+        ),
         Route::ResourceGroup(id) => {
             let (name, r) = crud("Microsoft.Resources/subscriptions/resourceGroups", method);
             op(name, id.to_string(), r)
@@ -263,13 +353,7 @@ impl ArmCtx<'_> {
         let page: Vec<Value> = items.into_iter().skip(skip).take(top).collect();
         let mut out = json!({ "value": page });
         if skip + top < total {
-            let api = self.req.query("api-version").unwrap_or_default();
-            let query = form_urlencoded::Serializer::new(String::new())
-                .append_pair("api-version", api)
-                .append_pair("$top", &top.to_string())
-                .append_pair("$skiptoken", &(skip + top).to_string())
-                .finish();
-            out["nextLink"] = json!(format!("https://management.azure.com{}?{query}", self.req.path()));
+            out["nextLink"] = json!(self.next_link(&(skip + top).to_string()));
         }
         out
     }
@@ -279,15 +363,23 @@ impl ArmCtx<'_> {
     pub fn page_after(&self, items: Vec<Value>, next: Option<&str>) -> Value {
         let mut out = json!({ "value": items });
         if let Some(next) = next {
-            let api = self.req.query("api-version").unwrap_or_default();
-            let query = form_urlencoded::Serializer::new(String::new())
-                .append_pair("api-version", api)
-                .append_pair("$top", &self.page_size().to_string())
-                .append_pair("$skiptoken", next)
-                .finish();
-            out["nextLink"] = json!(format!("https://management.azure.com{}?{query}", self.req.path()));
+            out["nextLink"] = json!(self.next_link(next));
         }
         out
+    }
+
+    /// This request's URL continued at `skiptoken`: the same `api-version`, `$top` and every other parameter
+    /// (`$filter`, `$expand`), so the next page answers the same question.
+    fn next_link(&self, skiptoken: &str) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("api-version", self.req.query("api-version").unwrap_or_default());
+        for (k, v) in &self.req.query {
+            if !matches!(k.as_str(), "api-version" | "$top" | "$skiptoken") {
+                query.append_pair(k, v);
+            }
+        }
+        query.append_pair("$top", &self.page_size().to_string()).append_pair("$skiptoken", skiptoken);
+        format!("https://management.azure.com{}?{}", self.req.path(), query.finish())
     }
 
     pub fn subscription(&self, id: &str) -> Result<Subscription, ArmError> {
@@ -380,10 +472,16 @@ fn authenticate(app: &App, req: &Req) -> Result<Claims, ArmError> {
 
 fn subscription_of(route: &Route) -> Option<String> {
     match route {
+        Route::SubscriptionList | Route::TenantList => None,
         Route::Lock { scope, .. } | Route::LockList { scope } => {
             scope.parse::<ResourceId>().ok().map(|id| id.subscription)
         }
         Route::Subscription(s)
+        | Route::ProviderList(s)
+        | Route::Provider { subscription: s, .. }
+        | Route::ProviderRegister { subscription: s, .. }
+        | Route::ResourceList { subscription: s, .. }
+        | Route::ManagedHsmList { subscription: s, .. }
         | Route::CheckVaultName(s)
         | Route::DeletedVaultList(s)
         | Route::DeviceList { subscription: s, .. }
@@ -445,7 +543,10 @@ fn handle_inner(app: &App, req: &Req, correlation_id: &str) -> Result<Resp, ArmE
             ));
         }
     }
-    authz::authorize(app, &claims.oid, &operation.name, &operation.scope, operation.is_read)?;
+    // The tenant-level lists answer with what the caller may see instead of refusing.
+    if !matches!(route, Route::SubscriptionList | Route::TenantList) {
+        authz::authorize(app, &claims.oid, &operation.name, &operation.scope, operation.is_read)?;
+    }
     let ctx = ArmCtx { app, req, claims, correlation_id: correlation_id.to_string(), now: app.clock.now(), operation };
     let result = dispatch(&ctx, &route);
     match &result {
@@ -475,18 +576,21 @@ fn dispatch(ctx: &ArmCtx<'_>, route: &Route) -> Result<Resp, ArmError> {
         )
     };
     match (route, m.clone()) {
+        (Route::SubscriptionList, Method::GET) => resources::list_subscriptions(ctx),
+        (Route::TenantList, Method::GET) => resources::list_tenants(ctx),
+        (Route::ProviderList(s), Method::GET) => resources::list_providers(ctx, s),
+        (Route::Provider { subscription, namespace }, Method::GET) => {
+            resources::get_provider(ctx, subscription, namespace)
+        }
+        (Route::ProviderRegister { subscription, namespace }, Method::POST) => {
+            resources::register_provider(ctx, subscription, namespace)
+        }
+        (Route::ResourceList { subscription, group }, Method::GET) => {
+            resources::list_resources(ctx, subscription, group.as_deref())
+        }
+        (Route::ManagedHsmList { subscription, .. }, Method::GET) => resources::empty_list(ctx, subscription),
         (Route::Subscription(s), Method::GET) => {
-            let sub = ctx.subscription(s)?;
-            Ok(Resp::json(
-                StatusCode::OK,
-                &json!({
-                    "id": format!("/subscriptions/{}", sub.subscription_id),
-                    "subscriptionId": sub.subscription_id,
-                    "tenantId": sub.tenant_id,
-                    "displayName": sub.display_name,
-                    "state": "Enabled",
-                }),
-            ))
+            Ok(Resp::json(StatusCode::OK, &resources::subscription_json(&ctx.subscription(s)?)))
         }
         (Route::ResourceGroup(id), Method::GET) => {
             let rg = ctx.resource_group(&id.subscription, id.name())?;

@@ -2,6 +2,8 @@
 //! drive ARM through an `azure_core` pipeline, and compare responses with the REST-spec fixtures.
 #![allow(dead_code)]
 
+pub mod az;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -483,16 +485,30 @@ pub struct Delivery {
 }
 
 /// A small webhook server inside the test: answers Event Grid's handshakes (or refuses them), fails the first
-/// `fail_first` notifications with `500`, and hands every notification to [`Webhook::next`].
+/// `fail_first` notifications with `500`, holds the answer to the first `hold_first` until [`Webhook::release`],
+/// and hands every notification to [`Webhook::next`] as it arrives.
 pub struct Webhook {
     pub url: String,
     rx: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Delivery>>,
     pub handshakes: Arc<std::sync::atomic::AtomicU32>,
+    release: Arc<tokio::sync::Semaphore>,
 }
 
 impl Webhook {
     pub async fn start(validate: bool, fail_first: u32) -> Webhook {
+        Self::start_holding(validate, fail_first, 0).await
+    }
+
+    /// Lets every held notification be answered.
+    pub fn release(&self) {
+        self.release.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    }
+
+    pub async fn start_holding(validate: bool, fail_first: u32, hold_first: u32) -> Webhook {
         use std::sync::atomic::{AtomicU32, Ordering};
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let holds = Arc::new(AtomicU32::new(hold_first));
+        let (release2, holds2) = (release.clone(), holds.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/api/events?code=k", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -503,8 +519,10 @@ impl Webhook {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
                 let (tx, failures, hs) = (tx.clone(), failures.clone(), hs.clone());
+                let (release, holds) = (release2.clone(), holds2.clone());
                 let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let (tx, failures, hs) = (tx.clone(), failures.clone(), hs.clone());
+                    let (release, holds) = (release.clone(), holds.clone());
                     async move {
                         use http_body_util::BodyExt;
                         let (parts, body) = req.into_parts();
@@ -533,6 +551,9 @@ impl Webhook {
                             return Ok(reply(200, json!({ "validationResponse": code }).to_string()));
                         }
                         let _ = tx.send(Delivery { headers: parts.headers, body });
+                        if holds.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                            let _ = release.acquire().await.map(|p| p.forget());
+                        }
                         let failing =
                             failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
                         Ok(reply(if failing { 500 } else { 200 }, String::new()))
@@ -545,7 +566,7 @@ impl Webhook {
                 });
             }
         });
-        Webhook { url, rx: tokio::sync::Mutex::new(rx), handshakes }
+        Webhook { url, rx: tokio::sync::Mutex::new(rx), handshakes, release }
     }
 
     /// The next notification, waiting up to 30 s.
