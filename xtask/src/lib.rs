@@ -2,7 +2,7 @@
 //!
 //! - [`package`]: assemble the Azure Functions app layout (`dist/app`) and its zip for zip deployment.
 //! - [`definitions`]: write `function-definitions/<Name>/function.json` from the handler's function table.
-//! - [`demo`]: the main job, one device's lifecycle on local-azure, every step checked.
+//! - [`demo`]: the main job, one device's lifecycle on local-azure, every step checked (and `--keep`: left running).
 //! - [`tools`]: what the tests need installed, from `tests/tools/install-*.sh`.
 
 pub mod definitions;

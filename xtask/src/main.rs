@@ -26,7 +26,11 @@ enum Task {
         args: Vec<String>,
     },
     /// The main job: one device's Key Vault lifecycle on local-azure, every step checked (see README).
-    Demo,
+    Demo {
+        /// Leave local-azure and the app running afterwards, print how to talk to them, stop on Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Build the release binary and assemble `dist/app` plus `dist/edgevault-app.zip` for zip deployment.
     Package {
         /// Package the debug build instead (fast; for trying the layout, not for deploying).
@@ -94,11 +98,11 @@ fn run(task: Task) -> anyhow::Result<bool> {
             println!("\nall passed in {} s", started.elapsed().as_secs());
             Ok(true)
         }
-        Task::Demo => {
+        Task::Demo { keep } => {
+            // First, while this is the only thread: Ctrl-C must reach the wait at the end, not end the process.
+            let interrupts = if keep { Some(demo::Interrupts::hold()?) } else { None };
             cargo(&["build", "--quiet", "-p", "edgevault", "-p", "local-azure", "--bins"])?;
-            let held = demo::run()?;
-            println!("\n{}", if held { "every step held" } else { "some steps did NOT hold" });
-            Ok(held)
+            demo::run(interrupts)
         }
         Task::Package { debug } => {
             let profile = if debug { "debug" } else { "release" };
