@@ -166,6 +166,14 @@ mod tests {
         dir
     }
 
+    /// The installer on `machine`: its fakes first on PATH, then the system's directories.
+    fn on(machine: &tempfile::TempDir) -> (bool, String) {
+        run_strace_installer(&format!("{}:/usr/bin:/bin", machine.path().display()), machine.path())
+    }
+
+    /// What the fake apt-get logs when strace is installed the expected way.
+    const APT_INSTALLED_STRACE: &str = "update -qq\ninstall -y -qq --no-install-recommends strace\n";
+
     fn apt_log(machine: &Path) -> String {
         std::fs::read_to_string(machine.join("apt.log")).unwrap_or_default()
     }
@@ -173,7 +181,7 @@ mod tests {
     #[test]
     fn a_present_tool_is_reported_and_apt_is_never_called() {
         let machine = fake_machine(true, 0, false);
-        let (ok, out) = run_strace_installer(&format!("{}:/usr/bin:/bin", machine.path().display()), machine.path());
+        let (ok, out) = on(&machine);
         assert!(ok, "{out}");
         assert_eq!(out, "strace: strace -- version 9.9\n");
         assert_eq!(apt_log(machine.path()), "");
@@ -182,24 +190,24 @@ mod tests {
     #[test]
     fn as_root_a_missing_tool_is_installed_with_apt_after_an_update_and_checked() {
         let machine = fake_machine(false, 0, false);
-        let (ok, out) = run_strace_installer(&format!("{}:/usr/bin:/bin", machine.path().display()), machine.path());
+        let (ok, out) = on(&machine);
         assert!(ok, "{out}");
         assert!(out.ends_with("strace: strace -- version 9.9\n"), "{out}");
-        assert_eq!(apt_log(machine.path()), "update -qq\ninstall -y -qq --no-install-recommends strace\n");
+        assert_eq!(apt_log(machine.path()), APT_INSTALLED_STRACE);
     }
 
     #[test]
     fn with_passwordless_sudo_a_missing_tool_is_installed_through_it() {
         let machine = fake_machine(false, 1000, true);
-        let (ok, out) = run_strace_installer(&format!("{}:/usr/bin:/bin", machine.path().display()), machine.path());
+        let (ok, out) = on(&machine);
         assert!(ok, "{out}");
-        assert_eq!(apt_log(machine.path()), "update -qq\ninstall -y -qq --no-install-recommends strace\n");
+        assert_eq!(apt_log(machine.path()), APT_INSTALLED_STRACE);
     }
 
     #[test]
     fn without_root_or_sudo_the_installer_fails_saying_exactly_what_to_run() {
         let machine = fake_machine(false, 1000, false);
-        let (ok, out) = run_strace_installer(&format!("{}:/usr/bin:/bin", machine.path().display()), machine.path());
+        let (ok, out) = on(&machine);
         assert!(!ok);
         assert!(
             out.contains("tests/tools/install-strace.sh: not root and no passwordless sudo: run `sudo apt-get update && sudo apt-get install -y strace`"),
