@@ -35,7 +35,8 @@ apt_install() {
   fi
   echo "$installer: apt-get install $*"
   "${sudo[@]}" apt-get update -qq || fail "\`apt-get update\` failed (above); run \`${sudo[*]:+${sudo[*]} }apt-get update && ${sudo[*]:+${sudo[*]} }apt-get install -y $*\` by hand"
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" \
+  # Use-Pty=0: no dpkg progress bar in a log.
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "$@" \
     || fail "\`apt-get install $*\` failed (above)"
 }
 

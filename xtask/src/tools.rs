@@ -172,7 +172,7 @@ mod tests {
     }
 
     /// What the fake apt-get logs when strace is installed the expected way.
-    const APT_INSTALLED_STRACE: &str = "update -qq\ninstall -y -qq --no-install-recommends strace\n";
+    const APT_INSTALLED_STRACE: &str = "update -qq\ninstall -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends strace\n";
 
     fn apt_log(machine: &Path) -> String {
         std::fs::read_to_string(machine.join("apt.log")).unwrap_or_default()
