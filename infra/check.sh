@@ -2,25 +2,16 @@
 # CI check of infra/: every .bicep file parses, and checkov's Bicep checks pass (a check may only be skipped by a
 # `checkov:skip=<ID>:<reason>` comment on the resource, with the reason written out).
 #
-# Parsing and module wiring: infra/check_bicep.py. Runs on a fresh machine with python3 (3.9+) and access to PyPI: the tools go into target/infra-venv (reused on later
-# runs). The Bicep CLI is not used: its installers download a native binary; pycep (checkov's own Bicep parser) does
-# the parsing instead.
+# Parsing and module wiring: infra/check_bicep.py. Runs on a fresh machine with access to PyPI:
+# tests/tools/install-checkov.sh puts the pinned checkov into target/tools/checkov (reused on later runs; python3
+# with venv comes from apt when missing, as root). The Bicep CLI is not used: its installers download a native
+# binary; pycep (checkov's own Bicep parser) does the parsing instead.
 set -euo pipefail
-
-CHECKOV_VERSION=3.2.533
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-venv="target/infra-venv"
-
-mkdir -p target
-if [[ ! -x "$venv/bin/python" ]]; then
-  python3 -m venv "$venv"
-fi
-if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('checkov') != '$CHECKOV_VERSION')" 2>/dev/null; then
-  echo "installing checkov $CHECKOV_VERSION into $venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
-fi
+bash tests/tools/install-checkov.sh
+venv="$(realpath -m "${CARGO_TARGET_DIR:-target}")/tools/checkov"
 
 echo "== parsing Bicep and checking module wiring"
 "$venv/bin/python" infra/check_bicep.py

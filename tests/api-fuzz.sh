@@ -10,11 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target="${CARGO_TARGET_DIR:-target}"
-venv="$target/schemathesis-venv"
-if [ ! -x "$venv/bin/schemathesis" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==4.32.5"
-fi
+bash tests/tools/install-schemathesis.sh
+venv="$target/tools/schemathesis"
 cargo build --quiet -p edgevault -p local-azure --bins
 
 data=$(mktemp -d)

@@ -16,18 +16,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo_fuzz_version=0.13.2
 seconds="${FUZZ_SECONDS:-30}"
 jobs="${FUZZ_JOBS:-$(nproc)}"
 target=$(realpath -m "${CARGO_TARGET_DIR:-target}")
 export RUSTC_BOOTSTRAP=1 CARGO_INCREMENTAL=0
 flags=(--release --sanitizer none --target-dir "$target/fuzz")
 
-if ! "$target/cargo-fuzz/bin/cargo-fuzz" --version 2>/dev/null | grep -qx "cargo-fuzz $cargo_fuzz_version"; then
-  echo "== installing cargo-fuzz $cargo_fuzz_version into $target/cargo-fuzz"
-  cargo install --quiet --locked --root "$target/cargo-fuzz" "cargo-fuzz@$cargo_fuzz_version"
-fi
-export PATH="$target/cargo-fuzz/bin:$PATH"
+bash tests/tools/install-cargo-fuzz.sh
+export PATH="$target/tools/cargo-fuzz/bin:$PATH"
 
 read -r -a targets <<<"${FUZZ_TARGETS:-$(cd fuzz && cargo fuzz list | tr '\n' ' ')}"
 echo "== building ${#targets[@]} fuzz targets"

@@ -36,7 +36,8 @@ pub struct UpArgs {
     /// `function-definitions/`) in the embedded Functions host.
     #[arg(long)]
     pub app: Option<PathBuf>,
-    /// The custom handler executable (default: host.json's `defaultExecutablePath` in the app folder).
+    /// The custom handler executable (default: host.json's `defaultExecutablePath` in the app folder; in a
+    /// repository root, where that is never built, `target/release/<name>`, then `target/debug/<name>`).
     #[arg(long, requires = "app")]
     pub handler: Option<PathBuf>,
     /// An app setting `KEY=VALUE` for the function app; repeatable; wins over the defaults.

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use local_azure_host::app::Trigger;
+use local_azure_host::app::{App as FunctionApp, Layout, Trigger};
 use local_azure_host::clock::SleepFuture;
 use local_azure_host::{Host, HostOptions, RunningHost};
 use serde_json::{Map, Value, json};
@@ -27,6 +27,14 @@ pub enum FunctionsError {
     Host(#[from] local_azure_host::HostError),
     #[error("event subscription for {function}: {source}")]
     Subscription { function: String, source: crate::eventgrid::SaveError },
+    #[error(
+        "the custom handler {} does not exist, and neither does a cargo build of it ({}): build it with `cargo build \
+         --bin {name}` in {}, or pass --handler <path>",
+        expected.display(),
+        tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        app_dir.display()
+    )]
+    HandlerNotBuilt { expected: PathBuf, tried: Vec<PathBuf>, name: String, app_dir: PathBuf },
 }
 
 /// The client variables a function app process needs, from local-azure's environment.
@@ -102,11 +110,38 @@ pub struct AppOptions {
     pub host_form: local_azure_host::HostForm,
 }
 
+/// Where cargo puts a repository's build of the handler, most optimised first.
+const CARGO_PROFILES: [&str; 2] = ["release", "debug"];
+
+/// The handler to run when none was given: host.json's `defaultExecutablePath` in the app folder when it is there
+/// (a packaged app), else, in a repository root (where that file is never built), cargo's build of it:
+/// `target/release/<name>`, then `target/debug/<name>`. `None` leaves the choice to the host (host.json names none).
+pub fn find_handler(app_dir: &Path, settings: &BTreeMap<String, String>) -> Result<Option<PathBuf>, FunctionsError> {
+    let function_app = FunctionApp::load(app_dir, settings).map_err(local_azure_host::HostError::from)?;
+    let Some(expected) = function_app.default_executable() else { return Ok(None) };
+    if expected.is_file() || function_app.layout != Layout::Repository {
+        return Ok(Some(expected));
+    }
+    let name = expected.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tried: Vec<PathBuf> =
+        CARGO_PROFILES.iter().map(|profile| app_dir.join("target").join(profile).join(&name)).collect();
+    match tried.iter().find(|p| p.is_file()) {
+        Some(built) => {
+            tracing::info!(handler = %built.display(), "no --handler and no {name} in the app folder: running cargo's build");
+            Ok(Some(built.clone()))
+        }
+        None => Err(FunctionsError::HandlerNotBuilt { expected, tried, name, app_dir: app_dir.to_path_buf() }),
+    }
+}
+
 /// Starts the host, subscribes its Event Grid functions, and returns it with the environment additions.
 pub async fn start(app: &Arc<App>, options: AppOptions) -> Result<(RunningHost, Map<String, Value>), FunctionsError> {
     let settings = app_settings(&app.env(), &options.settings);
-    // The host starts the handler in the app folder: a handler path relative to where `up` ran must not move.
-    let handler = options.handler.map(|h| std::fs::canonicalize(&h).unwrap_or(h));
+    let handler = match options.handler {
+        // The host starts the handler in the app folder: a handler path relative to where `up` ran must not move.
+        Some(h) => Some(std::fs::canonicalize(&h).unwrap_or(h)),
+        None => find_handler(&options.app_dir, &settings)?,
+    };
     let host = Host::start(HostOptions {
         app_dir: options.app_dir,
         handler_path: handler,
@@ -158,6 +193,60 @@ pub async fn start(app: &Arc<App>, options: AppOptions) -> Result<(RunningHost, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A repository-layout app (host.json naming `edgevault`, one HTTP function) with the given files present.
+    fn repository(files: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let host = json!({"version": "2.0", "customHandler": {"description": {"defaultExecutablePath": "edgevault"}}});
+        std::fs::write(root.join("host.json"), host.to_string()).unwrap();
+        std::fs::create_dir_all(root.join("function-definitions/Api")).unwrap();
+        let binding = json!({"type": "httpTrigger", "direction": "in", "name": "req", "methods": ["get"]});
+        let function = json!({"bindings": [binding, {"type": "http", "direction": "out", "name": "res"}]});
+        std::fs::write(root.join("function-definitions/Api/function.json"), function.to_string()).unwrap();
+        for file in files {
+            let path = root.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "").unwrap();
+        }
+        dir
+    }
+
+    fn found(files: &[&str]) -> Result<Option<PathBuf>, FunctionsError> {
+        let app = repository(files);
+        find_handler(app.path(), &BTreeMap::new())
+            .map(|handler| handler.map(|h| h.strip_prefix(app.path()).unwrap().to_path_buf()))
+    }
+
+    #[test]
+    fn a_repository_root_runs_cargos_build_of_the_handler_release_first() {
+        let both = ["target/release/edgevault", "target/debug/edgevault"];
+        assert_eq!(found(&both).unwrap(), Some(PathBuf::from("target/release/edgevault")));
+        assert_eq!(found(&["target/debug/edgevault"]).unwrap(), Some(PathBuf::from("target/debug/edgevault")));
+        // A handler in the app folder itself wins, as the real host would run it.
+        assert_eq!(found(&["edgevault", "target/debug/edgevault"]).unwrap(), Some(PathBuf::from("edgevault")));
+    }
+
+    #[test]
+    fn without_a_build_the_error_says_which_command_builds_it() {
+        let message = found(&[]).unwrap_err().to_string();
+        for part in
+            ["target/release/edgevault", "target/debug/edgevault", "`cargo build --bin edgevault` in", "--handler"]
+        {
+            assert!(message.contains(part), "{part} missing from: {message}");
+        }
+    }
+
+    #[test]
+    fn a_packaged_app_without_its_handler_is_left_to_the_host_to_refuse() {
+        let app = tempfile::tempdir().unwrap();
+        let repo = repository(&["target/debug/edgevault"]);
+        std::fs::copy(repo.path().join("host.json"), app.path().join("host.json")).unwrap();
+        std::fs::create_dir_all(app.path().join("Api")).unwrap();
+        std::fs::copy(repo.path().join("function-definitions/Api/function.json"), app.path().join("Api/function.json"))
+            .unwrap();
+        assert_eq!(find_handler(app.path(), &BTreeMap::new()).unwrap(), Some(app.path().join("edgevault")));
+    }
 
     #[test]
     fn settings_forward_the_environment_and_take_overrides() {

@@ -37,8 +37,9 @@ impl HostForm {
 
 pub struct LocalAzure {
     child: Child,
-    /// local-azure runs with `--exit-on-stdin-close`: dropping this ends it even if the test aborts.
-    _stdin: ChildStdin,
+    /// local-azure runs with `--exit-on-stdin-close`: dropping this ends it even if the test aborts. `None` once
+    /// [`LocalAzure::stop`] closed it.
+    stdin: Option<ChildStdin>,
     /// `None` only while [`LocalAzure::kill_and_restart`] moves it to the new process.
     data_dir: Option<tempfile::TempDir>,
     /// The arguments after the data directory, so a restart runs the same configuration.
@@ -144,11 +145,29 @@ impl LocalAzure {
             .build()?;
         let local = reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build()?;
         let admin = ready["admin"].as_str().unwrap_or_default().to_string();
-        Ok(LocalAzure { child, _stdin: stdin, data_dir: Some(data_dir), extra, admin, env, azure, local, log })
+        Ok(LocalAzure { child, stdin: Some(stdin), data_dir: Some(data_dir), extra, admin, env, azure, local, log })
     }
 
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The data directory (`local-azure env --data-dir <it>` prints the environment that points a client here).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.as_ref().expect("present until a restart").path()
+    }
+
+    /// local-azure's exit status if it has exited (by itself: it is never signalled by this handle but on drop).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Stops local-azure the orderly way: closing its standard input makes it stop the Functions host (which stops
+    /// the handler and waits for it) and its servers, then exit. Waits up to `limit` for that; past it, the drop
+    /// that follows kills it. The data directory goes with the drop.
+    pub fn stop(&mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        drop(self.stdin.take());
+        eventually(limit, || self.exited()).ok_or_else(|| anyhow!("local-azure did not stop within {limit:?}"))
     }
 
     /// The function app's HTTP API (with `up --app`): `method` on `<EDGEVAULT_API_BASE_URL><path>` with the

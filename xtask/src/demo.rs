@@ -1,6 +1,9 @@
 //! The main job: the whole system on one machine — local-azure (ARM, Key Vault, identity, Service Bus, Event
 //! Grid) with the edgevault app in its Functions host — walking one Stack Edge device through its life. Each step
 //! is checked against the state it must leave in Azure; the run exits non-zero unless every step held.
+//!
+//! With `--keep` the system stays up after the walk-through, and the demo prints the line that points a shell at it
+//! and the commands to try next (each works as printed: `xtask/tests/demo_keep.rs` runs them); Ctrl-C stops it all.
 
 use std::time::Duration;
 
@@ -68,7 +71,9 @@ impl Demo {
     }
 }
 
-pub fn run() -> anyhow::Result<bool> {
+/// Plays the walk-through and returns whether every step held. With `interrupts` (`--keep`), everything stays up
+/// afterwards until one of them arrives.
+pub fn run(interrupts: Option<Interrupts>) -> anyhow::Result<bool> {
     println!("starting local-azure with the edgevault app in its Functions host …\n");
     let la = LocalAzure::start_with_app(&[])?;
     let operator = la.principal("operator", &["*"])?;
@@ -101,6 +106,7 @@ pub fn run() -> anyhow::Result<bool> {
         status == 202 && !location.is_empty(),
         format!("vault name {}", accepted["vaultName"].as_str().unwrap_or_default()),
     );
+    let accepted_operation = accepted["operationId"].as_str().map(str::to_string);
 
     let done = eventually(LIMIT, || {
         let (_, _, body) = d.la.api("GET", &location, None).ok()?;
@@ -167,5 +173,106 @@ pub fn run() -> anyhow::Result<bool> {
 
     let (ok, out) = d.cli(&["status"], "");
     s.step("edgevault-cli status shows the fleet", ok, out);
+    println!("\n{}", if s.all_held { "every step held" } else { "some steps did NOT hold" });
+
+    let Demo { mut la, .. } = d;
+    if let Some(interrupts) = interrupts {
+        let operation = accepted_operation.as_deref().unwrap_or_default();
+        print!("\n{}", next_steps(&la, &device, operation)?);
+        std::io::Write::flush(&mut std::io::stdout())?;
+        if let Some(status) = interrupts.wait_or_exit(&mut la)? {
+            anyhow::bail!("local-azure exited by itself ({status}); its log:\n{}", la.log().join("\n"));
+        }
+        println!("stopping local-azure and the app …");
+    }
+    let status = la.stop(STOP_LIMIT)?;
+    anyhow::ensure!(status.success(), "local-azure stopped with {status}; its log:\n{}", la.log().join("\n"));
     Ok(s.all_held)
+}
+
+/// How long local-azure may take to stop the host, the handler (which finishes in-flight invocations) and itself.
+const STOP_LIMIT: Duration = Duration::from_secs(30);
+
+/// What `--keep` prints: the line that points a shell at the running local-azure, and the commands a newcomer tries
+/// next. The function key travels only as `$EDGEVAULT_FUNCTION_KEY`, which the first line sets; nothing printed is a
+/// secret.
+pub fn next_steps(la: &LocalAzure, device: &str, operation: &str) -> anyhow::Result<String> {
+    let local_azure = quote(&binary("local-azure")?.display().to_string());
+    let cli = quote(&binary("edgevault-cli")?.display().to_string());
+    let data_dir = quote(&la.data_dir().display().to_string());
+    let key = r#"-H "x-functions-key: $EDGEVAULT_FUNCTION_KEY""#;
+    let request = quote(&json!({"resourceId": device}).to_string());
+    Ok(format!(
+        "{KEPT}\n\
+         \n  eval \"$({local_azure} env --data-dir {data_dir})\"\n\
+         \nthen try:\n\
+         \n  # the status URL the portal polled: 200, \"succeeded\" and a freshly sealed activation key\
+         \n  curl -si \"$EDGEVAULT_API_BASE_URL/activation-keys/{operation}\" {key}\
+         \n  # ask again for the same device: 202 and a new status URL (its vault and CIK are reused)\
+         \n  curl -si -X POST \"$EDGEVAULT_API_BASE_URL/activation-keys\" {key} -H 'content-type: application/json' -d {request}\
+         \n  # the fleet: identity, vault, lock, soft delete, purge protection, CIK and sync status per device\
+         \n  {cli} status\n\
+         \n{WAITING}\n"
+    ))
+}
+
+/// The line before the commands `--keep` prints, and the one after them (what `demo_keep.rs` reads up to).
+pub const KEPT: &str = "local-azure and the app keep running. In another shell, point the shell at them:";
+pub const WAITING: &str = "Ctrl-C here stops local-azure, the Functions host and the handler.";
+
+/// A word for a POSIX shell: as is when it is plainly safe, else single-quoted.
+fn quote(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:,@=+".contains(c)) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// SIGINT and SIGTERM (and SIGCHLD, so a child that exits wakes the wait) held pending for [`Interrupts::wait_or_exit`]
+/// instead of ending the process: Ctrl-C then stops local-azure the orderly way and removes its data directory.
+pub struct Interrupts(libc::sigset_t);
+
+impl Interrupts {
+    /// Blocks the signals in this thread and in every thread started after it, so call it before any thread exists.
+    /// Child processes start with them unblocked: std resets the signal mask of what it spawns.
+    pub fn hold() -> std::io::Result<Interrupts> {
+        // SAFETY: sigemptyset/sigaddset fill a set we own; pthread_sigmask changes only this thread's mask; signal()
+        // with SIG_DFL installs no handler.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD] {
+                libc::sigaddset(&mut set, signal);
+            }
+            let errno = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if errno != 0 {
+                return Err(std::io::Error::from_raw_os_error(errno));
+            }
+            // An ignored signal is discarded, not left pending, and a shell ignores SIGINT in what it starts in the
+            // background (`cargo xtask demo --keep &`): `kill -INT` must still stop it. Blocked now, the default
+            // action never runs.
+            for signal in [libc::SIGINT, libc::SIGTERM] {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+            Ok(Interrupts(set))
+        }
+    }
+
+    /// Waits for SIGINT or SIGTERM (`None`), or for local-azure to exit by itself (its status).
+    fn wait_or_exit(&self, la: &mut LocalAzure) -> std::io::Result<Option<std::process::ExitStatus>> {
+        loop {
+            // A SIGCHLD may be left pending from any earlier child (the build, edgevault-cli): look, then wait.
+            if let Some(status) = la.exited() {
+                return Ok(Some(status));
+            }
+            let mut signal = 0;
+            // SAFETY: sigwait reads the set we own and writes the signal number into `signal`.
+            match unsafe { libc::sigwait(&self.0, &mut signal) } {
+                0 if signal == libc::SIGCHLD => continue,
+                0 => return Ok(None),
+                errno => return Err(std::io::Error::from_raw_os_error(errno)),
+            }
+        }
+    }
 }

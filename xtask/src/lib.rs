@@ -2,11 +2,13 @@
 //!
 //! - [`package`]: assemble the Azure Functions app layout (`dist/app`) and its zip for zip deployment.
 //! - [`definitions`]: write `function-definitions/<Name>/function.json` from the handler's function table.
-//! - [`demo`]: the sample invocations the main-job command replays against the handler.
+//! - [`demo`]: the main job, one device's lifecycle on local-azure, every step checked (and `--keep`: left running).
+//! - [`tools`]: what the tests need installed, from `tests/tools/install-*.sh`.
 
 pub mod definitions;
 pub mod demo;
 pub mod package;
+pub mod tools;
 
 use std::path::PathBuf;
 

@@ -1,10 +1,11 @@
 //! `cargo xtask <task>`: the repository's own tasks. See `cargo xtask --help`.
 
 use std::process::{Command, ExitCode};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
-use xtask::{definitions, demo, package, target_dir, workspace_root};
+use clap::{Parser, Subcommand, ValueEnum};
+use xtask::{definitions, demo, package, target_dir, tools, workspace_root};
 
 #[derive(Parser)]
 #[command(about = "edgevault's repository tasks")]
@@ -15,13 +16,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Build every binary, then run the whole test suite (extra arguments go to `cargo test`).
+    /// Install what the tests need (`tests/tools/install-*.sh`), build every binary, then run every suite: `cargo
+    /// test --workspace`, the infra check, the API fuzzing, the parser fuzzing (extra arguments go to `cargo test`).
     Test {
+        /// Run only these suites (repeatable; the tools are installed and the binaries built all the same).
+        #[arg(long, value_enum)]
+        only: Vec<Suite>,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// The main job: one device's Key Vault lifecycle on local-azure, every step checked (see README).
-    Demo,
+    Demo {
+        /// Leave local-azure and the app running afterwards, print how to talk to them, stop on Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Build the release binary and assemble `dist/app` plus `dist/edgevault-app.zip` for zip deployment.
     Package {
         /// Package the debug build instead (fast; for trying the layout, not for deploying).
@@ -43,27 +52,57 @@ fn main() -> ExitCode {
     }
 }
 
+/// The test suites, in the order `cargo xtask test` runs them.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Suite {
+    /// `cargo test --workspace`: unit tests, and the end-to-end tests against the real binaries.
+    Cargo,
+    /// `infra/check.sh`: every Bicep file parses, checkov passes.
+    Infra,
+    /// `tests/api-fuzz.sh`: schemathesis cases from the OpenAPI document against the app on local-azure.
+    ApiFuzz,
+    /// `tests/fuzz.sh`: every cargo-fuzz target for a bounded time.
+    Fuzz,
+}
+
+const SUITES: [Suite; 4] = [Suite::Cargo, Suite::Infra, Suite::ApiFuzz, Suite::Fuzz];
+
 fn run(task: Task) -> anyhow::Result<bool> {
     let root = workspace_root();
     match task {
-        Task::Test { args } => {
-            // Said before a long build rather than by a failing test at the end.
-            let traced = std::process::Command::new("strace").arg("-V").output().is_ok_and(|o| o.status.success());
-            anyhow::ensure!(
-                traced,
-                "the tests need strace (tests/loopback.rs traces the handler's network calls): apt-get install strace"
-            );
+        Task::Test { only, args } => {
+            let started = Instant::now();
+            // Before the long build, so a missing tool is said at once (with the command that installs it).
+            section("tools the tests need (tests/tools/install-*.sh)");
+            tools::install_all(&root.join("tests/tools"), &root)?;
+            section("build every binary (the end-to-end tests run them as processes)");
             cargo(&["build", "--workspace", "--bins"])?;
-            let mut test_args = vec!["test", "--workspace"];
-            test_args.extend(args.iter().map(String::as_str));
-            cargo(&test_args)?;
+            for suite in SUITES.into_iter().filter(|s| only.is_empty() || only.contains(s)) {
+                let name = suite.to_possible_value().expect("no skipped variants").get_name().to_string();
+                let began = Instant::now();
+                match suite {
+                    Suite::Cargo => {
+                        section("cargo test --workspace");
+                        let mut test_args = vec!["test", "--workspace"];
+                        test_args.extend(args.iter().map(String::as_str));
+                        cargo(&test_args)?;
+                    }
+                    Suite::Infra => script("infra: Bicep parses, checkov passes", "infra/check.sh")?,
+                    Suite::ApiFuzz => {
+                        script("API cases from the OpenAPI document (schemathesis)", "tests/api-fuzz.sh")?
+                    }
+                    Suite::Fuzz => script("every cargo-fuzz target for a bounded time", "tests/fuzz.sh")?,
+                }
+                println!("-- {name}: passed in {} s", began.elapsed().as_secs());
+            }
+            println!("\nall passed in {} s", started.elapsed().as_secs());
             Ok(true)
         }
-        Task::Demo => {
+        Task::Demo { keep } => {
+            // First, while this is the only thread: Ctrl-C must reach the wait at the end, not end the process.
+            let interrupts = if keep { Some(demo::Interrupts::hold()?) } else { None };
             cargo(&["build", "--quiet", "-p", "edgevault", "-p", "local-azure", "--bins"])?;
-            let held = demo::run()?;
-            println!("\n{}", if held { "every step held" } else { "some steps did NOT hold" });
-            Ok(held)
+            demo::run(interrupts)
         }
         Task::Package { debug } => {
             let profile = if debug { "debug" } else { "release" };
@@ -85,6 +124,24 @@ fn run(task: Task) -> anyhow::Result<bool> {
             Ok(true)
         }
     }
+}
+
+fn section(what: &str) {
+    println!("\n== {what}");
+}
+
+/// Runs a suite's script with bash from the workspace root.
+fn script(what: &str, path: &str) -> anyhow::Result<()> {
+    section(&format!("{what}: bash {path}"));
+    let status = Command::new("bash")
+        .arg(path)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running bash {path}"))?;
+    if !status.success() {
+        bail!("`bash {path}` failed ({status})");
+    }
+    Ok(())
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
