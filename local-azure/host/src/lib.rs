@@ -9,7 +9,8 @@
 //! - [`binding_data`]: binding data and its encoding into `Metadata`, value by value as the real host does it.
 //! - [`server`]: the HTTP listener and routing; [`http_trigger`], [`event_grid`] and the admin API behind it.
 //! - [`timer`]: NCRONTAB schedules and the one-run-at-a-time scheduler; [`clock`] makes time injectable.
-//! - [`service_bus`]: the Service Bus REST client, the peek-lock receivers and the output binding.
+//! - [`service_bus`]: the managed-identity token, the Service Bus REST client, the peek-lock receivers and the
+//!   output binding, one file each (its `//!` has the map).
 //! - [`keys`]: master, function and system keys; [`logs`]: the handler's invocation logs.
 //!
 //! [`Host::start`] wires these together and returns a [`RunningHost`] to query and shut down.
