@@ -2,12 +2,16 @@
 //!
 //! Services see a fully buffered request (Azure payloads are small) and answer with a
 //! buffered response, so they stay plain synchronous functions over the store; only the
-//! gateway deals with hyper, TLS and the network.
+//! gateway deals with hyper, TLS and the network. The admin API's answers ([`AdminError`], [`ok`], [`created`],
+//! [`deleted`]) live here too, so the services that add admin routes need not import the admin router.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::store::StoreError;
 
 /// A buffered request as a service sees it.
 #[derive(Debug, Clone)]
@@ -145,6 +149,57 @@ pub enum Outcome {
     Respond(Resp),
     /// Close the connection without answering (fault injection).
     Drop,
+}
+
+/// What the admin API's routes (`crate::admin` and the services' `admin` functions) answer when a request fails:
+/// the message goes back as `{"error": …}` with the status.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AdminError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// `{"error": "<message>"}` with the error's status.
+    pub fn into_resp(self) -> Resp {
+        Resp::json(self.status(), &serde_json::json!({ "error": self.to_string() }))
+    }
+}
+
+pub(crate) fn bad(e: impl std::fmt::Display) -> AdminError {
+    AdminError::BadRequest(e.to_string())
+}
+
+pub(crate) fn body<T: serde::de::DeserializeOwned>(req: &Req) -> Result<T, AdminError> {
+    req.json().map_err(bad)
+}
+
+pub(crate) fn ok(v: Value) -> Result<Resp, AdminError> {
+    Ok(Resp::json(StatusCode::OK, &v))
+}
+
+pub(crate) fn created<T: serde::Serialize>(v: &T) -> Result<Resp, AdminError> {
+    Ok(Resp::json(StatusCode::CREATED, v))
+}
+
+pub(crate) fn deleted(removed: bool, what: &str) -> Result<Resp, AdminError> {
+    if removed {
+        Ok(Resp::empty(StatusCode::NO_CONTENT))
+    } else {
+        Err(AdminError::NotFound(format!("{what} not found")))
+    }
 }
 
 #[cfg(test)]

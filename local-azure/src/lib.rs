@@ -14,7 +14,8 @@
 //! - [`functions`]: `up --app`, the embedded Functions host (`local-azure-host`) wired to all of the above.
 //! - [`faults`]: fault injection per service and operation.
 //! - [`admin`]: the admin API that seeds, inspects and steers all of the above; [`seed`]: its bulk fleet writes.
-//! - [`store`]: durable state (redb); [`clock`]: the movable clock; [`http`]: request/response.
+//! - [`store`]: durable state (redb); [`clock`]: the movable clock; [`http`]: request/response, and the admin
+//!   API's answers ([`http::AdminError`], `ok`, `created`, `deleted`) that the services' admin routes use.
 //!
 
 pub mod admin;

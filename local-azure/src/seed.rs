@@ -10,12 +10,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::App;
-use crate::admin::{AdminError, bad};
 use crate::arm::devices::{self, DEVICE, Device, ExtendedPatch};
 use crate::arm::locks::{LOCK, Lock};
 use crate::arm::tenancy::{RESOURCE_GROUP, ResourceGroup, SUBSCRIPTION, Subscription};
 use crate::arm::vaults::{self, Deleted, VAULT, Vault};
 use crate::arm::{ResourceId, system_data};
+use crate::http::{AdminError, bad};
 use crate::identity::{Principal, put_principal};
 use crate::keyvault::{SECRET, SecretDoc, SecretVersion, secret_key};
 use crate::store::Tx;

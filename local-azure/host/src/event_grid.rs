@@ -21,10 +21,10 @@ use serde_json::{Map, Value, json};
 use crate::Shared;
 use crate::app::Trigger;
 use crate::binding_data::{BindingData, BindingValue};
+use crate::http::{Reply, Request};
 use crate::http_trigger::presented_key;
 use crate::invoke::Invocation;
 use crate::keys::EVENTGRID_SYSTEM_KEY;
-use crate::server::{Reply, Request};
 
 /// The origins `GetAllowedOriginResponseHeader` echoes; any other gets the public cloud's.
 const EVENT_GRID_ORIGINS: &[&str] = &[
@@ -39,7 +39,7 @@ pub(crate) async fn handle(shared: &Shared, request: &Request) -> Reply {
     let name = request.query_value("functionName").unwrap_or_default();
     let (function, binding) = match shared.app.function(&name).map(|f| (&f.name, &f.trigger)) {
         Some((function, Trigger::EventGrid { binding })) => (function.clone(), binding.clone()),
-        _ => return text(404, &format!("cannot find function: '{name}'")),
+        _ => return Reply::text(404, &format!("cannot find function: '{name}'")),
     };
     if !presented_key(request).is_some_and(|k| shared.keys.admits_system(EVENTGRID_SYSTEM_KEY, &k)) {
         tracing::info!(function = %function, "Event Grid delivery refused: missing or wrong system key");
@@ -64,8 +64,8 @@ pub(crate) async fn handle(shared: &Shared, request: &Request) -> Reply {
     let events = match serde_json::from_slice::<Value>(&request.body) {
         Ok(Value::Array(events)) => events,
         Ok(single @ Value::Object(_)) => vec![single],
-        Ok(_) => return text(500, "The request content should be parseable into a JSON object or array."),
-        Err(err) => return text(500, &format!("the body is not JSON: {err}")),
+        Ok(_) => return Reply::text(500, "The request content should be parseable into a JSON object or array."),
+        Err(err) => return Reply::text(500, &format!("the body is not JSON: {err}")),
     };
     let invocations = events.iter().map(|event| shared.invoker.invoke(&function, event_invocation(&binding, event)));
     let mut failure = None;
@@ -80,7 +80,7 @@ pub(crate) async fn handle(shared: &Shared, request: &Request) -> Reply {
     }
     match failure {
         None => Reply::status(202),
-        Some(reason) => text(500, &reason),
+        Some(reason) => Reply::text(500, &reason),
     }
 }
 
@@ -94,14 +94,6 @@ pub fn event_invocation(binding: &str, event: &Value) -> Invocation {
         data: Map::from_iter([(binding.to_string(), Value::String(Value::String(indented.clone()).to_string()))]),
         binding_data,
         trigger_text: Some(indented),
-    }
-}
-
-fn text(status: u16, message: &str) -> Reply {
-    Reply {
-        status,
-        headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
-        body: bytes::Bytes::from(message.to_string()),
     }
 }
 
@@ -123,9 +115,9 @@ fn validation(body: &[u8]) -> Reply {
     match code {
         Some(code) => {
             tracing::info!("answered the Event Grid subscription validation handshake");
-            text(200, &json!({"validationResponse": code}).to_string())
+            Reply::text(200, &json!({"validationResponse": code}).to_string())
         }
-        None => text(500, "no data.validationCode in the validation event"),
+        None => Reply::text(500, "no data.validationCode in the validation event"),
     }
 }
 

@@ -25,8 +25,8 @@ use serde_json::{Map, Value, json};
 use crate::Shared;
 use crate::app::{AuthLevel, FunctionDef, OutputBinding, Trigger};
 use crate::binding_data::{BindingData, BindingValue};
+use crate::http::{Reply, Request};
 use crate::invoke::Invocation;
-use crate::server::{Reply, Request};
 
 /// A route template: literals, `{param}`, trailing `{param?}` and a final catch-all `{*rest}`.
 /// Constraints (`{id:int}`) are accepted and not enforced.

@@ -35,8 +35,8 @@ use crate::app::{App, OutputBinding};
 use crate::binding_data::{BindingData, BindingValue};
 use crate::clock::{Clock, Zone, json_net};
 use crate::handler_process::HandlerStatus;
+use crate::http::{Reply, Request};
 use crate::logs::LogStore;
-use crate::server::{Reply, Request};
 use crate::service_bus::{ServiceBusClient, ServiceBusError};
 
 /// How long an invocation waits for a (re)starting handler before it fails.

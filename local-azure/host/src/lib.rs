@@ -7,23 +7,27 @@
 //! - [`invoke`]: one invocation (`POST /<Function>` with `{Data, Metadata}`, chunked as the real host sends it, or
 //!   buffered as Core Tools does: [`HostForm`]), logs, output bindings, the function timeout.
 //! - [`binding_data`]: binding data and its encoding into `Metadata`, value by value as the real host does it.
-//! - [`server`]: the HTTP listener and routing; [`http_trigger`], [`event_grid`] and the admin API behind it.
+//! - `server`: the HTTP listener and routing (the only warp code); [`http_trigger`], [`event_grid`] and `admin`
+//!   (the admin API) behind it, all speaking [`http`]'s `Request` and `Reply`. Only this file imports `server`.
 //! - [`timer`]: NCRONTAB schedules and the one-run-at-a-time scheduler; [`clock`] makes time injectable.
-//! - [`service_bus`]: the Service Bus REST client, the peek-lock receivers and the output binding.
+//! - [`service_bus`]: the managed-identity token, the Service Bus REST client, the peek-lock receivers and the
+//!   output binding, one file each (its `//!` has the map).
 //! - [`keys`]: master, function and system keys; [`logs`]: the handler's invocation logs.
 //!
 //! [`Host::start`] wires these together and returns a [`RunningHost`] to query and shut down.
 
+mod admin;
 pub mod app;
 pub mod binding_data;
 pub mod clock;
 pub mod event_grid;
 pub mod handler_process;
+pub mod http;
 pub mod http_trigger;
 pub mod invoke;
 pub mod keys;
 pub mod logs;
-pub mod server;
+mod server;
 pub mod service_bus;
 pub mod timer;
 

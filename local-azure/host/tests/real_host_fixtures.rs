@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use local_azure_host::event_grid::event_invocation;
+use local_azure_host::http::Request;
 use local_azure_host::http_trigger::{RouteTemplate, build_input};
 use local_azure_host::invoke::request_body;
-use local_azure_host::server::Request;
 use local_azure_host::service_bus::{ReceivedMessage, ServiceBusClient, TokenSource};
 use local_azure_host::timer::{ScheduleStatus, timer_info};
 use serde_json::{Map, Value, json};

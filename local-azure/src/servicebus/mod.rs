@@ -22,10 +22,9 @@ pub use broker::Broker;
 use queue::{NAMESPACE, Namespace, QUEUE, QueueConfig, SubQueue, queue_key, unix_ms};
 
 use crate::App;
-use crate::admin::{AdminError, bad, body, created, ok};
 use crate::arm::tenancy::{GRANT, Grant};
 use crate::config;
-use crate::http::{Req, Resp};
+use crate::http::{AdminError, Req, Resp, bad, body, created, ok};
 use crate::store::{Store, StoreError};
 
 pub const DEFAULT_NAMESPACE: &str = "edgevault";
