@@ -24,9 +24,7 @@ use serde_json::{Value, json};
 use crate::App;
 use crate::arm::tenancy::{GRANT, Grant, RESOURCE_GROUP, ResourceGroup, SUBSCRIPTION, Subscription, TENANT, Tenant};
 use crate::faults::FaultRule;
-// `ok`, `deleted` and `AdminError` are re-exported for the Event Grid admin routes, which still import them from
-// here; once they import `crate::http`, this becomes a plain `use`.
-pub(crate) use crate::http::{AdminError, deleted, ok};
+use crate::http::{AdminError, deleted, ok};
 use crate::http::{Req, Resp, bad, body, created};
 use crate::identity::{self, PRINCIPAL, Principal};
 

@@ -20,7 +20,7 @@ use schema::Schema;
 use subscriptions::{DEAD_LETTER, EventSubscription, PENDING, SUBSCRIPTION};
 
 use crate::App;
-use crate::admin::{AdminError, ok};
+use crate::http::{AdminError, ok};
 use crate::http::{Req, Resp};
 
 /// Runs the handshake: Event Grid schema endpoints echo a validation code, CloudEvents endpoints allow the origin.
@@ -167,7 +167,7 @@ pub fn admin(app: &App, req: &Req, segs: &[&str]) -> Result<Resp, AdminError> {
                 tx.delete_prefix(PENDING, &format!("{name}/"))?;
                 tx.delete(SUBSCRIPTION, name)
             })?;
-            crate::admin::deleted(removed, "event subscription")
+            crate::http::deleted(removed, "event subscription")
         }
         (Method::GET, ["deadletters"]) => {
             let prefix = req.query("subscription").map(|s| format!("{s}/")).unwrap_or_default();
