@@ -114,6 +114,12 @@ impl FakeAzure {
         state.deleted.insert(vault.name.to_ascii_lowercase(), (deleted, vault));
     }
 
+    /// The bodies of the alerts sent so far.
+    pub fn alerts(&self) -> Vec<String> {
+        let alerts = crate::messages::queues::ALERTS;
+        self.state().sent.iter().filter(|(q, _)| q == alerts).map(|(_, m)| m.body.clone()).collect()
+    }
+
     pub fn put_cik(&self, vault_uri: &str, name: &str, enabled: bool) {
         self.state().store_cik(vault_uri, name, Cik::generate(), enabled);
     }

@@ -146,11 +146,6 @@ mod tests {
     use crate::azure::fake::{FakeAzure, key, settings};
     use crate::azure::models::KeyVaultSyncStatus;
     use crate::lifecycle::{ERROR_TAG, LOCK_NAME};
-    use crate::messages::queues;
-
-    fn alerts(azure: &FakeAzure) -> Vec<String> {
-        azure.state().sent.iter().filter(|(q, _)| q == queues::ALERTS).map(|(_, m)| m.body.clone()).collect()
-    }
 
     #[tokio::test]
     async fn a_soft_deleted_vault_comes_back_with_its_lock_and_cik_and_the_alert_is_resolved() {
@@ -166,7 +161,7 @@ mod tests {
         assert!(state.locks.contains_key(&key(&format!("{vault}/{LOCK_NAME}"))), "the lock was put back");
         assert_eq!(state.infos[&key(&device)], linked, "the same CIK version stays linked");
         drop(state);
-        let alerts = alerts(&azure);
+        let alerts = azure.alerts();
         assert_eq!(alerts.len(), 2, "raised, then resolved: {alerts:?}");
         assert!(alerts.iter().all(|a| a.contains(&device.to_string())));
     }
@@ -184,7 +179,7 @@ mod tests {
         assert_eq!(info.key_vault_sync_status, Some(KeyVaultSyncStatus::KeyVaultSyncFailed));
         assert!(state.devices[&key(&device)].tags[ERROR_TAG].contains("purged"));
         drop(state);
-        let alerts = alerts(&azure);
+        let alerts = azure.alerts();
         assert!(alerts.len() == 1 && alerts[0].contains("Critical"), "{alerts:?}");
     }
 

@@ -64,11 +64,6 @@ pub async fn on_device_deleted(deps: &Deps, device: &ResourceId) -> Result<Outco
 mod tests {
     use super::*;
     use crate::azure::fake::{FakeAzure, key, settings};
-    use crate::messages::queues;
-
-    fn alerts(azure: &FakeAzure) -> Vec<String> {
-        azure.state().sent.iter().filter(|(q, _)| q == queues::ALERTS).map(|(_, m)| m.body.clone()).collect()
-    }
 
     #[tokio::test]
     async fn with_consent_the_lock_goes_and_the_vault_is_deleted() {
@@ -82,7 +77,7 @@ mod tests {
         assert!(!state.vaults.contains_key(&key(&vault)) && state.vaults.contains_key(&key(&other)));
         assert!(!state.locks.keys().any(|l| l.starts_with(&key(&vault))), "its lock was removed first");
         drop(state);
-        assert!(alerts(&azure)[0].contains("Informational"), "{:?}", alerts(&azure));
+        assert!(azure.alerts()[0].contains("Informational"), "{:?}", azure.alerts());
     }
 
     #[tokio::test]
@@ -94,7 +89,7 @@ mod tests {
         let outcome = on_device_deleted(&azure.deps(settings()), &device).await.unwrap();
         assert_eq!(outcome, Outcome::Vaults(vec![(vault, false)]));
         assert!(azure.writes().iter().all(|w| w.starts_with("send")), "only the alert: {:?}", azure.writes());
-        assert!(alerts(&azure)[0].contains("orphaned"));
+        assert!(azure.alerts()[0].contains("orphaned"));
     }
 
     #[tokio::test]
