@@ -23,7 +23,7 @@ fn activation_provisions_everything_the_device_needs_and_replays_change_nothing(
     assert!(info["channelIntegrityKeyName"].as_str().unwrap().starts_with("ase-cik-"));
 
     // The vault: same subscription, group and location as the device; standard; soft delete 90 days; purge
-    // protection; tagged with its device; the device may only get secrets; edgevault may not purge.
+    // protection; tagged with its device; the device may get and set secrets, nothing else; edgevault may not purge.
     let (status, vault) = w.arm("GET", &vault_id.to_string(), None);
     assert_eq!(status, 200, "{vault}");
     assert_eq!(vault_id.resource_group(), device.resource_group());
@@ -38,7 +38,7 @@ fn activation_provisions_everything_the_device_needs_and_replays_change_nothing(
     let policies = props["accessPolicies"].as_array().unwrap();
     let policy_of = |oid: &str| policies.iter().find(|p| p["objectId"] == oid).cloned();
     let device_policy = policy_of(&principal).expect("the device has a policy");
-    assert_eq!(device_policy["permissions"]["secrets"], json!(["get"]));
+    assert_eq!(device_policy["permissions"]["secrets"], json!(["get", "set"]));
     assert_eq!(device_policy["permissions"]["keys"], json!([]));
     let own = policy_of(w.la.var("EDGEVAULT_PRINCIPAL_ID")).expect("edgevault has a policy");
     assert!(!own["permissions"]["secrets"].as_array().unwrap().iter().any(|p| p == "purge" || p == "all"));
@@ -76,8 +76,9 @@ fn activation_provisions_everything_the_device_needs_and_replays_change_nothing(
         info["channelIntegrityKeyName"].as_str().unwrap()
     );
     let edgevault_token = w.la.token(w.la.var("EDGEVAULT_PRINCIPAL_ID"), VAULT_AUDIENCE).unwrap();
-    let (status, _) = w.la.vault(&edgevault_token, "GET", &versions_url, None).unwrap();
-    assert_eq!(status, 403, "edgevault's identity has no list permission, as designed");
+    let (status, versions) = w.la.vault(&edgevault_token, "GET", &versions_url, None).unwrap();
+    assert_eq!(status, 200, "edgevault lists names (never values) to check the device's secrets: {versions}");
+    assert_eq!(versions["value"].as_array().unwrap().len(), 1, "one CIK version: {versions}");
 
     // Secrets stay secret: neither the CIK nor the activation key reached the handler's log.
     let log = w.handler.log().join("\n");
@@ -96,10 +97,93 @@ fn a_device_identity_reads_its_own_cik_and_nothing_else() {
     let token = w.la.token(&principal_a, VAULT_AUDIENCE).unwrap();
     let vault_url = info_a["clientSecretStoreUrl"].as_str().unwrap().trim_end_matches('/').to_string();
     let (status, _) =
-        w.la.vault(&token, "PUT", &format!("{vault_url}/secrets/planted"), Some(json!({"value": "x"}))).unwrap();
-    assert_eq!(status, 403, "the device cannot write secrets");
+        w.la.vault(&token, "PUT", &format!("{vault_url}/secrets/BMCDefaultUserPassword"), Some(json!({"value": "x"})))
+            .unwrap();
+    assert_eq!(status, 200, "the device writes its own secrets");
+    let other_url = info_b["clientSecretStoreUrl"].as_str().unwrap().trim_end_matches('/').to_string();
+    let (status, _) =
+        w.la.vault(&token, "PUT", &format!("{other_url}/secrets/planted"), Some(json!({"value": "x"}))).unwrap();
+    assert_eq!(status, 403, "but not into another device's vault");
     let (status, _) = w.la.vault(&token, "GET", &format!("{vault_url}/secrets"), None).unwrap();
     assert_eq!(status, 403, "the device cannot list secrets");
+    let (status, _) =
+        w.la.vault(&token, "DELETE", &format!("{vault_url}/secrets/BMCDefaultUserPassword"), None).unwrap();
+    assert_eq!(status, 403, "nor delete them");
+}
+
+/// "Sync device secrets": the device, as its own identity (`edgevault-cli device sync-secrets`), writes its secrets
+/// and asks for a re-sync; the worker verifies the linked CIK and the secrets and marks it synced. Without its
+/// secrets the device is marked failed with one alert, which the next good sync resolves with the same id. A vault
+/// with the policy edgevault used to grant (secrets get only) is drift the repair fixes.
+#[test]
+fn a_device_syncs_its_secrets_and_the_worker_verifies_them() {
+    use edgevault_tests::scenario::{grant_device_sync, queued_alerts};
+    let w = world(&[]);
+    let device = w.create_device("ase-sync");
+    let info = w.provision(&device);
+    let principal = w.device_principal(&device);
+    grant_device_sync(&w.la, &principal, &device);
+    let sync = Command::from(edgevault::messages::SecretsSyncRequested { device: device.clone(), cause: "e1".into() });
+
+    // Asked for a sync before writing anything: failed, with the reason and one alert.
+    let (ok, out) =
+        w.cli(&["device", "sync-secrets", "--resource-id", &device.to_string(), "--no-write", "--wait", "0"], "");
+    assert!(ok, "{out}");
+    assert_eq!(w.extended_info(&device)["keyVaultSyncStatus"], "KeyVaultSyncPending", "the device asked");
+    assert_eq!(w.deliver("ActivationKeyRequested", &sync, 1).0, 200);
+    assert_eq!(w.extended_info(&device)["keyVaultSyncStatus"], "KeyVaultSyncFailed");
+    let (_, body) = w.arm("GET", &device.to_string(), None);
+    let reason = body["tags"]["edgevault-sync-error"].as_str().unwrap_or_default();
+    assert!(reason.contains("SystemVolumeBitLockerRecoveryKey"), "{body}");
+    assert!(body["tags"]["edgevault-alerts"].as_str().unwrap_or_default().starts_with("SecretsNotRetrieved@"));
+    let raised: Vec<Value> = queued_alerts(&w.la).into_iter().filter(|a| a["kind"] == "SecretsNotRetrieved").collect();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(
+        raised[0]["what"].as_str().unwrap().split(" Missing").next(),
+        Some("Couldn't retrieve secret(s) from the Key Vault.")
+    );
+
+    // The device writes its secrets with its own identity and asks again: synced, the alert resolved.
+    let (ok, out) = w.cli(&["device", "sync-secrets", "--resource-id", &device.to_string(), "--wait", "0"], "");
+    assert!(ok, "{out}");
+    let vault_url = info["clientSecretStoreUrl"].as_str().unwrap().trim_end_matches('/').to_string();
+    for name in edgevault::lifecycle::DEVICE_SECRET_NAMES {
+        let (status, _) = w.read_secret(&principal, &format!("{vault_url}/secrets/{name}"));
+        assert_eq!(status, 200, "{name} is in the vault, readable by the device");
+    }
+    let again = Command::from(edgevault::messages::SecretsSyncRequested { device: device.clone(), cause: "e2".into() });
+    assert_eq!(w.deliver("ActivationKeyRequested", &again, 1).0, 200);
+    let after = w.extended_info(&device);
+    assert_eq!(after["keyVaultSyncStatus"], "KeyVaultSynced");
+    assert_eq!(after["channelIntegrityKeyVersion"], info["channelIntegrityKeyVersion"], "the same CIK stays linked");
+    let (_, body) = w.arm("GET", &device.to_string(), None);
+    assert!(
+        body["tags"].get("edgevault-alerts").is_none() && body["tags"].get("edgevault-sync-error").is_none(),
+        "{body}"
+    );
+    let alerts: Vec<Value> = queued_alerts(&w.la).into_iter().filter(|a| a["kind"] == "SecretsNotRetrieved").collect();
+    assert_eq!(alerts.len(), 2, "raised once, resolved once: {alerts:?}");
+    assert_eq!((alerts[1]["state"].as_str(), &alerts[1]["id"]), (Some("Resolved"), &alerts[0]["id"]));
+
+    // The policy edgevault used to grant (secrets get only) is drift: the repair gives the device set again.
+    let vault_id = info["clientSecretStoreId"].as_str().unwrap();
+    let narrow = json!({"properties": {"accessPolicies": [{"tenantId": w.la.var("AZURE_TENANT_ID"), "objectId": principal,
+        "permissions": {"secrets": ["get"]}}]}});
+    assert_eq!(w.arm("PUT", &format!("{vault_id}/accessPolicies/replace"), Some(narrow)).0, 200);
+    let token = w.la.token(&principal, VAULT_AUDIENCE).unwrap();
+    let write = |value: &str| {
+        w.la.vault(&token, "PUT", &format!("{vault_url}/secrets/BMCDefaultUserPassword"), Some(json!({"value": value})))
+            .unwrap()
+            .0
+    };
+    assert_eq!(write("y"), 403, "with get only the device cannot sync");
+    let repair = Command::from(edgevault::messages::ReconcileVault {
+        device: device.clone(),
+        findings: vec![edgevault::lifecycle::Finding::AccessPolicyMissing],
+        sweep_id: "s1".into(),
+    });
+    assert_eq!(w.deliver("ActivationKeyRequested", &repair, 1).0, 200);
+    assert_eq!(write("z"), 200, "the repair restored get and set");
 }
 
 #[test]

@@ -512,3 +512,26 @@ fn local_azure_killed_at_each_provisioning_step_loses_nothing_and_the_work_finis
         s.assert_done_once(&device, &operation_id, operation);
     }
 }
+
+/// "Sync device secrets" through the platform: the device's own `updateExtendedInformation` (the CLI acting as
+/// the device's identity) is an ARM action event, `ArmEvents` turns it into a `SecretsSyncRequested` on the
+/// provisioning queue, and the worker marks the device synced. edgevault's own writes of the extended information
+/// during activation are events too, and request nothing.
+#[test]
+fn a_devices_sync_request_reaches_the_worker_as_an_arm_action_event() {
+    use edgevault_tests::scenario::{cli, grant_device_sync, queued_alerts};
+    let s = System::start(&[]);
+    let device = s.create_device("ase-host-sync");
+    let principal = eventually(LIMIT, || s.principal(&device)).expect("the identity");
+    assert_eq!(s.activate(&device)["status"], "succeeded");
+    let id: edgevault::resource_id::ResourceId = device.parse().unwrap();
+    grant_device_sync(&s.la, &principal, &id);
+
+    let (ok, out) = cli(&s.la, &["device", "sync-secrets", "--resource-id", &device, "--wait", "60"], "");
+    assert!(ok, "{out}");
+    assert!(out.contains("KeyVaultSynced"), "{out}");
+    assert_eq!(s.info(&device)["keyVaultSyncStatus"], "KeyVaultSynced");
+    let tags = s.arm("GET", &device, None).1["tags"].clone();
+    assert!(tags.get("edgevault-alerts").is_none(), "{tags}");
+    assert!(queued_alerts(&s.la).iter().all(|a| a["device"] != device.as_str()), "a healthy sync raises nothing");
+}

@@ -85,6 +85,8 @@ pub trait CikStore: std::fmt::Debug + Send + Sync {
         name: &str,
         version: Option<&str>,
     ) -> Result<Option<StoredCik>, AzureError>;
+    /// The names of the vault's enabled secrets, from a list (names and attributes only, never values).
+    async fn secret_names(&self, vault_uri: &str) -> Result<Vec<String>, AzureError>;
 }
 
 /// The queues the functions talk to each other over.

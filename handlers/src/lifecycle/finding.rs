@@ -27,12 +27,25 @@ pub enum Finding {
     AccessPolicyMissing,
     CikMissing,
     CikDisabled,
+    /// The CIK secret's current version is not the one linked: someone else wrote a version. edgevault writes its
+    /// own CIK over it (the linked value again, as a version of its own) and links that, with an alert; the
+    /// unknown version is never linked.
+    CikNotCurrent,
     ExtendedInfoOutOfSync,
+    /// Secrets the device pushes are missing from its vault (judged only when the secrets were read: a sync
+    /// request, a refresh, or while that alert is open). Only the device can fix it: alerted, never repaired.
+    DeviceSecretsMissing,
 }
 
 impl Finding {
     /// Findings that no worker acts on: the state is as it should be, or not edgevault's to change.
     pub fn is_terminal(self) -> bool {
         matches!(self, Finding::Healthy | Finding::Legacy | Finding::NotActivated | Finding::VaultNotOwned)
+    }
+
+    /// Findings that edgevault reports and alerts on but cannot fix itself (only the device, or the vault's
+    /// owner, can): repair leaves them, and they do not stop the other fixes.
+    pub fn is_alert_only(self) -> bool {
+        matches!(self, Finding::DeviceSecretsMissing)
     }
 }

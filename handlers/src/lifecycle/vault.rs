@@ -195,6 +195,15 @@ pub async fn write_cik(
     Ok((StoredCik { cik, version, enabled: true }, true))
 }
 
+/// Writes the linked CIK's value again as a new version of edgevault's (the fix for `CikNotCurrent`): the device's
+/// CIK does not change, so its activation keys keep opening, and the version someone else wrote is no longer the
+/// current one. Returns the new version.
+pub async fn rewrite_cik(deps: &Deps, vault_uri: &str, name: &str, linked: &StoredCik) -> Result<StoredCik, Error> {
+    let version = deps.secrets.set_cik(vault_uri, name, &linked.cik).await?;
+    tracing::info!(secret = %name, "wrote edgevault's CIK over a version it did not write");
+    Ok(StoredCik { cik: linked.cik.clone(), version, enabled: true })
+}
+
 /// Finds a soft-deleted vault by id in its subscription's deleted-vault listing (an event does not carry the
 /// location the direct lookup needs).
 pub async fn find_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Option<DeletedVault>, Error> {
