@@ -581,3 +581,80 @@ fn events_and_messages_out_of_order_end_in_the_right_state() {
     assert_eq!(w.arm("GET", &vault_id.to_string(), None).0, 404, "its vault is neither recovered nor recreated");
     assert_eq!(vaults(), before - 1, "no vault was created for a device that is gone");
 }
+
+/// Refresh (the API's `POST /api/devices/…/refresh`): a lost access policy is found, its alert raised once and
+/// the repair queued; once repaired the alert is resolved with the id it was raised with, and a refresh reports
+/// the device healthy. Each answer matches the OpenAPI document.
+#[test]
+fn a_refresh_raises_an_alert_once_and_a_healthy_device_clears_it() {
+    use edgevault_tests::scenario::{grant_device_sync, queued_alerts};
+    let w = world(&[]);
+    let device = w.create_device("ase-refresh");
+    let info = w.provision(&device);
+    let principal = w.device_principal(&device);
+    grant_device_sync(&w.la, &principal, &device);
+    let (ok, out) = w.cli(&["device", "sync-secrets", "--resource-id", &device.to_string(), "--wait", "0"], "");
+    assert!(ok, "{out}");
+    let sync = Command::from(edgevault::messages::SecretsSyncRequested { device: device.clone(), cause: "e1".into() });
+    assert_eq!(w.deliver("ActivationKeyRequested", &sync, 1).0, 200);
+    let res = w.device_api(&device, "refresh");
+    assert_eq!((res["statusCode"].as_u64(), &res["body"]["healthy"]), (Some(200), &json!(true)), "{res}");
+
+    // The device's access policy is removed by hand: "identity or access policy lost".
+    let vault_id = info["clientSecretStoreId"].as_str().unwrap();
+    let remove = json!({"properties": {"accessPolicies": [{"tenantId": w.la.var("AZURE_TENANT_ID"), "objectId": principal,
+        "permissions": {"secrets": ["get", "set"]}}]}});
+    assert_eq!(w.arm("PUT", &format!("{vault_id}/accessPolicies/remove"), Some(remove)).0, 200);
+    let res = w.device_api(&device, "refresh");
+    let body = &res["body"];
+    assert_eq!(body["findings"], json!(["AccessPolicyMissing"]), "{res}");
+    assert_eq!(body["alerts"]["raised"], json!(["IdentityOrAccessPolicyLost"]));
+    assert_eq!(body["repairs"], json!(["ReconcileVault"]));
+    let queued = w.la.admin_get("/admin/servicebus/queues/edgevault/activation-key-requested/messages").unwrap();
+    assert!(queued.to_string().contains("AccessPolicyMissing"), "the repair is on the queue: {queued}");
+    let again = w.device_api(&device, "refresh");
+    assert_eq!(again["body"]["alerts"]["raised"], json!([]), "raised once");
+    assert_eq!(again["body"]["alerts"]["open"], json!(["IdentityOrAccessPolicyLost"]));
+    let (_, found) = w.arm("GET", &device.to_string(), None);
+    assert!(found["tags"]["edgevault-alerts"].as_str().unwrap().starts_with("IdentityOrAccessPolicyLost@"), "{found}");
+
+    // The queued repair runs: the policy is back and the repair's own check resolves the alert.
+    let repair = Command::from(edgevault::messages::ReconcileVault {
+        device: device.clone(),
+        findings: vec![edgevault::lifecycle::Finding::AccessPolicyMissing],
+        sweep_id: "refresh".into(),
+    });
+    assert_eq!(w.deliver("ActivationKeyRequested", &repair, 1).0, 200);
+    let (_, vault) = w.arm("GET", vault_id, None);
+    let policies = vault["properties"]["accessPolicies"].as_array().unwrap();
+    assert!(policies.iter().any(|p| p["objectId"] == principal.as_str()), "{vault}");
+    let healthy = w.device_api(&device, "refresh");
+    assert_eq!(
+        (&healthy["body"]["healthy"], &healthy["body"]["alerts"]["open"]),
+        (&json!(true), &json!([])),
+        "{healthy}"
+    );
+    let (_, found) = w.arm("GET", &device.to_string(), None);
+    assert!(found["tags"].get("edgevault-alerts").is_none(), "{found}");
+    let lost: Vec<Value> =
+        queued_alerts(&w.la).into_iter().filter(|a| a["kind"] == "IdentityOrAccessPolicyLost").collect();
+    assert_eq!(lost.len(), 2, "raised once, resolved once: {lost:?}");
+    assert_eq!((lost[0]["state"].as_str(), lost[1]["state"].as_str()), (Some("Raised"), Some("Resolved")));
+    assert_eq!(lost[0]["id"], lost[1]["id"]);
+    let what = lost[0]["what"].as_str().unwrap();
+    assert!(
+        what.starts_with("The device's managed identity or its access policy on the Key Vault was lost."),
+        "{what}"
+    );
+
+    // Bad paths are refused as documented.
+    let missing: ResourceId =
+        format!("{}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/nope", w.la.resource_group_id())
+            .parse()
+            .unwrap();
+    assert_eq!(w.device_api(&missing, "refresh")["statusCode"], 404);
+
+    // The operator's CLI does the same check and prints it.
+    let (ok, out) = w.cli(&["device", "refresh", "--resource-id", &device.to_string()], "");
+    assert!(ok && out.contains("healthy      yes"), "{out}");
+}

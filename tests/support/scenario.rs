@@ -97,6 +97,23 @@ impl World {
         res
     }
 
+    /// `POST /api/devices/{subscription}/{group}/{name}/{action}` as the host invokes `DeviceApi`; the answer is
+    /// checked against the OpenAPI document.
+    pub fn device_api(&self, device: &ResourceId, action: &str) -> Value {
+        let (sub, group, name) = (device.subscription(), device.resource_group().unwrap(), device.name().unwrap());
+        let url = format!("http://127.0.0.1:7071/api/devices/{sub}/{group}/{name}/{action}");
+        let params = json!({"subscriptionId": sub, "resourceGroup": group, "deviceName": name, "action": action});
+        let invocation = json!({"Data": {"req": {
+            "Url": url, "Method": "POST", "Query": {}, "Headers": {}, "Params": params}}, "Metadata": {}});
+        let (status, answer) = self.handler.invoke("DeviceApi", &invocation).unwrap();
+        assert_eq!(status, 200, "the API invocation itself succeeds: {answer}");
+        let res = answer["Outputs"]["res"].clone();
+        let template = format!("/devices/{{subscriptionId}}/{{resourceGroup}}/{{deviceName}}/{action}");
+        let code = res["statusCode"].as_u64().unwrap() as u16;
+        openapi::check("post", &template, code, &res["body"]).unwrap();
+        res
+    }
+
     /// Identity, then vault, lock, CIK and extended information, as the two workers do them.
     pub fn provision(&self, device: &ResourceId) -> Value {
         let created =

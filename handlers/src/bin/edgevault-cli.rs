@@ -5,6 +5,7 @@
 //! - `device sync-secrets` acts as the device's "Sync device secrets": as the device's managed identity it writes
 //!   its secrets into its vault under the names Stack Edge uses and asks for a re-sync
 //!   (`updateExtendedInformation` with `syncStatus: KeyVaultSyncPending`), then waits for edgevault's verdict.
+//! - `device refresh` (operator) re-checks one device now, as the API's refresh does, and prints what it found.
 //! - `status` prints, per Stack Edge device in scope, what the sweep would see.
 //!
 //! Both read the same environment as the handler (`IDENTITY_ENDPOINT`, `HTTPS_PROXY`, …), so against local-azure
@@ -38,7 +39,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Top {
-    /// Act as a Stack Edge device.
+    /// Act as a Stack Edge device, or (operator) work on one.
     Device {
         #[command(subcommand)]
         command: DeviceCommand,
@@ -49,6 +50,13 @@ enum Top {
 
 #[derive(Subcommand)]
 enum DeviceCommand {
+    /// (Operator) Re-check one device now (what the API's refresh does): print its findings and the alerts raised or
+    /// resolved, and queue the fixes (needs `ServiceBusConnection__fullyQualifiedNamespace`).
+    Refresh {
+        /// The device's resource id.
+        #[arg(long)]
+        resource_id: String,
+    },
     /// Open an activation key as the device's managed identity and print its contents.
     OpenKey {
         /// The device's resource id.
@@ -75,10 +83,12 @@ enum DeviceCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Arguments first, so `--help` works without an environment.
+    let cli = Cli::parse();
     edgevault::telemetry::init();
     let settings = cli_settings()?;
     let deps = Deps::from_settings(&settings)?;
-    match Cli::parse().command {
+    match cli.command {
         Top::Device { command: DeviceCommand::OpenKey { resource_id, key } } => {
             open_key(&deps, &settings, &resource_id, &key).await
         }
@@ -86,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
             sync_secrets(&deps, &settings, &resource_id, !no_write, wait).await
         }
         Top::Status => status(&deps).await,
+        Top::Device { command: DeviceCommand::Refresh { resource_id } } => refresh(&deps, &resource_id).await,
     }
 }
 
@@ -232,6 +243,26 @@ async fn sync_secrets(
             _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
         }
     }
+}
+
+async fn refresh(deps: &Deps, resource_id: &str) -> anyhow::Result<()> {
+    let device: ResourceId = resource_id.parse()?;
+    let report = edgevault::lifecycle::refresh::refresh(deps, &device)
+        .await?
+        .with_context(|| format!("{device} does not exist"))?;
+    let names = |kinds: &[edgevault::alerts::AlertKind]| {
+        if kinds.is_empty() { "-".to_string() } else { kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ") }
+    };
+    println!("{}", report.resource_id);
+    println!("  healthy      {}", if report.healthy { "yes" } else { "NO" });
+    let findings = report.findings.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>();
+    println!("  findings     {}", if findings.is_empty() { "-".to_string() } else { findings.join(", ") });
+    println!("  sync status  {}", report.sync_status.map(|s| format!("{s:?}")).unwrap_or_else(|| "-".into()));
+    println!("  raised       {}", names(&report.alerts.raised));
+    println!("  resolved     {}", names(&report.alerts.resolved));
+    println!("  open alerts  {}", names(&report.alerts.open));
+    println!("  queued       {}", if report.repairs.is_empty() { "-".to_string() } else { report.repairs.join(", ") });
+    Ok(())
 }
 
 async fn status(deps: &Deps) -> anyhow::Result<()> {
