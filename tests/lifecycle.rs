@@ -658,3 +658,39 @@ fn a_refresh_raises_an_alert_once_and_a_healthy_device_clears_it() {
     let (ok, out) = w.cli(&["device", "refresh", "--resource-id", &device.to_string()], "");
     assert!(ok && out.contains("healthy      yes"), "{out}");
 }
+
+/// Drift the sweep reads from the vault object: a vault switched to Azure RBAC shuts the device out (access
+/// policies no longer apply) and is switched back; network rules that deny by default are the owner's and are
+/// only alerted ("Couldn't access the Key Vault"), never changed — not even by the repair's write of the vault.
+#[test]
+fn a_vault_switched_to_rbac_is_switched_back_and_deny_by_default_rules_are_alerted_and_kept() {
+    let w = world(&[]);
+    let device = w.create_device("ase-rbac");
+    let info = w.provision(&device);
+    let principal = w.device_principal(&device);
+    let vault_id = info["clientSecretStoreId"].as_str().unwrap().to_string();
+    let rules = json!({"defaultAction": "Deny", "bypass": "AzureServices", "ipRules": [{"value": "203.0.113.0/24"}]});
+    let patch = json!({"properties": {"enableRbacAuthorization": true, "networkAcls": rules}});
+    assert_eq!(w.arm("PATCH", &vault_id, Some(patch)).0, 200);
+    assert_eq!(w.read_secret(&principal, &cik_url(&info)).0, 403, "the device is shut out");
+
+    let repair = Command::from(edgevault::messages::ReconcileVault {
+        device: device.clone(),
+        findings: vec![edgevault::lifecycle::Finding::RbacAuthorization],
+        sweep_id: "s1".into(),
+    });
+    let (status, answer) = w.deliver("ActivationKeyRequested", &repair, 1);
+    assert_eq!(status, 200, "{answer}");
+    let (_, vault) = w.arm("GET", &vault_id, None);
+    assert_eq!(vault["properties"]["enableRbacAuthorization"], false, "{vault}");
+    assert_eq!(vault["properties"]["networkAcls"]["defaultAction"], "Deny", "the owner's rules are kept: {vault}");
+    assert_eq!(vault["properties"]["networkAcls"]["ipRules"][0]["value"], "203.0.113.0/24");
+    assert_eq!(w.read_secret(&principal, &cik_url(&info)).0, 200, "the device reads its CIK again");
+    let after = w.extended_info(&device);
+    assert_eq!(after["channelIntegrityKeyVersion"], info["channelIntegrityKeyVersion"], "the same CIK");
+
+    let res = w.device_api(&device, "refresh");
+    let findings = res["body"]["findings"].as_array().unwrap();
+    assert!(findings.contains(&json!("NetworkDenied")), "{res}");
+    assert!(res["body"]["alerts"]["open"].as_array().unwrap().contains(&json!("KeyVaultNotAccessible")), "{res}");
+}

@@ -222,6 +222,12 @@ pub async fn observe_contents(deps: &Deps, observed: &mut Observed) -> Result<()
     let linked =
         if observed.linked_here() { observed.info.properties.link.channel_integrity_key_version.clone() } else { None };
     let uri = vault_uri(vault);
+    if vault.properties.uses_rbac() {
+        // Access policies do not apply: a CIK read would be refused. Only the lock is read.
+        observed.lock = deps.locks.get_lock(target, LOCK_NAME).await?;
+        (observed.cik, observed.cik_latest) = (None, None);
+        return Ok(());
+    }
     let (lock, latest) =
         tokio::join!(deps.locks.get_lock(target, LOCK_NAME), deps.secrets.get_cik(&uri, &observed.cik_name, None));
     observed.lock = lock?;
@@ -241,7 +247,7 @@ pub async fn observe_contents(deps: &Deps, observed: &mut Observed) -> Result<()
 /// it; a sync request, a refresh and a device with that alert open do.
 pub async fn observe_secrets(deps: &Deps, observed: &mut Observed) -> Result<(), Error> {
     let VaultState::Present(vault) = &observed.vault else { return Ok(()) };
-    if !owned_by(&vault.tags, &observed.id) {
+    if !owned_by(&vault.tags, &observed.id) || vault.properties.uses_rbac() {
         return Ok(());
     }
     observed.secrets = Some(deps.secrets.secret_names(&vault_uri(vault)).await?);
@@ -272,6 +278,13 @@ pub fn assess(observed: &Observed, desired: &Desired) -> Vec<Finding> {
             if p.enable_purge_protection != Some(true) {
                 findings.push(Finding::PurgeProtectionOff);
             }
+            // Read from the vault object itself: no call of its own, whether it came by GET or by a list.
+            if p.uses_rbac() {
+                findings.push(Finding::RbacAuthorization);
+            }
+            if p.denies_by_default() {
+                findings.push(Finding::NetworkDenied);
+            }
             match &observed.lock {
                 None => findings.push(Finding::LockMissing),
                 Some(lock) if !lock.properties.level.eq_ignore_ascii_case(LOCK_LEVEL) => {
@@ -284,6 +297,8 @@ pub fn assess(observed: &Observed, desired: &Desired) -> Vec<Finding> {
                 findings.push(Finding::AccessPolicyMissing);
             }
             match &observed.cik {
+                // An RBAC vault cannot be read with access policies: the CIK is judged once it is switched back.
+                None if p.uses_rbac() => {}
                 None => findings.push(Finding::CikMissing),
                 Some(cik) if !cik.enabled => findings.push(Finding::CikDisabled),
                 Some(cik) if observed.cik_latest.as_ref().is_some_and(|latest| *latest != cik.version) => {
@@ -362,6 +377,14 @@ pub fn alerts(observed: &Observed, findings: &[Finding]) -> Vec<(AlertKind, Stri
                     observed.cik_latest.as_deref().unwrap_or("?"),
                     observed.cik_name
                 ),
+            ),
+            Finding::RbacAuthorization => push(
+                AlertKind::KeyVaultNotAccessible,
+                format!("Vault {vault} authorises with Azure RBAC: the device's access policy no longer applies."),
+            ),
+            Finding::NetworkDenied => push(
+                AlertKind::KeyVaultNotAccessible,
+                format!("Vault {vault}'s network rules deny by default: allow the device's network."),
             ),
             Finding::DeviceSecretsMissing => push(
                 AlertKind::SecretsNotRetrieved,

@@ -20,6 +20,12 @@ pub enum Finding {
     VaultNotOwned,
     SoftDeleteOff,
     PurgeProtectionOff,
+    /// The vault authorises with Azure RBAC: the access policies no longer apply and the device (and edgevault) are
+    /// shut out ("Couldn't access the Key Vault"). Fixed by switching it back to access policies.
+    RbacAuthorization,
+    /// The vault's network rules deny by default ("Couldn't access the Key Vault", for example network rules).
+    /// edgevault cannot know what the owner meant to let in: alerted, never changed.
+    NetworkDenied,
     LockMissing,
     /// edgevault's lock is there at another level (`ReadOnly` would block the CIK's writes; only `CanNotDelete`
     /// is wanted).
@@ -46,6 +52,6 @@ impl Finding {
     /// Findings that edgevault reports and alerts on but cannot fix itself (only the device, or the vault's
     /// owner, can): repair leaves them, and they do not stop the other fixes.
     pub fn is_alert_only(self) -> bool {
-        matches!(self, Finding::DeviceSecretsMissing)
+        matches!(self, Finding::DeviceSecretsMissing | Finding::NetworkDenied)
     }
 }

@@ -49,7 +49,7 @@ pub async fn inspect(deps: &Deps, device: &Device, sweep_id: &str) -> Result<(Ve
 
 /// The commands that fix `findings` — the identity by the creation worker, a soft-deleted vault by the recovery
 /// worker, everything else by one repair; `check_id` names the check (a sweep, a refresh) for the messages' ids.
-/// Terminal and alert-only findings send nothing.
+/// Terminal findings send nothing.
 pub fn fixes(observed: &Observed, findings: &[Finding], check_id: &str) -> Vec<Command> {
     let id = observed.id.clone();
     let mut commands = Vec::new();
@@ -66,7 +66,9 @@ pub fn fixes(observed: &Observed, findings: &[Finding], check_id: &str) -> Vec<C
                 let deletion = deleted.properties.deletion_date.clone().unwrap_or_default();
                 commands.push(VaultDeleted { vault: vault.clone(), cause: format!("sweep:{deletion}") }.into());
             }
-            left if left.is_terminal() || left.is_alert_only() => {}
+            // Missing device secrets are the device's to push (and a sweep never reads them). Network rules that
+            // deny do go to the worker, which changes nothing about them but raises their alert once.
+            left if left.is_terminal() || *left == Finding::DeviceSecretsMissing => {}
             repair => repairs.push(*repair),
         }
     }
@@ -243,6 +245,24 @@ mod tests {
             assert_eq!(findings, expected);
             assert_eq!(repairs(&commands), expected);
             assert!(azure.writes().is_empty(), "the sweep writes nothing itself: {:?}", azure.writes());
+        }
+
+        #[tokio::test]
+        async fn rbac_and_deny_by_default_come_from_the_vault_object_at_no_extra_call() {
+            let azure = FakeAzure::new();
+            let (id, vault_id) = azure.add_healthy("d1");
+            {
+                let mut state = azure.state();
+                let vault = state.vaults.get_mut(&vault_id.to_string().to_ascii_lowercase()).unwrap();
+                vault.properties.enable_rbac_authorization = Some(true);
+                vault.properties.network_acls = Some(serde_json::json!({"defaultAction": "Deny"}));
+            }
+            let (findings, commands) = inspect_one(&azure, &id).await;
+            let expected = [Finding::RbacAuthorization, Finding::NetworkDenied, Finding::ExtendedInfoOutOfSync];
+            assert_eq!(findings, expected);
+            assert_eq!(repairs(&commands), expected, "the worker fixes RBAC and raises the network alert");
+            let calls = azure.state().calls.clone();
+            assert_eq!(calls.len(), 3, "extended information, vault, lock; no CIK read in an RBAC vault: {calls:?}");
         }
 
         #[tokio::test]

@@ -135,15 +135,20 @@ pub async fn recover_or_find(deps: &Deps, vault_id: &ResourceId, location: &str)
     }
 }
 
-/// Turns soft delete and purge protection on (the fix for `SoftDeleteOff` / `PurgeProtectionOff`). Purge
-/// protection can only be turned on; the desired vault (`wanted`) is put again, keeping the vault's policies and
-/// its retention.
+/// Turns soft delete and purge protection on and access-policy authorisation back on (the fix for
+/// `SoftDeleteOff` / `PurgeProtectionOff` / `RbacAuthorization`). Purge protection can only be turned on; the
+/// desired vault (`wanted`) is put again, keeping the vault's policies, its retention, its tags and its network
+/// rules (those are the owner's: a PUT without them would drop them).
 pub async fn protect(deps: &Deps, vault_id: &ResourceId, vault: &Vault, wanted: &Vault) -> Result<Vault, Error> {
     let mut update = wanted.clone();
     update.properties.access_policies = vault.properties.access_policies.clone();
     update.properties.soft_delete_retention_in_days =
         vault.properties.soft_delete_retention_in_days.or(Some(RETENTION_DAYS));
-    tracing::warn!(vault = %vault_id, "vault lacked soft delete or purge protection; turning them on");
+    update.properties.network_acls = vault.properties.network_acls.clone();
+    for (k, v) in &vault.tags {
+        update.tags.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    tracing::warn!(vault = %vault_id, "vault lacked soft delete, purge protection or access-policy authorisation; fixing");
     Ok(deps.vaults.put_vault(vault_id, &update).await?)
 }
 
