@@ -446,28 +446,33 @@ fn the_device_side_opens_its_key_and_status_shows_the_fleet() {
 
 #[test]
 fn the_openapi_document_matches_the_function_definition() {
-    let definition: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../function-definitions/ActivationKeyApi/function.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let trigger = &definition["bindings"][0];
-    assert_eq!(trigger["route"], "activation-keys/{operationId?}", "the document's paths follow this route");
+    let trigger = |function: &str| -> Value {
+        let path = format!("{}/../function-definitions/{function}/function.json", env!("CARGO_MANIFEST_DIR"));
+        let definition: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        definition["bindings"][0].clone()
+    };
+    let (keys, devices) = (trigger("ActivationKeyApi"), trigger("DeviceApi"));
+    assert_eq!(keys["route"], "activation-keys/{operationId?}", "the document's paths follow this route");
+    assert_eq!(devices["route"], "devices/{subscriptionId}/{resourceGroup}/{deviceName}/{action}");
     let doc = openapi::document();
-    let mut documented: Vec<String> = Vec::new();
+    let (mut documented_keys, mut documented_devices): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     for (path, operations) in doc["paths"].as_object().unwrap() {
-        assert!(path.starts_with("/activation-keys"), "{path}");
-        documented.extend(operations.as_object().unwrap().keys().cloned());
+        let methods = operations.as_object().unwrap().keys().cloned();
+        if path.starts_with("/activation-keys") {
+            documented_keys.extend(methods);
+        } else {
+            assert!(path.starts_with("/devices/{subscriptionId}/{resourceGroup}/{deviceName}/"), "{path}");
+            documented_devices.extend(methods);
+        }
     }
-    documented.sort();
-    documented.dedup();
-    let mut methods: Vec<String> =
-        trigger["methods"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect();
-    methods.sort();
-    assert_eq!(documented, methods, "every routed method is documented and nothing else");
+    for (documented, trigger) in [(&mut documented_keys, &keys), (&mut documented_devices, &devices)] {
+        documented.sort();
+        documented.dedup();
+        let mut methods: Vec<String> =
+            trigger["methods"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect();
+        methods.sort();
+        assert_eq!(*documented, methods, "every routed method is documented and nothing else");
+    }
     // The checker itself catches a body that breaks the schema.
     assert!(openapi::check("get", "/activation-keys/{operationId}", 200, &json!({"status": "succeeded"})).is_err());
     assert!(openapi::check("get", "/activation-keys/{operationId}", 418, &json!({})).is_err());

@@ -330,6 +330,23 @@ impl Vaults for FakeAzure {
         Ok(())
     }
 
+    async fn remove_access_policies(&self, id: &ResourceId, policies: &[AccessPolicy]) -> Result<(), AzureError> {
+        let mut state = self.call("remove access policies", id);
+        let vault = state.vaults.get_mut(&key(id)).ok_or_else(|| not_found("remove access policies"))?;
+        vault
+            .properties
+            .access_policies
+            .retain(|p| !policies.iter().any(|r| r.object_id.eq_ignore_ascii_case(&p.object_id)));
+        Ok(())
+    }
+
+    async fn set_vault_tags(&self, id: &ResourceId, tags: &BTreeMap<String, String>) -> Result<Vault, AzureError> {
+        let mut state = self.call("set vault tags", id);
+        let vault = state.vaults.get_mut(&key(id)).ok_or_else(|| not_found("update vault tags"))?;
+        vault.tags = tags.clone();
+        Ok(vault.clone())
+    }
+
     async fn delete_vault(&self, id: &ResourceId) -> Result<(), AzureError> {
         self.call("delete vault", id).vaults.remove(&key(id));
         Ok(())

@@ -14,7 +14,7 @@ use super::finding::Finding;
 use super::vault::{Choice, choose_vault, cik_secret_name, owned_by, vault_id, vault_uri};
 use super::{
     DEVICE_SECRET_NAMES, DEVICE_SECRET_PERMISSIONS, EDGEVAULT_SECRET_PERMISSIONS, LOCK_LEVEL, LOCK_NAME, OWNER_TAG,
-    RETENTION_DAYS,
+    PRINCIPAL_TAG, RETENTION_DAYS,
 };
 use crate::alerts::AlertKind;
 use crate::azure::models::{
@@ -56,7 +56,10 @@ impl Desired {
     pub fn vault(&self, device: &Device, device_principal: &str) -> Vault {
         Vault {
             location: device.location.clone(),
-            tags: BTreeMap::from([(OWNER_TAG.to_string(), device.id.clone())]),
+            tags: BTreeMap::from([
+                (OWNER_TAG.to_string(), device.id.clone()),
+                (PRINCIPAL_TAG.to_string(), device_principal.to_string()),
+            ]),
             properties: VaultProperties {
                 tenant_id: self.tenant_id.clone(),
                 sku: Sku::standard(),
@@ -296,6 +299,9 @@ pub fn assess(observed: &Observed, desired: &Desired) -> Vec<Finding> {
             if !wanted.iter().all(|w| p.access_policies.iter().any(|h| h.covers(w))) {
                 findings.push(Finding::AccessPolicyMissing);
             }
+            if recorded_principal(vault).is_none_or(|recorded| !recorded.eq_ignore_ascii_case(principal)) {
+                findings.push(Finding::DevicePolicyStale);
+            }
             match &observed.cik {
                 // An RBAC vault cannot be read with access policies: the CIK is judged once it is switched back.
                 None if p.uses_rbac() => {}
@@ -318,6 +324,11 @@ pub fn assess(observed: &Observed, desired: &Desired) -> Vec<Finding> {
         findings.push(Finding::DeviceSecretsMissing);
     }
     findings
+}
+
+/// The device principal the vault's tag records as granted.
+pub fn recorded_principal(vault: &Vault) -> Option<&str> {
+    vault.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(PRINCIPAL_TAG)).map(|(_, v)| v.as_str())
 }
 
 /// The device secrets missing from the vault, when its secrets were read.
@@ -357,6 +368,15 @@ pub fn alerts(observed: &Observed, findings: &[Finding]) -> Vec<(AlertKind, Stri
             ),
             Finding::IdentityMissing => {
                 push(AlertKind::IdentityOrAccessPolicyLost, "The device has no system-assigned identity.".into())
+            }
+            // A vault from before the tag existed only lacks the record: nothing was lost.
+            Finding::DevicePolicyStale
+                if linked && matches!(&observed.vault, VaultState::Present(v) if recorded_principal(v).is_some()) =>
+            {
+                push(
+                    AlertKind::IdentityOrAccessPolicyLost,
+                    format!("The device's identity was replaced; vault {vault} still granted the old principal."),
+                )
             }
             Finding::AccessPolicyMissing if linked => push(
                 AlertKind::IdentityOrAccessPolicyLost,

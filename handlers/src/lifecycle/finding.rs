@@ -31,6 +31,9 @@ pub enum Finding {
     /// is wanted).
     LockNotCanNotDelete,
     AccessPolicyMissing,
+    /// The vault's principal tag does not name the device's current principal: its identity was replaced, and the
+    /// old principal's policy (if still there) is stale. Fixed by removing that policy and recording the current one.
+    DevicePolicyStale,
     CikMissing,
     CikDisabled,
     /// The CIK secret's current version is not the one linked: someone else wrote a version. edgevault writes its

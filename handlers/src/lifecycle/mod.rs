@@ -37,6 +37,9 @@ pub use finding::Finding;
 
 /// Tag on a vault naming the device (resource id) it belongs to.
 pub const OWNER_TAG: &str = "edgevault-device";
+/// Tag on a vault naming the device principal edgevault granted its policy to, so that when the device's identity
+/// is replaced (removed and enabled again: a new principal) the old principal's policy is known to be stale.
+pub const PRINCIPAL_TAG: &str = "edgevault-device-principal";
 /// Tag on a device holding the reason of its last failed synchronisation, shown by the status API.
 pub const ERROR_TAG: &str = "edgevault-sync-error";
 /// The name of the lock edgevault puts on each vault.

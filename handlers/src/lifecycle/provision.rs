@@ -14,7 +14,9 @@ use super::desired::{
 use super::device::{clear_failure, enable_identity, mark_status, open_alerts, settle_alerts, write_link};
 use super::error::{Error, Refused};
 use super::finding::Finding;
-use super::vault::{add_policies, create, lock, protect, recover_or_find, rewrite_cik, vault_uri, write_cik};
+use super::vault::{
+    add_policies, create, lock, protect, recover_or_find, retire_stale_policy, rewrite_cik, vault_uri, write_cik,
+};
 use crate::alerts::AlertKind;
 use crate::azure::models::KeyVaultSyncStatus;
 use crate::deps::Deps;
@@ -208,6 +210,14 @@ pub async fn repair(deps: &Deps, desired: &Desired, observed: &mut Observed) -> 
     if let VaultState::Present(vault) = &mut observed.vault {
         vault.properties.access_policies.extend(added);
     }
+    // A replaced identity: the new principal is granted (above) before the old one's policy goes.
+    if findings.contains(&Finding::DevicePolicyStale)
+        && let VaultState::Present(vault) = &observed.vault
+    {
+        // The tag write answers with the vault as it now is: the new policy in, the stale one out.
+        let updated = retire_stale_policy(deps, &target, vault, &principal).await?;
+        observed.vault = VaultState::Present(updated);
+    }
     let cik_written = cik.as_ref().is_some_and(|(_, written)| *written);
     if let Some((cik, _)) = cik {
         observed.cik = Some(cik);
@@ -345,6 +355,22 @@ mod tests {
             let left: &[Finding] = if drift(12) { &[Finding::NetworkDenied] } else { &[] };
             assert_eq!(after, left, "mask {mask:013b}: found {before:?}, left {after:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_replaced_identity_gets_the_policy_and_the_old_principals_policy_goes() {
+        let azure = FakeAzure::new();
+        let (id, vault) = azure.add_healthy("d1");
+        // The identity was turned off and on again: a new principal.
+        azure.state().devices.get_mut(&key(&id)).unwrap().identity.as_mut().unwrap().principal_id =
+            Some("principal-new".into());
+        assert_eq!(findings_now(&azure, &id).await, [Finding::AccessPolicyMissing, Finding::DevicePolicyStale]);
+        run(&azure, &id, None).await.unwrap();
+        let v = azure.state().vaults[&key(&vault)].clone();
+        let holders: Vec<&str> = v.properties.access_policies.iter().map(|p| p.object_id.as_str()).collect();
+        assert!(holders.contains(&"principal-new") && !holders.contains(&"principal-d1"), "{holders:?}");
+        assert_eq!(v.tags[crate::lifecycle::PRINCIPAL_TAG], "principal-new");
+        assert_eq!(findings_now(&azure, &id).await, []);
     }
 
     #[tokio::test]

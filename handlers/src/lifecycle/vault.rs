@@ -7,7 +7,7 @@ use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 
 use super::error::{Error, Refused};
-use super::{LOCK_NAME, LOCK_NOTES, OWNER_TAG, RETENTION_DAYS};
+use super::{LOCK_NAME, LOCK_NOTES, OWNER_TAG, PRINCIPAL_TAG, RETENTION_DAYS};
 use crate::activation_key::Cik;
 use crate::azure::models::{AccessPolicy, DeletedVault, Device, Lock, StoredCik, Vault, VaultLink};
 use crate::azure::pages;
@@ -145,9 +145,8 @@ pub async fn protect(deps: &Deps, vault_id: &ResourceId, vault: &Vault, wanted: 
     update.properties.soft_delete_retention_in_days =
         vault.properties.soft_delete_retention_in_days.or(Some(RETENTION_DAYS));
     update.properties.network_acls = vault.properties.network_acls.clone();
-    for (k, v) in &vault.tags {
-        update.tags.entry(k.clone()).or_insert_with(|| v.clone());
-    }
+    // The vault's own tags, as they are: the principal record is changed only with the stale policy's removal.
+    update.tags = vault.tags.clone();
     tracing::warn!(vault = %vault_id, "vault lacked soft delete, purge protection or access-policy authorisation; fixing");
     Ok(deps.vaults.put_vault(vault_id, &update).await?)
 }
@@ -168,6 +167,35 @@ pub async fn add_policies(
         tracing::info!(vault = %vault_id, added = missing.len(), "added access policies");
     }
     Ok(missing)
+}
+
+/// Removes the access policy of the device principal the vault's tag records, when that is no longer the device's
+/// principal (its identity was replaced), and records the current one (the fix for `DevicePolicyStale`). Returns
+/// the vault as ARM now has it.
+pub async fn retire_stale_policy(
+    deps: &Deps,
+    vault_id: &ResourceId,
+    vault: &Vault,
+    principal: &str,
+) -> Result<Vault, Error> {
+    let recorded = vault.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(PRINCIPAL_TAG)).map(|(_, v)| v.clone());
+    if let Some(old) = recorded.filter(|old| !old.eq_ignore_ascii_case(principal)) {
+        let stale: Vec<AccessPolicy> = vault
+            .properties
+            .access_policies
+            .iter()
+            .filter(|p| p.object_id.eq_ignore_ascii_case(&old))
+            .cloned()
+            .collect();
+        if !stale.is_empty() {
+            deps.vaults.remove_access_policies(vault_id, &stale).await?;
+            tracing::info!(vault = %vault_id, "removed the access policy of the device's replaced identity");
+        }
+    }
+    let mut tags = vault.tags.clone();
+    tags.retain(|k, _| !k.eq_ignore_ascii_case(PRINCIPAL_TAG));
+    tags.insert(PRINCIPAL_TAG.to_string(), principal.to_string());
+    Ok(deps.vaults.set_vault_tags(vault_id, &tags).await?)
 }
 
 /// Puts edgevault's `CanNotDelete` lock on the vault (the fix for `LockMissing` / `LockNotCanNotDelete`: a lock
