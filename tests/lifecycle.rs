@@ -23,7 +23,7 @@ fn activation_provisions_everything_the_device_needs_and_replays_change_nothing(
     assert!(info["channelIntegrityKeyName"].as_str().unwrap().starts_with("ase-cik-"));
 
     // The vault: same subscription, group and location as the device; standard; soft delete 90 days; purge
-    // protection; tagged with its device; the device may only get secrets; edgevault may not purge.
+    // protection; tagged with its device; the device may get and set secrets, nothing else; edgevault may not purge.
     let (status, vault) = w.arm("GET", &vault_id.to_string(), None);
     assert_eq!(status, 200, "{vault}");
     assert_eq!(vault_id.resource_group(), device.resource_group());
@@ -38,7 +38,7 @@ fn activation_provisions_everything_the_device_needs_and_replays_change_nothing(
     let policies = props["accessPolicies"].as_array().unwrap();
     let policy_of = |oid: &str| policies.iter().find(|p| p["objectId"] == oid).cloned();
     let device_policy = policy_of(&principal).expect("the device has a policy");
-    assert_eq!(device_policy["permissions"]["secrets"], json!(["get"]));
+    assert_eq!(device_policy["permissions"]["secrets"], json!(["get", "set"]));
     assert_eq!(device_policy["permissions"]["keys"], json!([]));
     let own = policy_of(w.la.var("EDGEVAULT_PRINCIPAL_ID")).expect("edgevault has a policy");
     assert!(!own["permissions"]["secrets"].as_array().unwrap().iter().any(|p| p == "purge" || p == "all"));
@@ -76,8 +76,9 @@ fn activation_provisions_everything_the_device_needs_and_replays_change_nothing(
         info["channelIntegrityKeyName"].as_str().unwrap()
     );
     let edgevault_token = w.la.token(w.la.var("EDGEVAULT_PRINCIPAL_ID"), VAULT_AUDIENCE).unwrap();
-    let (status, _) = w.la.vault(&edgevault_token, "GET", &versions_url, None).unwrap();
-    assert_eq!(status, 403, "edgevault's identity has no list permission, as designed");
+    let (status, versions) = w.la.vault(&edgevault_token, "GET", &versions_url, None).unwrap();
+    assert_eq!(status, 200, "edgevault lists names (never values) to check the device's secrets: {versions}");
+    assert_eq!(versions["value"].as_array().unwrap().len(), 1, "one CIK version: {versions}");
 
     // Secrets stay secret: neither the CIK nor the activation key reached the handler's log.
     let log = w.handler.log().join("\n");
@@ -96,10 +97,93 @@ fn a_device_identity_reads_its_own_cik_and_nothing_else() {
     let token = w.la.token(&principal_a, VAULT_AUDIENCE).unwrap();
     let vault_url = info_a["clientSecretStoreUrl"].as_str().unwrap().trim_end_matches('/').to_string();
     let (status, _) =
-        w.la.vault(&token, "PUT", &format!("{vault_url}/secrets/planted"), Some(json!({"value": "x"}))).unwrap();
-    assert_eq!(status, 403, "the device cannot write secrets");
+        w.la.vault(&token, "PUT", &format!("{vault_url}/secrets/BMCDefaultUserPassword"), Some(json!({"value": "x"})))
+            .unwrap();
+    assert_eq!(status, 200, "the device writes its own secrets");
+    let other_url = info_b["clientSecretStoreUrl"].as_str().unwrap().trim_end_matches('/').to_string();
+    let (status, _) =
+        w.la.vault(&token, "PUT", &format!("{other_url}/secrets/planted"), Some(json!({"value": "x"}))).unwrap();
+    assert_eq!(status, 403, "but not into another device's vault");
     let (status, _) = w.la.vault(&token, "GET", &format!("{vault_url}/secrets"), None).unwrap();
     assert_eq!(status, 403, "the device cannot list secrets");
+    let (status, _) =
+        w.la.vault(&token, "DELETE", &format!("{vault_url}/secrets/BMCDefaultUserPassword"), None).unwrap();
+    assert_eq!(status, 403, "nor delete them");
+}
+
+/// "Sync device secrets": the device, as its own identity (`edgevault-cli device sync-secrets`), writes its secrets
+/// and asks for a re-sync; the worker verifies the linked CIK and the secrets and marks it synced. Without its
+/// secrets the device is marked failed with one alert, which the next good sync resolves with the same id. A vault
+/// with the policy edgevault used to grant (secrets get only) is drift the repair fixes.
+#[test]
+fn a_device_syncs_its_secrets_and_the_worker_verifies_them() {
+    use edgevault_tests::scenario::{grant_device_sync, queued_alerts};
+    let w = world(&[]);
+    let device = w.create_device("ase-sync");
+    let info = w.provision(&device);
+    let principal = w.device_principal(&device);
+    grant_device_sync(&w.la, &principal, &device);
+    let sync = Command::from(edgevault::messages::SecretsSyncRequested { device: device.clone(), cause: "e1".into() });
+
+    // Asked for a sync before writing anything: failed, with the reason and one alert.
+    let (ok, out) =
+        w.cli(&["device", "sync-secrets", "--resource-id", &device.to_string(), "--no-write", "--wait", "0"], "");
+    assert!(ok, "{out}");
+    assert_eq!(w.extended_info(&device)["keyVaultSyncStatus"], "KeyVaultSyncPending", "the device asked");
+    assert_eq!(w.deliver("ActivationKeyRequested", &sync, 1).0, 200);
+    assert_eq!(w.extended_info(&device)["keyVaultSyncStatus"], "KeyVaultSyncFailed");
+    let (_, body) = w.arm("GET", &device.to_string(), None);
+    let reason = body["tags"]["edgevault-sync-error"].as_str().unwrap_or_default();
+    assert!(reason.contains("SystemVolumeBitLockerRecoveryKey"), "{body}");
+    assert!(body["tags"]["edgevault-alerts"].as_str().unwrap_or_default().starts_with("SecretsNotRetrieved@"));
+    let raised: Vec<Value> = queued_alerts(&w.la).into_iter().filter(|a| a["kind"] == "SecretsNotRetrieved").collect();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(
+        raised[0]["what"].as_str().unwrap().split(" Missing").next(),
+        Some("Couldn't retrieve secret(s) from the Key Vault.")
+    );
+
+    // The device writes its secrets with its own identity and asks again: synced, the alert resolved.
+    let (ok, out) = w.cli(&["device", "sync-secrets", "--resource-id", &device.to_string(), "--wait", "0"], "");
+    assert!(ok, "{out}");
+    let vault_url = info["clientSecretStoreUrl"].as_str().unwrap().trim_end_matches('/').to_string();
+    for name in edgevault::lifecycle::DEVICE_SECRET_NAMES {
+        let (status, _) = w.read_secret(&principal, &format!("{vault_url}/secrets/{name}"));
+        assert_eq!(status, 200, "{name} is in the vault, readable by the device");
+    }
+    let again = Command::from(edgevault::messages::SecretsSyncRequested { device: device.clone(), cause: "e2".into() });
+    assert_eq!(w.deliver("ActivationKeyRequested", &again, 1).0, 200);
+    let after = w.extended_info(&device);
+    assert_eq!(after["keyVaultSyncStatus"], "KeyVaultSynced");
+    assert_eq!(after["channelIntegrityKeyVersion"], info["channelIntegrityKeyVersion"], "the same CIK stays linked");
+    let (_, body) = w.arm("GET", &device.to_string(), None);
+    assert!(
+        body["tags"].get("edgevault-alerts").is_none() && body["tags"].get("edgevault-sync-error").is_none(),
+        "{body}"
+    );
+    let alerts: Vec<Value> = queued_alerts(&w.la).into_iter().filter(|a| a["kind"] == "SecretsNotRetrieved").collect();
+    assert_eq!(alerts.len(), 2, "raised once, resolved once: {alerts:?}");
+    assert_eq!((alerts[1]["state"].as_str(), &alerts[1]["id"]), (Some("Resolved"), &alerts[0]["id"]));
+
+    // The policy edgevault used to grant (secrets get only) is drift: the repair gives the device set again.
+    let vault_id = info["clientSecretStoreId"].as_str().unwrap();
+    let narrow = json!({"properties": {"accessPolicies": [{"tenantId": w.la.var("AZURE_TENANT_ID"), "objectId": principal,
+        "permissions": {"secrets": ["get"]}}]}});
+    assert_eq!(w.arm("PUT", &format!("{vault_id}/accessPolicies/replace"), Some(narrow)).0, 200);
+    let token = w.la.token(&principal, VAULT_AUDIENCE).unwrap();
+    let write = |value: &str| {
+        w.la.vault(&token, "PUT", &format!("{vault_url}/secrets/BMCDefaultUserPassword"), Some(json!({"value": value})))
+            .unwrap()
+            .0
+    };
+    assert_eq!(write("y"), 403, "with get only the device cannot sync");
+    let repair = Command::from(edgevault::messages::ReconcileVault {
+        device: device.clone(),
+        findings: vec![edgevault::lifecycle::Finding::AccessPolicyMissing],
+        sweep_id: "s1".into(),
+    });
+    assert_eq!(w.deliver("ActivationKeyRequested", &repair, 1).0, 200);
+    assert_eq!(write("z"), 200, "the repair restored get and set");
 }
 
 #[test]
@@ -362,28 +446,33 @@ fn the_device_side_opens_its_key_and_status_shows_the_fleet() {
 
 #[test]
 fn the_openapi_document_matches_the_function_definition() {
-    let definition: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../function-definitions/ActivationKeyApi/function.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let trigger = &definition["bindings"][0];
-    assert_eq!(trigger["route"], "activation-keys/{operationId?}", "the document's paths follow this route");
+    let trigger = |function: &str| -> Value {
+        let path = format!("{}/../function-definitions/{function}/function.json", env!("CARGO_MANIFEST_DIR"));
+        let definition: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        definition["bindings"][0].clone()
+    };
+    let (keys, devices) = (trigger("ActivationKeyApi"), trigger("DeviceApi"));
+    assert_eq!(keys["route"], "activation-keys/{operationId?}", "the document's paths follow this route");
+    assert_eq!(devices["route"], "devices/{subscriptionId}/{resourceGroup}/{deviceName}/{action}");
     let doc = openapi::document();
-    let mut documented: Vec<String> = Vec::new();
+    let (mut documented_keys, mut documented_devices): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     for (path, operations) in doc["paths"].as_object().unwrap() {
-        assert!(path.starts_with("/activation-keys"), "{path}");
-        documented.extend(operations.as_object().unwrap().keys().cloned());
+        let methods = operations.as_object().unwrap().keys().cloned();
+        if path.starts_with("/activation-keys") {
+            documented_keys.extend(methods);
+        } else {
+            assert!(path.starts_with("/devices/{subscriptionId}/{resourceGroup}/{deviceName}/"), "{path}");
+            documented_devices.extend(methods);
+        }
     }
-    documented.sort();
-    documented.dedup();
-    let mut methods: Vec<String> =
-        trigger["methods"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect();
-    methods.sort();
-    assert_eq!(documented, methods, "every routed method is documented and nothing else");
+    for (documented, trigger) in [(&mut documented_keys, &keys), (&mut documented_devices, &devices)] {
+        documented.sort();
+        documented.dedup();
+        let mut methods: Vec<String> =
+            trigger["methods"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect();
+        methods.sort();
+        assert_eq!(*documented, methods, "every routed method is documented and nothing else");
+    }
     // The checker itself catches a body that breaks the schema.
     assert!(openapi::check("get", "/activation-keys/{operationId}", 200, &json!({"status": "succeeded"})).is_err());
     assert!(openapi::check("get", "/activation-keys/{operationId}", 418, &json!({})).is_err());
@@ -496,4 +585,117 @@ fn events_and_messages_out_of_order_end_in_the_right_state() {
     assert_eq!(w.arm("GET", &early.to_string(), None).0, 404, "the device stays deleted");
     assert_eq!(w.arm("GET", &vault_id.to_string(), None).0, 404, "its vault is neither recovered nor recreated");
     assert_eq!(vaults(), before - 1, "no vault was created for a device that is gone");
+}
+
+/// Refresh (the API's `POST /api/devices/…/refresh`): a lost access policy is found, its alert raised once and
+/// the repair queued; once repaired the alert is resolved with the id it was raised with, and a refresh reports
+/// the device healthy. Each answer matches the OpenAPI document.
+#[test]
+fn a_refresh_raises_an_alert_once_and_a_healthy_device_clears_it() {
+    use edgevault_tests::scenario::{grant_device_sync, queued_alerts};
+    let w = world(&[]);
+    let device = w.create_device("ase-refresh");
+    let info = w.provision(&device);
+    let principal = w.device_principal(&device);
+    grant_device_sync(&w.la, &principal, &device);
+    let (ok, out) = w.cli(&["device", "sync-secrets", "--resource-id", &device.to_string(), "--wait", "0"], "");
+    assert!(ok, "{out}");
+    let sync = Command::from(edgevault::messages::SecretsSyncRequested { device: device.clone(), cause: "e1".into() });
+    assert_eq!(w.deliver("ActivationKeyRequested", &sync, 1).0, 200);
+    let res = w.device_api(&device, "refresh");
+    assert_eq!((res["statusCode"].as_u64(), &res["body"]["healthy"]), (Some(200), &json!(true)), "{res}");
+
+    // The device's access policy is removed by hand: "identity or access policy lost".
+    let vault_id = info["clientSecretStoreId"].as_str().unwrap();
+    let remove = json!({"properties": {"accessPolicies": [{"tenantId": w.la.var("AZURE_TENANT_ID"), "objectId": principal,
+        "permissions": {"secrets": ["get", "set"]}}]}});
+    assert_eq!(w.arm("PUT", &format!("{vault_id}/accessPolicies/remove"), Some(remove)).0, 200);
+    let res = w.device_api(&device, "refresh");
+    let body = &res["body"];
+    assert_eq!(body["findings"], json!(["AccessPolicyMissing"]), "{res}");
+    assert_eq!(body["alerts"]["raised"], json!(["IdentityOrAccessPolicyLost"]));
+    assert_eq!(body["repairs"], json!(["ReconcileVault"]));
+    let queued = w.la.admin_get("/admin/servicebus/queues/edgevault/activation-key-requested/messages").unwrap();
+    assert!(queued.to_string().contains("AccessPolicyMissing"), "the repair is on the queue: {queued}");
+    let again = w.device_api(&device, "refresh");
+    assert_eq!(again["body"]["alerts"]["raised"], json!([]), "raised once");
+    assert_eq!(again["body"]["alerts"]["open"], json!(["IdentityOrAccessPolicyLost"]));
+    let (_, found) = w.arm("GET", &device.to_string(), None);
+    assert!(found["tags"]["edgevault-alerts"].as_str().unwrap().starts_with("IdentityOrAccessPolicyLost@"), "{found}");
+
+    // The queued repair runs: the policy is back and the repair's own check resolves the alert.
+    let repair = Command::from(edgevault::messages::ReconcileVault {
+        device: device.clone(),
+        findings: vec![edgevault::lifecycle::Finding::AccessPolicyMissing],
+        sweep_id: "refresh".into(),
+    });
+    assert_eq!(w.deliver("ActivationKeyRequested", &repair, 1).0, 200);
+    let (_, vault) = w.arm("GET", vault_id, None);
+    let policies = vault["properties"]["accessPolicies"].as_array().unwrap();
+    assert!(policies.iter().any(|p| p["objectId"] == principal.as_str()), "{vault}");
+    let healthy = w.device_api(&device, "refresh");
+    assert_eq!(
+        (&healthy["body"]["healthy"], &healthy["body"]["alerts"]["open"]),
+        (&json!(true), &json!([])),
+        "{healthy}"
+    );
+    let (_, found) = w.arm("GET", &device.to_string(), None);
+    assert!(found["tags"].get("edgevault-alerts").is_none(), "{found}");
+    let lost: Vec<Value> =
+        queued_alerts(&w.la).into_iter().filter(|a| a["kind"] == "IdentityOrAccessPolicyLost").collect();
+    assert_eq!(lost.len(), 2, "raised once, resolved once: {lost:?}");
+    assert_eq!((lost[0]["state"].as_str(), lost[1]["state"].as_str()), (Some("Raised"), Some("Resolved")));
+    assert_eq!(lost[0]["id"], lost[1]["id"]);
+    let what = lost[0]["what"].as_str().unwrap();
+    assert!(
+        what.starts_with("The device's managed identity or its access policy on the Key Vault was lost."),
+        "{what}"
+    );
+
+    // Bad paths are refused as documented.
+    let missing: ResourceId =
+        format!("{}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/nope", w.la.resource_group_id())
+            .parse()
+            .unwrap();
+    assert_eq!(w.device_api(&missing, "refresh")["statusCode"], 404);
+
+    // The operator's CLI does the same check and prints it.
+    let (ok, out) = w.cli(&["device", "refresh", "--resource-id", &device.to_string()], "");
+    assert!(ok && out.contains("healthy      yes"), "{out}");
+}
+
+/// Drift the sweep reads from the vault object: a vault switched to Azure RBAC shuts the device out (access
+/// policies no longer apply) and is switched back; network rules that deny by default are the owner's and are
+/// only alerted ("Couldn't access the Key Vault"), never changed — not even by the repair's write of the vault.
+#[test]
+fn a_vault_switched_to_rbac_is_switched_back_and_deny_by_default_rules_are_alerted_and_kept() {
+    let w = world(&[]);
+    let device = w.create_device("ase-rbac");
+    let info = w.provision(&device);
+    let principal = w.device_principal(&device);
+    let vault_id = info["clientSecretStoreId"].as_str().unwrap().to_string();
+    let rules = json!({"defaultAction": "Deny", "bypass": "AzureServices", "ipRules": [{"value": "203.0.113.0/24"}]});
+    let patch = json!({"properties": {"enableRbacAuthorization": true, "networkAcls": rules}});
+    assert_eq!(w.arm("PATCH", &vault_id, Some(patch)).0, 200);
+    assert_eq!(w.read_secret(&principal, &cik_url(&info)).0, 403, "the device is shut out");
+
+    let repair = Command::from(edgevault::messages::ReconcileVault {
+        device: device.clone(),
+        findings: vec![edgevault::lifecycle::Finding::RbacAuthorization],
+        sweep_id: "s1".into(),
+    });
+    let (status, answer) = w.deliver("ActivationKeyRequested", &repair, 1);
+    assert_eq!(status, 200, "{answer}");
+    let (_, vault) = w.arm("GET", &vault_id, None);
+    assert_eq!(vault["properties"]["enableRbacAuthorization"], false, "{vault}");
+    assert_eq!(vault["properties"]["networkAcls"]["defaultAction"], "Deny", "the owner's rules are kept: {vault}");
+    assert_eq!(vault["properties"]["networkAcls"]["ipRules"][0]["value"], "203.0.113.0/24");
+    assert_eq!(w.read_secret(&principal, &cik_url(&info)).0, 200, "the device reads its CIK again");
+    let after = w.extended_info(&device);
+    assert_eq!(after["channelIntegrityKeyVersion"], info["channelIntegrityKeyVersion"], "the same CIK");
+
+    let res = w.device_api(&device, "refresh");
+    let findings = res["body"]["findings"].as_array().unwrap();
+    assert!(findings.contains(&json!("NetworkDenied")), "{res}");
+    assert!(res["body"]["alerts"]["open"].as_array().unwrap().contains(&json!("KeyVaultNotAccessible")), "{res}");
 }

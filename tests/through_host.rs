@@ -512,3 +512,72 @@ fn local_azure_killed_at_each_provisioning_step_loses_nothing_and_the_work_finis
         s.assert_done_once(&device, &operation_id, operation);
     }
 }
+
+/// "Sync device secrets" through the platform: the device's own `updateExtendedInformation` (the CLI acting as
+/// the device's identity) is an ARM action event, `ArmEvents` turns it into a `SecretsSyncRequested` on the
+/// provisioning queue, and the worker marks the device synced. edgevault's own writes of the extended information
+/// during activation are events too, and request nothing.
+#[test]
+fn a_devices_sync_request_reaches_the_worker_as_an_arm_action_event() {
+    use edgevault_tests::scenario::{cli, grant_device_sync, queued_alerts};
+    let s = System::start(&[]);
+    let device = s.create_device("ase-host-sync");
+    let principal = eventually(LIMIT, || s.principal(&device)).expect("the identity");
+    assert_eq!(s.activate(&device)["status"], "succeeded");
+    let id: edgevault::resource_id::ResourceId = device.parse().unwrap();
+    grant_device_sync(&s.la, &principal, &id);
+
+    let (ok, out) = cli(&s.la, &["device", "sync-secrets", "--resource-id", &device, "--wait", "60"], "");
+    assert!(ok, "{out}");
+    assert!(out.contains("KeyVaultSynced"), "{out}");
+    assert_eq!(s.info(&device)["keyVaultSyncStatus"], "KeyVaultSynced");
+    let tags = s.arm("GET", &device, None).1["tags"].clone();
+    assert!(tags.get("edgevault-alerts").is_none(), "{tags}");
+    assert!(queued_alerts(&s.la).iter().all(|a| a["device"] != device.as_str()), "a healthy sync raises nothing");
+}
+
+/// Refresh through the host: `POST /api/devices/…/refresh` finds a lost access policy and raises its alert; the
+/// repair it queued runs on the provisioning queue; the next refresh finds the device healthy with no alert open.
+#[test]
+fn a_refresh_through_the_host_queues_the_repair_and_the_next_refresh_is_clean() {
+    let s = System::start(&[]);
+    let device = s.create_device("ase-host-refresh");
+    let principal = eventually(LIMIT, || s.principal(&device)).expect("the identity");
+    assert_eq!(s.activate(&device)["status"], "succeeded");
+    let id: edgevault::resource_id::ResourceId = device.parse().unwrap();
+    // The device has pushed its secrets (a device without them is never healthy to a refresh).
+    edgevault_tests::scenario::grant_device_sync(&s.la, &principal, &id);
+    let (ok, out) = edgevault_tests::scenario::cli(
+        &s.la,
+        &["device", "sync-secrets", "--resource-id", &device, "--wait", "60"],
+        "",
+    );
+    assert!(ok, "{out}");
+    let vault_id = s.info(&device)["clientSecretStoreId"].as_str().unwrap().to_string();
+    let remove = json!({"properties": {"accessPolicies": [{"tenantId": s.la.var("AZURE_TENANT_ID"), "objectId": principal,
+        "permissions": {"secrets": ["get", "set"]}}]}});
+    assert_eq!(s.arm("PUT", &format!("{vault_id}/accessPolicies/remove"), Some(remove)).0, 200);
+
+    let path =
+        format!("/devices/{}/{}/{}/refresh", id.subscription(), id.resource_group().unwrap(), id.name().unwrap());
+    let refresh = || {
+        let (status, _, body) = s.la.api_with_key(s.la.var("EDGEVAULT_MASTER_KEY"), "POST", &path, None).unwrap();
+        assert_eq!(status, 200, "{body}");
+        edgevault_tests::openapi::check(
+            "post",
+            "/devices/{subscriptionId}/{resourceGroup}/{deviceName}/refresh",
+            status,
+            &body,
+        )
+        .unwrap();
+        body
+    };
+    let found = refresh();
+    assert!(found["findings"].as_array().unwrap().contains(&json!("AccessPolicyMissing")), "{found}");
+    assert!(found["alerts"]["open"].as_array().unwrap().contains(&json!("IdentityOrAccessPolicyLost")), "{found}");
+    // The host delivers the queued repair; once it has run, a refresh finds nothing and nothing open.
+    let clean = eventually(LIMIT, || Some(refresh()).filter(|r| r["healthy"] == true)).expect("the repair ran");
+    assert_eq!(clean["alerts"]["open"], json!([]), "{clean}");
+    let tags = s.arm("GET", &device, None).1["tags"].clone();
+    assert!(tags.get("edgevault-alerts").is_none(), "{tags}");
+}

@@ -75,6 +75,16 @@ pub struct ReconcileVault {
     pub sweep_id: String,
 }
 
+/// The device asked for its Key Vault details to be synced again ("Sync device secrets": its own
+/// `updateExtendedInformation` with `syncStatus: KeyVaultSyncPending`, seen as ARM's action event). The
+/// provisioning worker checks the linked CIK and the device's secrets and marks the device synced or failed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretsSyncRequested {
+    pub device: ResourceId,
+    pub cause: String,
+}
+
 /// A vault was deleted (it may belong to a device or not; the worker finds out).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -115,6 +125,7 @@ macro_rules! kind {
 kind!(ResourceCreated, queues::RESOURCE_CREATED, device, cause);
 kind!(ActivationKeyRequested, queues::ACTIVATION_KEY_REQUESTED, device, operation_id);
 kind!(ReconcileVault, queues::ACTIVATION_KEY_REQUESTED, device, sweep_id);
+kind!(SecretsSyncRequested, queues::ACTIVATION_KEY_REQUESTED, device, cause);
 kind!(VaultDeleted, queues::VAULT_DELETED, vault, cause);
 kind!(ResourceDeleted, queues::RESOURCE_DELETED, device, cause);
 
@@ -125,6 +136,7 @@ pub enum Command {
     ResourceCreated(ResourceCreated),
     ActivationKeyRequested(ActivationKeyRequested),
     ReconcileVault(ReconcileVault),
+    SecretsSyncRequested(SecretsSyncRequested),
     VaultDeleted(VaultDeleted),
     ResourceDeleted(ResourceDeleted),
 }
@@ -136,6 +148,7 @@ macro_rules! each {
             Command::ResourceCreated($inner) => $body,
             Command::ActivationKeyRequested($inner) => $body,
             Command::ReconcileVault($inner) => $body,
+            Command::SecretsSyncRequested($inner) => $body,
             Command::VaultDeleted($inner) => $body,
             Command::ResourceDeleted($inner) => $body,
         }
@@ -238,21 +251,25 @@ inbound!(ResourceCreated, |_| None);
 inbound!(VaultDeleted, |_| None);
 inbound!(ResourceDeleted, |_| None);
 
-/// The provisioning worker's input: an activation request or a sweep's repair, on one queue.
+/// The provisioning worker's input: an activation request, a sweep's repair or a device's sync request, on one
+/// queue, so one device's work of all three runs one message at a time (the queue's session is the device).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind")]
 pub enum Provisioning {
     ActivationKeyRequested(ActivationKeyRequested),
     ReconcileVault(ReconcileVault),
+    SecretsSyncRequested(SecretsSyncRequested),
 }
 
 impl Inbound for Provisioning {
     const QUEUE: &'static str = queues::ACTIVATION_KEY_REQUESTED;
-    const KINDS: &'static [&'static str] = &[ActivationKeyRequested::KIND, ReconcileVault::KIND];
+    const KINDS: &'static [&'static str] =
+        &[ActivationKeyRequested::KIND, ReconcileVault::KIND, SecretsSyncRequested::KIND];
     fn device(&self) -> Option<&ResourceId> {
         Some(match self {
             Provisioning::ActivationKeyRequested(c) => &c.device,
             Provisioning::ReconcileVault(c) => &c.device,
+            Provisioning::SecretsSyncRequested(c) => &c.device,
         })
     }
 }
@@ -308,6 +325,7 @@ mod tests {
             }
             .into(),
             ReconcileVault { device: device(), findings: vec![Finding::LockMissing], sweep_id: "sw".into() }.into(),
+            SecretsSyncRequested { device: device(), cause: "event-4".into() }.into(),
             VaultDeleted {
                 vault: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v".parse().unwrap(),
                 cause: "event-2".into(),
@@ -344,7 +362,7 @@ mod tests {
             assert_eq!(Value::Object(body(&command)), Value::Object(saved.clone()), "{}", path.display());
             match &command {
                 Command::ResourceCreated(_) => drop(read::<ResourceCreated>(&saved).unwrap()),
-                Command::ActivationKeyRequested(_) | Command::ReconcileVault(_) => {
+                Command::ActivationKeyRequested(_) | Command::ReconcileVault(_) | Command::SecretsSyncRequested(_) => {
                     drop(read::<Provisioning>(&saved).unwrap())
                 }
                 Command::VaultDeleted(_) => drop(read::<VaultDeleted>(&saved).unwrap()),
@@ -395,6 +413,7 @@ mod tests {
             queues,
             [
                 queues::RESOURCE_CREATED,
+                queues::ACTIVATION_KEY_REQUESTED,
                 queues::ACTIVATION_KEY_REQUESTED,
                 queues::ACTIVATION_KEY_REQUESTED,
                 queues::VAULT_DELETED,

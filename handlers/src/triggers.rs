@@ -190,6 +190,9 @@ pub const SERVICE_BUS_BINDING_DATA: &[&str] = &[
 pub mod event_types {
     pub const RESOURCE_WRITE_SUCCESS: &str = "Microsoft.Resources.ResourceWriteSuccess";
     pub const RESOURCE_DELETE_SUCCESS: &str = "Microsoft.Resources.ResourceDeleteSuccess";
+    /// A POST action on a resource succeeded (learn.microsoft.com/azure/event-grid/event-schema-resource-groups:
+    /// "Resource events are created for PUT, PATCH, POST, and DELETE operations").
+    pub const RESOURCE_ACTION_SUCCESS: &str = "Microsoft.Resources.ResourceActionSuccess";
     pub const SUBSCRIPTION_VALIDATION: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
 }
 
@@ -326,6 +329,20 @@ pub struct ResourceActionData {
     pub subscription_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<String>,
+}
+
+impl ResourceActionData {
+    /// The object id of the principal that made the call: the `objectidentifier` claim (or `oid`), else the
+    /// authorization evidence's `principalId`.
+    pub fn caller(&self) -> Option<&str> {
+        let claims = self.claims.as_ref();
+        claims
+            .and_then(|c| {
+                c.get("http://schemas.microsoft.com/identity/claims/objectidentifier").or_else(|| c.get("oid"))
+            })
+            .and_then(Value::as_str)
+            .or_else(|| self.authorization.as_ref()?.pointer("/evidence/principalId")?.as_str())
+    }
 }
 
 /// `data` of the Event Grid subscription-validation event.

@@ -52,7 +52,8 @@ var deadLetter = {
   }
 }
 
-// Stack Edge device written (creation and every later write; the worker is idempotent) or deleted.
+// Stack Edge device written (creation and every later write; the worker is idempotent) or deleted, and a device's
+// own updateExtendedInformation (its "Sync device secrets" request; ArmEvents ignores edgevault's own).
 resource stackEdgeDevices 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {
   parent: topic
   name: 'edgevault-stack-edge-devices'
@@ -63,6 +64,7 @@ resource stackEdgeDevices 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2
       includedEventTypes: [
         'Microsoft.Resources.ResourceWriteSuccess'
         'Microsoft.Resources.ResourceDeleteSuccess'
+        'Microsoft.Resources.ResourceActionSuccess'
       ]
       advancedFilters: [
         {
@@ -71,6 +73,7 @@ resource stackEdgeDevices 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2
           values: [
             'Microsoft.DataBoxEdge/dataBoxEdgeDevices/write'
             'Microsoft.DataBoxEdge/dataBoxEdgeDevices/delete'
+            'Microsoft.DataBoxEdge/dataBoxEdgeDevices/updateExtendedInformation/action'
           ]
         }
       ]

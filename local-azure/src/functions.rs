@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use crate::App;
-use crate::eventgrid::schema::{DELETE_SUCCESS, WRITE_SUCCESS};
+use crate::eventgrid::schema::{ACTION_SUCCESS, DELETE_SUCCESS, WRITE_SUCCESS};
 use crate::eventgrid::subscriptions::{EventSubscription, Filter};
 use crate::{config, servicebus};
 
@@ -163,7 +163,8 @@ pub async fn start(app: &Arc<App>, options: AppOptions) -> Result<(RunningHost, 
             scope: String::new(),
             schema: Default::default(),
             filter: Filter {
-                included_event_types: Some(vec![WRITE_SUCCESS.into(), DELETE_SUCCESS.into()]),
+                // Actions too: a device's `updateExtendedInformation` (its secrets-sync request) is one.
+                included_event_types: Some(vec![WRITE_SUCCESS.into(), DELETE_SUCCESS.into(), ACTION_SUCCESS.into()]),
                 ..Default::default()
             },
             max_delivery_attempts: 30,

@@ -149,13 +149,23 @@ impl LocalAzure {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
+        self.api_with_key(self.var("EDGEVAULT_FUNCTION_KEY"), method, path, body)
+    }
+
+    /// [`api`](Self::api) with another key (the master key, for functions other than `ActivationKeyApi`).
+    pub fn api_with_key(
+        &self,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
         let url = if path.starts_with("http") {
             path.to_string()
         } else {
             format!("{}{path}", self.var("EDGEVAULT_API_BASE_URL"))
         };
-        let mut request =
-            self.local.request(method.parse()?, &url).header("x-functions-key", self.var("EDGEVAULT_FUNCTION_KEY"));
+        let mut request = self.local.request(method.parse()?, &url).header("x-functions-key", key);
         if let Some(body) = body {
             request = request.json(&body);
         }

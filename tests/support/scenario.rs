@@ -97,6 +97,23 @@ impl World {
         res
     }
 
+    /// `POST /api/devices/{subscription}/{group}/{name}/{action}` as the host invokes `DeviceApi`; the answer is
+    /// checked against the OpenAPI document.
+    pub fn device_api(&self, device: &ResourceId, action: &str) -> Value {
+        let (sub, group, name) = (device.subscription(), device.resource_group().unwrap(), device.name().unwrap());
+        let url = format!("http://127.0.0.1:7071/api/devices/{sub}/{group}/{name}/{action}");
+        let params = json!({"subscriptionId": sub, "resourceGroup": group, "deviceName": name, "action": action});
+        let invocation = json!({"Data": {"req": {
+            "Url": url, "Method": "POST", "Query": {}, "Headers": {}, "Params": params}}, "Metadata": {}});
+        let (status, answer) = self.handler.invoke("DeviceApi", &invocation).unwrap();
+        assert_eq!(status, 200, "the API invocation itself succeeds: {answer}");
+        let res = answer["Outputs"]["res"].clone();
+        let template = format!("/devices/{{subscriptionId}}/{{resourceGroup}}/{{deviceName}}/{action}");
+        let code = res["statusCode"].as_u64().unwrap() as u16;
+        openapi::check("post", &template, code, &res["body"]).unwrap();
+        res
+    }
+
     /// Identity, then vault, lock, CIK and extended information, as the two workers do them.
     pub fn provision(&self, device: &ResourceId) -> Value {
         let created =
@@ -127,21 +144,7 @@ impl World {
 
     /// Runs `edgevault-cli` with local-azure's environment; returns (success, stdout + stderr).
     pub fn cli(&self, args: &[&str], stdin: &str) -> (bool, String) {
-        use std::io::Write;
-        let mut child = std::process::Command::new(crate::binary("edgevault-cli").unwrap())
-            .args(args)
-            .envs(self.la.handler_env())
-            .env("RUST_LOG", "warn")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let output = child.wait_with_output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-        crate::secrets::scan(&format!("the output of edgevault-cli {}", args.join(" ")), &text);
-        (output.status.success(), text)
+        cli(&self.la, args, stdin)
     }
 
     /// Reads a CIK secret acting as `principal` (the device's managed identity, say).
@@ -149,6 +152,44 @@ impl World {
         let token = self.la.token(principal, VAULT_AUDIENCE).unwrap();
         self.la.vault(&token, "GET", url, None).unwrap()
     }
+}
+
+/// Runs `edgevault-cli` with `la`'s environment; returns (success, stdout + stderr), which is scanned for secrets.
+pub fn cli(la: &LocalAzure, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(crate::binary("edgevault-cli").unwrap())
+        .args(args)
+        .envs(la.handler_env())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    crate::secrets::scan(&format!("the output of edgevault-cli {}", args.join(" ")), &text);
+    (output.status.success(), text)
+}
+
+/// Grants the device's identity what "Sync device secrets" needs on its own resource: the
+/// `updateExtendedInformation` action (a real device is registered with its resource; here a grant stands for it).
+pub fn grant_device_sync(la: &LocalAzure, principal: &str, device: &ResourceId) {
+    let grant = json!({"principalId": principal, "scope": device.to_string(),
+        "actions": ["Microsoft.DataBoxEdge/dataBoxEdgeDevices/updateExtendedInformation/action"]});
+    la.admin_post("/admin/grants", grant).expect("the grant is stored");
+}
+
+/// The alerts on the `alerts` queue so far (peeked, not received).
+pub fn queued_alerts(la: &LocalAzure) -> Vec<Value> {
+    let listed = la.admin_get("/admin/servicebus/queues/edgevault/alerts/messages").unwrap();
+    listed["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["body"].as_str().and_then(|b| serde_json::from_str(b).ok()))
+        .collect()
 }
 
 pub fn operation_id(device: &ResourceId) -> String {

@@ -139,6 +139,24 @@ impl Vaults for ArmClient {
         Ok(())
     }
 
+    /// Removes access policies (`accessPolicies/remove`: the listed permissions of each principal; a policy left
+    /// with none is removed).
+    async fn remove_access_policies(&self, id: &ResourceId, policies: &[AccessPolicy]) -> Result<(), AzureError> {
+        let path = format!("{id}/accessPolicies/remove");
+        let body = json!({"properties": {"accessPolicies": policies}});
+        let _: Value = self.send("remove access policies", Method::Put, &path, VAULTS_API, Some(&body)).await?;
+        Ok(())
+    }
+
+    async fn set_vault_tags(
+        &self,
+        id: &ResourceId,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vault, AzureError> {
+        let body = json!({"tags": tags});
+        self.send("update vault tags", Method::Patch, &id.to_string(), VAULTS_API, Some(&body)).await
+    }
+
     async fn delete_vault(&self, id: &ResourceId) -> Result<(), AzureError> {
         self.send_empty("delete vault", Method::Delete, &id.to_string(), VAULTS_API).await
     }

@@ -38,6 +38,8 @@ pub struct State {
     pub versions_written: u64,
     /// Every call, as `<operation> <target>`.
     pub calls: Vec<String>,
+    /// The secrets' names as written (the store keys them lowercased).
+    pub secret_names: BTreeMap<String, String>,
 }
 
 /// Settings for unit tests: tenant `tenant`, edgevault's principal `edgevault`, subscription `s`.
@@ -71,8 +73,16 @@ impl State {
         self.versions_written += 1;
         let version = format!("{:032x}", self.versions_written);
         let stored = StoredCik { cik, version: version.clone(), enabled };
+        self.secret_names.insert(cik_key(vault_uri, name), name.to_string());
         self.ciks.entry(cik_key(vault_uri, name)).or_default().push(stored);
         version
+    }
+}
+
+impl State {
+    /// A new version of secret `name` (a CIK someone else wrote); the key parts as the store keeps them.
+    pub fn store_cik_for_test(&mut self, vault_uri: &str, name: &str) -> String {
+        self.store_cik(vault_uri, name, Cik::generate(), true)
     }
 }
 
@@ -125,6 +135,14 @@ impl FakeAzure {
 
     pub fn put_cik(&self, vault_uri: &str, name: &str, enabled: bool) {
         self.state().store_cik(vault_uri, name, Cik::generate(), enabled);
+    }
+
+    /// Writes the device's secrets into its vault `kv-<name>`, as `device sync-secrets` does.
+    pub fn put_device_secrets(&self, name: &str) {
+        let uri = format!("https://kv-{name}.vault.azure.net/");
+        for secret in crate::lifecycle::DEVICE_SECRET_NAMES {
+            self.put_cik(&uri, secret, true);
+        }
     }
 
     /// Adds device `name` (subscription `s`, resource group `rg`), with a system-assigned identity whose principal
@@ -316,6 +334,23 @@ impl Vaults for FakeAzure {
         Ok(())
     }
 
+    async fn remove_access_policies(&self, id: &ResourceId, policies: &[AccessPolicy]) -> Result<(), AzureError> {
+        let mut state = self.call("remove access policies", id);
+        let vault = state.vaults.get_mut(&key(id)).ok_or_else(|| not_found("remove access policies"))?;
+        vault
+            .properties
+            .access_policies
+            .retain(|p| !policies.iter().any(|r| r.object_id.eq_ignore_ascii_case(&p.object_id)));
+        Ok(())
+    }
+
+    async fn set_vault_tags(&self, id: &ResourceId, tags: &BTreeMap<String, String>) -> Result<Vault, AzureError> {
+        let mut state = self.call("set vault tags", id);
+        let vault = state.vaults.get_mut(&key(id)).ok_or_else(|| not_found("update vault tags"))?;
+        vault.tags = tags.clone();
+        Ok(vault.clone())
+    }
+
     async fn delete_vault(&self, id: &ResourceId) -> Result<(), AzureError> {
         self.call("delete vault", id).vaults.remove(&key(id));
         Ok(())
@@ -370,6 +405,17 @@ impl CikStore for FakeAzure {
             Some(v) => versions.and_then(|all| all.iter().find(|s| s.version == v)).cloned(),
             None => versions.and_then(|all| all.last()).cloned(),
         })
+    }
+
+    async fn secret_names(&self, vault_uri: &str) -> Result<Vec<String>, AzureError> {
+        let state = self.call("list secrets", vault_uri);
+        let prefix = format!("{}|", vault_uri.trim_end_matches('/').to_ascii_lowercase());
+        Ok(state
+            .ciks
+            .iter()
+            .filter(|(k, versions)| k.starts_with(&prefix) && versions.last().is_some_and(|v| v.enabled))
+            .filter_map(|(k, _)| state.secret_names.get(k).cloned())
+            .collect())
     }
 }
 

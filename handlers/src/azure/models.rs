@@ -160,6 +160,10 @@ pub struct VaultProperties {
     pub enable_purge_protection: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_rbac_authorization: Option<bool>,
+    /// `networkAcls` (`NetworkRuleSet`: `defaultAction`, `bypass`, `ipRules`, `virtualNetworkRules`), kept as the
+    /// vault has it so a write of the vault never drops the owner's rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_acls: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,6 +175,23 @@ pub struct VaultProperties {
 pub struct Sku {
     pub family: String,
     pub name: String,
+}
+
+impl VaultProperties {
+    /// Access policies no longer apply: the vault authorises data-plane calls with Azure RBAC.
+    pub fn uses_rbac(&self) -> bool {
+        self.enable_rbac_authorization == Some(true)
+    }
+
+    /// The network rules deny what they do not list (`defaultAction: Deny`), so a device is kept out unless an
+    /// owner listed it.
+    pub fn denies_by_default(&self) -> bool {
+        self.network_acls
+            .as_ref()
+            .and_then(|acls| acls.get("defaultAction"))
+            .and_then(Value::as_str)
+            .is_some_and(|action| action.eq_ignore_ascii_case("Deny"))
+    }
 }
 
 impl Sku {

@@ -106,6 +106,62 @@ impl CikStore for VaultSecrets {
         let version = version_of(secret.id.as_deref()).unwrap_or_default();
         Ok(Some(StoredCik { cik, version, enabled }))
     }
+
+    /// The names of the vault's enabled secrets (Get Secrets: "only the base secret identifier and its attributes
+    /// are provided in the response"; needs the `list` permission), all pages.
+    async fn secret_names(&self, vault_uri: &str) -> Result<Vec<String>, AzureError> {
+        use futures::TryStreamExt;
+        let pager = self
+            .client(vault_uri)?
+            .list_secret_properties(None)
+            .map_err(|e| AzureError::from_core("list secrets", e))?;
+        let items: Vec<_> = pager.try_collect().await.map_err(|e| AzureError::from_core("list secrets", e))?;
+        Ok(items
+            .into_iter()
+            .filter(|item| item.attributes.as_ref().and_then(|a| a.enabled).unwrap_or(true))
+            .filter_map(|item| name_of(item.id.as_deref()))
+            .collect())
+    }
+}
+
+impl VaultSecrets {
+    /// Writes secret `name` as a new version (the device's own secrets, written with the device's identity by
+    /// `edgevault-cli device sync-secrets`); returns the version.
+    pub async fn set_secret(&self, vault_uri: &str, name: &str, value: &str) -> Result<String, AzureError> {
+        let parameters = SetSecretParameters { value: Some(value.to_string()), ..Default::default() };
+        let content: RequestContent<SetSecretParameters> =
+            parameters.try_into().map_err(|e| AzureError::from_core("set secret", e))?;
+        let secret = self
+            .client(vault_uri)?
+            .set_secret(name, content, None)
+            .await
+            .map_err(|e| AzureError::from_core("set secret", e))?
+            .into_model()
+            .map_err(|e| AzureError::from_core("set secret", e))?;
+        version_of(secret.id.as_deref())
+            .ok_or_else(|| AzureError::new("set secret", None, None, "the vault returned no version"))
+    }
+
+    /// Reads secret `name`'s current value; `None` if it does not exist. The value is the caller's to guard.
+    pub async fn get_secret_value(&self, vault_uri: &str, name: &str) -> Result<Option<String>, AzureError> {
+        match self.client(vault_uri)?.get_secret(name, None).await {
+            Ok(response) => {
+                let secret = response.into_model().map_err(|e| AzureError::from_core("get secret", e))?;
+                Ok(secret.value)
+            }
+            Err(err) => {
+                let err = AzureError::from_core("get secret", err);
+                if err.is_not_found() { Ok(None) } else { Err(err) }
+            }
+        }
+    }
+}
+
+/// The name segment of a secret id `https://<vault>/secrets/<name>[/<version>]`.
+pub fn name_of(id: Option<&str>) -> Option<String> {
+    let id = id?.trim_end_matches('/');
+    let after = id.split("/secrets/").nth(1)?;
+    after.split('/').next().filter(|n| !n.is_empty()).map(str::to_string)
 }
 
 /// The version segment of a secret id `https://<vault>/secrets/<name>/<version>`.
@@ -120,6 +176,16 @@ pub fn version_of(id: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_comes_from_the_secret_id() {
+        assert_eq!(
+            name_of(Some("https://v.vault.azure.net/secrets/BMCDefaultUserPassword")).as_deref(),
+            Some("BMCDefaultUserPassword")
+        );
+        assert_eq!(name_of(Some("https://v.vault.azure.net/secrets/a/123")).as_deref(), Some("a"));
+        assert_eq!(name_of(Some("https://v.vault.azure.net/keys/a")), None);
+    }
 
     #[test]
     fn version_comes_from_the_secret_id() {

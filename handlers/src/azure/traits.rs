@@ -50,6 +50,10 @@ pub trait Vaults: std::fmt::Debug + Send + Sync {
     ) -> Result<Page<Vault>, AzureError>;
     /// Adds access policies to a vault, leaving the others alone.
     async fn add_access_policies(&self, id: &ResourceId, policies: &[AccessPolicy]) -> Result<(), AzureError>;
+    /// Removes the given principals' access policies (`accessPolicies/remove`), leaving the others alone.
+    async fn remove_access_policies(&self, id: &ResourceId, policies: &[AccessPolicy]) -> Result<(), AzureError>;
+    /// Replaces the vault's tags (PATCH: the map given is the new set).
+    async fn set_vault_tags(&self, id: &ResourceId, tags: &BTreeMap<String, String>) -> Result<Vault, AzureError>;
     async fn delete_vault(&self, id: &ResourceId) -> Result<(), AzureError>;
     async fn get_deleted_vault(
         &self,
@@ -86,6 +90,8 @@ pub trait CikStore: std::fmt::Debug + Send + Sync {
         name: &str,
         version: Option<&str>,
     ) -> Result<Option<StoredCik>, AzureError>;
+    /// The names of the vault's enabled secrets, from a list (names and attributes only, never values).
+    async fn secret_names(&self, vault_uri: &str) -> Result<Vec<String>, AzureError>;
 }
 
 /// The queues the functions talk to each other over.

@@ -2,6 +2,10 @@
 //!
 //! - `device open-key` acts as the device: it gets a token as the device's managed identity, reads the CIK from the
 //!   vault the key names, opens the activation key and prints what it says (never the CIK).
+//! - `device sync-secrets` acts as the device's "Sync device secrets": as the device's managed identity it writes
+//!   its secrets into its vault under the names Stack Edge uses and asks for a re-sync
+//!   (`updateExtendedInformation` with `syncStatus: KeyVaultSyncPending`), then waits for edgevault's verdict.
+//! - `device refresh` (operator) re-checks one device now, as the API's refresh does, and prints what it found.
 //! - `status` prints, per Stack Edge device in scope, what the sweep would see.
 //!
 //! Both read the same environment as the handler (`IDENTITY_ENDPOINT`, `HTTPS_PROXY`, …), so against local-azure
@@ -16,8 +20,10 @@ use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions
 use clap::{Parser, Subcommand};
 use edgevault::activation_key::ActivationKey;
 use edgevault::azure::HttpStack;
+use edgevault::azure::arm::ArmClient;
+use edgevault::azure::models::{ExtendedInfoPatch, KeyVaultSyncStatus};
 use edgevault::azure::secrets::VaultSecrets;
-use edgevault::azure::traits::CikStore;
+use edgevault::azure::traits::{CikStore, Devices};
 use edgevault::config::{Settings, settings};
 use edgevault::deps::Deps;
 use edgevault::lifecycle::Finding;
@@ -33,7 +39,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Top {
-    /// Act as a Stack Edge device.
+    /// Act as a Stack Edge device, or (operator) work on one.
     Device {
         #[command(subcommand)]
         command: DeviceCommand,
@@ -44,6 +50,13 @@ enum Top {
 
 #[derive(Subcommand)]
 enum DeviceCommand {
+    /// (Operator) Re-check one device now (what the API's refresh does): print its findings and the alerts raised or
+    /// resolved, and queue the fixes (needs `ServiceBusConnection__fullyQualifiedNamespace`).
+    Refresh {
+        /// The device's resource id.
+        #[arg(long)]
+        resource_id: String,
+    },
     /// Open an activation key as the device's managed identity and print its contents.
     OpenKey {
         /// The device's resource id.
@@ -53,18 +66,37 @@ enum DeviceCommand {
         #[arg(long, default_value = "-")]
         key: String,
     },
+    /// As the device's managed identity: write the device's secrets into its vault and ask for a re-sync
+    /// (`syncStatus: KeyVaultSyncPending`); then wait for edgevault to mark it synced or failed.
+    SyncSecrets {
+        /// The device's resource id.
+        #[arg(long)]
+        resource_id: String,
+        /// Only ask for the re-sync; write no secret (as after a CIK was deleted by accident).
+        #[arg(long)]
+        no_write: bool,
+        /// Seconds to wait for edgevault's verdict (0: do not wait).
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Arguments first, so `--help` works without an environment.
+    let cli = Cli::parse();
     edgevault::telemetry::init();
     let settings = cli_settings()?;
     let deps = Deps::from_settings(&settings)?;
-    match Cli::parse().command {
+    match cli.command {
         Top::Device { command: DeviceCommand::OpenKey { resource_id, key } } => {
             open_key(&deps, &settings, &resource_id, &key).await
         }
+        Top::Device { command: DeviceCommand::SyncSecrets { resource_id, no_write, wait } } => {
+            sync_secrets(&deps, &settings, &resource_id, !no_write, wait).await
+        }
         Top::Status => status(&deps).await,
+        Top::Device { command: DeviceCommand::Refresh { resource_id } } => refresh(&deps, &resource_id).await,
     }
 }
 
@@ -96,15 +128,9 @@ async fn open_key(deps: &Deps, settings: &Settings, resource_id: &str, key: &str
     };
     let key = ActivationKey::parse(&text)?;
     let location = key.cik_location()?;
-    let found = deps.devices.get_device(&device).await?.with_context(|| format!("{device} does not exist"))?;
-    let Some(principal) = found.principal_id() else { bail!("{device} has no managed identity yet") };
     // From here on everything happens as the device: its identity, its access policy, nothing of edgevault's.
     let stack = HttpStack::new(settings.retry);
-    let options = ManagedIdentityCredentialOptions {
-        user_assigned_id: Some(UserAssignedId::ObjectId(principal.to_string())),
-        client_options: stack.client_options(),
-    };
-    let credential: Arc<dyn TokenCredential> = ManagedIdentityCredential::new(Some(options))?;
+    let (principal, credential) = device_credential(deps, &stack, &device).await?;
     let secrets = VaultSecrets::new(credential, &stack);
     let stored = secrets
         .get_cik(&location.vault_uri, &location.secret_name, Some(&location.secret_version))
@@ -126,6 +152,116 @@ async fn open_key(deps: &Deps, settings: &Settings, resource_id: &str, key: &str
     println!("  CIK secret  {} (version {})", claims.cik.secret_name, claims.cik.secret_version);
     println!("  issued      {}", when(claims.issued_at));
     println!("  expires     {}", when(claims.expires_at));
+    Ok(())
+}
+
+/// A credential for the device's system-assigned identity (its principal is read from the device).
+async fn device_credential(
+    deps: &Deps,
+    stack: &HttpStack,
+    device: &ResourceId,
+) -> anyhow::Result<(String, Arc<dyn TokenCredential>)> {
+    let found = deps.devices.get_device(device).await?.with_context(|| format!("{device} does not exist"))?;
+    let Some(principal) = found.principal_id() else { bail!("{device} has no managed identity yet") };
+    let options = ManagedIdentityCredentialOptions {
+        user_assigned_id: Some(UserAssignedId::ObjectId(principal.to_string())),
+        client_options: stack.client_options(),
+    };
+    Ok((principal.to_string(), ManagedIdentityCredential::new(Some(options))?))
+}
+
+/// A value of the secret's form: a BitLocker recovery password is 48 digits in eight groups of six; the others
+/// are random base64. A stand-in device has no volumes to protect, so its values are generated, never printed.
+fn device_secret_value(name: &str) -> String {
+    use base64::Engine;
+    if name.ends_with("RecoveryKey") {
+        return (0..8).map(|_| format!("{:06}", fastrand::u32(0..1_000_000))).collect::<Vec<_>>().join("-");
+    }
+    let mut bytes = [0u8; 32];
+    aes_gcm::aead::rand_core::RngCore::fill_bytes(&mut aes_gcm::aead::OsRng, &mut bytes);
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+async fn sync_secrets(
+    deps: &Deps,
+    settings: &Settings,
+    resource_id: &str,
+    write: bool,
+    wait: u64,
+) -> anyhow::Result<()> {
+    let device: ResourceId = resource_id.parse()?;
+    let info = deps.devices.get_extended_info(&device).await?;
+    let Some(vault_uri) = info.properties.link.client_secret_store_url.clone() else {
+        bail!("{device} has no Key Vault linked (Key Vault is not configured): request its activation key first")
+    };
+    // From here on everything happens as the device: its identity, its access policy, its ARM rights.
+    let stack = HttpStack::new(settings.retry);
+    let (principal, credential) = device_credential(deps, &stack, &device).await?;
+    let vault_uri = format!("{}/", vault_uri.trim_end_matches('/'));
+    if write {
+        let secrets = VaultSecrets::new(credential.clone(), &stack);
+        for name in edgevault::lifecycle::DEVICE_SECRET_NAMES {
+            secrets.set_secret(&vault_uri, name, &device_secret_value(name)).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "writing {name} as the device's identity {principal} failed: {e}; the device's access policy \
+                     must allow secrets get and set (edgevault's repair restores it)"
+                )
+            })?;
+        }
+        println!(
+            "wrote {} secrets to {vault_uri} as the device's identity {principal}",
+            edgevault::lifecycle::DEVICE_SECRET_NAMES.len()
+        );
+    }
+    let arm = ArmClient::new(&settings.arm_endpoint, credential, &stack)?;
+    let patch = ExtendedInfoPatch { sync_status: Some(KeyVaultSyncStatus::KeyVaultSyncPending), ..Default::default() };
+    arm.update_extended_info(&device, &patch).await.map_err(|e| {
+        anyhow::anyhow!(
+            "asking for a re-sync as the device's identity failed: {e}; the identity needs \
+             Microsoft.DataBoxEdge/dataBoxEdgeDevices/updateExtendedInformation/action on {device}"
+        )
+    })?;
+    println!("asked for a re-sync (syncStatus KeyVaultSyncPending)");
+    if wait == 0 {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    loop {
+        let info = deps.devices.get_extended_info(&device).await?;
+        match info.properties.key_vault_sync_status {
+            Some(KeyVaultSyncStatus::KeyVaultSynced) => {
+                println!("KeyVaultSynced: edgevault verified the CIK and the device's secrets");
+                return Ok(());
+            }
+            Some(KeyVaultSyncStatus::KeyVaultSyncFailed) => {
+                let found = deps.devices.get_device(&device).await?;
+                let reason = found.as_ref().and_then(|d| edgevault::lifecycle::device::failure(d)).unwrap_or("-");
+                bail!("KeyVaultSyncFailed: {reason}");
+            }
+            _ if std::time::Instant::now() >= deadline => bail!("no verdict from edgevault within {wait} s"),
+            // Polls ARM as the portal does; the verdict comes from edgevault's worker, not from this process.
+            _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+}
+
+async fn refresh(deps: &Deps, resource_id: &str) -> anyhow::Result<()> {
+    let device: ResourceId = resource_id.parse()?;
+    let report = edgevault::lifecycle::refresh::refresh(deps, &device)
+        .await?
+        .with_context(|| format!("{device} does not exist"))?;
+    let names = |kinds: &[edgevault::alerts::AlertKind]| {
+        if kinds.is_empty() { "-".to_string() } else { kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ") }
+    };
+    println!("{}", report.resource_id);
+    println!("  healthy      {}", if report.healthy { "yes" } else { "NO" });
+    let findings = report.findings.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>();
+    println!("  findings     {}", if findings.is_empty() { "-".to_string() } else { findings.join(", ") });
+    println!("  sync status  {}", report.sync_status.map(|s| format!("{s:?}")).unwrap_or_else(|| "-".into()));
+    println!("  raised       {}", names(&report.alerts.raised));
+    println!("  resolved     {}", names(&report.alerts.resolved));
+    println!("  open alerts  {}", names(&report.alerts.open));
+    println!("  queued       {}", if report.repairs.is_empty() { "-".to_string() } else { report.repairs.join(", ") });
     Ok(())
 }
 

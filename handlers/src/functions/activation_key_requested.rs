@@ -6,6 +6,7 @@ use crate::alerts::{Alert, Severity};
 use crate::deps::Deps;
 use crate::lifecycle::Error;
 use crate::lifecycle::provision::{Outcome, provision};
+use crate::lifecycle::secrets_sync::{self, verify};
 use crate::messages::Provisioning;
 use crate::protocol::InvocationResponse;
 use crate::triggers::ServiceBusMetadata;
@@ -14,6 +15,14 @@ pub async fn run(command: Provisioning, _: &ServiceBusMetadata, deps: &Deps) -> 
     let (device, vault_name, requested) = match &command {
         Provisioning::ActivationKeyRequested(c) => (&c.device, c.vault_name.as_ref(), true),
         Provisioning::ReconcileVault(c) => (&c.device, None, false),
+        Provisioning::SecretsSyncRequested(c) => {
+            let outcome = verify(deps, &c.device).await?;
+            let log = match outcome {
+                secrets_sync::Outcome::Failed { reason } => format!("{}: sync failed: {reason}", c.device),
+                other => format!("{}: {other:?}", c.device),
+            };
+            return Ok(InvocationResponse::default().with_log(log));
+        }
     };
     let provisioned = match provision(deps, device, vault_name, requested).await? {
         Outcome::Provisioned(provisioned) => provisioned,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{HandlerResult, Invocation};
 use crate::deps::Deps;
 use crate::error::FunctionError;
-use crate::messages::{Command, ResourceCreated, ResourceDeleted, VaultDeleted};
+use crate::messages::{Command, ResourceCreated, ResourceDeleted, SecretsSyncRequested, VaultDeleted};
 use crate::protocol::{InvocationResponse, decode};
 use crate::resource_id::{DEVICE_TYPE, ResourceId, VAULT_TYPE};
 use crate::triggers::{GridEvent, SubscriptionValidationData, event_types};
@@ -28,7 +28,7 @@ pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
             response = response.with_log(format!("subscription validation {} acknowledged", data.validation_code));
             continue;
         }
-        match classify(event, &path)? {
+        match classify(event, &path, &deps.settings.principal_id)? {
             Some(command) => {
                 response = response.with_log(format!("{} for {}", command.kind(), command.subject()));
                 commands.push(command);
@@ -41,11 +41,14 @@ pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
     Ok(response)
 }
 
-/// The command an event calls for, if any: a Stack Edge device written or deleted, or a vault deleted.
-pub fn classify(event: &GridEvent, path: &str) -> Result<Option<Command>, FunctionError> {
+/// The command an event calls for, if any: a Stack Edge device written or deleted, a vault deleted, or a device's
+/// `updateExtendedInformation` by anyone but edgevault itself (`own_principal`: edgevault writes the extended
+/// information too, and its own writes are no request) — the device asking for its secrets to be synced.
+pub fn classify(event: &GridEvent, path: &str, own_principal: &str) -> Result<Option<Command>, FunctionError> {
     let is_write = event.event_type() == event_types::RESOURCE_WRITE_SUCCESS;
     let is_delete = event.event_type() == event_types::RESOURCE_DELETE_SUCCESS;
-    if !is_write && !is_delete {
+    let is_action = event.event_type() == event_types::RESOURCE_ACTION_SUCCESS;
+    if !is_write && !is_delete && !is_action {
         return Ok(None);
     }
     let data = event.resource_action(path)?;
@@ -67,6 +70,12 @@ pub fn classify(event: &GridEvent, path: &str) -> Result<Option<Command>, Functi
         Some(ResourceDeleted { device: resource, cause }.into())
     } else if resource.is_type(VAULT_TYPE) && is_delete && operation == "microsoft.keyvault/vaults/delete" {
         Some(VaultDeleted { vault: resource, cause }.into())
+    } else if resource.is_type(DEVICE_TYPE)
+        && is_action
+        && operation == "microsoft.databoxedge/databoxedgedevices/updateextendedinformation/action"
+        && !data.caller().is_some_and(|caller| caller.eq_ignore_ascii_case(own_principal))
+    {
+        Some(SecretsSyncRequested { device: resource, cause }.into())
     } else {
         None
     })
@@ -87,6 +96,7 @@ mod tests {
     }
 
     const DEVICE: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/d";
+    const OWN: &str = "edgevault-principal";
     const VAULT: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v";
 
     #[test]
@@ -97,34 +107,60 @@ mod tests {
             DEVICE,
             "Succeeded",
         );
-        assert!(matches!(classify(&w, "e").unwrap(), Some(Command::ResourceCreated(_))));
+        assert!(matches!(classify(&w, "e", OWN).unwrap(), Some(Command::ResourceCreated(_))));
         let d = event(
             event_types::RESOURCE_DELETE_SUCCESS,
             "Microsoft.DataBoxEdge/dataBoxEdgeDevices/delete",
             DEVICE,
             "Succeeded",
         );
-        assert!(matches!(classify(&d, "e").unwrap(), Some(Command::ResourceDeleted(_))));
+        assert!(matches!(classify(&d, "e", OWN).unwrap(), Some(Command::ResourceDeleted(_))));
         let v = event(event_types::RESOURCE_DELETE_SUCCESS, "Microsoft.KeyVault/vaults/delete", VAULT, "Succeeded");
-        assert!(matches!(classify(&v, "e").unwrap(), Some(Command::VaultDeleted(_))));
+        assert!(matches!(classify(&v, "e", OWN).unwrap(), Some(Command::VaultDeleted(_))));
+    }
+
+    #[test]
+    fn a_devices_own_extended_information_update_is_a_sync_request_and_edgevaults_is_not() {
+        let action = |caller: &str| {
+            GridEvent::from_value(
+                json!({"id": "e1", "subject": DEVICE, "eventType": event_types::RESOURCE_ACTION_SUCCESS, "eventTime": "t",
+                       "data": {"resourceUri": DEVICE, "status": "Succeeded", "subscriptionId": "s",
+                                "operationName": "Microsoft.DataBoxEdge/dataBoxEdgeDevices/updateExtendedInformation/action",
+                                "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": caller}}}),
+                "e",
+            )
+            .unwrap()
+        };
+        assert!(matches!(
+            classify(&action("device-principal"), "e", OWN).unwrap(),
+            Some(Command::SecretsSyncRequested(_))
+        ));
+        assert_eq!(classify(&action(OWN), "e", OWN).unwrap(), None, "edgevault's own write is no request");
+        let get = event(
+            event_types::RESOURCE_ACTION_SUCCESS,
+            "Microsoft.DataBoxEdge/dataBoxEdgeDevices/getExtendedInformation/action",
+            DEVICE,
+            "Succeeded",
+        );
+        assert_eq!(classify(&get, "e", OWN).unwrap(), None);
     }
 
     #[test]
     fn everything_else_is_ignored() {
         let vault_write =
             event(event_types::RESOURCE_WRITE_SUCCESS, "Microsoft.KeyVault/vaults/write", VAULT, "Succeeded");
-        assert_eq!(classify(&vault_write, "e").unwrap(), None);
+        assert_eq!(classify(&vault_write, "e", OWN).unwrap(), None);
         let failed = event(event_types::RESOURCE_DELETE_SUCCESS, "Microsoft.KeyVault/vaults/delete", VAULT, "Failed");
-        assert_eq!(classify(&failed, "e").unwrap(), None);
+        assert_eq!(classify(&failed, "e", OWN).unwrap(), None);
         let other = event("Microsoft.Storage.BlobCreated", "x", VAULT, "Succeeded");
-        assert_eq!(classify(&other, "e").unwrap(), None);
+        assert_eq!(classify(&other, "e", OWN).unwrap(), None);
         let child = event(
             event_types::RESOURCE_DELETE_SUCCESS,
             "Microsoft.KeyVault/vaults/delete",
             &format!("{VAULT}/secrets/x"),
             "Succeeded",
         );
-        assert_eq!(classify(&child, "e").unwrap(), None);
+        assert_eq!(classify(&child, "e", OWN).unwrap(), None);
     }
 
     #[test]
@@ -135,6 +171,6 @@ mod tests {
             "nope",
             "Succeeded",
         );
-        assert_eq!(classify(&bad, "e").unwrap_err().field(), Some("e.data.resourceUri"));
+        assert_eq!(classify(&bad, "e", OWN).unwrap_err().field(), Some("e.data.resourceUri"));
     }
 }

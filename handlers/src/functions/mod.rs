@@ -18,6 +18,7 @@ use crate::protocol::{InvocationRequest, InvocationResponse};
 mod activation_key_api;
 mod activation_key_requested;
 mod arm_events;
+mod device_api;
 pub mod policy;
 mod recovery_sweep;
 mod resource_created;
@@ -146,6 +147,15 @@ pub static FUNCTIONS: &[FunctionDef] = &[
             auth_level: "function",
         },
         handler: handler!(activation_key_api),
+    },
+    FunctionDef {
+        name: "DeviceApi",
+        trigger: Trigger::Http {
+            route: "devices/{subscriptionId}/{resourceGroup}/{deviceName}/{action}",
+            methods: &["post"],
+            auth_level: "function",
+        },
+        handler: handler!(device_api),
     },
     FunctionDef {
         name: "RecoverySweep",

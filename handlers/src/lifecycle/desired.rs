@@ -13,8 +13,10 @@ use super::error::Error;
 use super::finding::Finding;
 use super::vault::{Choice, choose_vault, cik_secret_name, owned_by, vault_id, vault_uri};
 use super::{
-    DEVICE_SECRET_PERMISSIONS, EDGEVAULT_SECRET_PERMISSIONS, LOCK_LEVEL, LOCK_NAME, OWNER_TAG, RETENTION_DAYS,
+    DEVICE_SECRET_NAMES, DEVICE_SECRET_PERMISSIONS, EDGEVAULT_SECRET_PERMISSIONS, LOCK_LEVEL, LOCK_NAME, OWNER_TAG,
+    PRINCIPAL_TAG, RETENTION_DAYS,
 };
+use crate::alerts::AlertKind;
 use crate::azure::models::{
     AccessPolicy, DeletedVault, Device, ExtendedInfo, KeyVaultSyncStatus, Lock, Sku, StoredCik, Vault, VaultLink,
     VaultProperties,
@@ -54,7 +56,10 @@ impl Desired {
     pub fn vault(&self, device: &Device, device_principal: &str) -> Vault {
         Vault {
             location: device.location.clone(),
-            tags: BTreeMap::from([(OWNER_TAG.to_string(), device.id.clone())]),
+            tags: BTreeMap::from([
+                (OWNER_TAG.to_string(), device.id.clone()),
+                (PRINCIPAL_TAG.to_string(), device_principal.to_string()),
+            ]),
             properties: VaultProperties {
                 tenant_id: self.tenant_id.clone(),
                 sku: Sku::standard(),
@@ -95,6 +100,10 @@ pub struct Observed {
     pub cik_name: String,
     /// The CIK: the linked version, or the latest when none is linked here (read like the lock).
     pub cik: Option<StoredCik>,
+    /// The CIK secret's current version, when it is not the linked one (someone else wrote a version).
+    pub cik_latest: Option<String>,
+    /// The names of the enabled secrets in the vault; `None` when they were not read (see [`observe_secrets`]).
+    pub secrets: Option<Vec<String>>,
 }
 
 impl Observed {
@@ -169,8 +178,18 @@ async fn observe_vault(
         (Some(t), _) => cik_secret_name(&id, t),
         (None, _) => String::new(),
     };
-    let mut observed =
-        Observed { id, device, info, target, vault: VaultState::Missing, lock: None, cik_name, cik: None };
+    let mut observed = Observed {
+        id,
+        device,
+        info,
+        target,
+        vault: VaultState::Missing,
+        lock: None,
+        cik_name,
+        cik: None,
+        cik_latest: None,
+        secrets: None,
+    };
     // A legacy device is never touched, nor its (absent) vault read.
     if is_legacy(&observed.device, &observed.info, deps.settings.cutover) {
         return Ok(observed);
@@ -195,21 +214,46 @@ async fn observe_vault(
     Ok(observed)
 }
 
-/// Reads the lock and the CIK of a present vault of the device's (both at once: they are independent).
+/// Reads the lock and the CIK of a present vault of the device's (both at once: they are independent). The CIK
+/// is read at its current version, which is the linked one on a healthy device (one read, as before); only when
+/// another version is current is the linked one read as well.
 pub async fn observe_contents(deps: &Deps, observed: &mut Observed) -> Result<(), Error> {
     let (VaultState::Present(vault), Some(target)) = (&observed.vault, &observed.target) else { return Ok(()) };
     if !owned_by(&vault.tags, &observed.id) {
         return Ok(());
     }
-    let version =
+    let linked =
         if observed.linked_here() { observed.info.properties.link.channel_integrity_key_version.clone() } else { None };
     let uri = vault_uri(vault);
-    let (lock, cik) = tokio::join!(
-        deps.locks.get_lock(target, LOCK_NAME),
-        deps.secrets.get_cik(&uri, &observed.cik_name, version.as_deref())
-    );
+    if vault.properties.uses_rbac() {
+        // Access policies do not apply: a CIK read would be refused. Only the lock is read.
+        observed.lock = deps.locks.get_lock(target, LOCK_NAME).await?;
+        (observed.cik, observed.cik_latest) = (None, None);
+        return Ok(());
+    }
+    let (lock, latest) =
+        tokio::join!(deps.locks.get_lock(target, LOCK_NAME), deps.secrets.get_cik(&uri, &observed.cik_name, None));
     observed.lock = lock?;
-    observed.cik = cik?;
+    observed.cik_latest = None;
+    observed.cik = match (latest?, linked) {
+        (Some(latest), Some(linked)) if latest.version != linked => {
+            observed.cik_latest = Some(latest.version);
+            deps.secrets.get_cik(&uri, &observed.cik_name, Some(&linked)).await?
+        }
+        (latest, _) => latest,
+    };
+    Ok(())
+}
+
+/// Reads the names of the secrets in the device's vault (a list: names and attributes, never values), so that
+/// [`assess`] judges whether the device's secrets are there. Not part of [`observe`]: the sweep does not pay for
+/// it; a sync request, a refresh and a device with that alert open do.
+pub async fn observe_secrets(deps: &Deps, observed: &mut Observed) -> Result<(), Error> {
+    let VaultState::Present(vault) = &observed.vault else { return Ok(()) };
+    if !owned_by(&vault.tags, &observed.id) || vault.properties.uses_rbac() {
+        return Ok(());
+    }
+    observed.secrets = Some(deps.secrets.secret_names(&vault_uri(vault)).await?);
     Ok(())
 }
 
@@ -237,6 +281,13 @@ pub fn assess(observed: &Observed, desired: &Desired) -> Vec<Finding> {
             if p.enable_purge_protection != Some(true) {
                 findings.push(Finding::PurgeProtectionOff);
             }
+            // Read from the vault object itself: no call of its own, whether it came by GET or by a list.
+            if p.uses_rbac() {
+                findings.push(Finding::RbacAuthorization);
+            }
+            if p.denies_by_default() {
+                findings.push(Finding::NetworkDenied);
+            }
             match &observed.lock {
                 None => findings.push(Finding::LockMissing),
                 Some(lock) if !lock.properties.level.eq_ignore_ascii_case(LOCK_LEVEL) => {
@@ -248,9 +299,17 @@ pub fn assess(observed: &Observed, desired: &Desired) -> Vec<Finding> {
             if !wanted.iter().all(|w| p.access_policies.iter().any(|h| h.covers(w))) {
                 findings.push(Finding::AccessPolicyMissing);
             }
+            if recorded_principal(vault).is_none_or(|recorded| !recorded.eq_ignore_ascii_case(principal)) {
+                findings.push(Finding::DevicePolicyStale);
+            }
             match &observed.cik {
+                // An RBAC vault cannot be read with access policies: the CIK is judged once it is switched back.
+                None if p.uses_rbac() => {}
                 None => findings.push(Finding::CikMissing),
                 Some(cik) if !cik.enabled => findings.push(Finding::CikDisabled),
+                Some(cik) if observed.cik_latest.as_ref().is_some_and(|latest| *latest != cik.version) => {
+                    findings.push(Finding::CikNotCurrent)
+                }
                 Some(_) => {}
             }
         }
@@ -261,7 +320,103 @@ pub fn assess(observed: &Observed, desired: &Desired) -> Vec<Finding> {
     if !in_sync {
         findings.push(Finding::ExtendedInfoOutOfSync);
     }
+    if missing_device_secrets(observed).is_some_and(|missing| !missing.is_empty()) {
+        findings.push(Finding::DeviceSecretsMissing);
+    }
     findings
+}
+
+/// The device principal the vault's tag records as granted.
+pub fn recorded_principal(vault: &Vault) -> Option<&str> {
+    vault.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(PRINCIPAL_TAG)).map(|(_, v)| v.as_str())
+}
+
+/// The device secrets missing from the vault, when its secrets were read.
+pub fn missing_device_secrets(observed: &Observed) -> Option<Vec<&'static str>> {
+    let present = observed.secrets.as_ref()?;
+    Some(
+        DEVICE_SECRET_NAMES
+            .iter()
+            .copied()
+            .filter(|name| !present.iter().any(|p| p.eq_ignore_ascii_case(name)))
+            .collect(),
+    )
+}
+
+/// The alert kinds a check of `observed` could not judge (the device's secrets when they were not read): they stay
+/// as they are, neither raised nor resolved.
+pub fn unjudged(observed: &Observed) -> Vec<AlertKind> {
+    if observed.secrets.is_none() { vec![AlertKind::SecretsNotRetrieved] } else { Vec::new() }
+}
+
+/// The alerts `findings` call for, each with a detail for the operator. A vault the device does not link yet
+/// (a first activation under way) raises nothing about the vault: there is nothing deleted or lost yet.
+pub fn alerts(observed: &Observed, findings: &[Finding]) -> Vec<(AlertKind, String)> {
+    let linked = observed.linked_here();
+    let vault = observed.target.as_ref().and_then(|t| t.name().map(str::to_string)).unwrap_or_default();
+    let mut out: Vec<(AlertKind, String)> = Vec::new();
+    let mut push = |kind: AlertKind, detail: String| {
+        if !out.iter().any(|(k, _)| *k == kind) {
+            out.push((kind, detail));
+        }
+    };
+    for finding in findings {
+        match finding {
+            Finding::NotActivated => push(
+                AlertKind::KeyVaultNotConfigured,
+                "The device has no Key Vault yet: request its activation key.".into(),
+            ),
+            Finding::IdentityMissing => {
+                push(AlertKind::IdentityOrAccessPolicyLost, "The device has no system-assigned identity.".into())
+            }
+            // A vault from before the tag existed only lacks the record: nothing was lost.
+            Finding::DevicePolicyStale
+                if linked && matches!(&observed.vault, VaultState::Present(v) if recorded_principal(v).is_some()) =>
+            {
+                push(
+                    AlertKind::IdentityOrAccessPolicyLost,
+                    format!("The device's identity was replaced; vault {vault} still granted the old principal."),
+                )
+            }
+            Finding::AccessPolicyMissing if linked => push(
+                AlertKind::IdentityOrAccessPolicyLost,
+                format!("Vault {vault} lacks the device's or edgevault's access policy."),
+            ),
+            Finding::VaultSoftDeleted => push(AlertKind::KeyVaultDeleted, format!("Vault {vault} is soft-deleted.")),
+            Finding::VaultMissing if linked => {
+                push(AlertKind::KeyVaultDeleted, format!("Vault {vault} is neither live nor soft-deleted."))
+            }
+            Finding::CikMissing | Finding::CikDisabled if linked => push(
+                AlertKind::KeyVaultNotConfigured,
+                format!("The CIK {} in vault {vault} is missing or disabled.", observed.cik_name),
+            ),
+            Finding::CikNotCurrent => push(
+                AlertKind::UnknownCikVersion,
+                format!(
+                    "Version {} of {} was not written by edgevault.",
+                    observed.cik_latest.as_deref().unwrap_or("?"),
+                    observed.cik_name
+                ),
+            ),
+            Finding::RbacAuthorization => push(
+                AlertKind::KeyVaultNotAccessible,
+                format!("Vault {vault} authorises with Azure RBAC: the device's access policy no longer applies."),
+            ),
+            Finding::NetworkDenied => push(
+                AlertKind::KeyVaultNotAccessible,
+                format!("Vault {vault}'s network rules deny by default: allow the device's network."),
+            ),
+            Finding::DeviceSecretsMissing => push(
+                AlertKind::SecretsNotRetrieved,
+                format!(
+                    "Missing from vault {vault}: {}.",
+                    missing_device_secrets(observed).unwrap_or_default().join(", ")
+                ),
+            ),
+            _ => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! What is done to a device: its identity, its extended information (the link to the vault and the sync status),
 //! the failure mark the status API shows, and whether it predates the integration.
 
-use super::ERROR_TAG;
+use std::collections::BTreeMap;
+
 use super::error::{Error, Refused};
+use super::{ALERTS_TAG, ERROR_TAG};
+use crate::alerts::AlertKind;
 use crate::azure::models::{Device, ExtendedInfo, ExtendedInfoPatch, KeyVaultSyncStatus, VaultLink};
 use crate::deps::Deps;
 use crate::resource_id::ResourceId;
@@ -76,8 +79,8 @@ pub async fn mark_failed(deps: &Deps, id: &ResourceId, reason: &str) -> Result<(
     Ok(())
 }
 
-/// Removes the failure mark of an earlier attempt, if there is one.
-pub async fn clear_failure(deps: &Deps, id: &ResourceId, device: &Device) -> Result<(), Error> {
+/// Removes the failure mark of an earlier attempt, if there is one; `device` becomes what ARM now has.
+pub async fn clear_failure(deps: &Deps, id: &ResourceId, device: &mut Device) -> Result<(), Error> {
     if device.tags.keys().any(|k| k.eq_ignore_ascii_case(ERROR_TAG)) {
         let tags = device
             .tags
@@ -85,7 +88,7 @@ pub async fn clear_failure(deps: &Deps, id: &ResourceId, device: &Device) -> Res
             .filter(|(k, _)| !k.eq_ignore_ascii_case(ERROR_TAG))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        deps.devices.set_device_tags(id, &tags).await?;
+        *device = deps.devices.set_device_tags(id, &tags).await?;
     }
     Ok(())
 }
@@ -93,6 +96,92 @@ pub async fn clear_failure(deps: &Deps, id: &ResourceId, device: &Device) -> Res
 /// The failure reason recorded on the device, if any.
 pub fn failure(device: &Device) -> Option<&str> {
     device.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(ERROR_TAG)).map(|(_, v)| v.as_str())
+}
+
+/// The alerts open on the device, from its `edgevault-alerts` tag (kinds it does not know are skipped). The fleet
+/// view reads this from the device list, so it costs no call of its own.
+pub fn open_alerts(device: &Device) -> Vec<AlertKind> {
+    open_alert_times(device).into_keys().collect()
+}
+
+/// The open alerts with when each was raised (unix seconds), which their ids derive from.
+fn open_alert_times(device: &Device) -> BTreeMap<AlertKind, i64> {
+    let Some((_, value)) = device.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(ALERTS_TAG)) else {
+        return BTreeMap::new();
+    };
+    value
+        .split(',')
+        .filter_map(|entry| {
+            let (name, raised) = entry.split_once('@').unwrap_or((entry, "0"));
+            Some((AlertKind::from_name(name)?, raised.trim().parse().unwrap_or(0)))
+        })
+        .collect()
+}
+
+fn alerts_tag_value(open: &BTreeMap<AlertKind, i64>) -> String {
+    let value = open.iter().map(|(kind, raised)| format!("{}@{raised}", kind.name())).collect::<Vec<_>>().join(",");
+    // Tag values are limited to 256 characters; every kind at once fits (about 230).
+    value.chars().take(256).collect()
+}
+
+/// What a check did to a device's alerts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AlertChanges {
+    pub open: Vec<AlertKind>,
+    pub raised: Vec<AlertKind>,
+    pub resolved: Vec<AlertKind>,
+}
+
+/// Raises each of `found` that is not open yet (once: an open kind is not raised again) and, when the check
+/// judged everything but `resolve_except` (as `assess` does), resolves each open kind neither found nor in it,
+/// with the id it was raised with; `None` resolves nothing. The device's alerts tag is written only when it
+/// changes; `device` is the device as last read, and becomes what ARM has after the write.
+pub async fn settle_alerts(
+    deps: &Deps,
+    id: &ResourceId,
+    device: &mut Device,
+    vault: Option<&str>,
+    found: &[(AlertKind, String)],
+    resolve_except: Option<&[AlertKind]>,
+) -> Result<AlertChanges, Error> {
+    let before = open_alert_times(device);
+    let mut open = before.clone();
+    let mut changes = AlertChanges::default();
+    let now = deps.now().unix_timestamp();
+    let device_name = id.to_string();
+    for (kind, detail) in found {
+        if open.contains_key(kind) || changes.raised.contains(kind) {
+            continue;
+        }
+        deps.alert(&kind.alert(&device_name, vault, now, detail)).await;
+        changes.raised.push(*kind);
+        if kind.stays_open() {
+            open.insert(*kind, now);
+        }
+    }
+    if let Some(keep) = resolve_except {
+        for (kind, raised) in &before {
+            if !found.iter().any(|(f, _)| f == kind) && !keep.contains(kind) {
+                let alert = kind.alert(&device_name, vault, *raised, "");
+                deps.alert(&alert.resolved("a check found the device healthy in this respect")).await;
+                changes.resolved.push(*kind);
+                open.remove(kind);
+            }
+        }
+    }
+    if open != before {
+        // Read again before writing: another tag (the failure reason) may have been written since `device` was
+        // read, and tags are replaced as a whole. Only a change pays for this read.
+        let Some(fresh) = deps.devices.get_device(id).await? else { return Ok(changes) };
+        let mut tags = fresh.tags.clone();
+        tags.retain(|k, _| !k.eq_ignore_ascii_case(ALERTS_TAG));
+        if !open.is_empty() {
+            tags.insert(ALERTS_TAG.to_string(), alerts_tag_value(&open));
+        }
+        *device = deps.devices.set_device_tags(id, &tags).await?;
+    }
+    changes.open = open.into_keys().collect();
+    Ok(changes)
 }
 
 #[cfg(test)]

@@ -20,19 +20,41 @@ pub enum Finding {
     VaultNotOwned,
     SoftDeleteOff,
     PurgeProtectionOff,
+    /// The vault authorises with Azure RBAC: the access policies no longer apply and the device (and edgevault) are
+    /// shut out ("Couldn't access the Key Vault"). Fixed by switching it back to access policies.
+    RbacAuthorization,
+    /// The vault's network rules deny by default ("Couldn't access the Key Vault", for example network rules).
+    /// edgevault cannot know what the owner meant to let in: alerted, never changed.
+    NetworkDenied,
     LockMissing,
     /// edgevault's lock is there at another level (`ReadOnly` would block the CIK's writes; only `CanNotDelete`
     /// is wanted).
     LockNotCanNotDelete,
     AccessPolicyMissing,
+    /// The vault's principal tag does not name the device's current principal: its identity was replaced, and the
+    /// old principal's policy (if still there) is stale. Fixed by removing that policy and recording the current one.
+    DevicePolicyStale,
     CikMissing,
     CikDisabled,
+    /// The CIK secret's current version is not the one linked: someone else wrote a version. edgevault writes its
+    /// own CIK over it (the linked value again, as a version of its own) and links that, with an alert; the
+    /// unknown version is never linked.
+    CikNotCurrent,
     ExtendedInfoOutOfSync,
+    /// Secrets the device pushes are missing from its vault (judged only when the secrets were read: a sync
+    /// request, a refresh, or while that alert is open). Only the device can fix it: alerted, never repaired.
+    DeviceSecretsMissing,
 }
 
 impl Finding {
     /// Findings that no worker acts on: the state is as it should be, or not edgevault's to change.
     pub fn is_terminal(self) -> bool {
         matches!(self, Finding::Healthy | Finding::Legacy | Finding::NotActivated | Finding::VaultNotOwned)
+    }
+
+    /// Findings that edgevault reports and alerts on but cannot fix itself (only the device, or the vault's
+    /// owner, can): repair leaves them, and they do not stop the other fixes.
+    pub fn is_alert_only(self) -> bool {
+        matches!(self, Finding::DeviceSecretsMissing | Finding::NetworkDenied)
     }
 }

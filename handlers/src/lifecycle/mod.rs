@@ -8,7 +8,9 @@
 //! - [`vault`]: what is done to a vault (its name and id, ownership, creation, recovery, lock, policies, CIK).
 //! - [`provision`]: observe → assess → fix, for an activation or a sweep's repair.
 //! - [`recovery`]: a deleted vault is recovered from soft delete and re-provisioned.
+//! - [`refresh`]: one device re-checked now: findings reported, alerts raised or resolved, fixes queued.
 //! - [`retirement`]: a deleted device's vault ends with it (with the operator's consent).
+//! - [`secrets_sync`]: a device's request to sync its secrets, verified and marked synced or failed.
 //! - [`sweep`]: the periodic inspection of every device in scope.
 //! - [`status`]: what the activation-key API reports for a device.
 //! - [`error`]: the lifecycle's error: an Azure failure, or a typed refusal.
@@ -22,7 +24,9 @@ pub mod error;
 pub mod finding;
 pub mod provision;
 pub mod recovery;
+pub mod refresh;
 pub mod retirement;
+pub mod secrets_sync;
 pub mod status;
 pub mod sweep;
 pub mod vault;
@@ -33,6 +37,9 @@ pub use finding::Finding;
 
 /// Tag on a vault naming the device (resource id) it belongs to.
 pub const OWNER_TAG: &str = "edgevault-device";
+/// Tag on a vault naming the device principal edgevault granted its policy to, so that when the device's identity
+/// is replaced (removed and enabled again: a new principal) the old principal's policy is known to be stale.
+pub const PRINCIPAL_TAG: &str = "edgevault-device-principal";
 /// Tag on a device holding the reason of its last failed synchronisation, shown by the status API.
 pub const ERROR_TAG: &str = "edgevault-sync-error";
 /// The name of the lock edgevault puts on each vault.
@@ -42,7 +49,25 @@ pub const LOCK_LEVEL: &str = "CanNotDelete";
 pub const LOCK_NOTES: &str = "Holds the Channel Integrity Key of an Azure Stack Edge device; managed by edgevault.";
 /// Soft-delete retention of every vault edgevault creates (the maximum Key Vault allows).
 pub const RETENTION_DAYS: u32 = 90;
-/// Secret permissions of the device's identity: read its CIK, nothing else.
-pub const DEVICE_SECRET_PERMISSIONS: &[&str] = &["get"];
-/// Secret permissions of edgevault's identity: read and write CIKs and recover a deleted one. Never `purge`.
-pub const EDGEVAULT_SECRET_PERMISSIONS: &[&str] = &["get", "set", "recover"];
+/// Secret permissions of the device's identity: read its CIK and push its own secrets ("Sync device secrets"),
+/// nothing else, nothing on keys or certificates (learn.microsoft.com/azure/databox-online/
+/// azure-stack-edge-gpu-activation-key-vault: the identity's access policy is secrets Get and Set).
+pub const DEVICE_SECRET_PERMISSIONS: &[&str] = &["get", "set"];
+/// Secret permissions of edgevault's identity: read and write CIKs, recover a deleted one, and list the secrets'
+/// names to check the device's are there (a list returns names and attributes, never values: edgevault never
+/// reads a BitLocker key or a BMC password). Never `purge`.
+pub const EDGEVAULT_SECRET_PERMISSIONS: &[&str] = &["get", "set", "list", "recover"];
+/// The secrets a device pushes to its vault, under the names of the DataBoxEdge extended-information model
+/// (`deviceSecrets` in `DataBoxEdgeDeviceExtendedInfoProperties`, example `GetUpdateExtendedInfo.json`: the ones
+/// that carry a `keyVaultId`) plus the BMC user password the Stack Edge docs name. A synced device has them all.
+pub const DEVICE_SECRET_NAMES: &[&str] = &[
+    "BMCDefaultUserPassword",
+    "SystemVolumeBitLockerRecoveryKey",
+    "HcsDataVolumeBitLockerExternalKey",
+    "HcsInternalVolumeBitLockerExternalKey",
+];
+/// Device secrets only devices with self-encrypting drives have: pushed when present, never required.
+pub const OPTIONAL_DEVICE_SECRET_NAMES: &[&str] = &["SEDEncryptionExternalKeyId", "SEDEncryptionExternalKey"];
+/// Tag on a device listing its open alerts (`<kind>@<unix seconds raised>`, comma-separated), so a check raises
+/// an alert once and resolves it with the same id, and a fleet view reads them from the device list.
+pub const ALERTS_TAG: &str = "edgevault-alerts";

@@ -8,11 +8,16 @@
 //! the observation is updated with what the writes returned and assessed again, so `assess` stays the only place
 //! that decides what is wrong.
 
-use super::desired::{Desired, Observed, VaultState, assess, observe, observe_contents};
-use super::device::{clear_failure, enable_identity, mark_status, write_link};
+use super::desired::{
+    Desired, Observed, VaultState, alerts, assess, observe, observe_contents, observe_secrets, unjudged,
+};
+use super::device::{clear_failure, enable_identity, mark_status, open_alerts, settle_alerts, write_link};
 use super::error::{Error, Refused};
 use super::finding::Finding;
-use super::vault::{add_policies, create, lock, protect, recover_or_find, vault_uri, write_cik};
+use super::vault::{
+    add_policies, create, lock, protect, recover_or_find, retire_stale_policy, rewrite_cik, vault_uri, write_cik,
+};
+use crate::alerts::AlertKind;
 use crate::azure::models::KeyVaultSyncStatus;
 use crate::deps::Deps;
 use crate::resource_id::ResourceId;
@@ -55,6 +60,12 @@ pub async fn provision(
         async { if mark_syncing { mark_status(deps, id, KeyVaultSyncStatus::KeyVaultSyncing).await } else { Ok(()) } };
     let prepare = async {
         let Some(mut observed) = observe(deps, id, requested).await? else { return Ok(None) };
+        // While the device's secrets are known missing, a repair checks them again before it links anything, so
+        // a sweep never marks a device synced over its missing secrets. An activation request does not: the key
+        // needs the CIK only, and the device pushes its secrets once activated.
+        if !mark_syncing && open_alerts(&observed.device).contains(&AlertKind::SecretsNotRetrieved) {
+            observe_secrets(deps, &mut observed).await?;
+        }
         let cik_created = repair(deps, &desired, &mut observed).await?;
         Ok::<_, Error>(Some((observed, cik_created)))
     };
@@ -71,12 +82,25 @@ pub async fn provision(
     if mark_syncing {
         observed.info.properties.key_vault_sync_status = Some(KeyVaultSyncStatus::KeyVaultSyncing);
     }
-    if assess(&observed, &desired).contains(&Finding::ExtendedInfoOutOfSync)
+    let findings = assess(&observed, &desired);
+    let vault = observed.target.as_ref().map(ToString::to_string);
+    if findings.contains(&Finding::DeviceSecretsMissing) {
+        // Only the device can bring its secrets back: the device stays as it is marked, its alert open.
+        let found = alerts(&observed, &findings);
+        settle_alerts(deps, id, &mut observed.device, vault.as_deref(), &found, None).await?;
+        return Ok(Outcome::Untouched(Finding::DeviceSecretsMissing));
+    }
+    if findings.contains(&Finding::ExtendedInfoOutOfSync)
         && let Some(link) = observed.expected_link()
     {
         observed.info = write_link(deps, id, link).await?;
     }
-    clear_failure(deps, id, &observed.device).await?;
+    clear_failure(deps, id, &mut observed.device).await?;
+    // A check that found the device healthy resolves its open alerts (those it could not judge stay open).
+    let left = assess(&observed, &desired);
+    let keep = unjudged(&observed);
+    let found = alerts(&observed, &left);
+    settle_alerts(deps, id, &mut observed.device, vault.as_deref(), &found, Some(&keep)).await?;
     let (Some(link), Some(vault_id)) = (observed.expected_link(), observed.target.clone()) else {
         let left = assess(&observed, &desired);
         return Err(Error::refused(Refused::NotConverged, format!("after the fixes {id} still has {left:?}")));
@@ -132,11 +156,18 @@ pub async fn repair(deps: &Deps, desired: &Desired, observed: &mut Observed) -> 
         observe_contents(deps, observed).await?;
     }
     findings = assess(observed, desired);
-    if findings.iter().any(|f| matches!(f, Finding::SoftDeleteOff | Finding::PurgeProtectionOff))
+    if findings
+        .iter()
+        .any(|f| matches!(f, Finding::SoftDeleteOff | Finding::PurgeProtectionOff | Finding::RbacAuthorization))
         && let VaultState::Present(vault) = &observed.vault
     {
+        let was_rbac = vault.properties.uses_rbac();
         let vault = protect(deps, &target, vault, &desired.vault(&observed.device, &principal)).await?;
         observed.vault = VaultState::Present(vault);
+        if was_rbac {
+            // The access policies apply again: the CIK can be read, and is judged now.
+            observe_contents(deps, observed).await?;
+        }
         findings = assess(observed, desired);
     }
     let VaultState::Present(vault) = observed.vault.clone() else { return Ok(false) };
@@ -155,9 +186,19 @@ pub async fn repair(deps: &Deps, desired: &Desired, observed: &mut Observed) -> 
             true => add_policies(deps, &target, &vault, desired.policies(&principal)).await?,
             false => Vec::new(),
         };
-        let cik = match wants(&[Finding::CikMissing, Finding::CikDisabled]) {
-            true => Some(write_cik(deps, &observed.id, &uri, &observed.cik_name, created).await?),
-            false => None,
+        let cik = if wants(&[Finding::CikMissing, Finding::CikDisabled]) {
+            Some(write_cik(deps, &observed.id, &uri, &observed.cik_name, created).await?)
+        } else if wants(&[Finding::CikNotCurrent])
+            && let Some(linked) = &observed.cik
+        {
+            // Someone else's version is current: it is reported, never linked; edgevault's CIK goes on top.
+            let found = alerts(observed, &[Finding::CikNotCurrent]);
+            let id = observed.id.clone();
+            settle_alerts(deps, &id, &mut observed.device, Some(&target.to_string()), &found, None).await?;
+            tracing::warn!(device = %observed.id, "a CIK version edgevault did not write was current; writing edgevault's");
+            Some((rewrite_cik(deps, &uri, &observed.cik_name, linked).await?, false))
+        } else {
+            None
         };
         Ok::<_, Error>((added, cik))
     };
@@ -169,9 +210,18 @@ pub async fn repair(deps: &Deps, desired: &Desired, observed: &mut Observed) -> 
     if let VaultState::Present(vault) = &mut observed.vault {
         vault.properties.access_policies.extend(added);
     }
+    // A replaced identity: the new principal is granted (above) before the old one's policy goes.
+    if findings.contains(&Finding::DevicePolicyStale)
+        && let VaultState::Present(vault) = &observed.vault
+    {
+        // The tag write answers with the vault as it now is: the new policy in, the stale one out.
+        let updated = retire_stale_policy(deps, &target, vault, &principal).await?;
+        observed.vault = VaultState::Present(updated);
+    }
     let cik_written = cik.as_ref().is_some_and(|(_, written)| *written);
     if let Some((cik, _)) = cik {
         observed.cik = Some(cik);
+        observed.cik_latest = None;
     }
     Ok(cik_written)
 }
@@ -244,7 +294,7 @@ mod tests {
     /// `assess` — read afresh from Azure — finds nothing.
     #[tokio::test]
     async fn after_a_fix_assess_finds_nothing_whatever_drifted() {
-        const DRIFTS: u32 = 9;
+        const DRIFTS: u32 = 13;
         for mask in 0..(1u32 << DRIFTS) {
             let azure = FakeAzure::new();
             let (id, vault) = azure.add_healthy("d1");
@@ -262,9 +312,26 @@ mod tests {
                 } else if drift(3) {
                     state.ciks.values_mut().next().unwrap()[0].enabled = false;
                 }
+                if drift(9) && !drift(2) {
+                    // Someone wrote a CIK version of their own on top of the linked one.
+                    let cik = state.ciks.keys().next().unwrap().clone();
+                    let (uri, name) = cik.split_once('|').unwrap();
+                    let (uri, name) = (uri.to_string(), name.to_string());
+                    state.store_cik_for_test(&uri, &name);
+                }
                 let v = state.vaults.get_mut(&key(&vault)).unwrap();
                 if drift(4) {
                     v.properties.access_policies.pop();
+                }
+                if drift(11) {
+                    v.properties.enable_rbac_authorization = Some(true);
+                }
+                if drift(12) {
+                    v.properties.network_acls = Some(serde_json::json!({"defaultAction": "Deny", "bypass": "None"}));
+                }
+                if drift(10) {
+                    // The device's policy as edgevault used to grant it: secrets get only.
+                    v.properties.access_policies[0].permissions.secrets = vec!["get".into()];
                 }
                 if drift(5) {
                     v.properties.enable_purge_protection = None;
@@ -281,11 +348,29 @@ mod tests {
                 azure.soft_delete(&vault);
             }
             let before = findings_now(&azure, &id).await;
-            assert_eq!(before.is_empty(), mask == 0, "mask {mask:09b}: {before:?}");
-            provision(&azure.deps(settings()), &id, None, false).await.unwrap_or_else(|e| panic!("{mask:09b}: {e}"));
+            assert_eq!(before.is_empty(), mask == 0, "mask {mask:013b}: {before:?}");
+            provision(&azure.deps(settings()), &id, None, false).await.unwrap_or_else(|e| panic!("{mask:013b}: {e}"));
             let after = findings_now(&azure, &id).await;
-            assert_eq!(after, [], "mask {mask:09b}: found {before:?}, left {after:?}");
+            // Network rules are the owner's: reported (and alerted), never changed.
+            let left: &[Finding] = if drift(12) { &[Finding::NetworkDenied] } else { &[] };
+            assert_eq!(after, left, "mask {mask:013b}: found {before:?}, left {after:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_replaced_identity_gets_the_policy_and_the_old_principals_policy_goes() {
+        let azure = FakeAzure::new();
+        let (id, vault) = azure.add_healthy("d1");
+        // The identity was turned off and on again: a new principal.
+        azure.state().devices.get_mut(&key(&id)).unwrap().identity.as_mut().unwrap().principal_id =
+            Some("principal-new".into());
+        assert_eq!(findings_now(&azure, &id).await, [Finding::AccessPolicyMissing, Finding::DevicePolicyStale]);
+        run(&azure, &id, None).await.unwrap();
+        let v = azure.state().vaults[&key(&vault)].clone();
+        let holders: Vec<&str> = v.properties.access_policies.iter().map(|p| p.object_id.as_str()).collect();
+        assert!(holders.contains(&"principal-new") && !holders.contains(&"principal-d1"), "{holders:?}");
+        assert_eq!(v.tags[crate::lifecycle::PRINCIPAL_TAG], "principal-new");
+        assert_eq!(findings_now(&azure, &id).await, []);
     }
 
     #[tokio::test]

@@ -5,11 +5,11 @@
 
 use futures::TryStreamExt;
 
-use super::device::mark_failed;
+use super::device::{mark_failed, settle_alerts};
 use super::error::Error;
 use super::provision::{self, provision};
 use super::vault::{find_deleted, owner, recover_or_find};
-use crate::alerts::{Alert, Severity};
+use crate::alerts::{Alert, AlertKind, Severity};
 use crate::azure::pages;
 use crate::deps::Deps;
 use crate::resource_id::ResourceId;
@@ -42,19 +42,18 @@ pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outc
         tracing::info!(vault = %vault_id, "deleted vault belongs to no device; ignored");
         return Ok(Outcome::NotOurs);
     };
-    if deps.devices.get_device(&device).await?.is_none() {
+    let Some(mut found) = deps.devices.get_device(&device).await? else {
         tracing::info!(vault = %vault_id, device = %device, "the vault's device is gone; its deletion is expected");
         return Ok(Outcome::NotOurs);
-    }
+    };
     let deletion = deleted.properties.deletion_date.clone().unwrap_or_default();
-    let alert = Alert::raise(
-        &format!("{vault_id}|{deletion}"),
-        Severity::Warning,
-        format!("the Key Vault of {device} was deleted"),
-        "recovering it from soft delete and re-applying its lock and access policies",
-    )
-    .about(Some(&device.to_string()), Some(&vault_id.to_string()));
-    deps.alert(&alert).await;
+    // "Key Vault is deleted.", open until a check finds the vault back (provisioning's, after the recovery).
+    let vault = vault_id.to_string();
+    let detail = format!(
+        "Vault {} was deleted at {deletion}; recovering it from soft delete.",
+        vault_id.name().unwrap_or_default()
+    );
+    settle_alerts(deps, &device, &mut found, Some(&vault), &[(AlertKind::KeyVaultDeleted, detail)], None).await?;
 
     let past_retention = deleted
         .properties
@@ -88,7 +87,8 @@ pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outc
         )
         .await;
     }
-    deps.alert(&alert.resolved("vault recovered; lock, access policies and extended information re-applied")).await;
+    let now = deps.now().unix_timestamp();
+    deps.alert(&AlertKind::KeyVaultRecovered.alert(&device.to_string(), Some(&vault), now, &deletion)).await;
     Ok(Outcome::Recovered { device, cik_intact: !provisioned.cik_created })
 }
 
@@ -102,18 +102,15 @@ async fn purged(deps: &Deps, vault_id: &ResourceId) -> Result<Outcome, Error> {
 }
 
 async fn unrecoverable(deps: &Deps, device: &ResourceId, vault_id: &ResourceId, why: &str) -> Result<Outcome, Error> {
-    deps.alert(
-        &Alert::raise(
-            &format!("{vault_id}|unrecoverable"),
-            Severity::Critical,
-            format!("the Key Vault of {device} cannot be recovered: {why}"),
-            "the device is marked KeyVaultSyncFailed; request a new activation key to give it a new vault",
-        )
-        .about(Some(&device.to_string()), Some(&vault_id.to_string())),
-    )
-    .await;
     mark_failed(deps, device, &format!("vault {} cannot be recovered: {why}", vault_id.name().unwrap_or_default()))
         .await?;
+    // Open until the device has a vault again (reconfigured); the failure mark above is read back with it.
+    if let Some(mut found) = deps.devices.get_device(device).await? {
+        let detail =
+            format!("Vault {}: {why}; the device is marked KeyVaultSyncFailed.", vault_id.name().unwrap_or_default());
+        let raised = [(AlertKind::RecoveryImpossible, detail), (AlertKind::KeyVaultDeleted, String::new())];
+        settle_alerts(deps, device, &mut found, Some(&vault_id.to_string()), &raised, None).await?;
+    }
     Ok(Outcome::Unrecoverable { device: device.clone() })
 }
 
@@ -162,8 +159,11 @@ mod tests {
         assert_eq!(state.infos[&key(&device)], linked, "the same CIK version stays linked");
         drop(state);
         let alerts = azure.alerts();
-        assert_eq!(alerts.len(), 2, "raised, then resolved: {alerts:?}");
+        assert_eq!(alerts.len(), 3, "deleted raised, then resolved, then recovered: {alerts:?}");
         assert!(alerts.iter().all(|a| a.contains(&device.to_string())));
+        assert!(alerts[0].contains("Key Vault is deleted.") && alerts[1].contains("Resolved"), "{alerts:?}");
+        assert!(alerts[2].contains("KeyVaultRecovered"), "{alerts:?}");
+        assert!(crate::lifecycle::device::open_alerts(&azure.state().devices[&key(&device)]).is_empty());
     }
 
     #[tokio::test]
@@ -180,7 +180,9 @@ mod tests {
         assert!(state.devices[&key(&device)].tags[ERROR_TAG].contains("purged"));
         drop(state);
         let alerts = azure.alerts();
-        assert!(alerts.len() == 1 && alerts[0].contains("Critical"), "{alerts:?}");
+        assert!(alerts.len() == 2 && alerts.iter().all(|a| a.contains("Critical")), "{alerts:?}");
+        let open = crate::lifecycle::device::open_alerts(&azure.state().devices[&key(&device)]);
+        assert_eq!(open, [AlertKind::KeyVaultDeleted, AlertKind::RecoveryImpossible]);
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use futures::{Stream, StreamExt};
 
-use super::desired::{Desired, VaultState, assess, observe_listed};
+use super::desired::{Desired, Observed, VaultState, assess, observe_listed};
 use super::error::{Error, Refused};
 use super::finding::Finding;
 use crate::azure::models::Device;
@@ -40,12 +40,24 @@ pub async fn inspect(deps: &Deps, device: &Device, sweep_id: &str) -> Result<(Ve
     })?;
     let observed = observe_listed(deps, &id, device.clone()).await?;
     let findings = assess(&observed, &Desired::new(&deps.settings));
+    let commands = fixes(&observed, &findings, sweep_id);
+    if findings.is_empty() {
+        return Ok((vec![Finding::Healthy], commands));
+    }
+    Ok((findings, commands))
+}
+
+/// The commands that fix `findings` — the identity by the creation worker, a soft-deleted vault by the recovery
+/// worker, everything else by one repair; `check_id` names the check (a sweep, a refresh) for the messages' ids.
+/// Terminal findings send nothing.
+pub fn fixes(observed: &Observed, findings: &[Finding], check_id: &str) -> Vec<Command> {
+    let id = observed.id.clone();
     let mut commands = Vec::new();
     let mut repairs = Vec::new();
-    for finding in &findings {
+    for finding in findings {
         match finding {
             Finding::IdentityMissing => {
-                commands.push(ResourceCreated { device: id.clone(), cause: format!("sweep:{sweep_id}") }.into())
+                commands.push(ResourceCreated { device: id.clone(), cause: format!("sweep:{check_id}") }.into())
             }
             Finding::VaultSoftDeleted => {
                 let (VaultState::SoftDeleted(deleted), Some(vault)) = (&observed.vault, &observed.target) else {
@@ -54,17 +66,16 @@ pub async fn inspect(deps: &Deps, device: &Device, sweep_id: &str) -> Result<(Ve
                 let deletion = deleted.properties.deletion_date.clone().unwrap_or_default();
                 commands.push(VaultDeleted { vault: vault.clone(), cause: format!("sweep:{deletion}") }.into());
             }
-            terminal if terminal.is_terminal() => {}
+            // Missing device secrets are the device's to push (and a sweep never reads them). Network rules that
+            // deny do go to the worker, which changes nothing about them but raises their alert once.
+            left if left.is_terminal() || *left == Finding::DeviceSecretsMissing => {}
             repair => repairs.push(*repair),
         }
     }
     if !repairs.is_empty() {
-        commands.push(ReconcileVault { device: id, findings: repairs, sweep_id: sweep_id.to_string() }.into());
+        commands.push(ReconcileVault { device: id, findings: repairs, sweep_id: check_id.to_string() }.into());
     }
-    if findings.is_empty() {
-        return Ok((vec![Finding::Healthy], commands));
-    }
-    Ok((findings, commands))
+    commands
 }
 
 /// Counts per finding, and how many commands were sent.
@@ -234,6 +245,24 @@ mod tests {
             assert_eq!(findings, expected);
             assert_eq!(repairs(&commands), expected);
             assert!(azure.writes().is_empty(), "the sweep writes nothing itself: {:?}", azure.writes());
+        }
+
+        #[tokio::test]
+        async fn rbac_and_deny_by_default_come_from_the_vault_object_at_no_extra_call() {
+            let azure = FakeAzure::new();
+            let (id, vault_id) = azure.add_healthy("d1");
+            {
+                let mut state = azure.state();
+                let vault = state.vaults.get_mut(&vault_id.to_string().to_ascii_lowercase()).unwrap();
+                vault.properties.enable_rbac_authorization = Some(true);
+                vault.properties.network_acls = Some(serde_json::json!({"defaultAction": "Deny"}));
+            }
+            let (findings, commands) = inspect_one(&azure, &id).await;
+            let expected = [Finding::RbacAuthorization, Finding::NetworkDenied, Finding::ExtendedInfoOutOfSync];
+            assert_eq!(findings, expected);
+            assert_eq!(repairs(&commands), expected, "the worker fixes RBAC and raises the network alert");
+            let calls = azure.state().calls.clone();
+            assert_eq!(calls.len(), 3, "extended information, vault, lock; no CIK read in an RBAC vault: {calls:?}");
         }
 
         #[tokio::test]

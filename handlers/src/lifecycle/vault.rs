@@ -7,7 +7,7 @@ use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 
 use super::error::{Error, Refused};
-use super::{LOCK_NAME, LOCK_NOTES, OWNER_TAG, RETENTION_DAYS};
+use super::{LOCK_NAME, LOCK_NOTES, OWNER_TAG, PRINCIPAL_TAG, RETENTION_DAYS};
 use crate::activation_key::Cik;
 use crate::azure::models::{AccessPolicy, DeletedVault, Device, Lock, StoredCik, Vault, VaultLink};
 use crate::azure::pages;
@@ -135,15 +135,19 @@ pub async fn recover_or_find(deps: &Deps, vault_id: &ResourceId, location: &str)
     }
 }
 
-/// Turns soft delete and purge protection on (the fix for `SoftDeleteOff` / `PurgeProtectionOff`). Purge
-/// protection can only be turned on; the desired vault (`wanted`) is put again, keeping the vault's policies and
-/// its retention.
+/// Turns soft delete and purge protection on and access-policy authorisation back on (the fix for
+/// `SoftDeleteOff` / `PurgeProtectionOff` / `RbacAuthorization`). Purge protection can only be turned on; the
+/// desired vault (`wanted`) is put again, keeping the vault's policies, its retention, its tags and its network
+/// rules (those are the owner's: a PUT without them would drop them).
 pub async fn protect(deps: &Deps, vault_id: &ResourceId, vault: &Vault, wanted: &Vault) -> Result<Vault, Error> {
     let mut update = wanted.clone();
     update.properties.access_policies = vault.properties.access_policies.clone();
     update.properties.soft_delete_retention_in_days =
         vault.properties.soft_delete_retention_in_days.or(Some(RETENTION_DAYS));
-    tracing::warn!(vault = %vault_id, "vault lacked soft delete or purge protection; turning them on");
+    update.properties.network_acls = vault.properties.network_acls.clone();
+    // The vault's own tags, as they are: the principal record is changed only with the stale policy's removal.
+    update.tags = vault.tags.clone();
+    tracing::warn!(vault = %vault_id, "vault lacked soft delete, purge protection or access-policy authorisation; fixing");
     Ok(deps.vaults.put_vault(vault_id, &update).await?)
 }
 
@@ -163,6 +167,35 @@ pub async fn add_policies(
         tracing::info!(vault = %vault_id, added = missing.len(), "added access policies");
     }
     Ok(missing)
+}
+
+/// Removes the access policy of the device principal the vault's tag records, when that is no longer the device's
+/// principal (its identity was replaced), and records the current one (the fix for `DevicePolicyStale`). Returns
+/// the vault as ARM now has it.
+pub async fn retire_stale_policy(
+    deps: &Deps,
+    vault_id: &ResourceId,
+    vault: &Vault,
+    principal: &str,
+) -> Result<Vault, Error> {
+    let recorded = vault.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(PRINCIPAL_TAG)).map(|(_, v)| v.clone());
+    if let Some(old) = recorded.filter(|old| !old.eq_ignore_ascii_case(principal)) {
+        let stale: Vec<AccessPolicy> = vault
+            .properties
+            .access_policies
+            .iter()
+            .filter(|p| p.object_id.eq_ignore_ascii_case(&old))
+            .cloned()
+            .collect();
+        if !stale.is_empty() {
+            deps.vaults.remove_access_policies(vault_id, &stale).await?;
+            tracing::info!(vault = %vault_id, "removed the access policy of the device's replaced identity");
+        }
+    }
+    let mut tags = vault.tags.clone();
+    tags.retain(|k, _| !k.eq_ignore_ascii_case(PRINCIPAL_TAG));
+    tags.insert(PRINCIPAL_TAG.to_string(), principal.to_string());
+    Ok(deps.vaults.set_vault_tags(vault_id, &tags).await?)
 }
 
 /// Puts edgevault's `CanNotDelete` lock on the vault (the fix for `LockMissing` / `LockNotCanNotDelete`: a lock
@@ -193,6 +226,15 @@ pub async fn write_cik(
     let version = deps.secrets.set_cik(vault_uri, name, &cik).await?;
     tracing::info!(device = %id, secret = %name, "stored a new CIK version");
     Ok((StoredCik { cik, version, enabled: true }, true))
+}
+
+/// Writes the linked CIK's value again as a new version of edgevault's (the fix for `CikNotCurrent`): the device's
+/// CIK does not change, so its activation keys keep opening, and the version someone else wrote is no longer the
+/// current one. Returns the new version.
+pub async fn rewrite_cik(deps: &Deps, vault_uri: &str, name: &str, linked: &StoredCik) -> Result<StoredCik, Error> {
+    let version = deps.secrets.set_cik(vault_uri, name, &linked.cik).await?;
+    tracing::info!(secret = %name, "wrote edgevault's CIK over a version it did not write");
+    Ok(StoredCik { cik: linked.cik.clone(), version, enabled: true })
 }
 
 /// Finds a soft-deleted vault by id in its subscription's deleted-vault listing (an event does not carry the
