@@ -124,7 +124,9 @@ fn token(app: &App, req: &Req, tenant: &str) -> Resp {
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
                 70_003,
-                &format!("The app requested an unsupported grant type '{other}'; local-azure serves on-behalf-of only."),
+                &format!(
+                    "The app requested an unsupported grant type '{other}'; local-azure serves on-behalf-of only."
+                ),
             );
         }
         None => return bad(900_144, "The request body must contain the following parameter: 'grant_type'."),
@@ -171,7 +173,12 @@ fn token(app: &App, req: &Req, tenant: &str) -> Resp {
             );
         }
         Err(e) => {
-            return refusal(StatusCode::UNAUTHORIZED, "invalid_client", 700_024, &format!("Client assertion is not valid: {e}."));
+            return refusal(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                700_024,
+                &format!("Client assertion is not valid: {e}."),
+            );
         }
     }
     // The user's token, which must have been issued for this application.
@@ -185,7 +192,12 @@ fn token(app: &App, req: &Req, tenant: &str) -> Resp {
             );
         }
         Err(e) => {
-            return refusal(StatusCode::BAD_REQUEST, "invalid_grant", 50_013, &format!("Assertion failed validation: {e}."));
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                50_013,
+                &format!("Assertion failed validation: {e}."),
+            );
         }
         Ok(claims) => claims,
     };

@@ -1,8 +1,8 @@
 //! What is done to a device: its identity, its extended information (the link to the vault and the sync status),
 //! the failure mark the status API shows, and whether it predates the integration.
 
-use super::ERROR_TAG;
 use super::error::{Error, Refused};
+use super::{ERROR_TAG, REQUESTED_BY_TAG};
 use crate::azure::models::{Device, ExtendedInfo, ExtendedInfoPatch, KeyVaultSyncStatus, VaultLink};
 use crate::deps::Deps;
 use crate::resource_id::ResourceId;
@@ -64,16 +64,35 @@ pub async fn mark_status(deps: &Deps, id: &ResourceId, status: KeyVaultSyncStatu
     Ok(())
 }
 
+/// Marks the device `KeyVaultSyncPending` for a caller's activation request, after recording who asked in its
+/// `edgevault-requested-by` tag (`<name> (<object id>)`), where the portal, the status and the alerts find it.
+pub async fn mark_requested(deps: &Deps, id: &ResourceId, device: &Device, by: &str) -> Result<(), Error> {
+    let by: String = by.chars().take(256).collect();
+    if requested_by(device) != Some(by.as_str()) {
+        let mut tags = device.tags.clone();
+        tags.retain(|k, _| !k.eq_ignore_ascii_case(REQUESTED_BY_TAG));
+        tags.insert(REQUESTED_BY_TAG.to_string(), by);
+        deps.devices.set_device_tags(id, &tags).await?;
+    }
+    mark_status(deps, id, KeyVaultSyncStatus::KeyVaultSyncPending).await
+}
+
+/// Who last requested the device's activation key, as [`mark_requested`] recorded it.
+pub fn requested_by(device: &Device) -> Option<&str> {
+    device.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(REQUESTED_BY_TAG)).map(|(_, v)| v.as_str())
+}
+
 /// Records a failed synchronisation where the status API and the portal see it: `KeyVaultSyncFailed` in the
 /// extended information and the reason in the device's `edgevault-sync-error` tag.
-pub async fn mark_failed(deps: &Deps, id: &ResourceId, reason: &str) -> Result<(), Error> {
-    let Some(device) = deps.devices.get_device(id).await? else { return Ok(()) };
+/// Returns the device as it was read (its tags say who requested it), `None` if it is gone.
+pub async fn mark_failed(deps: &Deps, id: &ResourceId, reason: &str) -> Result<Option<Device>, Error> {
+    let Some(device) = deps.devices.get_device(id).await? else { return Ok(None) };
     mark_status(deps, id, KeyVaultSyncStatus::KeyVaultSyncFailed).await?;
     let mut tags = device.tags.clone();
     // Tag values are limited to 256 characters.
     tags.insert(ERROR_TAG.to_string(), reason.chars().take(256).collect());
     deps.devices.set_device_tags(id, &tags).await?;
-    Ok(())
+    Ok(Some(device))
 }
 
 /// Removes the failure mark of an earlier attempt, if there is one.

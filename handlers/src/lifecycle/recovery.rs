@@ -42,10 +42,10 @@ pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outc
         tracing::info!(vault = %vault_id, "deleted vault belongs to no device; ignored");
         return Ok(Outcome::NotOurs);
     };
-    if deps.devices.get_device(&device).await?.is_none() {
+    let Some(current) = deps.devices.get_device(&device).await? else {
         tracing::info!(vault = %vault_id, device = %device, "the vault's device is gone; its deletion is expected");
         return Ok(Outcome::NotOurs);
-    }
+    };
     let deletion = deleted.properties.deletion_date.clone().unwrap_or_default();
     let alert = Alert::raise(
         &format!("{vault_id}|{deletion}"),
@@ -53,7 +53,8 @@ pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outc
         format!("the Key Vault of {device} was deleted"),
         "recovering it from soft delete and re-applying its lock and access policies",
     )
-    .about(Some(&device.to_string()), Some(&vault_id.to_string()));
+    .about(Some(&device.to_string()), Some(&vault_id.to_string()))
+    .requested_by(super::device::requested_by(&current));
     deps.alert(&alert).await;
 
     let past_retention = deleted

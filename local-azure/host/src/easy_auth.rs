@@ -83,11 +83,17 @@ impl EasyAuth {
             let name = name.to_ascii_lowercase();
             !name.starts_with(PRINCIPAL_HEADER) && !name.starts_with("x-ms-token-")
         });
-        if self.excluded_paths.iter().any(|p| request.raw_path.to_ascii_lowercase().starts_with(&p.to_ascii_lowercase())) {
+        if self
+            .excluded_paths
+            .iter()
+            .any(|p| request.raw_path.to_ascii_lowercase().starts_with(&p.to_ascii_lowercase()))
+        {
             return Ok(());
         }
         let token = match request.header("authorization").map(str::trim) {
-            Some(value) if value.len() > 7 && value[..7].eq_ignore_ascii_case("bearer ") => value[7..].trim().to_string(),
+            Some(value) if value.len() > 7 && value[..7].eq_ignore_ascii_case("bearer ") => {
+                value[7..].trim().to_string()
+            }
             Some(_) => return Err(refuse("the Authorization header is not a bearer token")),
             None => return Err(refuse("no bearer token: send Authorization: Bearer <an Entra ID token for this API>")),
         };
@@ -101,12 +107,15 @@ impl EasyAuth {
         }
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
         let id = text("oid").or_else(|| text("sub")).unwrap_or_default();
-        let sign_in_name = text("upn").or_else(|| text("preferred_username")).or_else(|| text("name")).unwrap_or_else(|| id.clone());
+        let sign_in_name =
+            text("upn").or_else(|| text("preferred_username")).or_else(|| text("name")).unwrap_or_else(|| id.clone());
         let mut mapped: Vec<Value> = Vec::new();
         for (name, value) in &claims {
             let values: Vec<String> = match value {
                 Value::String(s) => vec![s.clone()],
-                Value::Array(items) => items.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect(),
+                Value::Array(items) => {
+                    items.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect()
+                }
                 other => vec![other.to_string()],
             };
             for v in values {
@@ -156,7 +165,8 @@ pub fn identity(header: &str) -> Option<Value> {
             })
         })
         .collect();
-    let name = claims.iter().find(|c| c["Type"] == name_type.as_str()).map(|c| c["Value"].clone()).unwrap_or(Value::Null);
+    let name =
+        claims.iter().find(|c| c["Type"] == name_type.as_str()).map(|c| c["Value"].clone()).unwrap_or(Value::Null);
     Some(json!({
         "AuthenticationType": principal["auth_typ"],
         "IsAuthenticated": true,
@@ -201,8 +211,13 @@ mod tests {
 
     #[test]
     fn a_valid_token_becomes_the_principal_headers_and_forged_ones_are_dropped() {
-        let claims = json!({"aud": "api://edgevault", "oid": "o-1", "name": "Ada", "upn": "ada@contoso.test", "tid": "t"});
-        let mut req = request(&[("authorization", "Bearer abc"), ("x-ms-client-principal-id", "forged"), ("x-ms-token-aad-access-token", "x")]);
+        let claims =
+            json!({"aud": "api://edgevault", "oid": "o-1", "name": "Ada", "upn": "ada@contoso.test", "tid": "t"});
+        let mut req = request(&[
+            ("authorization", "Bearer abc"),
+            ("x-ms-client-principal-id", "forged"),
+            ("x-ms-token-aad-access-token", "x"),
+        ]);
         easy_auth(Ok(claims)).authenticate(&mut req).unwrap();
         assert_eq!(req.header("x-ms-client-principal-id"), Some("o-1"));
         assert_eq!(req.header("x-ms-client-principal-name"), Some("ada@contoso.test"));
@@ -220,7 +235,9 @@ mod tests {
     fn missing_invalid_and_wrong_audience_tokens_are_refused_with_a_reason() {
         let no_token = easy_auth(Ok(json!({}))).authenticate(&mut request(&[])).unwrap_err();
         assert_eq!(no_token.status, 401);
-        let bad = easy_auth(Err("the token signature is invalid")).authenticate(&mut request(&[("authorization", "Bearer x")])).unwrap_err();
+        let bad = easy_auth(Err("the token signature is invalid"))
+            .authenticate(&mut request(&[("authorization", "Bearer x")]))
+            .unwrap_err();
         assert!(String::from_utf8_lossy(&bad.body).contains("signature"));
         assert!(bad.headers.iter().any(|(k, v)| k == "WWW-Authenticate" && v.contains("invalid_token")));
         let wrong = easy_auth(Ok(json!({"aud": "https://management.azure.com/"})))

@@ -200,7 +200,8 @@ pub(crate) async fn handle(shared: &Shared, request: &Request, path: &[String]) 
     // (`crate::easy_auth`); Easy Auth has already replaced any such header a client sent.
     if shared.easy_auth.is_some()
         && let Some(identity) = request.header(crate::easy_auth::PRINCIPAL_HEADER).and_then(crate::easy_auth::identity)
-        && let Some(Value::Array(identities)) = input.data.get_mut(binding.as_str()).and_then(|r| r.get_mut("Identities"))
+        && let Some(Value::Array(identities)) =
+            input.data.get_mut(binding.as_str()).and_then(|r| r.get_mut("Identities"))
     {
         // Without a key the only identity is the principal's; with one, the key's identity follows it.
         if key.is_none() {
