@@ -110,7 +110,9 @@ impl LocalAzure {
             .args(["up", "--exit-on-stdin-close", "--port", "0", "--admin-port", "0", "--data-dir"])
             .arg(data_dir.path())
             .args(&extra)
-            .env("LOCAL_AZURE_LOG", "warn")
+            // The handler's own lines (target `handler`) are kept too: the secrets scan reads them, and tests read
+            // who the handler says called.
+            .env("LOCAL_AZURE_LOG", "warn,handler=info")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -335,7 +337,8 @@ impl LocalAzure {
 
     /// Grants `principal` the ARM `actions` at `scope` and below; returns the grant's id (to revoke it).
     pub fn grant(&self, principal: &str, scope: &str, actions: &[&str]) -> anyhow::Result<String> {
-        let grant = self.admin_post("/admin/grants", json!({"principalId": principal, "scope": scope, "actions": actions}))?;
+        let grant =
+            self.admin_post("/admin/grants", json!({"principalId": principal, "scope": scope, "actions": actions}))?;
         Ok(grant["id"].as_str().ok_or_else(|| anyhow!("no grant id: {grant}"))?.to_string())
     }
 

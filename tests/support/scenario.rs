@@ -172,8 +172,10 @@ impl World {
 /// Entra ID user (as `local-azure-host`'s `easy_auth::identity` does, and the real host with the site's
 /// authentication on).
 pub fn easy_auth_identity(object_id: &str, name: &str) -> Value {
-    let claim = |kind: &str, value: &str| json!({"Issuer": "LOCAL AUTHORITY", "OriginalIssuer": "LOCAL AUTHORITY",
-        "Properties": {}, "Type": kind, "Value": value, "ValueType": "http://www.w3.org/2001/XMLSchema#string"});
+    let claim = |kind: &str, value: &str| {
+        json!({"Issuer": "LOCAL AUTHORITY", "OriginalIssuer": "LOCAL AUTHORITY",
+        "Properties": {}, "Type": kind, "Value": value, "ValueType": "http://www.w3.org/2001/XMLSchema#string"})
+    };
     let upn = format!("{name}@local-azure.test");
     json!({
         "AuthenticationType": "aad", "IsAuthenticated": true, "Actor": null, "BootstrapContext": null, "Label": null,
