@@ -575,7 +575,9 @@ fn every_app_setting_connection_and_schedule_is_set() {
 /// tokens for the same app registration the handler exchanges them as, and leaves the Event Grid webhook to its key.
 fn check_auth_settings(bicep: &str) -> Vec<String> {
     let Some(at) = bicep.find("name: 'authsettingsV2'") else {
-        return vec!["no `Microsoft.Web/sites/config` resource named 'authsettingsV2' (App Service Authentication)".into()];
+        return vec![
+            "no `Microsoft.Web/sites/config` resource named 'authsettingsV2' (App Service Authentication)".into(),
+        ];
     };
     let auth = &bicep[at..];
     let mut problems = Vec::new();
