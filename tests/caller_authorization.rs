@@ -197,3 +197,44 @@ fn a_revoked_grant_stops_working_on_the_next_request() {
     .unwrap();
     assert_eq!(s.la.api_as(Some(&token), "GET", &status_url, None).unwrap().0, 403);
 }
+
+/// `edgevault-cli activate` calls the API as the operator (their own token), so the same rule applies: a key for the
+/// device they may change, written to a file only the operator can read and never printed; a clear refusal naming
+/// the permission for the other.
+#[test]
+fn the_cli_requests_a_key_as_the_operator_and_gets_only_what_the_operator_may_have() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = System::start();
+    let (a, b) = (s.device("ase-cli-a"), s.device("ase-cli-b"));
+    let dana = s.la.user("dana").unwrap();
+    s.la.grant(&dana, &a, &[ACTIVATE]).unwrap();
+    let token = s.la.token(&dana, API_AUDIENCE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |device: &str, out: &std::path::Path| {
+        let output = std::process::Command::new(edgevault_tests::binary("edgevault-cli").unwrap())
+            .args(["activate", "--resource-id", device, "--key-out"])
+            .arg(out)
+            .envs(s.la.handler_env())
+            .env("EDGEVAULT_API_BASE_URL", s.la.var("EDGEVAULT_API_BASE_URL"))
+            .env("EDGEVAULT_API_TOKEN", &token)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        edgevault_tests::secrets::scan("edgevault-cli activate's output", &text);
+        (output.status.success(), text)
+    };
+
+    let key_file = dir.path().join("a.key");
+    let (ok, text) = run(&a, &key_file);
+    assert!(ok && text.contains(&dana), "requested as Dana: {text}");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert!(key.starts_with("ase-ak1."), "the key is in the file");
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let refused_file = dir.path().join("b.key");
+    let (ok, text) = run(&b, &refused_file);
+    assert!(!ok && text.contains("403") && text.contains(ACTIVATE), "{text}");
+    assert!(!refused_file.exists(), "no key file for B");
+    assert_eq!(s.sync_status(&b), "KeyVaultNotConfigured");
+}
