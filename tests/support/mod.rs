@@ -262,6 +262,11 @@ pub fn signed_in(invocation: &Value, object_id: &str) -> Value {
         b64(serde_json::json!({"typ": "JWT", "alg": "RS256"})),
         b64(serde_json::json!({"aud": "api://edgevault", "oid": object_id, "name": "operator"}))
     );
+    signed_in_with(invocation, object_id, &token)
+}
+
+/// [`signed_in`] with a real token (one local-azure minted for `object_id`), for invocations that reach Azure.
+pub fn signed_in_with(invocation: &Value, object_id: &str, token: &str) -> Value {
     let mut invocation = invocation.clone();
     let req = &mut invocation["Data"]["req"];
     req["Headers"]["Authorization"] = serde_json::json!([format!("Bearer {token}")]);
