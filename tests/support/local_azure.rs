@@ -272,6 +272,8 @@ impl LocalAzure {
         env.push(("EDGEVAULT_SUBSCRIPTIONS".into(), self.subscription().to_string()));
         env.push(("ServiceBusConnection__fullyQualifiedNamespace".into(), "edgevault.servicebus.windows.net".into()));
         env.push(("EDGEVAULT_ARM_ENDPOINT".into(), ARM.into()));
+        // Entra ID at its real name, served by local-azure through the proxy (over the placeholder's closed port).
+        env.push(("AZURE_AUTHORITY_HOST".into(), "https://login.microsoftonline.com".into()));
         env.push(("EDGEVAULT_RETRY_MAX_RETRIES".into(), "2".into()));
         env.push(("EDGEVAULT_RETRY_INITIAL_DELAY_MS".into(), "50".into()));
         env
