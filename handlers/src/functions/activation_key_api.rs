@@ -18,6 +18,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::json;
+use tracing::Instrument;
 
 use super::{HandlerResult, Invocation};
 use crate::authorization::{self, ACTIVATE, Caller, Denied, require_permission};
@@ -59,17 +60,10 @@ pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
             return respond(refusal(denied)?, None);
         }
     };
+    // Every line this request logs names its caller (the span's fields), never their token.
     let span = tracing::info_span!("caller", caller_id = %caller.object_id, caller_name = %caller.name);
+    let response = answer(&deps, &caller, &request, &invocation.invocation_id).instrument(span.clone()).await;
     let _entered = span.enter();
-    // One route serves both shapes: POST on the collection, GET on an operation.
-    let operation = request.params.get("operationId").filter(|id| !id.is_empty()).cloned();
-    tracing::info!(method = %request.method, operation = ?operation, "activation-key API request");
-    let response = match (request.method.to_ascii_uppercase().as_str(), operation) {
-        ("POST", None) => post(&deps, &caller, &request, &invocation.invocation_id).await,
-        ("GET", Some(operation_id)) => get(&deps, &caller, &operation_id).await,
-        (_, None) => Ok(method_not_allowed("POST", "/api/activation-keys")),
-        (_, Some(_)) => Ok(method_not_allowed("GET", "/api/activation-keys/{operationId}")),
-    };
     let response = match response {
         Ok(response) => response,
         // Azure being unavailable is the caller's to retry; anything else is a bug to report, not to hide.
@@ -87,6 +81,24 @@ pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
     };
     tracing::info!(status = response.status_code, "activation-key API answer");
     respond(response, Some(&caller))
+}
+
+/// The answer to an authenticated caller's request: one route serves both shapes, POST on the collection and GET
+/// on an operation.
+async fn answer(
+    deps: &Deps,
+    caller: &Caller,
+    request: &HttpRequest,
+    invocation_id: &str,
+) -> Result<HttpResponse, FunctionError> {
+    let operation = request.params.get("operationId").filter(|id| !id.is_empty()).cloned();
+    tracing::info!(method = %request.method, operation = ?operation, "activation-key API request");
+    match (request.method.to_ascii_uppercase().as_str(), operation) {
+        ("POST", None) => post(deps, caller, request, invocation_id).await,
+        ("GET", Some(operation_id)) => get(deps, caller, &operation_id).await,
+        (_, None) => Ok(method_not_allowed("POST", "/api/activation-keys")),
+        (_, Some(_)) => Ok(method_not_allowed("GET", "/api/activation-keys/{operationId}")),
+    }
 }
 
 fn respond(mut response: HttpResponse, caller: Option<&Caller>) -> HandlerResult {
