@@ -102,7 +102,10 @@ async fn up(args: UpArgs, config: Config, prepared: Prepared) -> anyhow::Result<
                 .with_context(|| format!("starting the function app in {}", app_dir.display()))?;
             println!("# The function app is running:");
             let var = |k: &str| vars.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-            println!("#   API      {} (function key: ?code=$EDGEVAULT_FUNCTION_KEY)", var("EDGEVAULT_API_BASE_URL"));
+            println!(
+                "#   API      {} (App Service Authentication: Authorization: Bearer $(local-azure token --principal <user>))",
+                var("EDGEVAULT_API_BASE_URL")
+            );
             println!("#   admin    {}/admin/... (x-functions-key: $EDGEVAULT_MASTER_KEY)", host.base_url());
             Some(host)
         }
