@@ -118,6 +118,12 @@ fn a_caller_with_rights_on_one_device_gets_its_key_and_a_403_naming_the_permissi
     let decisions: Vec<&String> = log.iter().filter(|l| l.contains("authorisation")).collect();
     assert!(decisions.iter().any(|l| l.contains(&alice) && l.contains("allowed=true")), "{decisions:#?}");
     assert!(decisions.iter().any(|l| l.contains(&alice) && l.contains("allowed=false") && l.contains(&b)));
+    let done: Vec<&String> =
+        log.iter().filter(|l| l.contains("ActivationKeyApi") && l.contains("invocation done")).collect();
+    assert!(
+        !done.is_empty() && done.iter().all(|l| l.contains("caller_id=")),
+        "every request's line names its caller: {done:#?}"
+    );
 }
 
 #[test]
