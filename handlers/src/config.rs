@@ -42,6 +42,7 @@ pub mod settings {
     pub const RETRY_DELAY_MS: &str = "EDGEVAULT_RETRY_INITIAL_DELAY_MS";
     pub const API_CLIENT_ID: &str = "EDGEVAULT_API_CLIENT_ID";
     pub const AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
+    pub const RECORDS: &str = "EDGEVAULT_RECORDS_TABLE_URI";
 }
 
 /// The app settings of the lifecycle: what the functions need to know about the Azure they run in.
@@ -70,6 +71,9 @@ pub struct Settings {
     pub api_client_id: Option<String>,
     /// Microsoft Entra ID's authority, `https://login.microsoftonline.com` unless a sovereign cloud says otherwise.
     pub authority_host: String,
+    /// The table endpoint of the storage account that keeps edgevault's own records, e.g.
+    /// `https://<account>.table.core.windows.net` (the function app's storage account).
+    pub records_table_uri: String,
 }
 
 impl Settings {
@@ -81,6 +85,7 @@ impl Settings {
             (PRINCIPAL, "the object id of edgevault's managed identity"),
             (SERVICE_BUS, "the Service Bus namespace, e.g. edgevault.servicebus.windows.net"),
             (SUBSCRIPTIONS, "comma-separated subscription ids the sweep covers"),
+            (RECORDS, "the table endpoint of the app's storage account, e.g. https://<account>.table.core.windows.net"),
         ];
         let missing: Vec<_> = required.iter().copied().filter(|(var, _)| get(var).is_none()).collect();
         if !missing.is_empty() {
@@ -134,6 +139,7 @@ impl Settings {
             retry,
             api_client_id: get(API_CLIENT_ID),
             authority_host: get(AUTHORITY_HOST).unwrap_or_else(|| crate::azure::AUTHORITY_HOST.to_string()),
+            records_table_uri: get(RECORDS).unwrap_or_default(),
         })
     }
 }
@@ -164,6 +170,7 @@ mod tests {
         (settings::PRINCIPAL, "p"),
         (settings::SERVICE_BUS, "ns.servicebus.windows.net"),
         (settings::SUBSCRIPTIONS, "s1, s2"),
+        (settings::RECORDS, "https://acct.table.core.windows.net"),
     ];
 
     /// The given pairs plus every required lifecycle setting.

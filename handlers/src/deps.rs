@@ -8,9 +8,10 @@ use azure_core::credentials::TokenCredential;
 use crate::alerts::Alert;
 use crate::azure::arm::ArmClient;
 use crate::azure::on_behalf_of::OnBehalfOf;
+use crate::azure::records::TableRecords;
 use crate::azure::secrets::VaultSecrets;
 use crate::azure::service_bus::QueueSender;
-use crate::azure::traits::{CallerPermissions, CikStore, Devices, Locks, Queue, Vaults};
+use crate::azure::traits::{CallerPermissions, CikStore, Devices, Locks, Queue, Records, Vaults};
 use crate::azure::{AzureError, HttpStack};
 use crate::config::Settings;
 use crate::messages::{Command, queues};
@@ -25,6 +26,8 @@ pub struct Deps {
     pub queue: Arc<dyn Queue>,
     /// What ARM says an API caller may do, asked on the caller's behalf (`authorization::require_permission`).
     pub permissions: Arc<dyn CallerPermissions>,
+    /// edgevault's own records (sweep progress, recovery history).
+    pub records: Arc<dyn Records>,
 }
 
 impl Deps {
@@ -59,6 +62,7 @@ impl Deps {
             )?),
             None => Arc::new(crate::authorization::NotConfigured),
         };
+        let records = TableRecords::new(&settings.records_table_uri, credential.clone(), &stack)?;
         Ok(Deps {
             settings: settings.clone(),
             devices: arm.clone(),
@@ -67,6 +71,7 @@ impl Deps {
             secrets: Arc::new(VaultSecrets::new(credential, &stack)),
             queue: Arc::new(queue),
             permissions,
+            records: Arc::new(records),
         })
     }
 

@@ -36,6 +36,7 @@ pub mod keyvault;
 pub mod seed;
 pub mod servicebus;
 pub mod store;
+pub mod tables;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -158,6 +159,7 @@ pub fn client_env(data_dir: &Path, gateway: SocketAddr, admin: SocketAddr, heade
         "EDGEVAULT_CLIENT_ID": config::APP_CLIENT_ID,
         "EDGEVAULT_API_CLIENT_ID": config::API_CLIENT_ID,
         "EDGEVAULT_API_AUDIENCE": config::API_AUDIENCE,
+        "EDGEVAULT_RECORDS_TABLE_URI": format!("https://{}.table.core.windows.net", tables::DEFAULT_ACCOUNT),
         "LOCAL_AZURE_ADMIN": format!("http://{admin}"),
         "LOCAL_AZURE_GATEWAY": gateway.to_string(),
         "LOCAL_AZURE_DATA_DIR": data_dir.display().to_string(),
@@ -216,6 +218,7 @@ impl Server {
         ensure_indexes(&store)?;
         servicebus::seed_defaults(&store)?;
         entra::seed_defaults(&store)?;
+        tables::seed_defaults(&store)?;
         let offset: i64 = store.get("meta", "clock")?.unwrap_or(0);
         let ca = Arc::new(Ca::load_or_create(&data_dir)?);
         let bind = |port| {

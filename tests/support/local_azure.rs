@@ -265,6 +265,7 @@ impl LocalAzure {
             "AZURE_TENANT_ID",
             "EDGEVAULT_PRINCIPAL_ID",
             "EDGEVAULT_API_CLIENT_ID",
+            "EDGEVAULT_RECORDS_TABLE_URI",
         ]
         .iter()
         .map(|k| (k.to_string(), self.var(k).to_string()))

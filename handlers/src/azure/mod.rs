@@ -7,6 +7,7 @@
 //! - [`service_bus`]: a thin queue sender over the Service Bus REST protocol (no GA Rust crate either).
 //! - [`on_behalf_of`]: a caller's token exchanged for an ARM token on the caller's behalf (OAuth 2.0 on-behalf-of,
 //!   no GA Rust credential offers it), and ARM's permissions API asked as the caller.
+//! - [`records`]: edgevault's own records (sweep progress, recovery history) in Table Storage, a thin REST client.
 //! - [`models`]: the ARM payloads edgevault reads and writes, in the REST API's own shapes.
 //!
 //! Endpoints default to the public cloud; a local run differs only by environment (`HTTPS_PROXY`,
@@ -18,6 +19,7 @@ pub mod fake;
 pub mod models;
 pub mod on_behalf_of;
 pub mod pacing;
+pub mod records;
 pub mod retry;
 pub mod secrets;
 pub mod service_bus;
@@ -35,6 +37,7 @@ pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
 pub const SERVICE_BUS_SCOPE: &str = "https://servicebus.azure.net/.default";
 /// Microsoft Entra ID's public-cloud authority (azure_identity's default too, `AZURE_AUTHORITY_HOST` overrides it).
 pub const AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 
 /// How hard the pipeline retries. Production uses azure_core's defaults; tests shorten them (a connection that can
 /// never succeed otherwise takes minutes to give up).
@@ -195,11 +198,16 @@ impl AzureError {
     }
 }
 
-/// `(code, message)` from an Azure error body.
+/// `(code, message)` from an Azure error body: ARM's and Key Vault's `{"error": {"code", "message"}}`, or Table
+/// Storage's OData form `{"odata.error": {"code", "message": {"lang", "value"}}}`.
 pub fn error_body(body: &[u8]) -> (Option<String>, Option<String>) {
     let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let error = &value["error"];
-    (error["code"].as_str().map(str::to_string), error["message"].as_str().map(str::to_string))
+    if error.is_object() {
+        return (error["code"].as_str().map(str::to_string), error["message"].as_str().map(str::to_string));
+    }
+    let odata = &value["odata.error"];
+    (odata["code"].as_str().map(str::to_string), odata["message"]["value"].as_str().map(str::to_string))
 }
 
 #[cfg(test)]
