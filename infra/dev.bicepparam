@@ -25,3 +25,5 @@ param alertEmail = ''
 param tags = {
   costCenter: 'dev'
 }
+// The activation-key API's app registration (infra/README.md, "Who may call the API"): replace with its client id.
+param apiClientId = '00000000-0000-0000-0000-000000000000'

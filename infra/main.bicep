@@ -91,6 +91,9 @@ param logRetentionInDays int = 30
 @description('E-mail address notified by the alert rules; empty for none.')
 param alertEmail string = ''
 
+@description('Client (application) id of the activation-key API\'s app registration, created once by an administrator (infra/README.md, "Who may call the API").')
+param apiClientId string
+
 param tags object = {}
 
 var baseName = '${namePrefix}-${environmentName}'
@@ -163,6 +166,7 @@ module functionApp 'modules/functionapp.bicep' = {
     recoverySweepSchedule: recoverySweepSchedule
     deleteVaultWithDevice: deleteVaultWithDevice
     activationKeyTtlHours: activationKeyTtlHours
+    apiClientId: apiClientId
     tags: allTags
   }
 }

@@ -26,9 +26,18 @@ for _ in $(seq 1 300); do
 done
 eval "$("$target/debug/local-azure" env --data-dir "$data")"
 
+# The caller: a signed-in user with every right on the subscription (App Service Authentication admits its token,
+# ARM's permissions API says it may act on any device there), so the cases exercise the API behind the checks.
+user=$(curl -sf --noproxy '*' -H 'content-type: application/json' "$LOCAL_AZURE_ADMIN/admin/principals" \
+  -d '{"displayName": "api-fuzz", "userPrincipalName": "api-fuzz@local-azure.test"}' |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["objectId"])')
+curl -sf --noproxy '*' -o /dev/null -H 'content-type: application/json' "$LOCAL_AZURE_ADMIN/admin/grants" \
+  -d "{\"principalId\": \"$user\", \"scope\": \"/subscriptions/$AZURE_SUBSCRIPTION_ID\", \"actions\": [\"*\"]}"
+token=$("$target/debug/local-azure" token --data-dir "$data" --principal "$user")
+
 "$venv/bin/schemathesis" --config-file tests/schemathesis.toml run docs/activation-key-api.openapi.json \
   --url "$EDGEVAULT_API_BASE_URL" \
-  --header "x-functions-key: $EDGEVAULT_FUNCTION_KEY" \
+  --header "Authorization: Bearer $token" \
   --max-examples "${API_FUZZ_EXAMPLES:-100}" \
   --seed "${API_FUZZ_SEED:-20261128}" \
   --exclude-checks unsupported_method

@@ -6,7 +6,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use edgevault_tests::{Handler, binary, fixture};
+use edgevault_tests::{Handler, binary, fixture, signed_in};
+
+/// The caller of the API invocations below (App Service Authentication's, as the host passes it on).
+const CALLER: &str = "0f3c2b1a-0000-4000-8000-00000000c0de";
 use serde_json::{Value, json};
 
 fn start() -> Handler {
@@ -27,8 +30,13 @@ fn assert_still_serves(handler: &mut Handler) {
 fn each_trigger_type_gets_its_documented_answer() {
     let handler = start();
 
-    // httpTrigger: the invocation succeeds and carries the HTTP answer in the `res` output, as an object.
-    let (status, body) = handler.invoke("ActivationKeyApi", &fixture("triggers/http-post.json").unwrap()).unwrap();
+    // httpTrigger: the invocation succeeds and carries the HTTP answer in the `res` output, as an object. Without a
+    // signed-in caller that answer is a 401 before anything else; with one, the outage (the permission check is the
+    // first Azure call).
+    let post = fixture("triggers/http-post.json").unwrap();
+    let (status, body) = handler.invoke("ActivationKeyApi", &post).unwrap();
+    assert_eq!((status, body["Outputs"]["res"]["statusCode"].as_u64()), (200, Some(401)), "{body}");
+    let (status, body) = handler.invoke("ActivationKeyApi", &signed_in(&post, CALLER)).unwrap();
     assert_eq!(status, 200, "{body}");
     let res = &body["Outputs"]["res"];
     assert_eq!(res["statusCode"], 503, "{body}");
@@ -80,8 +88,9 @@ fn every_function_takes_the_real_hosts_invocations_chunked_and_buffered() {
         .collect();
     cases.push(("RecoverySweep", fixture("triggers/real-host/timer-first-run.json").unwrap(), 503));
     cases.push(("ArmEvents", fixture("triggers/real-host/event-grid-write.json").unwrap(), 503));
-    cases.push(("ActivationKeyApi", fixture("triggers/real-host/http-post.json").unwrap(), 200));
-    cases.push(("ActivationKeyApi", fixture("triggers/real-host/http-get-status.json").unwrap(), 200));
+    cases.push(("ActivationKeyApi", signed_in(&fixture("triggers/real-host/http-post.json").unwrap(), CALLER), 200));
+    let status = signed_in(&fixture("triggers/real-host/http-get-status.json").unwrap(), CALLER);
+    cases.push(("ActivationKeyApi", status, 200));
     for (function, invocation, expected) in &cases {
         for (form, (status, body)) in [
             ("chunked", handler.invoke(function, invocation).unwrap()),

@@ -274,6 +274,7 @@ const REQUIRED_SETTINGS: &[&str] = &[
     settings::CUTOVER,
     settings::DELETE_CONSENT,
     settings::KEY_TTL_HOURS,
+    settings::API_CLIENT_ID,
     settings::RECORDS,
 ];
 
@@ -437,7 +438,7 @@ fn check_app_settings(bicep: &str, bindings: &[Binding]) -> Vec<String> {
     let mut known: BTreeSet<String> = REQUIRED_SETTINGS
         .iter()
         .copied()
-        .chain([settings::ARM_ENDPOINT, settings::RETRY_MAX, settings::RETRY_DELAY_MS])
+        .chain([settings::ARM_ENDPOINT, settings::RETRY_MAX, settings::RETRY_DELAY_MS, settings::AUTHORITY_HOST])
         .chain(PLATFORM_SETTINGS.iter().copied())
         .map(str::to_string)
         .collect();
@@ -558,6 +559,49 @@ fn queue_lock_duration_fits_the_hosts_lock_renewal() {
 #[test]
 fn every_app_setting_connection_and_schedule_is_set() {
     assert_none(check_app_settings(&all_bicep(), &function_definitions()));
+}
+
+/// App Service Authentication is on in front of the API, refuses what it cannot authenticate with 401, accepts
+/// tokens for the same app registration the handler exchanges them as, and leaves the Event Grid webhook to its key.
+fn check_auth_settings(bicep: &str) -> Vec<String> {
+    let Some(at) = bicep.find("name: 'authsettingsV2'") else {
+        return vec![
+            "no `Microsoft.Web/sites/config` resource named 'authsettingsV2' (App Service Authentication)".into(),
+        ];
+    };
+    let auth = &bicep[at..];
+    let mut problems = Vec::new();
+    for (what, text) in [
+        ("the platform enabled", "enabled: true"),
+        ("authentication required", "requireAuthentication: true"),
+        ("401 for unauthenticated callers", "unauthenticatedClientAction: 'Return401'"),
+        ("the Entra ID provider registered with the API's client id", "clientId: apiClientId"),
+        ("the API's audiences allowed", "'api://${apiClientId}'"),
+        ("the Event Grid webhook excluded (it authenticates with its system key)", "'/runtime/webhooks/eventgrid'"),
+    ] {
+        if !auth.contains(text) {
+            problems.push(format!("authsettingsV2: {what} (`{text}`) is missing"));
+        }
+    }
+    if bicep_app_settings(bicep).get(settings::API_CLIENT_ID).map(String::as_str) != Some("apiClientId") {
+        problems.push(format!("`{}` must be the client id App Service Authentication uses", settings::API_CLIENT_ID));
+    }
+    let anonymous = function_definitions()
+        .iter()
+        .filter(|b| b.json["type"] == "httpTrigger")
+        .all(|b| b.json["authLevel"] == "anonymous");
+    if !anonymous {
+        problems.push("an HTTP function wants a function key: App Service Authentication admits callers".into());
+    }
+    problems
+}
+
+#[test]
+fn app_service_authentication_guards_the_api_with_the_handlers_app_registration() {
+    assert_none(check_auth_settings(&bicep_file("modules/functionapp.bicep")));
+    // And the check can fail: without Return401 the platform would pass anonymous callers to the app.
+    let lax = bicep_file("modules/functionapp.bicep").replace("'Return401'", "'AllowAnonymous'");
+    assert!(!check_auth_settings(&lax).is_empty());
 }
 
 #[test]

@@ -1,11 +1,11 @@
 //! The whole system on one machine: local-azure with the edgevault app in its Functions host. ARM writes become
 //! Event Grid events, `ArmEvents` enqueues commands on Service Bus, the host delivers them to the workers, the portal
-//! talks to the HTTP API with a function key. Assertions read Azure state; waits are for that state, with deadlines.
+//! talks to the HTTP API as a signed-in user (App Service Authentication in front). Assertions read Azure state; waits are for that state, with deadlines.
 
 use std::time::Duration;
 
 use edgevault::activation_key::{ActivationKey, Cik};
-use edgevault_tests::local_azure::{ARM_AUDIENCE, HostForm, LocalAzure, VAULT_AUDIENCE, eventually};
+use edgevault_tests::local_azure::{API_AUDIENCE, ARM_AUDIENCE, HostForm, LocalAzure, VAULT_AUDIENCE, eventually};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -147,13 +147,15 @@ fn two_activation_requests_at_once_yield_one_vault_and_one_cik() {
     assert_eq!(s.la.cik_versions(&s.operator, &s.info(&device)).unwrap(), 1, "one CIK");
 }
 
+/// A function key is no caller: App Service Authentication answers 401 before the host, key or not
+/// (`caller_authorization.rs` has the rest: expired, forged and wrong-audience tokens, rights per device).
 #[test]
-fn the_api_refuses_callers_without_the_function_key() {
+fn the_api_refuses_callers_without_a_token_even_with_the_function_key() {
     let s = System::start(&[]);
     let base = s.la.var("EDGEVAULT_API_BASE_URL").to_string();
     let client = reqwest::blocking::Client::builder().no_proxy().build().unwrap();
     let device = s.create_device("ase-keyless");
-    for key in [None, Some("wrong-key")] {
+    for key in [None, Some("wrong-key"), Some(s.la.var("EDGEVAULT_FUNCTION_KEY"))] {
         let mut request = client.post(format!("{base}/activation-keys")).json(&json!({"resourceId": device}));
         if let Some(key) = key {
             request = request.header("x-functions-key", key);
@@ -172,14 +174,14 @@ fn hostile_api_input_gets_a_clear_4xx_and_changes_nothing() {
     let device = s.create_device("ase-hostile");
     eventually(LIMIT, || s.principal(&device)).expect("identity");
     let base = s.la.var("EDGEVAULT_API_BASE_URL").to_string();
-    let key = s.la.var("EDGEVAULT_FUNCTION_KEY").to_string();
+    let token = s.la.token(&s.operator, API_AUDIENCE).unwrap();
     let client = reqwest::blocking::Client::builder().no_proxy().build().unwrap();
     let vaults = format!("{}/providers/Microsoft.KeyVault/vaults", s.la.resource_group_id());
     let before = s.arm("GET", &vaults, None).1;
     let post = |content_type: &str, body: String| {
         let response = client
             .post(format!("{base}/activation-keys"))
-            .header("x-functions-key", &key)
+            .bearer_auth(&token)
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -217,8 +219,7 @@ fn hostile_api_input_gets_a_clear_4xx_and_changes_nothing() {
     for operation in
         ["..%2F..%2Fadmin%2Ffaults", "%2e%2e", "not-an-operation", "Li4vLi4vZXRjL3Bhc3N3ZA.0000000000000000"]
     {
-        let response =
-            client.get(format!("{base}/activation-keys/{operation}")).header("x-functions-key", &key).send().unwrap();
+        let response = client.get(format!("{base}/activation-keys/{operation}")).bearer_auth(&token).send().unwrap();
         let status = response.status().as_u16();
         assert!((400..500).contains(&status), "GET {operation}: {status}");
     }

@@ -40,7 +40,7 @@ pub fn malformed_event() -> Value {
 /// `POST /api/activation-keys` whose vault name breaks a rule: answered `400` (inside the invocation's `200`)
 /// after parsing the body and the resource id, before any Azure call.
 pub fn api_post_bad_vault_name() -> Value {
-    let mut v = fixture("http-post");
+    let mut v = signed_in_post();
     v["Data"]["req"]["Body"] = json!({
         "resourceId": "/subscriptions/4385cf00-2d3a-425a-832f-f4285b1c9dce/resourceGroups/GroupForEdgeAutomation/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/testedgedevice",
         "vaultName": "9-starts-with-a-digit"
@@ -52,13 +52,26 @@ pub fn api_post_bad_vault_name() -> Value {
 
 /// `POST /api/activation-keys` with a body that is not JSON: `400 InvalidRequestBody`.
 pub fn api_post_malformed_body() -> Value {
-    let mut v = fixture("http-post");
+    let mut v = signed_in_post();
     v["Data"]["req"]["Body"] = "not json".into();
     v
 }
 
-/// `GET /api/activation-keys/{operationId}` for `operation_id`.
+/// The caller of the API invocations: what App Service Authentication passes on (a stand-in token; the answers
+/// measured here come before any Azure call).
+const CALLER: &str = "0f3c2b1a-0000-4000-8000-00000000be9c";
+
+fn signed_in_post() -> Value {
+    edgevault_tests::signed_in(&fixture("http-post"), CALLER)
+}
+
+/// `GET /api/activation-keys/{operationId}` for `operation_id`, signed in as the stand-in caller.
 pub fn api_get(url_base: &str, operation_id: &str) -> Value {
+    edgevault_tests::signed_in(&unsigned_get(url_base, operation_id), CALLER)
+}
+
+/// `GET /api/activation-keys/{operationId}` as the host sends it before authentication adds a caller.
+pub fn unsigned_get(url_base: &str, operation_id: &str) -> Value {
     json!({"Data": {"req": {
         "Url": format!("{url_base}/api/activation-keys/{operation_id}"), "Method": "GET", "Query": {},
         "Headers": {"Accept": ["application/json"]}, "Params": {"operationId": operation_id}, "Identities": [],

@@ -192,9 +192,9 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<Row>> {
 
 /// The real work paths against a local-azure with no injected latency (so what is measured is the handler plus
 /// local-azure on the same 2 cores): an ARM event that enqueues a command (one Service Bus send through the proxy),
-/// the status API for a device (ARM reads), and `ResourceCreated` for a device that has its identity (ARM reads).
+/// the status API for a device (the caller's permissions, asked on their behalf, then ARM reads), and `ResourceCreated` for a device that has its identity (ARM reads).
 pub fn run_real(duration: Duration) -> anyhow::Result<Vec<Row>> {
-    use edgevault_tests::local_azure::{ARM_AUDIENCE, LocalAzure};
+    use edgevault_tests::local_azure::{API_AUDIENCE, ARM_AUDIENCE, LocalAzure};
     let la = LocalAzure::start()?;
     let handler = edgevault_tests::Handler::start_with(&la.handler_env())?;
     let addr: SocketAddr = ([127, 0, 0, 1], handler.port).into();
@@ -222,9 +222,13 @@ pub fn run_real(duration: Duration) -> anyhow::Result<Vec<Row>> {
             invocations::device_write_event(&la.resource_group_id(), "bench-real", "bench-event-1"),
         ),
         (
-            "ActivationKeyApi: GET status (2 ARM reads)",
+            "ActivationKeyApi: GET status (permissions as the caller + 2 ARM reads)",
             "ActivationKeyApi",
-            invocations::api_get("http://127.0.0.1:7071", &operation),
+            edgevault_tests::signed_in_with(
+                &invocations::unsigned_get("http://127.0.0.1:7071", &operation),
+                &operator,
+                &la.token(&operator, API_AUDIENCE)?,
+            ),
         ),
         ("ResourceCreated: identity present (2 ARM reads)", "ResourceCreated", message),
     ];

@@ -166,6 +166,9 @@ pub struct Alert {
     pub what: String,
     /// What edgevault did, or what the operator must do.
     pub action: String,
+    /// Who requested the work the alert is about (`<name> (<object id>)`), when a caller did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 impl Alert {
@@ -180,7 +183,13 @@ impl Alert {
             vault: None,
             what: what.into(),
             action: action.into(),
+            requested_by: None,
         }
+    }
+
+    pub fn requested_by(mut self, caller: Option<&str>) -> Self {
+        self.requested_by = caller.map(str::to_string);
+        self
     }
 
     pub fn about(mut self, device: Option<&str>, vault: Option<&str>) -> Self {
@@ -198,13 +207,14 @@ impl Alert {
         let state = format!("{:?}", self.state);
         let severity = format!("{:?}", self.severity);
         let (device, vault) = (self.device.as_deref().unwrap_or("-"), self.vault.as_deref().unwrap_or("-"));
+        let requested_by = self.requested_by.as_deref().unwrap_or("-");
         match self.severity {
             Severity::Critical => tracing::error!(target: "edgevault::alert", alert_id = %self.id, %state, %severity,
-                device, vault, action = %self.action, "{}", self.what),
+                device, vault, requested_by, action = %self.action, "{}", self.what),
             Severity::Warning => tracing::warn!(target: "edgevault::alert", alert_id = %self.id, %state, %severity,
-                device, vault, action = %self.action, "{}", self.what),
+                device, vault, requested_by, action = %self.action, "{}", self.what),
             Severity::Informational => tracing::info!(target: "edgevault::alert", alert_id = %self.id, %state,
-                %severity, device, vault, action = %self.action, "{}", self.what),
+                %severity, device, vault, requested_by, action = %self.action, "{}", self.what),
         }
     }
 

@@ -40,6 +40,8 @@ pub mod settings {
     pub const ARM_ENDPOINT: &str = "EDGEVAULT_ARM_ENDPOINT";
     pub const RETRY_MAX: &str = "EDGEVAULT_RETRY_MAX_RETRIES";
     pub const RETRY_DELAY_MS: &str = "EDGEVAULT_RETRY_INITIAL_DELAY_MS";
+    pub const API_CLIENT_ID: &str = "EDGEVAULT_API_CLIENT_ID";
+    pub const AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
     pub const RECORDS: &str = "EDGEVAULT_RECORDS_TABLE_URI";
 }
 
@@ -63,6 +65,12 @@ pub struct Settings {
     pub activation_key_ttl: time::Duration,
     pub arm_endpoint: String,
     pub retry: crate::azure::RetrySettings,
+    /// The client id of the activation-key API's app registration (the audience Easy Auth accepts): edgevault
+    /// exchanges a caller's token for an ARM token on the caller's behalf as this application. Without it the API
+    /// refuses every request (it cannot check a caller's rights); the workers do not need it.
+    pub api_client_id: Option<String>,
+    /// Microsoft Entra ID's authority, `https://login.microsoftonline.com` unless a sovereign cloud says otherwise.
+    pub authority_host: String,
     /// The table endpoint of the storage account that keeps edgevault's own records, e.g.
     /// `https://<account>.table.core.windows.net` (the function app's storage account).
     pub records_table_uri: String,
@@ -129,6 +137,8 @@ impl Settings {
             activation_key_ttl: time::Duration::hours(ttl_hours as i64),
             arm_endpoint: get(ARM_ENDPOINT).unwrap_or_else(|| crate::azure::ARM_ENDPOINT.to_string()),
             retry,
+            api_client_id: get(API_CLIENT_ID),
+            authority_host: get(AUTHORITY_HOST).unwrap_or_else(|| crate::azure::AUTHORITY_HOST.to_string()),
             records_table_uri: get(RECORDS).unwrap_or_default(),
         })
     }

@@ -7,10 +7,11 @@ use azure_core::credentials::TokenCredential;
 
 use crate::alerts::Alert;
 use crate::azure::arm::ArmClient;
+use crate::azure::on_behalf_of::OnBehalfOf;
 use crate::azure::records::TableRecords;
 use crate::azure::secrets::VaultSecrets;
 use crate::azure::service_bus::QueueSender;
-use crate::azure::traits::{CikStore, Devices, Locks, Queue, Records, Vaults};
+use crate::azure::traits::{CallerPermissions, CikStore, Devices, Locks, Queue, Records, Vaults};
 use crate::azure::{AzureError, HttpStack};
 use crate::config::Settings;
 use crate::messages::{Command, queues};
@@ -23,6 +24,8 @@ pub struct Deps {
     pub locks: Arc<dyn Locks>,
     pub secrets: Arc<dyn CikStore>,
     pub queue: Arc<dyn Queue>,
+    /// What ARM says an API caller may do, asked on the caller's behalf (`authorization::require_permission`).
+    pub permissions: Arc<dyn CallerPermissions>,
     /// edgevault's own records (sweep progress, recovery history).
     pub records: Arc<dyn Records>,
 }
@@ -48,6 +51,17 @@ impl Deps {
         // One ARM client (one pipeline, one token cache) behind all three ARM traits.
         let arm = Arc::new(ArmClient::new(&settings.arm_endpoint, credential.clone(), &stack)?);
         let queue = QueueSender::new(&settings.service_bus_namespace, credential.clone(), &stack)?;
+        let permissions: Arc<dyn CallerPermissions> = match &settings.api_client_id {
+            Some(client_id) => Arc::new(OnBehalfOf::new(
+                &settings.authority_host,
+                &settings.tenant_id,
+                client_id,
+                &settings.arm_endpoint,
+                credential.clone(),
+                &stack,
+            )?),
+            None => Arc::new(crate::authorization::NotConfigured),
+        };
         let records = TableRecords::new(&settings.records_table_uri, credential.clone(), &stack)?;
         Ok(Deps {
             settings: settings.clone(),
@@ -56,6 +70,7 @@ impl Deps {
             locks: arm,
             secrets: Arc::new(VaultSecrets::new(credential, &stack)),
             queue: Arc::new(queue),
+            permissions,
             records: Arc::new(records),
         })
     }

@@ -15,10 +15,13 @@
 //! - [`messages`]: the typed commands on the Service Bus queues.
 //! - [`alerts`]: alerts as structured log events and messages on the `alerts` queue.
 //! - [`activation_key`]: the CIK and the activation key sealed with it (AES-256-GCM).
+//! - [`authorization`]: who calls the API (App Service Authentication's caller) and whether ARM says they may act
+//!   on a device (`require_permission`).
 //! - [`telemetry`]: tracing setup.
 
 pub mod activation_key;
 pub mod alerts;
+pub mod authorization;
 pub mod azure;
 pub mod config;
 pub mod deps;

@@ -151,7 +151,14 @@ async fn invoke(
         );
     };
     let invocation_id = invocation_id.unwrap_or_default();
-    let span = tracing::info_span!("invocation", function = def.name, invocation_id = %invocation_id);
+    // An HTTP function records its authenticated caller on this span, so "invocation done" names who asked.
+    let span = tracing::info_span!(
+        "invocation",
+        function = def.name,
+        invocation_id = %invocation_id,
+        caller_id = tracing::field::Empty,
+        caller_name = tracing::field::Empty
+    );
     async move {
         let started = Instant::now();
         let reply = match parse_envelope(&body) {

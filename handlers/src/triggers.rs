@@ -22,8 +22,9 @@ use serde_json::{Map, Value};
 use crate::error::FunctionError;
 use crate::protocol::decode;
 
-/// `httpTrigger` input in the host's default (non-forwarding) mode.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// `httpTrigger` input in the host's default (non-forwarding) mode. Its `Debug` leaves out the values of headers
+/// that carry credentials (a caller's bearer token, the platform's token headers, a function key).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct HttpRequest {
     pub url: String,
@@ -42,6 +43,33 @@ pub struct HttpRequest {
     /// The request body as text. The host sends a string, or a JSON value when it parsed the body itself.
     #[serde(default, deserialize_with = "body_text")]
     pub body: Option<String>,
+}
+
+impl std::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |name: &str| {
+            let name = name.to_ascii_lowercase();
+            name == "authorization" || name == "cookie" || name == "x-functions-key" || name.starts_with("x-ms-token-")
+        };
+        let headers: BTreeMap<&str, Vec<&str>> = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (k.as_str(), if secret(k) { vec!["<redacted>"] } else { v.iter().map(String::as_str).collect() })
+            })
+            .collect();
+        let query: BTreeMap<&str, &str> =
+            self.query.iter().map(|(k, v)| (k.as_str(), if k == "code" { "<redacted>" } else { v.as_str() })).collect();
+        f.debug_struct("HttpRequest")
+            .field("url", &"<omitted: may carry a key>")
+            .field("method", &self.method)
+            .field("query", &query)
+            .field("headers", &headers)
+            .field("params", &self.params)
+            .field("identities", &self.identities.len())
+            .field("body", &self.body.as_ref().map(String::len))
+            .finish()
+    }
 }
 
 impl HttpRequest {

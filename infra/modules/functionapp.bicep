@@ -60,6 +60,9 @@ param activationKeyTtlHours int
 @description('RUST_LOG filter of the handler.')
 param rustLog string = 'info'
 
+@description('Client (application) id of the activation-key API\'s app registration (infra/README.md, "Who may call the API"): App Service Authentication accepts tokens for it, and edgevault exchanges them on the caller\'s behalf as it.')
+param apiClientId string
+
 param tags object = {}
 
 resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
@@ -80,10 +83,10 @@ resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
 }
 
 resource site 'Microsoft.Web/sites@2023-12-01' = {
-  // checkov:skip=CKV_AZURE_222:Event Grid delivers to ArmEvents and the portal calls the activation-key API over the public endpoint; the API needs a function key and the Event Grid trigger its system key.
+  // checkov:skip=CKV_AZURE_222:Event Grid delivers to ArmEvents and the portal calls the activation-key API over the public endpoint; the API is behind App Service Authentication (authsettingsV2 below) and the Event Grid trigger needs its system key.
   // checkov:skip=CKV_AZURE_212:One always-ready instance by design (see CKV_AZURE_225 on the plan); the plan scales out on load and Service Bus redelivers work an instance did not finish.
   // checkov:skip=CKV_AZURE_213:A custom handler app has no unauthenticated health endpoint the platform could probe; the host restarts the handler process itself and the alert rules watch failures.
-  // checkov:skip=CKV_AZURE_17:Client certificates would reject Event Grid and Functions host traffic; the API is protected by function keys.
+  // checkov:skip=CKV_AZURE_17:Client certificates would reject Event Grid and Functions host traffic; the API's callers authenticate with Entra ID tokens (authsettingsV2 below).
   name: appName
   location: location
   tags: tags
@@ -141,7 +144,7 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
   // checkov:skip=CKV_AZURE_66:Failed request tracing is not an app setting; failed invocations are recorded in Application Insights.
   // checkov:skip=CKV_AZURE_222:Not an app setting; public network access is set (and justified) on the site.
   // checkov:skip=CKV_AZURE_80:The app is a Rust custom handler, not .NET.
-  // checkov:skip=CKV_AZURE_13:App Service authentication would reject Event Grid (system key) and the portal's calls to the activation-key API (function keys); both authenticate with Functions keys instead.
+  // checkov:skip=CKV_AZURE_13:App Service authentication is configured by the authsettingsV2 resource below (Entra ID, Return401), which this check does not read.
   // checkov:skip=CKV_AZURE_88:No Azure Files content share on purpose: it needs a storage account key and shared keys are disabled; the app runs from its zip package.
   parent: site
   name: 'appsettings'
@@ -169,6 +172,67 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
     EDGEVAULT_ACTIVATION_KEY_TTL_HOURS: string(activationKeyTtlHours)
     RecoverySweepSchedule: recoverySweepSchedule
     RUST_LOG: rustLog
+    // The API's app registration: edgevault exchanges a caller's token for an ARM token as it (on-behalf-of), its
+    // client assertion the site's identity (a federated credential of the registration, set up once: README).
+    EDGEVAULT_API_CLIENT_ID: apiClientId
+  }
+}
+
+// App Service Authentication (Easy Auth) with Microsoft Entra ID: the platform validates every caller's token
+// (signature, lifetime, audience) and answers 401 itself, before the Functions host, for a missing or bad one; the
+// app gets the caller in X-MS-CLIENT-PRINCIPAL*, headers a client cannot set. edgevault then asks ARM, as the
+// caller, whether they may act on the device (docs/AUTHORIZATION.md).
+resource authSettings 'Microsoft.Web/sites/config@2023-12-01' = {
+  // checkov reads every sites/config resource as the web configuration; this one is the authentication settings:
+  // checkov:skip=CKV_AZURE_63:Web-server HTTP logging is not an authentication setting; the Functions host logs requests to Application Insights.
+  // checkov:skip=CKV_AZURE_65:Detailed error pages are not an authentication setting and the app serves no pages.
+  // checkov:skip=CKV_AZURE_66:Failed request tracing is not an authentication setting; failed invocations are recorded in Application Insights.
+  // checkov:skip=CKV_AZURE_222:Not an authentication setting; public network access is set (and justified) on the site.
+  // checkov:skip=CKV_AZURE_80:The app is a Rust custom handler, not .NET.
+  // checkov:skip=CKV_AZURE_88:Not an authentication setting; the app runs from its zip package (see the app settings).
+  // checkov:skip=CKV_AZURE_13:This resource is the App Service authentication (enabled, Entra ID, Return401).
+  parent: site
+  name: 'authsettingsV2'
+  dependsOn: [
+    appSettings
+  ]
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      // Event Grid authenticates to the ArmEvents webhook with the Event Grid extension's system key, not a token.
+      excludedPaths: [
+        '/runtime/webhooks/eventgrid'
+      ]
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: apiClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          // Tokens for the API by identifier URI (v1 tokens) or client id (v2 tokens).
+          allowedAudiences: [
+            'api://${apiClientId}'
+            apiClientId
+          ]
+        }
+      }
+    }
+    login: {
+      // Callers send bearer tokens; no browser sessions, so nothing to store.
+      tokenStore: {
+        enabled: false
+      }
+    }
   }
 }
 

@@ -8,7 +8,8 @@
 //! | `GET /admin/activity?after=<seq>&limit=<n>` | the ARM activity log |
 //! | `GET/POST /admin/tenants`, `/admin/subscriptions`, `/admin/resource-groups` | directory |
 //! | `GET/POST /admin/grants`, `DELETE /admin/grants/{id}` | ARM role grants |
-//! | `GET/POST /admin/principals` | identities (service principals, MSIs) |
+//! | `GET/POST /admin/principals` | identities (service principals, MSIs; users with `userPrincipalName`) |
+//! | `GET/POST /admin/applications` | app registrations (audiences, trusted federated subjects) for [`crate::entra`] |
 //! | `POST /admin/tokens {"principalId","resource"}` | mint a token without the MSI header |
 //! | `GET/POST/DELETE /admin/faults`, `DELETE /admin/faults/{id}` | fault injection (incl. rate limits) |
 //! | `POST /admin/seed` | bulk fleet: devices, vaults, locks, secrets in one transaction ([`crate::seed`]) |
@@ -113,6 +114,15 @@ fn route(app: &App, req: &Req, segs: &[&str]) -> Result<Resp, AdminError> {
             let removed = app.store.write(|tx| tx.delete(GRANT, id))?;
             deleted(removed, "grant")
         }
+        (Method::GET, ["admin", "applications"]) => {
+            ok(json!({ "value": app.store.list::<Value>(crate::entra::APPLICATION, "")? }))
+        }
+        (Method::POST, ["admin", "applications"]) => {
+            let a: crate::entra::Application = body(req)?;
+            uuid::Uuid::parse_str(&a.app_id).map_err(bad)?;
+            app.store.write(|tx| tx.put(crate::entra::APPLICATION, &a.app_id.to_ascii_lowercase(), &a))?;
+            created(&a)
+        }
         (Method::GET, ["admin", "principals"]) => ok(json!({ "value": app.store.list::<Value>(PRINCIPAL, "")? })),
         (Method::POST, ["admin", "principals"]) => {
             #[derive(Deserialize)]
@@ -122,6 +132,8 @@ fn route(app: &App, req: &Req, segs: &[&str]) -> Result<Resp, AdminError> {
                 client_id: Option<String>,
                 tenant_id: Option<String>,
                 display_name: Option<String>,
+                /// Makes the principal a user (an operator who signs in), not an application.
+                user_principal_name: Option<String>,
             }
             let n: NewPrincipal = body(req)?;
             let p = Principal {
@@ -130,6 +142,7 @@ fn route(app: &App, req: &Req, segs: &[&str]) -> Result<Resp, AdminError> {
                 tenant_id: n.tenant_id.unwrap_or_else(|| crate::config::DEFAULT_TENANT_ID.to_string()),
                 display_name: n.display_name.unwrap_or_default(),
                 resource_id: None,
+                user_principal_name: n.user_principal_name,
             };
             app.store.write(|tx| identity::put_principal(tx, &p))?;
             created(&p)

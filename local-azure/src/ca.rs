@@ -32,6 +32,7 @@ pub enum CaError {
 pub fn is_served_host(host: &str) -> bool {
     let host = host.to_ascii_lowercase();
     host == "management.azure.com"
+        || host == crate::entra::HOST
         || single_label_under(&host, ".vault.azure.net")
         || single_label_under(&host, ".servicebus.windows.net")
         || single_label_under(&host, ".table.core.windows.net")

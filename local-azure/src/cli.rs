@@ -17,6 +17,21 @@ pub enum Command {
     Up(UpArgs),
     /// Print the environment a client needs, as `export K=V` lines (or JSON).
     Env(EnvArgs),
+    /// Print an access token for a principal (a user, for the activation-key API) from the running local-azure,
+    /// as `az account get-access-token --query accessToken -o tsv` would against Azure.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[arg(long, env = "LOCAL_AZURE_DATA_DIR", default_value = ".local-azure")]
+    pub data_dir: PathBuf,
+    /// The principal's object id (see `GET /admin/principals`).
+    #[arg(long)]
+    pub principal: String,
+    /// The audience; default: the activation-key API's (`api://edgevault`).
+    #[arg(long, default_value = crate::config::API_AUDIENCE)]
+    pub resource: String,
 }
 
 #[derive(Debug, Args)]

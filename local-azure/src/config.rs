@@ -13,6 +13,11 @@ pub const APP_PRINCIPAL_ID: &str = "e0e0e0e0-0000-4000-8000-000000000003";
 /// The client (application) id of that identity.
 pub const APP_CLIENT_ID: &str = "e0e0e0e0-0000-4000-8000-000000000004";
 pub const APP_DISPLAY_NAME: &str = "edgevault-func";
+/// The app registration of edgevault's activation-key API (`entra::Application`): callers get tokens for
+/// [`API_AUDIENCE`], the Functions host's Easy Auth accepts them, and the function app exchanges them on behalf of
+/// the caller with this client id (its identity trusted as a federated credential).
+pub const API_CLIENT_ID: &str = "e0e0e0e0-0000-4000-8000-000000000005";
+pub const API_AUDIENCE: &str = "api://edgevault";
 
 /// The ARM actions edgevault's identity is granted on the default subscription: it manages
 /// devices, vaults (but may not purge them) and locks, and reads everything.

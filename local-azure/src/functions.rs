@@ -69,6 +69,12 @@ pub fn app_settings(env: &Value, overrides: &[(String, String)]) -> BTreeMap<Str
     );
     settings.insert("RecoverySweepSchedule".into(), DEFAULT_RECOVERY_SWEEP.into());
     settings.insert("FUNCTIONS_WORKER_RUNTIME".into(), "custom".into());
+    // The site's authentication is on, as `infra/` configures it (`authsettingsV2`): the platform tells the app so
+    // (`WEBSITE_AUTH_ENABLED`, `WEBSITE_AUTH_CLIENT_ID`), and edgevault exchanges its callers' tokens as the API's
+    // app registration.
+    settings.insert("WEBSITE_AUTH_ENABLED".into(), "True".into());
+    settings.insert("WEBSITE_AUTH_CLIENT_ID".into(), config::API_CLIENT_ID.into());
+    settings.insert("EDGEVAULT_API_CLIENT_ID".into(), config::API_CLIENT_ID.into());
     for (k, v) in overrides {
         settings.insert(k.clone(), v.clone());
     }
@@ -97,6 +103,30 @@ impl local_azure_host::Clock for HostClock {
                 }
             }
         })
+    }
+}
+
+/// Easy Auth's token check against local-azure's own issuer: signature and lifetime (wall clock, as every token
+/// check in local-azure); the host checks the audience against the site's allowed audiences.
+struct Issuer(Arc<App>);
+
+impl local_azure_host::easy_auth::TokenValidator for Issuer {
+    fn validate(&self, token: &str) -> Result<Map<String, Value>, String> {
+        let claims = self.0.tokens.verify_any_audience(token, crate::token::wall_now()).map_err(|e| e.to_string())?;
+        match serde_json::to_value(claims) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err("the token's claims could not be read".into()),
+        }
+    }
+}
+
+/// The site's authentication settings: Entra ID, tokens for the API's app registration (by identifier URI or
+/// client id), and the Event Grid webhook left to its system key (`infra/modules/functions.bicep` excludes it too).
+pub fn easy_auth(app: &Arc<App>) -> local_azure_host::easy_auth::EasyAuth {
+    local_azure_host::easy_auth::EasyAuth {
+        allowed_audiences: vec![config::API_AUDIENCE.into(), config::API_CLIENT_ID.into()],
+        excluded_paths: vec!["/runtime/webhooks/eventgrid".into()],
+        validator: Arc::new(Issuer(app.clone())),
     }
 }
 
@@ -151,6 +181,7 @@ pub async fn start(app: &Arc<App>, options: AppOptions) -> Result<(RunningHost, 
         state_dir: Some(options.state_dir),
         clock: Arc::new(HostClock(app.clone())),
         host_form: options.host_form,
+        easy_auth: Some(easy_auth(app)),
     })
     .await?;
     for def in &host.app().functions {

@@ -58,6 +58,8 @@ async fn buffer(req: Request<Incoming>, host: &str) -> Result<Req, Resp> {
 fn service_of(host: &str) -> Option<&'static str> {
     if host == "management.azure.com" {
         Some("arm")
+    } else if host == crate::entra::HOST {
+        Some("entra")
     } else if keyvault::vault_name_of_host(host).is_some() {
         Some("keyvault")
     } else if host.ends_with(".servicebus.windows.net") {
@@ -74,6 +76,7 @@ fn operation_of(service: &str, req: &Req) -> String {
         "arm" => arm::operation_name(req),
         "keyvault" => keyvault::operation_name(req),
         "identity" => "token".into(),
+        "entra" => "oauth2/token".into(),
         "servicebus" => crate::servicebus::rest::operation_name(req),
         "tables" => crate::tables::operation_name(req),
         _ => format!("{} {}", req.method, req.path()),
@@ -176,6 +179,7 @@ async fn serve_https(
             resp
         }
         Some("keyvault") => run_service(app, "keyvault", req, keyvault_handler).await?,
+        Some("entra") => run_service(app, "entra", req, crate::entra::handle).await?,
         Some("tables") => run_service(app, "tables", req, crate::tables::handle).await?,
         Some(_) => match apply_faults(&app, "servicebus", &req).await? {
             Applied::Answer(resp) => resp,

@@ -33,6 +33,10 @@ pub struct Principal {
     /// The resource owning a system-assigned identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_id: Option<String>,
+    /// A user's sign-in name: a principal with one is a user (an operator), and its tokens say so (`idtyp: user`,
+    /// `name`, `upn`), as Entra ID's access tokens for users do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_principal_name: Option<String>,
 }
 
 pub const PRINCIPAL: &str = "principal";
@@ -120,10 +124,13 @@ pub fn issue_token(app: &App, principal: &Principal, resource: &str, lifetime: i
         tid: principal.tenant_id.clone(),
         sub: principal.object_id.clone(),
         appid: principal.client_id.clone(),
-        idtyp: "app".into(),
+        idtyp: if principal.user_principal_name.is_some() { "user" } else { "app" }.into(),
         xms_mirid: principal.resource_id.clone(),
         uti: uuid::Uuid::new_v4().simple().to_string(),
         ver: "1.0".into(),
+        name: principal.user_principal_name.as_ref().map(|_| principal.display_name.clone()),
+        upn: principal.user_principal_name.clone(),
+        scp: None,
     };
     (app.tokens.issue(&claims), exp)
 }

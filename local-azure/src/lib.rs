@@ -6,6 +6,7 @@
 //! - [`gateway`]: the TLS gateway + `CONNECT` proxy and the admin listener.
 //! - [`ca`]: the local CA and the leaf certificates for Azure host names.
 //! - [`identity`]: managed identities and the App Service token endpoint.
+//! - [`entra`]: Microsoft Entra ID's token endpoint (the on-behalf-of exchange) and app registrations.
 //! - [`token`]: JWT-shaped access tokens (issue, verify).
 //! - [`arm`]: Azure Resource Manager (devices, vaults, locks, grants, activity log).
 //! - [`keyvault`]: the Key Vault secrets data plane.
@@ -24,6 +25,7 @@ pub mod ca;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod entra;
 pub mod eventgrid;
 pub mod faults;
 pub mod functions;
@@ -155,6 +157,8 @@ pub fn client_env(data_dir: &Path, gateway: SocketAddr, admin: SocketAddr, heade
         "AZURE_LOCATION": config::DEFAULT_LOCATION,
         "EDGEVAULT_PRINCIPAL_ID": config::APP_PRINCIPAL_ID,
         "EDGEVAULT_CLIENT_ID": config::APP_CLIENT_ID,
+        "EDGEVAULT_API_CLIENT_ID": config::API_CLIENT_ID,
+        "EDGEVAULT_API_AUDIENCE": config::API_AUDIENCE,
         "EDGEVAULT_RECORDS_TABLE_URI": format!("https://{}.table.core.windows.net", tables::DEFAULT_ACCOUNT),
         "LOCAL_AZURE_ADMIN": format!("http://{admin}"),
         "LOCAL_AZURE_GATEWAY": gateway.to_string(),
@@ -213,6 +217,7 @@ impl Server {
         let secrets = load_or_seed(&store)?;
         ensure_indexes(&store)?;
         servicebus::seed_defaults(&store)?;
+        entra::seed_defaults(&store)?;
         tables::seed_defaults(&store)?;
         let offset: i64 = store.get("meta", "clock")?.unwrap_or(0);
         let ca = Arc::new(Ca::load_or_create(&data_dir)?);

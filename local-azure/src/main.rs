@@ -25,6 +25,27 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Token(args) => {
+            let path = args.data_dir.join("env.json");
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!("reading {} (has `local-azure up` run with this data dir?)", path.display())
+            })?;
+            let env: serde_json::Value = serde_json::from_str(&text)?;
+            let admin = env["LOCAL_AZURE_ADMIN"].as_str().context("env.json names no LOCAL_AZURE_ADMIN")?.to_string();
+            let body = serde_json::json!({"principalId": args.principal, "resource": args.resource});
+            let answer: serde_json::Value =
+                tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+                    let client = reqwest::Client::builder().no_proxy().build()?;
+                    let response = client.post(format!("{admin}/admin/tokens")).json(&body).send().await?;
+                    let status = response.status();
+                    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+                    anyhow::ensure!(status.is_success(), "local-azure refused the token: {status} {answer}");
+                    Ok::<_, anyhow::Error>(answer)
+                })?;
+            // Only the token, on stdout, for `$(…)`; it is a secret, so nothing else is printed.
+            println!("{}", answer["access_token"].as_str().context("no access_token in the answer")?);
+            Ok(())
+        }
         Command::Up(args) => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -81,7 +102,10 @@ async fn up(args: UpArgs, config: Config, prepared: Prepared) -> anyhow::Result<
                 .with_context(|| format!("starting the function app in {}", app_dir.display()))?;
             println!("# The function app is running:");
             let var = |k: &str| vars.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-            println!("#   API      {} (function key: ?code=$EDGEVAULT_FUNCTION_KEY)", var("EDGEVAULT_API_BASE_URL"));
+            println!(
+                "#   API      {} (App Service Authentication: Authorization: Bearer $(local-azure token --principal <user>))",
+                var("EDGEVAULT_API_BASE_URL")
+            );
             println!("#   admin    {}/admin/... (x-functions-key: $EDGEVAULT_MASTER_KEY)", host.base_url());
             Some(host)
         }

@@ -147,6 +147,7 @@ pub fn seed(app: &App, seed: &Seed) -> Result<Value, AdminError> {
                     tenant_id: tenant.clone(),
                     display_name: device.name.clone(),
                     resource_id: Some(device.id.clone()),
+                    user_principal_name: None,
                 };
                 put_principal(tx, &principal)?;
                 device.identity =

@@ -89,6 +89,7 @@ pub fn seed_defaults(store: &Store) -> Result<(), StoreError> {
             principal_id: config::APP_PRINCIPAL_ID.into(),
             scope: account.scope(),
             actions: vec!["Microsoft.Storage/storageAccounts/tableServices/tables/*".into()],
+            not_actions: Vec::new(),
             role_name: "Storage Table Data Contributor".into(),
         };
         tx.put(GRANT, &grant.id, &grant)?;

@@ -25,6 +25,14 @@ pub struct Claims {
     pub xms_mirid: Option<String>,
     pub uti: String,
     pub ver: String,
+    /// A user's display name and sign-in name (`idtyp` `user` only), as Entra ID puts them in access tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upn: Option<String>,
+    /// Delegated scopes (`user_impersonation` on an on-behalf-of ARM token); app-only tokens carry none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scp: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -66,6 +74,17 @@ impl TokenIssuer {
     /// Verifies signature, time window (against `now`, unix seconds) and audience. An audience
     /// matches with or without a trailing slash, as Azure services accept both forms.
     pub fn verify(&self, token: &str, now: i64, audiences: &[&str]) -> Result<Claims, TokenError> {
+        let claims = self.verify_any_audience(token, now)?;
+        let aud = claims.aud.trim_end_matches('/');
+        if !audiences.iter().any(|a| a.trim_end_matches('/') == aud) {
+            return Err(TokenError::WrongAudience(claims.aud.clone()));
+        }
+        Ok(claims)
+    }
+
+    /// Verifies signature and time window only, for a caller that decides on the audience itself (the token
+    /// endpoint, which looks the audience up among the app registrations).
+    pub fn verify_any_audience(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -86,10 +105,6 @@ impl TokenIssuer {
         // Azure allows five minutes of clock skew on nbf.
         if now + 300 < claims.nbf {
             return Err(TokenError::NotYetValid(claims.nbf));
-        }
-        let aud = claims.aud.trim_end_matches('/');
-        if !audiences.iter().any(|a| a.trim_end_matches('/') == aud) {
-            return Err(TokenError::WrongAudience(claims.aud.clone()));
         }
         Ok(claims)
     }
@@ -114,6 +129,9 @@ mod tests {
             xms_mirid: None,
             uti: "u".into(),
             ver: "1.0".into(),
+            name: None,
+            upn: None,
+            scp: None,
         }
     }
 

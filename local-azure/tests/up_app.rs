@@ -17,7 +17,7 @@ fn handler() -> PathBuf {
 }
 
 #[tokio::test]
-async fn the_function_app_answers_with_its_key_and_is_subscribed_to_arm_events() {
+async fn the_function_app_answers_a_signed_in_caller_and_is_subscribed_to_arm_events() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
     let dir = tempfile::tempdir().unwrap();
     let args: Vec<String> = vec![
@@ -36,9 +36,20 @@ async fn the_function_app_answers_with_its_key_and_is_subscribed_to_arm_events()
     assert!(base.starts_with("http://127.0.0.1:") && base.ends_with("/api"), "{base}");
     assert!(!key.is_empty() && !la.var("EDGEVAULT_MASTER_KEY").is_empty());
 
+    // App Service Authentication is in front of the API: a user's token for it is admitted (the handler answers),
+    // the function key alone is not.
+    let user = la
+        .admin_post(
+            "/admin/principals",
+            serde_json::json!({"displayName": "ada", "userPrincipalName": "ada@local-azure.test"}),
+        )
+        .await;
+    let api_token = la.token(user["objectId"].as_str().unwrap(), "api://edgevault").await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let with_key = http.get(format!("{base}/activation-keys/x?code={key}")).send().await.unwrap();
-    assert_ne!(with_key.status(), 401, "the handler answered: {}", with_key.text().await.unwrap_or_default());
+    let with_token = http.get(format!("{base}/activation-keys/x")).bearer_auth(api_token).send().await.unwrap();
+    assert_ne!(with_token.status(), 401, "the handler answered: {}", with_token.text().await.unwrap_or_default());
+    let key_only = http.get(format!("{base}/activation-keys/x?code={key}")).send().await.unwrap();
+    assert_eq!(key_only.status(), 401, "a function key is no caller");
     let without = http.get(format!("{base}/activation-keys/x")).send().await.unwrap();
     assert_eq!(without.status(), 401);
 

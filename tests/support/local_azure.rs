@@ -15,6 +15,9 @@ use crate::binary;
 pub const ARM: &str = "https://management.azure.com";
 pub const ARM_AUDIENCE: &str = "https://management.azure.com/";
 pub const VAULT_AUDIENCE: &str = "https://vault.azure.net";
+/// The activation-key API's app registration in local-azure (`local_azure::config::API_AUDIENCE`): the audience of
+/// the tokens callers send it.
+pub const API_AUDIENCE: &str = "api://edgevault";
 
 /// How the embedded Functions host sends invocations to the handler (`local-azure up --host-form`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +48,8 @@ pub struct LocalAzure {
     pub env: BTreeMap<String, String>,
     azure: reqwest::blocking::Client,
     local: reqwest::blocking::Client,
+    /// The user [`LocalAzure::api`] calls the API as: every action on the subscription, made on first use.
+    api_caller: std::sync::OnceLock<String>,
 }
 
 impl LocalAzure {
@@ -116,7 +121,16 @@ impl LocalAzure {
             .build()?;
         let local = reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build()?;
         let admin = process.admin().to_string();
-        Ok(LocalAzure { process, data_dir: Some(data_dir), extra, admin, env, azure, local })
+        Ok(LocalAzure {
+            process,
+            data_dir: Some(data_dir),
+            extra,
+            admin,
+            env,
+            azure,
+            local,
+            api_caller: std::sync::OnceLock::new(),
+        })
     }
 
     /// Everything local-azure (and, with an app, its Functions host and the handler) wrote to stderr.
@@ -141,21 +155,62 @@ impl LocalAzure {
         self.process.stop(limit)
     }
 
-    /// The function app's HTTP API (with `up --app`): `method` on `<EDGEVAULT_API_BASE_URL><path>` with the
-    /// function key; returns status, headers and the JSON body.
+    /// The function app's HTTP API (with `up --app`): `method` on `<EDGEVAULT_API_BASE_URL><path>` as a user with
+    /// every right on the subscription; returns status, headers and the JSON body.
     pub fn api(
         &self,
         method: &str,
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
-        self.api_with_key(self.var("EDGEVAULT_FUNCTION_KEY"), method, path, body)
+        let token = self.caller_token()?;
+        self.call_api(Some(&token), None, method, path, body)
     }
 
-    /// [`api`](Self::api) with another key (the master key, for functions other than `ActivationKeyApi`).
+    /// A token for the user [`LocalAzure::api`] calls as (made on first use, with every right on the subscription).
+    fn caller_token(&self) -> anyhow::Result<String> {
+        let caller = match self.api_caller.get() {
+            Some(caller) => caller.clone(),
+            None => {
+                let made = self.principal("api-operator", &["*"])?;
+                self.api_caller.get_or_init(|| made).clone()
+            }
+        };
+        self.token(&caller, API_AUDIENCE)
+    }
+
+    /// The object id of the user [`LocalAzure::api`] calls as.
+    pub fn api_caller(&self) -> Option<&str> {
+        self.api_caller.get().map(String::as_str)
+    }
+
+    /// [`LocalAzure::api`] with a function key as well (the master key, for functions that still take one).
     pub fn api_with_key(
         &self,
         key: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
+        let token = self.caller_token()?;
+        self.call_api(Some(&token), Some(key), method, path, body)
+    }
+
+    /// [`LocalAzure::api`] with `token` as the bearer token (`None`: no `Authorization` header).
+    pub fn api_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
+        self.call_api(token, None, method, path, body)
+    }
+
+    fn call_api(
+        &self,
+        token: Option<&str>,
+        key: Option<&str>,
         method: &str,
         path: &str,
         body: Option<Value>,
@@ -165,7 +220,13 @@ impl LocalAzure {
         } else {
             format!("{}{path}", self.var("EDGEVAULT_API_BASE_URL"))
         };
-        let mut request = self.local.request(method.parse()?, &url).header("x-functions-key", key);
+        let mut request = self.local.request(method.parse()?, &url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = key {
+            request = request.header("x-functions-key", key);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -201,6 +262,7 @@ impl LocalAzure {
             "IDENTITY_HEADER",
             "AZURE_TENANT_ID",
             "EDGEVAULT_PRINCIPAL_ID",
+            "EDGEVAULT_API_CLIENT_ID",
             "EDGEVAULT_RECORDS_TABLE_URI",
         ]
         .iter()
@@ -209,6 +271,8 @@ impl LocalAzure {
         env.push(("EDGEVAULT_SUBSCRIPTIONS".into(), self.subscription().to_string()));
         env.push(("ServiceBusConnection__fullyQualifiedNamespace".into(), "edgevault.servicebus.windows.net".into()));
         env.push(("EDGEVAULT_ARM_ENDPOINT".into(), ARM.into()));
+        // Entra ID at its real name, served by local-azure through the proxy (over the placeholder's closed port).
+        env.push(("AZURE_AUTHORITY_HOST".into(), "https://login.microsoftonline.com".into()));
         env.push(("EDGEVAULT_RETRY_MAX_RETRIES".into(), "2".into()));
         env.push(("EDGEVAULT_RETRY_INITIAL_DELAY_MS".into(), "50".into()));
         env
@@ -255,18 +319,46 @@ impl LocalAzure {
         Ok(value)
     }
 
-    /// A new principal with `actions` granted at subscription scope; returns its object id.
+    /// A new user (an operator who signs in) with `actions` granted at subscription scope; returns its object id.
     pub fn principal(&self, name: &str, actions: &[&str]) -> anyhow::Result<String> {
-        let principal = self.admin_post("/admin/principals", json!({"displayName": name}))?;
-        let oid = principal["objectId"].as_str().ok_or_else(|| anyhow!("no objectId: {principal}"))?.to_string();
-        let scope = format!("/subscriptions/{}", self.subscription());
-        self.admin_post("/admin/grants", json!({"principalId": oid, "scope": scope, "actions": actions}))?;
+        let oid = self.user(name)?;
+        if !actions.is_empty() {
+            let scope = format!("/subscriptions/{}", self.subscription());
+            self.grant(&oid, &scope, actions)?;
+        }
         Ok(oid)
     }
 
+    /// A new user with no rights; returns its object id.
+    pub fn user(&self, name: &str) -> anyhow::Result<String> {
+        let upn = format!("{name}@local-azure.test");
+        let principal = self.admin_post("/admin/principals", json!({"displayName": name, "userPrincipalName": upn}))?;
+        Ok(principal["objectId"].as_str().ok_or_else(|| anyhow!("no objectId: {principal}"))?.to_string())
+    }
+
+    /// Grants `principal` the ARM `actions` at `scope` and below; returns the grant's id (to revoke it).
+    pub fn grant(&self, principal: &str, scope: &str, actions: &[&str]) -> anyhow::Result<String> {
+        let grant =
+            self.admin_post("/admin/grants", json!({"principalId": principal, "scope": scope, "actions": actions}))?;
+        Ok(grant["id"].as_str().ok_or_else(|| anyhow!("no grant id: {grant}"))?.to_string())
+    }
+
+    /// A token for `principal` with audience `resource`; remembered by the secrets scan, which then finds it (or
+    /// any part of it) wherever it should not be.
     pub fn token(&self, principal: &str, resource: &str) -> anyhow::Result<String> {
-        let token = self.admin_post("/admin/tokens", json!({"principalId": principal, "resource": resource}))?;
-        Ok(token["access_token"].as_str().ok_or_else(|| anyhow!("no token: {token}"))?.to_string())
+        self.token_expiring(principal, resource, None)
+    }
+
+    /// [`LocalAzure::token`] valid for `seconds` (`Some(0)`: already expired).
+    pub fn token_expiring(&self, principal: &str, resource: &str, seconds: Option<i64>) -> anyhow::Result<String> {
+        let mut request = json!({"principalId": principal, "resource": resource});
+        if let Some(seconds) = seconds {
+            request["expiresInSeconds"] = json!(seconds);
+        }
+        let token = self.admin_post("/admin/tokens", request)?;
+        let token = token["access_token"].as_str().ok_or_else(|| anyhow!("no token: {token}"))?.to_string();
+        crate::secrets::remember_token(&token);
+        Ok(token)
     }
 
     /// An ARM call as the holder of `token`; `path` may carry its own query, `api-version` is added.

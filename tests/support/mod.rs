@@ -53,6 +53,8 @@ pub const PLACEHOLDER_SETTINGS: &[(&str, &str)] = &[
     ("EDGEVAULT_RETRY_MAX_RETRIES", "0"),
     ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token"),
     ("IDENTITY_HEADER", "placeholder"),
+    ("EDGEVAULT_API_CLIENT_ID", "00000000-0000-0000-0000-000000000004"),
+    ("AZURE_AUTHORITY_HOST", "https://127.0.0.1:1"),
     ("NO_PROXY", "*"),
 ];
 
@@ -250,6 +252,31 @@ pub fn fixture(relative: &str) -> anyhow::Result<Value> {
 /// message replaced. `Data.message` is the body JSON-encoded once more, and the body's top-level non-array fields are
 /// merged into `Metadata` over what was there, case-insensitively, scalars as strings JSON-encoded again
 /// (azure-functions-host `Utility.ApplyBindingData`, then `GetHttpScriptInvocationContextValue`).
+/// An HTTP invocation as the host sends it with App Service Authentication on: the signed-in caller's identity first
+/// in `Identities` and their bearer token (here an unsigned stand-in naming `object_id`; the handler never checks a
+/// signature, the platform did) in `Authorization`.
+pub fn signed_in(invocation: &Value, object_id: &str) -> Value {
+    use base64::Engine;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let token = format!(
+        "{}.{}.c2lnbmVkLWJ5LXRoZS1wbGF0Zm9ybQ",
+        b64(serde_json::json!({"typ": "JWT", "alg": "RS256"})),
+        b64(serde_json::json!({"aud": "api://edgevault", "oid": object_id, "name": "operator"}))
+    );
+    signed_in_with(invocation, object_id, &token)
+}
+
+/// [`signed_in`] with a real token (one local-azure minted for `object_id`), for invocations that reach Azure.
+pub fn signed_in_with(invocation: &Value, object_id: &str, token: &str) -> Value {
+    let mut invocation = invocation.clone();
+    let req = &mut invocation["Data"]["req"];
+    req["Headers"]["Authorization"] = serde_json::json!([format!("Bearer {token}")]);
+    let mut identities = vec![scenario::easy_auth_identity(object_id, "operator")];
+    identities.extend(req["Identities"].as_array().cloned().unwrap_or_default());
+    req["Identities"] = Value::Array(identities);
+    invocation
+}
+
 pub fn real_host_message(body: &Value) -> Value {
     let mut invocation = fixture("triggers/real-host/service-bus.json").expect("the real-host fixture");
     invocation["Data"]["message"] = Value::String(Value::String(body.to_string()).to_string());

@@ -9,7 +9,7 @@ use edgevault::vault_name::VaultName;
 use serde_json::{Value, json};
 
 use crate::Handler;
-use crate::local_azure::{ARM_AUDIENCE, LocalAzure, VAULT_AUDIENCE};
+use crate::local_azure::{API_AUDIENCE, ARM_AUDIENCE, LocalAzure, VAULT_AUDIENCE};
 use crate::openapi;
 
 pub struct World {
@@ -78,14 +78,31 @@ impl World {
         self.handler.invoke(function, &invocation).unwrap()
     }
 
+    /// The API invoked as the Functions host would with App Service Authentication on, the caller being the
+    /// operator (every right on the subscription).
     pub fn api(&self, method: &str, body: Option<Value>, operation_id: Option<&str>) -> Value {
+        self.api_as(&self.operator, "operator", method, body, operation_id)
+    }
+
+    /// The API invoked as the host would for `caller` (object id) named `name`: its Easy Auth identity first in
+    /// `Identities`, its token in `Authorization`.
+    pub fn api_as(
+        &self,
+        caller: &str,
+        name: &str,
+        method: &str,
+        body: Option<Value>,
+        operation_id: Option<&str>,
+    ) -> Value {
+        let token = self.la.token(caller, API_AUDIENCE).unwrap();
         let url = match operation_id {
             Some(id) => format!("http://127.0.0.1:7071/api/activation-keys/{id}"),
             None => "http://127.0.0.1:7071/api/activation-keys".to_string(),
         };
         let params = operation_id.map(|id| json!({"operationId": id})).unwrap_or(json!({}));
+        let headers = json!({"Content-Type": ["application/json"], "Authorization": [format!("Bearer {token}")]});
         let invocation = json!({"Data": {"req": {
-            "Url": url, "Method": method, "Query": {}, "Headers": {"Content-Type": ["application/json"]},
+            "Url": url, "Method": method, "Query": {}, "Headers": headers, "Identities": [easy_auth_identity(caller, name)],
             "Params": params, "Body": body.map(|b| b.to_string()).unwrap_or_default()}}, "Metadata": {}});
         let (status, answer) = self.handler.invoke("ActivationKeyApi", &invocation).unwrap();
         assert_eq!(status, 200, "the API invocation itself succeeds: {answer}");
@@ -190,6 +207,29 @@ pub fn queued_alerts(la: &LocalAzure) -> Vec<Value> {
         .iter()
         .filter_map(|m| m["body"].as_str().and_then(|b| serde_json::from_str(b).ok()))
         .collect()
+}
+
+/// The claims identity the Functions host makes of App Service Authentication's `X-MS-CLIENT-PRINCIPAL` for an
+/// Entra ID user (as `local-azure-host`'s `easy_auth::identity` does, and the real host with the site's
+/// authentication on).
+pub fn easy_auth_identity(object_id: &str, name: &str) -> Value {
+    let claim = |kind: &str, value: &str| {
+        json!({"Issuer": "LOCAL AUTHORITY", "OriginalIssuer": "LOCAL AUTHORITY",
+        "Properties": {}, "Type": kind, "Value": value, "ValueType": "http://www.w3.org/2001/XMLSchema#string"})
+    };
+    let upn = format!("{name}@local-azure.test");
+    json!({
+        "AuthenticationType": "aad", "IsAuthenticated": true, "Actor": null, "BootstrapContext": null, "Label": null,
+        "Name": upn,
+        "NameClaimType": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
+        "RoleClaimType": "http://schemas.microsoft.com/ws/2008/06/identity/claims/role",
+        "Claims": [
+            claim("http://schemas.microsoft.com/identity/claims/objectidentifier", object_id),
+            claim("name", name),
+            claim("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn", &upn),
+            claim("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name", &upn),
+        ],
+    })
 }
 
 pub fn operation_id(device: &ResourceId) -> String {

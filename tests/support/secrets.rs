@@ -7,7 +7,9 @@
 //!
 //! CIKs are random, so they are recognised by value: a test that reads one (`remember`) adds it to the list, and
 //! everything already scanned is scanned again for it, so the order in which a test reads and receives does not
-//! matter. A hit names where it was and what kind of secret it is, never the secret.
+//! matter. Bearer tokens are recognised by their JWT header and, for every token a test minted
+//! (`remember_token`), by each of its parts: a payload or a signature cut out of a token is still found. A hit
+//! names where it was and what kind of secret it is, never the secret.
 
 use std::sync::Mutex;
 
@@ -17,8 +19,8 @@ use serde_json::Value;
 pub const SECRET_MARKS: &[&str] = &["ase-ak1.", "eyJ0eX", "eyJhbGci"];
 
 struct Transcript {
-    /// CIK values read by the tests.
-    known: Vec<String>,
+    /// Secret values the tests have read or minted, with what kind each is.
+    known: Vec<(String, &'static str)>,
     /// What was scanned so far, with where it came from, to be scanned again when a CIK becomes known.
     seen: Vec<(String, String)>,
 }
@@ -26,14 +28,14 @@ struct Transcript {
 static TRANSCRIPT: Mutex<Transcript> = Mutex::new(Transcript { known: Vec::new(), seen: Vec::new() });
 
 /// What kind of secret `text` holds, if any.
-pub fn find(text: &str, known: &[String]) -> Option<&'static str> {
+pub fn find(text: &str, known: &[(String, &'static str)]) -> Option<&'static str> {
     if text.contains("ase-ak1.") {
         return Some("an activation key");
     }
     if SECRET_MARKS.iter().any(|mark| text.contains(mark)) {
         return Some("a bearer token");
     }
-    known.iter().any(|cik| text.contains(cik.as_str())).then_some("a CIK")
+    known.iter().find(|(value, _)| text.contains(value.as_str())).map(|(_, kind)| *kind)
 }
 
 /// Scans `text`, received from `source`; panics on a secret.
@@ -56,19 +58,31 @@ pub fn scan_answer(source: &str, answer: &Value) {
 
 /// Adds a CIK value the test has read; everything scanned so far is scanned again for it.
 pub fn remember(cik: &str) {
-    // A value this short could match by chance; CIKs are 32 random bytes, far longer in any encoding.
-    if cik.len() < 16 {
+    remember_as(cik, "a CIK");
+}
+
+/// Adds a bearer token the test minted: its payload and its signature, each of which is secret enough alone (the
+/// header is the same for every token and already a mark).
+pub fn remember_token(token: &str) {
+    for part in token.split('.').skip(1) {
+        remember_as(part, "a bearer token");
+    }
+}
+
+fn remember_as(value: &str, kind: &'static str) {
+    // A value this short could match by chance; CIKs and token parts are far longer.
+    if value.len() < 16 {
         return;
     }
     let mut transcript = TRANSCRIPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if transcript.known.iter().any(|k| k == cik) {
+    if transcript.known.iter().any(|(k, _)| k == value) {
         return;
     }
-    transcript.known.push(cik.to_string());
-    let hit = transcript.seen.iter().find(|(_, text)| text.contains(cik)).map(|(source, _)| source.clone());
+    transcript.known.push((value.to_string(), kind));
+    let hit = transcript.seen.iter().find(|(_, text)| text.contains(value)).map(|(source, _)| source.clone());
     drop(transcript);
     if let Some(source) = hit {
-        fail(&source, "a CIK");
+        fail(&source, kind);
     }
 }
 
@@ -107,7 +121,7 @@ mod tests {
 
     #[test]
     fn finds_each_kind_of_secret() {
-        let known = vec!["c2VjcmV0LWNpay12YWx1ZS0xMjM0NTY3ODkw".to_string()];
+        let known = vec![("c2VjcmV0LWNpay12YWx1ZS0xMjM0NTY3ODkw".to_string(), "a CIK")];
         assert_eq!(find("key ase-ak1.abc.def", &known), Some("an activation key"));
         assert_eq!(find("Bearer eyJ0eXAiOiJKV1QifQ.x.y", &known), Some("a bearer token"));
         assert_eq!(find("{\"value\":\"c2VjcmV0LWNpay12YWx1ZS0xMjM0NTY3ODkw\"}", &known), Some("a CIK"));
@@ -126,6 +140,14 @@ mod tests {
         let mut in_an_error = json!({"status": "succeeded", "error": {"message": "ase-ak1.k"}});
         strip_issued_keys(&mut in_an_error);
         assert_eq!(find(&in_an_error.to_string(), &[]), Some("an activation key"));
+    }
+
+    #[test]
+    #[should_panic(expected = "a bearer token reached the log")]
+    fn a_token_signature_without_its_header_is_still_found() {
+        let token = "eyJ0eXAiOiJKV1QifQ.eyJvaWQiOiJvLTEtbG9uZy1lbm91Z2gifQ.c2lnbmF0dXJlLW9mLXRoZS10b2tlbi0xMjM";
+        remember_token(token);
+        scan("the log", "failed with c2lnbmF0dXJlLW9mLXRoZS10b2tlbi0xMjM in it");
     }
 
     #[test]

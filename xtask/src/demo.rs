@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use edgevault_tests::binary;
-use edgevault_tests::local_azure::{ARM_AUDIENCE, LocalAzure, eventually};
+use edgevault_tests::local_azure::{API_AUDIENCE, ARM_AUDIENCE, LocalAzure, eventually};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -82,7 +82,10 @@ pub fn run(interrupts: Option<Interrupts>) -> anyhow::Result<bool> {
     s.step(
         "local-azure is up: ARM, Key Vault, identity, Service Bus, Event Grid, Functions host",
         true,
-        format!("portal API {}  (function key in `local-azure env`)", d.la.var("EDGEVAULT_API_BASE_URL")),
+        format!(
+            "portal API {}  (App Service Authentication in front: callers sign in with Entra ID)",
+            d.la.var("EDGEVAULT_API_BASE_URL")
+        ),
     );
 
     let device = format!("{}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/ase-demo-01", d.la.resource_group_id());
@@ -99,13 +102,29 @@ pub fn run(interrupts: Option<Interrupts>) -> anyhow::Result<bool> {
         format!("principal {}", principal.clone().unwrap_or_default()),
     );
 
-    let (status, headers, accepted) = d.la.api("POST", "/activation-keys", Some(json!({"resourceId": device})))?;
+    // Someone signed in but without rights on the device: refused before anything happens to it.
+    let guest = d.la.user("guest")?;
+    let guest_token = d.la.token(&guest, API_AUDIENCE)?;
+    let request = json!({"resourceId": device});
+    let (status, _, refused) = d.la.api_as(Some(&guest_token), "POST", "/activation-keys", Some(request.clone()))?;
+    s.step(
+        "a signed-in user without rights on the device asks for its key: 403 naming the permission, nothing marked",
+        status == 403 && d.info(&device)["keyVaultSyncStatus"] == "KeyVaultNotConfigured",
+        refused["error"]["message"].as_str().unwrap_or_default(),
+    );
+
+    let (status, headers, accepted) = d.la.api("POST", "/activation-keys", Some(request))?;
     let location = headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     s.step(
-        "the portal requests an activation key: 202 Accepted with a status URL",
+        "an operator with rights on it (ARM says so, asked on the operator's behalf) requests the key: 202 Accepted",
         status == 202 && !location.is_empty(),
-        format!("vault name {}", accepted["vaultName"].as_str().unwrap_or_default()),
+        format!(
+            "vault name {}; the device records who asked: {}",
+            accepted["vaultName"].as_str().unwrap_or_default(),
+            d.arm("GET", &device, None).1["tags"]["edgevault-requested-by"].as_str().unwrap_or_default()
+        ),
     );
+
     let accepted_operation = accepted["operationId"].as_str().map(str::to_string);
 
     let done = eventually(LIMIT, || {
@@ -194,13 +213,15 @@ pub fn run(interrupts: Option<Interrupts>) -> anyhow::Result<bool> {
 const STOP_LIMIT: Duration = Duration::from_secs(30);
 
 /// What `--keep` prints: the line that points a shell at the running local-azure, and the commands a newcomer tries
-/// next. The function key travels only as `$EDGEVAULT_FUNCTION_KEY`, which the first line sets; nothing printed is a
-/// secret.
+/// next. The API wants a signed-in caller: each curl line gets the operator's token from `local-azure token` inside
+/// `$(…)`, as one would from `az account get-access-token` against Azure; nothing printed is a secret.
 pub fn next_steps(la: &LocalAzure, device: &str, operation: &str) -> anyhow::Result<String> {
     let local_azure = quote(&binary("local-azure")?.display().to_string());
     let cli = quote(&binary("edgevault-cli")?.display().to_string());
     let data_dir = quote(&la.data_dir().display().to_string());
-    let key = r#"-H "x-functions-key: $EDGEVAULT_FUNCTION_KEY""#;
+    let caller = la.api_caller().ok_or_else(|| anyhow::anyhow!("the demo called the API as nobody"))?;
+    let key =
+        format!(r#"-H "Authorization: Bearer $({local_azure} token --data-dir {data_dir} --principal {caller})""#);
     let request = quote(&json!({"resourceId": device}).to_string());
     Ok(format!(
         "{KEPT}\n\

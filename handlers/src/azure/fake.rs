@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::AzureError;
 use super::models::{
-    AccessPolicy, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Identity, KeyVaultSyncStatus, Lock,
-    LockProperties, NameAvailability, OutgoingMessage, Page, Record, StoredCik, Vault, VaultLink,
+    AccessPolicy, BearerToken, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Identity, KeyVaultSyncStatus,
+    Lock, LockProperties, NameAvailability, OutgoingMessage, Page, Permission, Record, StoredCik, Vault, VaultLink,
 };
-use super::traits::{CikStore, Devices, Locks, Queue, Records, Vaults};
+use super::traits::{CallerPermissions, CikStore, Devices, Locks, Queue, Records, Vaults};
 use crate::activation_key::Cik;
 use crate::config::Settings;
 use crate::deps::Deps;
@@ -40,6 +40,8 @@ pub struct State {
     pub calls: Vec<String>,
     /// The secrets' names as written (the store keys them lowercased).
     pub secret_names: BTreeMap<String, String>,
+    /// Role assignments as ARM's permissions API reports them: the caller's token, the scope, the entry.
+    pub grants: Vec<(BearerToken, String, Permission)>,
 }
 
 /// Settings for unit tests: tenant `tenant`, edgevault's principal `edgevault`, subscription `s`.
@@ -54,6 +56,8 @@ pub fn settings() -> Settings {
         activation_key_ttl: time::Duration::hours(72),
         arm_endpoint: super::ARM_ENDPOINT.into(),
         retry: Default::default(),
+        api_client_id: Some("api-client".into()),
+        authority_host: super::AUTHORITY_HOST.into(),
         records_table_uri: "https://edgevault.table.core.windows.net".into(),
     }
 }
@@ -205,8 +209,32 @@ impl FakeAzure {
             locks: self.clone(),
             secrets: self.clone(),
             queue: self.clone(),
+            permissions: self.clone(),
             records: self.clone(),
         }
+    }
+
+    /// Lets the holder of `token` do `actions` but not `not_actions` at `scope` and below.
+    pub fn grant(&self, token: &BearerToken, scope: &ResourceId, actions: &[&str], not_actions: &[&str]) {
+        let entry = Permission {
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+            not_actions: not_actions.iter().map(|a| a.to_string()).collect(),
+        };
+        self.state().grants.push((token.clone(), key(scope), entry));
+    }
+}
+
+#[async_trait::async_trait]
+impl CallerPermissions for FakeAzure {
+    async fn permissions_at(&self, token: &BearerToken, scope: &ResourceId) -> Result<Vec<Permission>, AzureError> {
+        let state = self.call("get permissions", scope);
+        let scope = key(scope);
+        Ok(state
+            .grants
+            .iter()
+            .filter(|(t, at, _)| t == token && (scope == *at || scope.starts_with(&format!("{at}/"))))
+            .map(|(_, _, entry)| entry.clone())
+            .collect())
     }
 }
 

@@ -5,6 +5,8 @@
 //!   vaults, locks), because no GA Rust crate covers these providers.
 //! - [`secrets`]: CIK secrets through the official `azure_security_keyvault_secrets` crate.
 //! - [`service_bus`]: a thin queue sender over the Service Bus REST protocol (no GA Rust crate either).
+//! - [`on_behalf_of`]: a caller's token exchanged for an ARM token on the caller's behalf (OAuth 2.0 on-behalf-of,
+//!   no GA Rust credential offers it), and ARM's permissions API asked as the caller.
 //! - [`records`]: edgevault's own records (sweep progress, recovery history) in Table Storage, a thin REST client.
 //! - [`models`]: the ARM payloads edgevault reads and writes, in the REST API's own shapes.
 //!
@@ -15,6 +17,7 @@ pub mod arm;
 #[cfg(test)]
 pub mod fake;
 pub mod models;
+pub mod on_behalf_of;
 pub mod pacing;
 pub mod records;
 pub mod retry;
@@ -32,6 +35,8 @@ use azure_core::http::{ClientOptions, Pipeline, RetryOptions, Transport};
 pub const ARM_ENDPOINT: &str = "https://management.azure.com";
 pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
 pub const SERVICE_BUS_SCOPE: &str = "https://servicebus.azure.net/.default";
+/// Microsoft Entra ID's public-cloud authority (azure_identity's default too, `AZURE_AUTHORITY_HOST` overrides it).
+pub const AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 
 /// How hard the pipeline retries. Production uses azure_core's defaults; tests shorten them (a connection that can
@@ -98,6 +103,19 @@ fn http_client() -> Arc<dyn azure_core::http::HttpClient> {
             azure_core::http::new_http_client(None)
         }
     }
+}
+
+/// A pipeline with the stack's retry and pacing but no credential: for requests that carry their own
+/// `Authorization` (a caller's token) or none (the token endpoint).
+pub fn unauthenticated_pipeline(stack: &HttpStack) -> Pipeline {
+    Pipeline::new(
+        Some(env!("CARGO_PKG_NAME")),
+        Some(env!("CARGO_PKG_VERSION")),
+        stack.client_options(),
+        Vec::new(),
+        Vec::new(),
+        None,
+    )
 }
 
 /// A pipeline that authenticates every request with a token for `scope`.

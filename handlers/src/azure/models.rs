@@ -408,3 +408,36 @@ mod tests {
         assert!(!granted.covers(&AccessPolicy::secrets("t", "other", &["get"])));
     }
 }
+
+/// A bearer token: a caller's, or one obtained on a caller's behalf. Never printed, logged or serialized: its
+/// `Debug` is redacted and it has no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        BearerToken(token.into())
+    }
+
+    /// The token itself, for the one place it goes: an `Authorization` header or a token request.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+/// One entry of ARM's permissions API (`Permissions_ListForResource`, api-version 2022-04-01): what one role
+/// assignment allows at the scope. `notActions` subtract from the same entry's `actions` only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Permission {
+    #[serde(default)]
+    pub actions: Vec<String>,
+    #[serde(default)]
+    pub not_actions: Vec<String>,
+}

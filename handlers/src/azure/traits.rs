@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use super::AzureError;
 use super::models::{
-    AccessPolicy, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Lock, NameAvailability, OutgoingMessage, Page,
-    Record, StoredCik, Vault,
+    AccessPolicy, BearerToken, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Lock, NameAvailability,
+    OutgoingMessage, Page, Permission, Record, StoredCik, Vault,
 };
 use crate::activation_key::Cik;
 use crate::resource_id::ResourceId;
@@ -100,6 +100,19 @@ pub trait Queue: std::fmt::Debug + Send + Sync {
     async fn send(&self, queue: &str, message: &OutgoingMessage) -> Result<(), AzureError>;
     /// Sends several messages in one request (the broker takes all or none).
     async fn send_batch(&self, queue: &str, messages: &[OutgoingMessage]) -> Result<(), AzureError>;
+}
+
+/// What ARM says a caller may do, asked as the caller: the answer is ARM's own evaluation of every role assignment
+/// the caller has at the scope and above (groups included), so edgevault evaluates no role definitions itself.
+#[async_trait::async_trait]
+pub trait CallerPermissions: std::fmt::Debug + Send + Sync {
+    /// The permissions of the holder of `caller_token` (a token for edgevault's API) at `scope`. A token that
+    /// cannot be exchanged on the caller's behalf is an error with status 401.
+    async fn permissions_at(
+        &self,
+        caller_token: &BearerToken,
+        scope: &ResourceId,
+    ) -> Result<Vec<Permission>, AzureError>;
 }
 
 /// edgevault's own records: JSON values in tables, under a partition and a row key. Writers that run at the same

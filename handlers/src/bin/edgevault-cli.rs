@@ -7,6 +7,9 @@
 //!   (`updateExtendedInformation` with `syncStatus: KeyVaultSyncPending`), then waits for edgevault's verdict.
 //! - `device refresh` (operator) re-checks one device now, as the API's refresh does, and prints what it found.
 //! - `status` prints, per Stack Edge device in scope, what the sweep would see.
+//! - `activate` asks the activation-key API for a device's key **as the operator**: with the operator's own Entra ID
+//!   token for the API (`EDGEVAULT_API_TOKEN`, or the Azure CLI's login), so the API's per-device check applies to
+//!   them as to anyone; the key goes to a file, never to the terminal.
 //!
 //! Both read the same environment as the handler (`IDENTITY_ENDPOINT`, `HTTPS_PROXY`, …), so against local-azure
 //! `eval "$(local-azure env)"` is all the set-up there is.
@@ -46,6 +49,24 @@ enum Top {
     },
     /// Print, per device, identity / vault / lock / soft delete / purge protection / CIK / sync status / legacy.
     Status,
+    /// Request a device's activation key from the API as yourself and write it to a file (mode 0600).
+    Activate {
+        /// The device's resource id.
+        #[arg(long)]
+        resource_id: String,
+        /// A custom vault name (default: derived from the device).
+        #[arg(long)]
+        vault_name: Option<String>,
+        /// Where to write the key; it is never printed.
+        #[arg(long)]
+        key_out: std::path::PathBuf,
+        /// The API's base URL, e.g. https://<app>.azurewebsites.net/api.
+        #[arg(long, env = "EDGEVAULT_API_BASE_URL")]
+        api: String,
+        /// The API's audience for the Azure CLI token (`api://<client id>`); default from EDGEVAULT_API_AUDIENCE.
+        #[arg(long, env = "EDGEVAULT_API_AUDIENCE")]
+        audience: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -86,18 +107,105 @@ async fn main() -> anyhow::Result<()> {
     // Arguments first, so `--help` works without an environment.
     let cli = Cli::parse();
     edgevault::telemetry::init();
-    let settings = cli_settings()?;
-    let deps = Deps::from_settings(&settings)?;
+    // The API is called as the operator, with nothing of edgevault's configuration or identity; the other commands
+    // act with edgevault's (or the device's) identity from the environment.
+    let edgevault = || -> anyhow::Result<(Settings, Deps)> {
+        let settings = cli_settings()?;
+        let deps = Deps::from_settings(&settings)?;
+        Ok((settings, deps))
+    };
     match cli.command {
+        Top::Activate { resource_id, vault_name, key_out, api, audience } => {
+            activate(&resource_id, vault_name.as_deref(), &key_out, &api, audience.as_deref()).await
+        }
         Top::Device { command: DeviceCommand::OpenKey { resource_id, key } } => {
+            let (settings, deps) = edgevault()?;
             open_key(&deps, &settings, &resource_id, &key).await
         }
         Top::Device { command: DeviceCommand::SyncSecrets { resource_id, no_write, wait } } => {
+            let (settings, deps) = edgevault()?;
             sync_secrets(&deps, &settings, &resource_id, !no_write, wait).await
         }
-        Top::Status => status(&deps).await,
-        Top::Device { command: DeviceCommand::Refresh { resource_id } } => refresh(&deps, &resource_id).await,
+        Top::Device { command: DeviceCommand::Refresh { resource_id } } => refresh(&edgevault()?.1, &resource_id).await,
+        Top::Status => status(&edgevault()?.1).await,
     }
+}
+
+/// The operator's token for the API: `EDGEVAULT_API_TOKEN` when set (e.g. `$(local-azure token --principal …)`),
+/// else the Azure CLI's login (`az login`) for `<audience>/.default`.
+async fn operator_token(audience: Option<&str>) -> anyhow::Result<String> {
+    if let Some(token) = std::env::var("EDGEVAULT_API_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
+        return Ok(token.trim().to_string());
+    }
+    let audience = audience.context("no EDGEVAULT_API_TOKEN and no --audience (api://<the API's client id>) for az")?;
+    let credential = azure_identity::AzureCliCredential::new(None)?;
+    let scope = format!("{}/.default", audience.trim_end_matches('/'));
+    let token = credential.get_token(&[&scope], None).await.context("getting a token from the Azure CLI (az login)")?;
+    Ok(token.token.secret().to_string())
+}
+
+async fn activate(
+    resource_id: &str,
+    vault_name: Option<&str>,
+    key_out: &std::path::Path,
+    api: &str,
+    audience: Option<&str>,
+) -> anyhow::Result<()> {
+    let token = operator_token(audience).await?;
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build()?;
+    let mut body = serde_json::json!({"resourceId": resource_id});
+    if let Some(name) = vault_name {
+        body["vaultName"] = name.into();
+    }
+    let url = format!("{}/activation-keys", api.trim_end_matches('/'));
+    let answer = http.post(&url).bearer_auth(&token).json(&body).send().await?;
+    let (status, headers) = (answer.status().as_u16(), answer.headers().clone());
+    let accepted: serde_json::Value = answer.json().await.unwrap_or_default();
+    let refusal = |status: u16, body: &serde_json::Value| {
+        anyhow::anyhow!(
+            "the API answered {status} {}: {}",
+            body["error"]["code"].as_str().unwrap_or_default(),
+            body["error"]["message"].as_str().unwrap_or_default()
+        )
+    };
+    if status != 202 {
+        return Err(refusal(status, &accepted));
+    }
+    let caller = headers.get("x-edgevault-caller").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    println!("requested as {caller}; vault {}", accepted["vaultName"].as_str().unwrap_or_default());
+    let location = headers.get("location").and_then(|v| v.to_str().ok()).context("no Location in the answer")?;
+    let mut wait = std::time::Duration::from_secs(2);
+    for _ in 0..120 {
+        tokio::time::sleep(wait).await;
+        let answer = http.get(location).bearer_auth(&token).send().await?;
+        let status = answer.status().as_u16();
+        let retry = answer.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok());
+        let body: serde_json::Value = answer.json().await.unwrap_or_default();
+        if status != 200 {
+            return Err(refusal(status, &body));
+        }
+        match body["status"].as_str() {
+            Some("succeeded") => {
+                let key = body["activationKey"].as_str().context("a succeeded status without its key")?;
+                write_secret(key_out, key)?;
+                println!("activation key written to {} (expires {})", key_out.display(), body["expiresAt"]);
+                return Ok(());
+            }
+            Some("failed") => bail!("the activation failed: {}", body["error"]["message"]),
+            Some("pending" | "syncing") => wait = std::time::Duration::from_secs(retry.unwrap_or(1)),
+            other => bail!("the device's status is {other:?}"),
+        }
+    }
+    bail!("the key was not ready after the polls allowed; ask for the status again later: {location}")
+}
+
+/// Writes `secret` readable by the owner only.
+fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(secret.as_bytes())?;
+    Ok(())
 }
 
 /// The handler's settings, with what only the handler needs defaulted: the CLI sends nothing to Service Bus, and

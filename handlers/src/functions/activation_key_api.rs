@@ -7,6 +7,10 @@
 //!
 //! The operation id encodes the device id (base64url) plus a nonce, so the status needs no stored state: it is
 //! read from the device every time.
+//!
+//! Who may call: App Service Authentication admits only callers with a valid Entra ID token for the API; each
+//! request then needs [`authorization::ACTIVATE`] on its device, asked of ARM as the caller
+//! ([`authorization::require_permission`]) before anything is read, created or marked. `401`/`403` otherwise.
 
 use std::sync::Arc;
 
@@ -16,10 +20,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{HandlerResult, Invocation};
-use crate::azure::models::{KeyVaultSyncStatus, NameAvailability};
+use crate::authorization::{self, ACTIVATE, Caller, Denied, require_permission};
+use crate::azure::models::NameAvailability;
 use crate::deps::Deps;
 use crate::error::FunctionError;
-use crate::lifecycle::device::{device_and_info, is_legacy, mark_status};
+use crate::lifecycle::device::{device_and_info, is_legacy, mark_requested};
 use crate::lifecycle::status::{KeyStatus, key_status};
 use crate::lifecycle::vault::{Choice, choose_vault, owned_by, vault_id};
 use crate::lifecycle::{Error, Refused};
@@ -41,16 +46,25 @@ const UNAVAILABLE_RETRY_SECONDS: u32 = 5;
 /// Default-name attempts before giving up (a name is global; a clash on the derived name is rare).
 const DEFAULT_NAME_ATTEMPTS: u32 = 5;
 
+/// The header every answer to an authenticated caller carries: the caller's object id, so a client's log of the
+/// answer says who asked.
+const CALLER_HEADER: &str = "X-Edgevault-Caller";
+
 pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
     let request: HttpRequest = invocation.request.binding("req")?;
-    // One route serves both shapes: POST on the collection, GET on an operation.
-    let operation = request.params.get("operationId").filter(|id| !id.is_empty()).cloned();
-    let response = match (request.method.to_ascii_uppercase().as_str(), operation) {
-        ("POST", None) => post(&deps, &request, &invocation.invocation_id).await,
-        ("GET", Some(operation_id)) => get(&deps, &operation_id).await,
-        (_, None) => Ok(method_not_allowed("POST", "/api/activation-keys")),
-        (_, Some(_)) => Ok(method_not_allowed("GET", "/api/activation-keys/{operationId}")),
+    let caller = match Caller::from_request(&request) {
+        Ok(caller) => caller,
+        Err(denied) => {
+            tracing::warn!("activation-key API: {denied}");
+            return respond(refusal(denied)?, None);
+        }
     };
+    // Every line this request logs from here on names its caller (the invocation span's fields, `server`), and
+    // so does the host's "invocation done" line; never their token.
+    let span = tracing::Span::current();
+    span.record("caller_id", caller.object_id.as_str());
+    span.record("caller_name", caller.name.as_str());
+    let response = answer(&deps, &caller, &request, &invocation.invocation_id).await;
     let response = match response {
         Ok(response) => response,
         // Azure being unavailable is the caller's to retry; anything else is a bug to report, not to hide.
@@ -66,7 +80,54 @@ pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
         }
         Err(err) => return Err(err),
     };
+    respond(response, Some(&caller))
+}
+
+/// The answer to an authenticated caller's request: one route serves both shapes, POST on the collection and GET
+/// on an operation.
+async fn answer(
+    deps: &Deps,
+    caller: &Caller,
+    request: &HttpRequest,
+    invocation_id: &str,
+) -> Result<HttpResponse, FunctionError> {
+    let operation = request.params.get("operationId").filter(|id| !id.is_empty()).cloned();
+    match (request.method.to_ascii_uppercase().as_str(), operation) {
+        ("POST", None) => post(deps, caller, request, invocation_id).await,
+        ("GET", Some(operation_id)) => get(deps, caller, &operation_id).await,
+        (_, None) => Ok(method_not_allowed("POST", "/api/activation-keys")),
+        (_, Some(_)) => Ok(method_not_allowed("GET", "/api/activation-keys/{operationId}")),
+    }
+}
+
+fn respond(mut response: HttpResponse, caller: Option<&Caller>) -> HandlerResult {
+    if let Some(caller) = caller {
+        response.headers.insert(CALLER_HEADER.into(), caller.object_id.clone());
+    }
     Ok(InvocationResponse::default().with_output("res", response))
+}
+
+/// A refused caller's answer: `401` (with the bearer challenge), `403` naming the missing permission, `500` when
+/// edgevault cannot check at all. An Azure failure stays an error, answered like any other.
+fn refusal(denied: Denied) -> Result<HttpResponse, FunctionError> {
+    Ok(match denied {
+        Denied::Unauthenticated(reason) => {
+            let mut response = HttpResponse::error(401, "Unauthenticated", reason);
+            response.headers.insert("WWW-Authenticate".into(), "Bearer error=\"invalid_token\"".into());
+            response
+        }
+        denied @ Denied::Forbidden { .. } => HttpResponse::error(403, "AuthorizationFailed", denied.to_string()),
+        Denied::NotConfigured(reason) => HttpResponse::error(500, authorization::NOT_CONFIGURED, reason),
+        Denied::Azure(err) => return Err(FunctionError::Azure(err)),
+    })
+}
+
+/// `Ok(None)` when `caller` may act on `device`, else the answer that says why not.
+async fn check(deps: &Deps, caller: &Caller, device: &ResourceId) -> Result<Option<HttpResponse>, FunctionError> {
+    match require_permission(deps, caller, device, ACTIVATE).await {
+        Ok(()) => Ok(None),
+        Err(denied) => refusal(denied).map(Some),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,7 +138,12 @@ struct KeyRequest {
     vault_name: Option<String>,
 }
 
-async fn post(deps: &Deps, request: &HttpRequest, invocation_id: &str) -> Result<HttpResponse, FunctionError> {
+async fn post(
+    deps: &Deps,
+    caller: &Caller,
+    request: &HttpRequest,
+    invocation_id: &str,
+) -> Result<HttpResponse, FunctionError> {
     if let Some(content_type) = request.header("content-type")
         && !content_type.to_ascii_lowercase().starts_with("application/json")
     {
@@ -114,6 +180,9 @@ async fn post(deps: &Deps, request: &HttpRequest, invocation_id: &str) -> Result
         Ok(name) => name,
         Err(e) => return Ok(HttpResponse::error(400, e.rule(), e.to_string())),
     };
+    if let Some(refused) = check(deps, caller, &device_id).await? {
+        return Ok(refused);
+    }
     // The name check of the first candidate name runs beside the device reads: it needs neither, and a request
     // for a device that turns out to be linked already wastes one cheap call instead of adding a round trip to
     // every first activation.
@@ -160,7 +229,7 @@ async fn post(deps: &Deps, request: &HttpRequest, invocation_id: &str) -> Result
         },
     };
     let operation_id = operation_id(&device_id);
-    mark_status(deps, &device_id, KeyVaultSyncStatus::KeyVaultSyncPending).await?;
+    mark_requested(deps, &device_id, &device, &caller.label()).await?;
     let command: Command = ActivationKeyRequested {
         device: device_id.clone(),
         operation_id: operation_id.clone(),
@@ -234,10 +303,13 @@ fn method_not_allowed(allowed: &str, path: &str) -> HttpResponse {
     response
 }
 
-async fn get(deps: &Deps, operation_id: &str) -> Result<HttpResponse, FunctionError> {
+async fn get(deps: &Deps, caller: &Caller, operation_id: &str) -> Result<HttpResponse, FunctionError> {
     let Some(device_id) = device_of(operation_id) else {
         return Ok(HttpResponse::error(404, "OperationNotFound", "no activation request has this operation id"));
     };
+    if let Some(refused) = check(deps, caller, &device_id).await? {
+        return Ok(refused);
+    }
     let Some(status) = key_status(deps, &device_id).await? else {
         return Ok(HttpResponse::error(404, "DeviceNotFound", format!("{device_id} does not exist")));
     };

@@ -144,7 +144,9 @@ pub static FUNCTIONS: &[FunctionDef] = &[
         trigger: Trigger::Http {
             route: "activation-keys/{operationId?}",
             methods: &["get", "post"],
-            auth_level: "function",
+            // App Service Authentication admits callers, ARM decides per device (`authorization`); a shared key
+            // would say nothing about who asks. See docs/AUTHORIZATION.md.
+            auth_level: "anonymous",
         },
         handler: handler!(activation_key_api),
     },

@@ -56,16 +56,21 @@ pub async fn settle(
     let last_attempt = metadata.delivery_count >= MAX_DELIVERY_COUNT;
     if let Some(device) = device.filter(|_| !err.retryable() || last_attempt) {
         let reason = err.to_string();
-        if let Err(mark) = mark_failed(deps, device, &reason).await {
-            tracing::error!(device = %device, "could not record the failure on the device: {mark}");
-        }
+        let marked = match mark_failed(deps, device, &reason).await {
+            Ok(marked) => marked,
+            Err(mark) => {
+                tracing::error!(device = %device, "could not record the failure on the device: {mark}");
+                None
+            }
+        };
         let alert = Alert::raise(
             &format!("{}|{}", metadata.message_id, device),
             Severity::Critical,
             format!("provisioning of {device} failed: {reason}"),
             "the device is marked KeyVaultSyncFailed; the message will be dead-lettered; fix the cause and request the activation key again",
         )
-        .about(Some(&device.to_string()), None);
+        .about(Some(&device.to_string()), None)
+        .requested_by(marked.as_ref().and_then(lifecycle::device::requested_by));
         deps.alert(&alert).await;
     }
     Err(err.into())

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::error::{Error, Refused};
-use super::{ALERTS_TAG, ERROR_TAG};
+use super::{ALERTS_TAG, ERROR_TAG, REQUESTED_BY_TAG};
 use crate::alerts::AlertKind;
 use crate::azure::models::{Device, ExtendedInfo, ExtendedInfoPatch, KeyVaultSyncStatus, VaultLink};
 use crate::deps::Deps;
@@ -67,16 +67,35 @@ pub async fn mark_status(deps: &Deps, id: &ResourceId, status: KeyVaultSyncStatu
     Ok(())
 }
 
+/// Marks the device `KeyVaultSyncPending` for a caller's activation request, after recording who asked in its
+/// `edgevault-requested-by` tag (`<name> (<object id>)`), where the portal, the status and the alerts find it.
+pub async fn mark_requested(deps: &Deps, id: &ResourceId, device: &Device, by: &str) -> Result<(), Error> {
+    let by: String = by.chars().take(256).collect();
+    if requested_by(device) != Some(by.as_str()) {
+        let mut tags = device.tags.clone();
+        tags.retain(|k, _| !k.eq_ignore_ascii_case(REQUESTED_BY_TAG));
+        tags.insert(REQUESTED_BY_TAG.to_string(), by);
+        deps.devices.set_device_tags(id, &tags).await?;
+    }
+    mark_status(deps, id, KeyVaultSyncStatus::KeyVaultSyncPending).await
+}
+
+/// Who last requested the device's activation key, as [`mark_requested`] recorded it.
+pub fn requested_by(device: &Device) -> Option<&str> {
+    device.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(REQUESTED_BY_TAG)).map(|(_, v)| v.as_str())
+}
+
 /// Records a failed synchronisation where the status API and the portal see it: `KeyVaultSyncFailed` in the
 /// extended information and the reason in the device's `edgevault-sync-error` tag.
-pub async fn mark_failed(deps: &Deps, id: &ResourceId, reason: &str) -> Result<(), Error> {
-    let Some(device) = deps.devices.get_device(id).await? else { return Ok(()) };
+/// Returns the device as it was read (its tags say who requested it), `None` if it is gone.
+pub async fn mark_failed(deps: &Deps, id: &ResourceId, reason: &str) -> Result<Option<Device>, Error> {
+    let Some(device) = deps.devices.get_device(id).await? else { return Ok(None) };
     mark_status(deps, id, KeyVaultSyncStatus::KeyVaultSyncFailed).await?;
     let mut tags = device.tags.clone();
     // Tag values are limited to 256 characters.
     tags.insert(ERROR_TAG.to_string(), reason.chars().take(256).collect());
     deps.devices.set_device_tags(id, &tags).await?;
-    Ok(())
+    Ok(Some(device))
 }
 
 /// Removes the failure mark of an earlier attempt, if there is one; `device` becomes what ARM now has.
@@ -149,11 +168,13 @@ pub async fn settle_alerts(
     let mut changes = AlertChanges::default();
     let now = deps.now().unix_timestamp();
     let device_name = id.to_string();
+    // Who asked for this device's activation key: every alert about it names them.
+    let who = requested_by(device).map(str::to_string);
     for (kind, detail) in found {
         if open.contains_key(kind) || changes.raised.contains(kind) {
             continue;
         }
-        deps.alert(&kind.alert(&device_name, vault, now, detail)).await;
+        deps.alert(&kind.alert(&device_name, vault, now, detail).requested_by(who.as_deref())).await;
         changes.raised.push(*kind);
         if kind.stays_open() {
             open.insert(*kind, now);
@@ -162,7 +183,7 @@ pub async fn settle_alerts(
     if let Some(keep) = resolve_except {
         for (kind, raised) in &before {
             if !found.iter().any(|(f, _)| f == kind) && !keep.contains(kind) {
-                let alert = kind.alert(&device_name, vault, *raised, "");
+                let alert = kind.alert(&device_name, vault, *raised, "").requested_by(who.as_deref());
                 deps.alert(&alert.resolved("a check found the device healthy in this respect")).await;
                 changes.resolved.push(*kind);
                 open.remove(kind);

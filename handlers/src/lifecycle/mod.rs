@@ -42,6 +42,8 @@ pub const OWNER_TAG: &str = "edgevault-device";
 pub const PRINCIPAL_TAG: &str = "edgevault-device-principal";
 /// Tag on a device holding the reason of its last failed synchronisation, shown by the status API.
 pub const ERROR_TAG: &str = "edgevault-sync-error";
+/// Tag on a device naming who last requested its activation key: `<display name> (<object id>)`.
+pub const REQUESTED_BY_TAG: &str = "edgevault-requested-by";
 /// The name of the lock edgevault puts on each vault.
 pub const LOCK_NAME: &str = "edgevault-do-not-delete";
 /// Its level: the vault can be read and changed, not deleted.

@@ -83,12 +83,14 @@ pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outc
                 format!("the CIK of {device} did not survive the vault's deletion; a new one was written"),
                 "generate a new activation key for the device and re-activate it",
             )
-            .about(Some(&device.to_string()), Some(&vault_id.to_string())),
+            .about(Some(&device.to_string()), Some(&vault_id.to_string()))
+            .requested_by(super::device::requested_by(&found)),
         )
         .await;
     }
     let now = deps.now().unix_timestamp();
-    deps.alert(&AlertKind::KeyVaultRecovered.alert(&device.to_string(), Some(&vault), now, &deletion)).await;
+    let recovered = AlertKind::KeyVaultRecovered.alert(&device.to_string(), Some(&vault), now, &deletion);
+    deps.alert(&recovered.requested_by(super::device::requested_by(&found))).await;
     Ok(Outcome::Recovered { device, cik_intact: !provisioned.cik_created })
 }
 

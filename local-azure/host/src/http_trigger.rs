@@ -195,7 +195,20 @@ pub(crate) async fn handle(shared: &Shared, request: &Request, path: &[String]) 
             }
         });
     }
-    let input = build_input(binding, request, &params, key.as_ref().map(|(level, name)| (*level, name.as_str())));
+    let mut input = build_input(binding, request, &params, key.as_ref().map(|(level, name)| (*level, name.as_str())));
+    // With the site's authentication on, the host makes the platform's principal header the first identity
+    // (`crate::easy_auth`); Easy Auth has already replaced any such header a client sent.
+    if shared.easy_auth.is_some()
+        && let Some(identity) = request.header(crate::easy_auth::PRINCIPAL_HEADER).and_then(crate::easy_auth::identity)
+        && let Some(Value::Array(identities)) =
+            input.data.get_mut(binding.as_str()).and_then(|r| r.get_mut("Identities"))
+    {
+        // Without a key the only identity is the principal's; with one, the key's identity follows it.
+        if key.is_none() {
+            identities.clear();
+        }
+        identities.insert(0, identity);
+    }
     let outcome = shared.invoker.invoke(&def.name, input).await;
     let outcome = match outcome {
         Ok(o) if o.succeeded() => o,

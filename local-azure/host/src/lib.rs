@@ -13,6 +13,7 @@
 //! - [`service_bus`]: the managed-identity token, the Service Bus REST client, the peek-lock receivers and the
 //!   output binding, one file each (its `//!` has the map).
 //! - [`keys`]: master, function and system keys; [`logs`]: the handler's invocation logs.
+//! - [`easy_auth`]: App Service Authentication in front of the HTTP triggers (token checked, caller's headers set).
 //!
 //! [`Host::start`] wires these together and returns a [`RunningHost`] to query and shut down.
 
@@ -20,6 +21,7 @@ mod admin;
 pub mod app;
 pub mod binding_data;
 pub mod clock;
+pub mod easy_auth;
 pub mod event_grid;
 pub mod handler_process;
 pub mod http;
@@ -114,6 +116,8 @@ pub struct HostOptions {
     pub clock: Arc<dyn Clock>,
     /// The request form the handler gets: the real host's (default) or Core Tools'.
     pub host_form: HostForm,
+    /// App Service Authentication in front of the HTTP triggers; `None` (the default) runs without it.
+    pub easy_auth: Option<easy_auth::EasyAuth>,
 }
 
 impl HostOptions {
@@ -127,6 +131,7 @@ impl HostOptions {
             state_dir: None,
             clock: Arc::new(SystemClock),
             host_form: HostForm::Real,
+            easy_auth: None,
         }
     }
 }
@@ -137,6 +142,7 @@ pub(crate) struct Shared {
     pub keys: Keys,
     pub invoker: Arc<Invoker>,
     pub timers: BTreeMap<String, Arc<TimerState>>,
+    pub easy_auth: Option<easy_auth::EasyAuth>,
 }
 
 pub struct Host;
@@ -232,7 +238,7 @@ impl Host {
             }
         }
 
-        let shared = Arc::new(Shared { app: app.clone(), keys, invoker, timers });
+        let shared = Arc::new(Shared { app: app.clone(), keys, invoker, timers, easy_auth: options.easy_auth });
         let mut server_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(server::serve(listener, shared.clone(), async move {
             stopped(&mut server_shutdown).await;

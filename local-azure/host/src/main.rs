@@ -83,6 +83,8 @@ async fn main() -> anyhow::Result<()> {
         state_dir: config.state_dir.clone(),
         clock: Arc::new(SystemClock),
         host_form: config.host_form,
+        // Standalone, the host has no token issuer to check tokens against; `local-azure up --app` runs it with one.
+        easy_auth: None,
     })
     .await
     .context("starting the Functions host")?;

@@ -49,7 +49,7 @@ pub(crate) async fn serve(
     warp::serve(routes).incoming(listener).graceful(shutdown).run().await;
 }
 
-async fn dispatch(shared: &Shared, request: Request) -> Reply {
+async fn dispatch(shared: &Shared, mut request: Request) -> Reply {
     let segments = request.segments();
     let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
     let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
@@ -65,6 +65,13 @@ async fn dispatch(shared: &Shared, request: Request) -> Reply {
     let prefix: Vec<&str> = shared.app.host.route_prefix.split('/').filter(|s| !s.is_empty()).collect();
     let under_prefix =
         segments.len() >= prefix.len() && segments.iter().zip(&prefix).all(|(s, p)| s.eq_ignore_ascii_case(p));
+    // App Service Authentication runs before the host sees the request, for every HTTP trigger.
+    if under_prefix
+        && let Some(easy_auth) = &shared.easy_auth
+        && let Err(refusal) = easy_auth.authenticate(&mut request)
+    {
+        return refusal;
+    }
     if under_prefix && let Some(reply) = http_trigger::handle(shared, &request, &segments[prefix.len()..]).await {
         return reply;
     }

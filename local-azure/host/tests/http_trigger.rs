@@ -220,6 +220,18 @@ async fn the_repository_definitions_are_served() {
     // The repository layout (function-definitions/) with the real definitions, driven against the test handler.
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let record = tempfile::NamedTempFile::new().unwrap();
+    // The API is anonymous at the host: App Service Authentication, in front of it, admits callers.
+    struct OneToken;
+    impl local_azure_host::easy_auth::TokenValidator for OneToken {
+        fn validate(&self, token: &str) -> Result<serde_json::Map<String, Value>, String> {
+            match token {
+                "good-token" => {
+                    Ok(json!({"aud": "api://edgevault", "oid": "o-1", "name": "Ada"}).as_object().unwrap().clone())
+                }
+                _ => Err("the token signature is invalid".into()),
+            }
+        }
+    }
     let options = local_azure_host::HostOptions {
         handler_path: Some(env!("CARGO_BIN_EXE_test-handler").into()),
         app_settings: [
@@ -227,18 +239,32 @@ async fn the_repository_definitions_are_served() {
             ("TEST_HANDLER_RECORD".to_string(), record.path().display().to_string()),
         ]
         .into(),
+        easy_auth: Some(local_azure_host::easy_auth::EasyAuth {
+            allowed_audiences: vec!["api://edgevault".into()],
+            excluded_paths: vec!["/runtime/webhooks/eventgrid".into()],
+            validator: std::sync::Arc::new(OneToken),
+        }),
         ..local_azure_host::HostOptions::new(&repo)
     };
     let host = local_azure_host::Host::start(options).await.unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let key = host.function_key("ActivationKeyApi").unwrap();
-    let url = format!("{}/activation-keys/op-1?code={key}", host.api_base_url());
-    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
-    assert_eq!(http.get(format!("{}/activation-keys/op-1", host.api_base_url())).send().await.unwrap().status(), 401);
+    let url = format!("{}/activation-keys/op-1", host.api_base_url());
+    assert_eq!(http.get(&url).bearer_auth("good-token").send().await.unwrap().status(), 200);
+    assert_eq!(http.get(format!("{url}?code={key}")).send().await.unwrap().status(), 401, "a key is no caller");
+    assert_eq!(http.get(&url).bearer_auth("forged").send().await.unwrap().status(), 401);
     let received = common::received(record.path(), "ActivationKeyApi");
-    assert_eq!(received[0]["request"]["Data"]["req"]["Params"], json!({"operationId": "op-1"}));
+    let req = &received[0]["request"]["Data"]["req"];
+    assert_eq!(req["Params"], json!({"operationId": "op-1"}));
+    assert_eq!(req["Identities"][0]["AuthenticationType"], "aad", "the caller's identity, from the platform's header");
+    assert_eq!(req["Identities"].as_array().unwrap().len(), 1, "no key, no key identity");
     assert_eq!(
-        http.post(format!("{}/activation-keys?code={key}", host.api_base_url())).send().await.unwrap().status(),
+        http.post(format!("{}/activation-keys", host.api_base_url()))
+            .bearer_auth("good-token")
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
     let received = common::received(record.path(), "ActivationKeyApi");

@@ -162,6 +162,7 @@ fn apply_identity(ctx: &ArmCtx<'_>, tx: &mut Tx<'_>, device: &mut Device, reques
                     tenant_id: tenant.clone(),
                     display_name: device.name.clone(),
                     resource_id: Some(device.id.clone()),
+                    user_principal_name: None,
                 };
                 put_principal(tx, &principal)?;
                 device.identity = Some(json!({

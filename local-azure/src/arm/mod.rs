@@ -95,6 +95,10 @@ pub enum Route {
     LockList {
         scope: String,
     },
+    /// `{scope}/providers/Microsoft.Authorization/permissions`: what the caller may do there.
+    Permissions {
+        scope: String,
+    },
 }
 
 fn eq(a: &str, b: &str) -> bool {
@@ -117,6 +121,14 @@ pub fn route(segments: &[String]) -> Option<Route> {
             [name] => Some(Route::Lock { scope, name: name.to_string() }),
             _ => None,
         };
+    }
+    if let [scope @ .., providers, namespace, permissions] = s.as_slice()
+        && eq(providers, "providers")
+        && eq(namespace, "Microsoft.Authorization")
+        && eq(permissions, "permissions")
+    {
+        let scope = format!("/{}", scope.join("/")).parse::<ResourceId>().map(|id| id.to_string()).ok()?;
+        return Some(Route::Permissions { scope });
     }
     match s.as_slice() {
         [one] if eq(one, "subscriptions") => return Some(Route::SubscriptionList),
@@ -300,6 +312,7 @@ pub fn operation(route: &Route, method: &Method) -> Operation {
             op(name, scope.clone(), r)
         }
         Route::LockList { scope } => op("Microsoft.Authorization/locks/read".into(), scope.clone(), true),
+        Route::Permissions { scope } => op("Microsoft.Authorization/permissions/read".into(), scope.clone(), true),
     }
 }
 
@@ -473,7 +486,7 @@ fn authenticate(app: &App, req: &Req) -> Result<Claims, ArmError> {
 fn subscription_of(route: &Route) -> Option<String> {
     match route {
         Route::SubscriptionList | Route::TenantList => None,
-        Route::Lock { scope, .. } | Route::LockList { scope } => {
+        Route::Lock { scope, .. } | Route::LockList { scope } | Route::Permissions { scope } => {
             scope.parse::<ResourceId>().ok().map(|id| id.subscription)
         }
         Route::Subscription(s)
@@ -543,8 +556,9 @@ fn handle_inner(app: &App, req: &Req, correlation_id: &str) -> Result<Resp, ArmE
             ));
         }
     }
-    // The tenant-level lists answer with what the caller may see instead of refusing.
-    if !matches!(route, Route::SubscriptionList | Route::TenantList) {
+    // The tenant-level lists answer with what the caller may see instead of refusing; the permissions API answers
+    // every caller about itself.
+    if !matches!(route, Route::SubscriptionList | Route::TenantList | Route::Permissions { .. }) {
         authz::authorize(app, &claims.oid, &operation.name, &operation.scope, operation.is_read)?;
     }
     let ctx = ArmCtx { app, req, claims, correlation_id: correlation_id.to_string(), now: app.clock.now(), operation };
@@ -627,6 +641,7 @@ fn dispatch(ctx: &ArmCtx<'_>, route: &Route) -> Result<Resp, ArmError> {
         (Route::Lock { scope, name }, Method::PUT) => locks::put(ctx, scope, name),
         (Route::Lock { scope, name }, Method::DELETE) => locks::delete(ctx, scope, name),
         (Route::LockList { scope }, Method::GET) => locks::list(ctx, scope),
+        (Route::Permissions { scope }, Method::GET) => authz::permissions(ctx.app, &ctx.claims.oid, scope),
         _ => Err(not_allowed()),
     }
 }
@@ -668,6 +683,14 @@ mod tests {
         assert_eq!(
             route(&segs("/subscriptions/s/providers/Microsoft.KeyVault/locations/westus/deletedVaults/v/purge")),
             Some(Route::PurgeDeletedVault { subscription: "s".into(), location: "westus".into(), name: "v".into() })
+        );
+        assert_eq!(
+            route(&segs(
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/d/providers/Microsoft.Authorization/permissions"
+            )),
+            Some(Route::Permissions {
+                scope: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/d".into()
+            })
         );
         let r = route(&segs("/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/d/updateExtendedInformation")).unwrap();
         assert_eq!(

@@ -46,7 +46,9 @@ impl ResourceGroup {
 }
 
 /// A role grant: `principal_id` may perform actions matching `actions` (glob patterns like
-/// `Microsoft.KeyVault/*`) at `scope` and below. Any grant at a scope also allows reads there.
+/// `Microsoft.KeyVault/*`) but not `not_actions` at `scope` and below. Any grant at a scope also allows reads there.
+/// It is a role assignment and its role definition's one permission in one: `actions` / `notActions` as in Azure RBAC
+/// (`notActions` subtract from this grant's `actions`; they deny nothing another grant allows).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Grant {
@@ -55,6 +57,8 @@ pub struct Grant {
     pub principal_id: String,
     pub scope: String,
     pub actions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_actions: Vec<String>,
     #[serde(default)]
     pub role_name: String,
 }
@@ -98,6 +102,7 @@ pub fn seed_defaults(tx: &mut Tx<'_>) -> Result<(), StoreError> {
                 config::DEFAULT_RESOURCE_GROUP,
                 config::APP_DISPLAY_NAME
             )),
+            user_principal_name: None,
         },
     )?;
     let grant = Grant {
@@ -105,6 +110,7 @@ pub fn seed_defaults(tx: &mut Tx<'_>) -> Result<(), StoreError> {
         principal_id: config::APP_PRINCIPAL_ID.into(),
         scope: format!("/subscriptions/{}", config::DEFAULT_SUBSCRIPTION_ID),
         actions: config::APP_ACTIONS.iter().map(|s| s.to_string()).collect(),
+        not_actions: Vec::new(),
         role_name: "edgevault operator".into(),
     };
     tx.put(GRANT, &grant.id, &grant)?;

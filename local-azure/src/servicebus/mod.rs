@@ -71,6 +71,7 @@ pub fn seed_defaults(store: &Store) -> Result<(), StoreError> {
             principal_id: config::APP_PRINCIPAL_ID.into(),
             scope: ns.scope(),
             actions: vec![rest::SEND_ACTION.into(), rest::LISTEN_ACTION.into()],
+            not_actions: Vec::new(),
             role_name: "Azure Service Bus Data Owner".into(),
         };
         tx.put(GRANT, &grant.id, &grant)?;
