@@ -192,6 +192,7 @@ module alerts 'modules/alerts.bicep' = {
       'activation-key-requested'
       'vault-deleted'
       'resource-deleted'
+      'sweep-pages'
     ]
     tags: allTags
   }

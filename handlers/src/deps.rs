@@ -12,6 +12,7 @@ use crate::azure::service_bus::QueueSender;
 use crate::azure::traits::{CikStore, Devices, Locks, Queue, Vaults};
 use crate::azure::{AzureError, HttpStack};
 use crate::config::Settings;
+use crate::lifecycle::fleet_index::IndexCache;
 use crate::messages::{Command, queues};
 
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct Deps {
     pub locks: Arc<dyn Locks>,
     pub secrets: Arc<dyn CikStore>,
     pub queue: Arc<dyn Queue>,
+    /// The sweep's view of each subscription's vaults and locks, read once per sweep (`lifecycle::fleet_index`).
+    pub sweep_indexes: Arc<IndexCache>,
 }
 
 impl Deps {
@@ -52,6 +55,7 @@ impl Deps {
             locks: arm,
             secrets: Arc::new(VaultSecrets::new(credential, &stack)),
             queue: Arc::new(queue),
+            sweep_indexes: Default::default(),
         })
     }
 
