@@ -50,6 +50,7 @@ pub fn settings() -> Settings {
         activation_key_ttl: time::Duration::hours(72),
         arm_endpoint: super::ARM_ENDPOINT.into(),
         retry: Default::default(),
+        sweep_arm_reserve_percent: crate::config::DEFAULT_SWEEP_ARM_RESERVE_PERCENT,
     }
 }
 

@@ -123,9 +123,15 @@ pub struct Summary {
     pub next: bool,
 }
 
-/// Sweeps one page. A device that cannot be inspected is counted and skipped (the next sweep retries it); a failure
-/// to list, to read the index or to enqueue fails the page, and Service Bus delivers it again.
+/// Sweeps one page, as background work: its ARM reads keep out of the reserve of each bucket
+/// (`EDGEVAULT_SWEEP_ARM_RESERVE_PERCENT`), which activations, recoveries and the customer's other tools may use.
+/// A device that cannot be inspected is counted and skipped (the next sweep retries it); a failure to list, to read
+/// the index or to enqueue fails the page, and Service Bus delivers it again.
 pub async fn page(deps: &Deps, work: &SweepPage) -> Result<Summary, Error> {
+    crate::azure::pacing::in_background(deps.settings.sweep_arm_reserve_percent, sweep_page(deps, work)).await
+}
+
+async fn sweep_page(deps: &Deps, work: &SweepPage) -> Result<Summary, Error> {
     let subscription = work.subscription.subscription();
     let listing =
         async { deps.devices.list_devices(subscription, work.next_link.as_deref()).await.map_err(Error::from) };
