@@ -73,7 +73,10 @@ fn subscriptions(la: &LocalAzure, n: usize) -> anyhow::Result<Vec<(String, Strin
         .ok_or_else(|| anyhow::anyhow!("no grant edgevault-app in {grants}"))?;
     for i in 1..n {
         let sub = format!("5b000000-0000-4000-8000-{i:012}");
-        la.admin_post("/admin/subscriptions", json!({"subscriptionId": sub, "displayName": format!("bench-{i}")}))?;
+        la.admin_post(
+            "/admin/subscriptions",
+            json!({"subscriptionId": sub, "tenantId": la.var("AZURE_TENANT_ID"), "displayName": format!("bench-{i}")}),
+        )?;
         la.admin_post(
             "/admin/resource-groups",
             json!({"subscriptionId": sub, "name": "bench", "location": la.var("AZURE_LOCATION")}),

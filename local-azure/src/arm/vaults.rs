@@ -225,14 +225,15 @@ pub fn list(ctx: &ArmCtx<'_>, subscription: &str, group: Option<&str>) -> Result
     'scan: loop {
         let (chunk, more) = ctx.app.store.page::<Vault>(VAULT, "", after.as_deref(), top.max(100))?;
         for (key, vault) in &chunk {
-            if items.len() == top {
+            let wanted = vault.deleted.is_none()
+                && vault.subscription_id.eq_ignore_ascii_case(subscription)
+                && group.is_none_or(|g| vault.resource_group.eq_ignore_ascii_case(g));
+            if wanted && items.len() == top {
+                // Another page only when another vault follows: no empty last page.
                 next = after.clone();
                 break 'scan;
             }
             after = Some(key.clone());
-            let wanted = vault.deleted.is_none()
-                && vault.subscription_id.eq_ignore_ascii_case(subscription)
-                && group.is_none_or(|g| vault.resource_group.eq_ignore_ascii_case(g));
             if wanted {
                 items.push(vault.to_json());
             }
