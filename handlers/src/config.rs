@@ -41,6 +41,7 @@ pub mod settings {
     pub const RETRY_MAX: &str = "EDGEVAULT_RETRY_MAX_RETRIES";
     pub const RETRY_DELAY_MS: &str = "EDGEVAULT_RETRY_INITIAL_DELAY_MS";
     pub const SWEEP_ARM_RESERVE: &str = "EDGEVAULT_SWEEP_ARM_RESERVE_PERCENT";
+    pub const RECORDS: &str = "EDGEVAULT_RECORDS_TABLE_URI";
 }
 
 /// The share of each ARM bucket the sweep leaves to everyone else unless configured: a fifth keeps ~50 of the
@@ -69,6 +70,9 @@ pub struct Settings {
     pub retry: crate::azure::RetrySettings,
     /// The share (%) of each subscription's ARM read budget the recovery sweep never uses (`azure::pacing`).
     pub sweep_arm_reserve_percent: u8,
+    /// The table endpoint of the storage account that keeps edgevault's own records, e.g.
+    /// `https://<account>.table.core.windows.net` (the function app's storage account).
+    pub records_table_uri: String,
 }
 
 impl Settings {
@@ -80,6 +84,7 @@ impl Settings {
             (PRINCIPAL, "the object id of edgevault's managed identity"),
             (SERVICE_BUS, "the Service Bus namespace, e.g. edgevault.servicebus.windows.net"),
             (SUBSCRIPTIONS, "comma-separated subscription ids the sweep covers"),
+            (RECORDS, "the table endpoint of the app's storage account, e.g. https://<account>.table.core.windows.net"),
         ];
         let missing: Vec<_> = required.iter().copied().filter(|(var, _)| get(var).is_none()).collect();
         if !missing.is_empty() {
@@ -136,6 +141,7 @@ impl Settings {
             arm_endpoint: get(ARM_ENDPOINT).unwrap_or_else(|| crate::azure::ARM_ENDPOINT.to_string()),
             retry,
             sweep_arm_reserve_percent: reserve as u8,
+            records_table_uri: get(RECORDS).unwrap_or_default(),
         })
     }
 }
@@ -166,6 +172,7 @@ mod tests {
         (settings::PRINCIPAL, "p"),
         (settings::SERVICE_BUS, "ns.servicebus.windows.net"),
         (settings::SUBSCRIPTIONS, "s1, s2"),
+        (settings::RECORDS, "https://acct.table.core.windows.net"),
     ];
 
     /// The given pairs plus every required lifecycle setting.

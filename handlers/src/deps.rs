@@ -7,9 +7,10 @@ use azure_core::credentials::TokenCredential;
 
 use crate::alerts::Alert;
 use crate::azure::arm::ArmClient;
+use crate::azure::records::TableRecords;
 use crate::azure::secrets::VaultSecrets;
 use crate::azure::service_bus::QueueSender;
-use crate::azure::traits::{CikStore, Devices, Locks, Queue, Vaults};
+use crate::azure::traits::{CikStore, Devices, Locks, Queue, Records, Vaults};
 use crate::azure::{AzureError, HttpStack};
 use crate::config::Settings;
 use crate::lifecycle::fleet_index::IndexCache;
@@ -25,6 +26,8 @@ pub struct Deps {
     pub queue: Arc<dyn Queue>,
     /// The sweep's view of each subscription's vaults and locks, read once per sweep (`lifecycle::fleet_index`).
     pub sweep_indexes: Arc<IndexCache>,
+    /// edgevault's own records (sweep progress, recovery history).
+    pub records: Arc<dyn Records>,
 }
 
 impl Deps {
@@ -48,6 +51,7 @@ impl Deps {
         // One ARM client (one pipeline, one token cache) behind all three ARM traits.
         let arm = Arc::new(ArmClient::new(&settings.arm_endpoint, credential.clone(), &stack)?);
         let queue = QueueSender::new(&settings.service_bus_namespace, credential.clone(), &stack)?;
+        let records = TableRecords::new(&settings.records_table_uri, credential.clone(), &stack)?;
         Ok(Deps {
             settings: settings.clone(),
             devices: arm.clone(),
@@ -56,6 +60,7 @@ impl Deps {
             secrets: Arc::new(VaultSecrets::new(credential, &stack)),
             queue: Arc::new(queue),
             sweep_indexes: Default::default(),
+            records: Arc::new(records),
         })
     }
 

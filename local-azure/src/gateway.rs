@@ -62,6 +62,8 @@ fn service_of(host: &str) -> Option<&'static str> {
         Some("keyvault")
     } else if host.ends_with(".servicebus.windows.net") {
         Some("servicebus")
+    } else if crate::tables::is_table_host(host) {
+        Some("tables")
     } else {
         None
     }
@@ -73,6 +75,7 @@ fn operation_of(service: &str, req: &Req) -> String {
         "keyvault" => keyvault::operation_name(req),
         "identity" => "token".into(),
         "servicebus" => crate::servicebus::rest::operation_name(req),
+        "tables" => crate::tables::operation_name(req),
         _ => format!("{} {}", req.method, req.path()),
     }
 }
@@ -173,6 +176,7 @@ async fn serve_https(
             resp
         }
         Some("keyvault") => run_service(app, "keyvault", req, keyvault_handler).await?,
+        Some("tables") => run_service(app, "tables", req, crate::tables::handle).await?,
         Some(_) => match apply_faults(&app, "servicebus", &req).await? {
             Applied::Answer(resp) => resp,
             Applied::Continue(_) => crate::servicebus::rest::handle(app, req).await,
@@ -226,45 +230,20 @@ async fn serve_proxy(app: Arc<App>, req: Request<Incoming>) -> Result<Response<F
         return Ok(to_hyper(Resp::text(
             StatusCode::FORBIDDEN,
             format!(
-                "local-azure refuses to tunnel to {host}:{port}: it only serves management.azure.com, *.vault.azure.net and *.servicebus.windows.net on port 443 (no internet here). Set NO_PROXY for local addresses.\n"
+                "local-azure refuses to tunnel to {host}:{port}: it only serves management.azure.com, *.vault.azure.net, *.servicebus.windows.net and *.table.core.windows.net on port 443 (no internet here). Set NO_PROXY for local addresses.\n"
             ),
         )));
     }
-    if let Some(vault) = keyvault::vault_name_of_host(&host) {
-        let exists = {
-            let app = app.clone();
-            let vault = vault.to_string();
-            tokio::task::spawn_blocking(move || {
-                crate::arm::vaults::by_name(&app, &vault).ok().flatten().is_some_and(|v| v.deleted.is_none())
-            })
-            .await
-            .unwrap_or(false)
-        };
-        if !exists {
-            // Azure removes the DNS name of a vault that doesn't exist or is soft-deleted.
-            return Ok(to_hyper(Resp::text(
-                StatusCode::BAD_GATEWAY,
-                format!("local-azure: {host} does not resolve (no such vault, or it is soft-deleted)\n"),
-            )));
-        }
-    }
-    if let Some(namespace) = host.strip_suffix(".servicebus.windows.net") {
-        let exists = {
-            let app = app.clone();
-            let namespace = namespace.to_string();
-            tokio::task::spawn_blocking(move || {
-                crate::servicebus::broker::namespace(&app.store, &namespace).ok().flatten().is_some()
-            })
-            .await
-            .unwrap_or(false)
-        };
-        if !exists {
-            // Like a vault, a namespace that doesn't exist has no DNS name.
-            return Ok(to_hyper(Resp::text(
-                StatusCode::BAD_GATEWAY,
-                format!("local-azure: {host} does not resolve (no such Service Bus namespace)\n"),
-            )));
-        }
+    let resolved = {
+        let app = app.clone();
+        let host = host.clone();
+        tokio::task::spawn_blocking(move || resolves(&app, &host)).await.unwrap_or(Err("local-azure failed to look"))
+    };
+    if let Err(missing) = resolved {
+        return Ok(to_hyper(Resp::text(
+            StatusCode::BAD_GATEWAY,
+            format!("local-azure: {host} does not resolve ({missing})\n"),
+        )));
     }
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
@@ -273,6 +252,24 @@ async fn serve_proxy(app: Arc<App>, req: Request<Incoming>) -> Result<Response<F
         }
     });
     Ok(Response::new(Full::new(Bytes::new())))
+}
+
+/// Whether `host` has a DNS name in Azure: a vault that doesn't exist or is soft-deleted has none, nor has a Service
+/// Bus namespace or a storage account that doesn't exist. A client sees the `502` as a connection error, like a DNS
+/// failure. `Err` names what is missing.
+fn resolves(app: &App, host: &str) -> Result<(), &'static str> {
+    if let Some(vault) = keyvault::vault_name_of_host(host) {
+        let live = crate::arm::vaults::by_name(app, vault).ok().flatten().is_some_and(|v| v.deleted.is_none());
+        return if live { Ok(()) } else { Err("no such vault, or it is soft-deleted") };
+    }
+    if let Some(namespace) = host.strip_suffix(".servicebus.windows.net") {
+        let exists = crate::servicebus::broker::namespace(&app.store, namespace).ok().flatten().is_some();
+        return if exists { Ok(()) } else { Err("no such Service Bus namespace") };
+    }
+    if crate::tables::is_table_host(host) && crate::tables::account_of_host(&app.store, host).is_none() {
+        return Err("no such storage account");
+    }
+    Ok(())
 }
 
 async fn serve_gateway_connection(app: Arc<App>, stream: TcpStream) {
