@@ -43,8 +43,8 @@ pub struct Listed {
 #[derive(Debug, Default)]
 pub struct FleetIndex {
     /// Vaults that carry edgevault's owner tag, by lower-case id (other vaults in the subscription are not kept),
-    /// each kept as its JSON: a tenth of the memory of the parsed object (measured: 98 MiB peak for 9,000 vaults
-    /// parsed), and read back whole for the one device that needs it.
+    /// each kept as its JSON and read back whole for the one device that needs it (the handler's peak at 10,000
+    /// devices went from 98.4 to 86.9 MiB; the index still grows with the subscription, docs/BENCHMARKS.md §4).
     vaults: HashMap<String, Box<[u8]>>,
     /// edgevault's lock (by its name) per lower-case scope.
     locks: HashMap<String, Lock>,
