@@ -196,6 +196,7 @@ module alerts 'modules/alerts.bicep' = {
       'activation-key-requested'
       'vault-deleted'
       'resource-deleted'
+      'sweep-pages'
     ]
     tags: allTags
   }

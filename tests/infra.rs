@@ -251,6 +251,7 @@ const CODE_QUEUES: &[&str] = &[
     queues::ACTIVATION_KEY_REQUESTED,
     queues::VAULT_DELETED,
     queues::RESOURCE_DELETED,
+    queues::SWEEP_PAGES,
     queues::ALERTS,
 ];
 
@@ -689,6 +690,13 @@ var queues = [
     deadLetteringOnMessageExpiration: true
   }
   {
+    name: 'sweep-pages'
+    requiresSession: true
+    requiresDuplicateDetection: true
+    maxDeliveryCount: 10
+    deadLetteringOnMessageExpiration: true
+  }
+  {
     name: 'vault-deleted'
     requiresSession: true
     requiresDuplicateDetection: true
@@ -727,7 +735,7 @@ fn check_snippet(bicep: &str) -> Vec<String> {
 #[test]
 fn the_scanner_accepts_a_correct_snippet() {
     assert_none(check_snippet(GOOD_QUEUES));
-    assert_eq!(bicep_queues(&strip_comments(GOOD_QUEUES)).len(), 5);
+    assert_eq!(bicep_queues(&strip_comments(GOOD_QUEUES)).len(), 6);
 }
 
 #[test]

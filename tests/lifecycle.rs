@@ -364,12 +364,15 @@ fn the_sweep_finds_a_healthy_fleet_healthy() {
     let w = world(&[]);
     let device = w.create_device("ase-sweep");
     w.provision(&device);
-    let invocation = edgevault_tests::fixture("triggers/timer.json").unwrap();
-    let (status, answer) = w.handler.invoke("RecoverySweep", &invocation).unwrap();
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["ReturnValue"]["devices"], 1, "{answer}");
-    assert_eq!(answer["ReturnValue"]["findings"]["Healthy"], 1, "{answer}");
-    assert_eq!(answer["ReturnValue"]["commands"], 0, "{answer}");
+    let (started, pages) = w.sweep();
+    assert_eq!(started["ReturnValue"]["subscriptions"], 1, "{started}");
+    assert!(started["ReturnValue"]["sweepId"].as_str().unwrap().starts_with("sweep-20"), "{started}");
+    assert_eq!(pages.len(), 1, "{pages:?}");
+    let answer = &pages[0];
+    assert_eq!(answer["devices"], 1, "{answer}");
+    assert_eq!(answer["findings"]["Healthy"], 1, "{answer}");
+    assert_eq!(answer["commands"], 0, "{answer}");
+    assert_eq!(answer["next"], false, "{answer}");
 }
 
 #[test]
@@ -388,15 +391,14 @@ fn a_throttled_sweep_paces_itself_to_arm_and_loses_no_device() {
             json!({"service": "arm", "action": {"type": "rateLimit", "perSecond": 4, "burst": 4}}),
         )
         .unwrap();
-    let invocation = edgevault_tests::fixture("triggers/timer.json").unwrap();
-    let (status, answer) = w.handler.invoke("RecoverySweep", &invocation).unwrap();
+    let (_, pages) = w.sweep();
     let rules = w.la.admin_get("/admin/faults").unwrap();
     let refused =
         rules["value"].as_array().unwrap().iter().find(|r| r["id"] == limit["id"]).unwrap()["fired"].as_u64().unwrap();
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["ReturnValue"]["devices"], 8, "{answer}");
-    assert_eq!(answer["ReturnValue"]["findings"]["Healthy"], 8, "every device inspected: {answer}");
-    assert_eq!(answer["ReturnValue"]["errors"], 0, "{answer}");
+    let answer = &pages[0];
+    assert_eq!(answer["devices"], 8, "{answer}");
+    assert_eq!(answer["findings"]["Healthy"], 8, "every device inspected: {answer}");
+    assert_eq!(answer["errors"], 0, "{answer}");
     assert!(refused > 0, "the rate limit never bit, so this tested nothing");
     // Unpaced, every inspection in flight is refused each time the bucket is empty: 31–35 refusals measured with
     // the pacer taken out. Paced to the remaining-requests headers, 14–17: a few per refill, because local-azure

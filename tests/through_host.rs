@@ -582,3 +582,84 @@ fn a_refresh_through_the_host_queues_the_repair_and_the_next_refresh_is_clean() 
     let tags = s.arm("GET", &device, None).1["tags"].clone();
     assert!(tags.get("edgevault-alerts").is_none(), "{tags}");
 }
+
+/// How many times local-azure answered `operation` since `rule` (a 0 ms latency rule that only counts) was added.
+fn fired(s: &System, rule: &Value) -> u64 {
+    let rules = s.la.admin_get("/admin/faults").unwrap();
+    rules["value"].as_array().unwrap().iter().find(|r| r["id"] == rule["id"]).unwrap()["fired"].as_u64().unwrap()
+}
+
+fn count_calls(s: &System, operation: &str) -> Value {
+    s.la.admin_post(
+        "/admin/faults",
+        json!({"service": "arm", "operation": operation, "action": {"type": "latency", "ms": 0}}),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_sweep_survives_its_handler_killed_mid_page_and_a_replayed_page_doubles_nothing() {
+    use edgevault_tests::fleet::{self, Kind};
+    const DEVICES: usize = 250;
+    let s = System::start(&[]);
+    let rg = s.la.resource_group_id();
+    fleet::seed(&s.la, &rg, "sw", 0..DEVICES).unwrap();
+    let drifted: Vec<usize> = (0..DEVICES).filter(|i| fleet::kind(*i) == Kind::LockMissing).collect();
+    let lock_of = |i: usize| {
+        format!(
+            "{rg}/providers/Microsoft.KeyVault/vaults/{}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete",
+            fleet::vault_name("sw", i)
+        )
+    };
+    let inspected = count_calls(&s, "*/getExtendedInformation/action");
+    // The second page is held at one of its devices (5 s, once), and the handler is killed while it waits.
+    let held = fleet::device_id(&rg, "sw", 150).rsplit('/').next().unwrap().to_string();
+    let hold =
+        s.la.admin_post(
+            "/admin/faults",
+            json!({"service": "arm", "operation": "*/getExtendedInformation/action", "pathRegex": held,
+                   "action": {"type": "latency", "ms": 5000}, "count": 1}),
+        )
+        .unwrap();
+    let first = s.la.handler_pid().expect("the host runs the handler");
+    assert_eq!(s.la.run_function("RecoverySweep", "").unwrap(), 202);
+    eventually(LIMIT, || (fired(&s, &hold) == 1).then_some(())).expect("the sweep reached the held device");
+    assert!(std::process::Command::new("kill").args(["-9", &first.to_string()]).status().unwrap().success());
+    eventually(LIMIT, || s.la.handler_pid().filter(|pid| *pid != first)).expect("the handler is restarted");
+
+    // The pages abandoned by the crash are delivered again: every drifted device is repaired, the queue drains.
+    for i in &drifted {
+        eventually(LIMIT, || (s.arm("GET", &lock_of(*i), None).0 == 200).then_some(()))
+            .unwrap_or_else(|| panic!("device {i}'s lock is put back after the crash"));
+    }
+    for queue in ["sweep-pages", "activation-key-requested", "vault-deleted"] {
+        drained(&s, queue);
+    }
+    for queue in ["sweep-pages", "activation-key-requested", "vault-deleted"] {
+        assert_eq!(s.la.queue_counts(queue).unwrap()["deadLetterMessageCount"], 0, "{queue}");
+    }
+    let after_crash = fired(&s, &inspected);
+    // Every device once, plus the pages in flight at the crash once more (at most two pages: 200 devices); the
+    // workers read the drifted and the soft-deleted ones again (25 each) as they repair and recover them.
+    assert!(after_crash >= DEVICES as u64, "{after_crash} inspections for {DEVICES} devices");
+    assert!(after_crash <= (DEVICES + 200 + 4 * drifted.len()) as u64, "{after_crash}: the crash doubled the sweep");
+
+    // A page replayed beyond duplicate detection (another MessageId, the same page) is inspected again, but what it
+    // sends on — the next page and any fix — carries the ids already seen, so nothing after it is done twice.
+    let page = edgevault::messages::Command::from(edgevault::messages::SweepPage {
+        sweep_id: "sweep-replayed".into(),
+        subscription: format!("/subscriptions/{}", s.la.subscription()).parse().unwrap(),
+        page: 0,
+        next_link: None,
+    });
+    let before = fired(&s, &inspected);
+    for copy in ["a", "b"] {
+        let broker = json!({"MessageId": format!("{}-{copy}", page.message_id()), "SessionId": page.session_id()});
+        assert_eq!(s.la.send_message("sweep-pages", &page.to_json(), broker).unwrap(), 201);
+    }
+    eventually(LIMIT, || (fired(&s, &inspected) >= before + DEVICES as u64 + 100).then_some(()))
+        .expect("the replayed sweep runs");
+    drained(&s, "sweep-pages");
+    let replayed = fired(&s, &inspected) - before;
+    assert_eq!(replayed, DEVICES as u64 + 100, "the whole fleet once and the replayed first page once more");
+}

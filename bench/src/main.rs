@@ -54,9 +54,19 @@ enum Bench {
     Sweep {
         #[arg(long, value_delimiter = ',', default_values_t = vec![1000, 10000])]
         sizes: Vec<usize>,
-        /// ARM requests per second allowed to the handler (local-azure's rate limit); 0: unthrottled.
+        /// ARM requests per second allowed to the handler in each subscription (local-azure's rate limit).
         #[arg(long, default_value_t = 300.0)]
         rate: f64,
+        /// Subscriptions, each with `sizes` devices, swept in parallel.
+        #[arg(long, default_value_t = 1)]
+        subscriptions: usize,
+        /// EDGEVAULT_SWEEP_ARM_RESERVE_PERCENT for the handler (default: the handler's).
+        #[arg(long)]
+        reserve: Option<u8>,
+        /// A co-tenant reading ARM at this many reads/s in the first subscription; the limit then is one bucket
+        /// per subscription for every caller (ARM's global subscription limit).
+        #[arg(long)]
+        cotenant: Option<f64>,
     },
     /// local-azure's own throughput: ARM GETs, Service Bus send / receive.
     LocalAzure {
@@ -126,7 +136,9 @@ fn main() -> anyhow::Result<()> {
             rows
         }
         Bench::Activation { runs } => activation::run(runs)?,
-        Bench::Sweep { sizes, rate } => sweep::run(&sizes, rate)?,
+        Bench::Sweep { sizes, rate, subscriptions, reserve, cotenant } => {
+            sweep::run(&sizes, rate, subscriptions, reserve, cotenant)?
+        }
         Bench::LocalAzure { seconds } => stand_in::run(Duration::from_secs_f64(seconds))?,
         Bench::Recovery { rounds } => recovery::run(rounds)?,
         Bench::All => {
@@ -143,7 +155,7 @@ fn main() -> anyhow::Result<()> {
             section("invoke", invoke::run(&invoke_options(2.0, 16, 1)));
             section("invoke (local-azure)", invoke::run_real(Duration::from_secs(2)));
             section("activation", activation::run(3));
-            section("sweep", sweep::run(&[1000, 10000], 300.0));
+            section("sweep", sweep::run(&[1000, 10000], 300.0, 1, None, None));
             section("local-azure", stand_in::run(Duration::from_secs(3)));
             section("recovery", recovery::run(5));
             rows.push(Row::new(

@@ -1,101 +1,40 @@
-//! The recovery sweep at scale. A fleet is written into local-azure with its bulk seed (`POST /admin/seed`, a few
-//! thousand devices per transaction): 80 % healthy (identity, owned vault with soft delete + purge protection + both
-//! access policies, lock, CIK, extended information in sync), 10 % drifted (lock missing), 10 % soft-deleted vaults.
-//! ARM is rate-limited for the handler's principal (a local-azure `rateLimit` rule: a token bucket, ARM's `429` with
-//! `Retry-After` beyond it). The handler (as a process, pointed at local-azure, with its production retry settings)
-//! is then invoked with `RecoverySweep` directly; local-azure counts the calls it receives with 0 ms latency rules,
-//! one per operation of interest (counted in memory, so the timed sweep is the counted one).
+//! The recovery sweep at scale, as the platform runs it: the timer starts a sweep, and the `sweep-pages` queue
+//! is driven by the benchmark the way the Functions host drives it (receive a page, invoke `SweepPage`, two pages
+//! of a subscription at a time), each invocation timed.
+//!
+//! A fleet (`edgevault_tests::fleet`: 80 % healthy, 10 % lock missing, 10 % soft-deleted vaults) is written into
+//! local-azure with its bulk seed, in one or more subscriptions. ARM is rate-limited per caller and subscription (a
+//! local-azure `rateLimit` rule: ARM's token bucket, `429` + `Retry-After` beyond it). local-azure counts the calls
+//! with 0 ms latency rules, in the timed sweep itself.
+//!
+//! With `--cotenant R`, another principal reads ARM in the first subscription at R reads/s throughout, and the
+//! limit is one bucket per subscription shared by every caller (ARM's global subscription limit): its `429`s are
+//! the ones the sweep caused.
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use edgevault_tests::fleet::{self, Kind};
 use edgevault_tests::local_azure::LocalAzure;
 use serde_json::{Value, json};
 
 use crate::{Row, invocations, procfs};
-
-/// Devices per seed request: each request is one transaction, and its body must stay under local-azure's 8 MiB.
-const SEED_CHUNK: usize = 2000;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
-    Healthy,
-    LockMissing,
-    SoftDeleted,
-}
-
-fn kind(i: usize) -> Kind {
-    match i % 10 {
-        8 => Kind::LockMissing,
-        9 => Kind::SoftDeleted,
-        _ => Kind::Healthy,
-    }
-}
-
-/// A deterministic GUID per device, so the seed can name the device's identity in its vault's access policy.
-fn principal_of(i: usize) -> String {
-    format!("00000000-0000-4000-8000-{i:012}")
-}
-
-/// The seed request for devices `range`.
-fn seed_body(la: &LocalAzure, range: std::ops::Range<usize>) -> Value {
-    let rg = la.resource_group_id();
-    let location = la.var("AZURE_LOCATION");
-    let tenant = la.var("AZURE_TENANT_ID");
-    let edgevault = la.var("EDGEVAULT_PRINCIPAL_ID");
-    let policy =
-        |oid: &str, perms: &[&str]| json!({"tenantId": tenant, "objectId": oid, "permissions": {"secrets": perms}});
-    let (mut devices, mut vaults, mut locks, mut secrets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in range {
-        let id = format!("{rg}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/bench-{i:06}");
-        let vault_name = format!("bv{i:06}");
-        let vault_id = format!("{rg}/providers/Microsoft.KeyVault/vaults/{vault_name}");
-        let principal = principal_of(i);
-        let version = format!("{i:032x}");
-        devices.push(json!({"id": id, "location": location, "sku": {"name": "Edge", "tier": "Standard"},
-            "identity": {"principalId": principal},
-            "extendedInformation": {"clientSecretStoreId": vault_id, "clientSecretStoreUrl": format!("https://{vault_name}.vault.azure.net"),
-                "channelIntegrityKeyName": "ase-cik-bench", "channelIntegrityKeyVersion": version, "syncStatus": "KeyVaultSynced"}}));
-        vaults.push(json!({"id": vault_id, "location": location, "tags": {"edgevault-device": id},
-            "properties": {"tenantId": tenant, "sku": {"family": "A", "name": "standard"},
-              "accessPolicies": [policy(&principal, &["get"]), policy(edgevault, &["get", "set", "recover"])],
-              "enableSoftDelete": true, "softDeleteRetentionInDays": 90, "enablePurgeProtection": true, "enableRbacAuthorization": false},
-            "softDeleted": kind(i) == Kind::SoftDeleted}));
-        secrets.push(json!({"vault": vault_name, "name": "ase-cik-bench", "value": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-            "contentType": "application/octet-stream", "version": version}));
-        if kind(i) == Kind::Healthy {
-            locks.push(json!({"scope": vault_id, "name": "edgevault-do-not-delete", "level": "CanNotDelete", "notes": "bench"}));
-        }
-    }
-    json!({"devices": devices, "vaults": vaults, "locks": locks, "secrets": secrets})
-}
-
-fn seed(la: &LocalAzure, range: std::ops::Range<usize>) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let mut from = range.start;
-    while from < range.end {
-        let to = (from + SEED_CHUNK).min(range.end);
-        la.admin_post("/admin/seed", seed_body(la, from..to)).with_context(|| format!("seeding {from}..{to}"))?;
-        from = to;
-    }
-    Ok(started.elapsed())
-}
 
 /// (label, service, operation glob): 0 ms latency rules whose `fired` counts are the calls made.
 const COUNTERS: &[(&str, &str, &str)] = &[
     ("ARM, all", "arm", "*"),
     ("ARM device list/get", "arm", "Microsoft.DataBoxEdge/dataBoxEdgeDevices/read"),
     ("ARM getExtendedInformation", "arm", "*/getExtendedInformation/action"),
-    ("ARM vault get", "arm", "Microsoft.KeyVault/vaults/read"),
+    ("ARM vault list/get", "arm", "Microsoft.KeyVault/vaults/read"),
     ("ARM deleted vault get", "arm", "Microsoft.KeyVault/locations/deletedVaults/read"),
-    ("ARM lock get", "arm", "Microsoft.Authorization/locks/read"),
+    ("ARM lock list/get", "arm", "Microsoft.Authorization/locks/read"),
     ("Key Vault, all", "keyvault", "*"),
     ("identity tokens", "identity", "*"),
     ("Service Bus, all", "servicebus", "*"),
 ];
 
 fn install_counters(la: &LocalAzure) -> anyhow::Result<Vec<(Value, &'static str)>> {
-    clear_faults(la)?;
     COUNTERS
         .iter()
         .map(|(label, service, operation)| {
@@ -108,206 +47,305 @@ fn install_counters(la: &LocalAzure) -> anyhow::Result<Vec<(Value, &'static str)
         .collect()
 }
 
-fn counts(la: &LocalAzure, rules: &[(Value, &'static str)]) -> anyhow::Result<Vec<(&'static str, u64)>> {
+fn fired(la: &LocalAzure, id: &Value) -> anyhow::Result<u64> {
     let faults = la.admin_get("/admin/faults")?;
-    let list = faults.as_array().cloned().or_else(|| faults["value"].as_array().cloned()).unwrap_or_default();
-    Ok(rules
-        .iter()
-        .map(|(id, label)| {
-            (*label, list.iter().find(|r| &r["id"] == id).and_then(|r| r["fired"].as_u64()).unwrap_or(0))
-        })
-        .collect())
+    Ok(faults["value"]
+        .as_array()
+        .and_then(|l| l.iter().find(|r| &r["id"] == id))
+        .and_then(|r| r["fired"].as_u64())
+        .unwrap_or(0))
 }
 
-struct SweepResult {
-    devices: usize,
+fn clear_faults(la: &LocalAzure) -> anyhow::Result<()> {
+    la.admin_delete("/admin/faults")
+}
+
+/// The subscriptions of the run: the default one, then `n - 1` more, each with a resource group and edgevault's
+/// grant on it. Returns (subscription id, resource group id).
+fn subscriptions(la: &LocalAzure, n: usize) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = vec![(la.subscription().to_string(), la.resource_group_id())];
+    let grants = la.admin_get("/admin/grants")?;
+    let app = grants["value"]
+        .as_array()
+        .or_else(|| grants.as_array())
+        .and_then(|l| l.iter().find(|g| g["id"] == "edgevault-app"))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no grant edgevault-app in {grants}"))?;
+    for i in 1..n {
+        let sub = format!("5b000000-0000-4000-8000-{i:012}");
+        la.admin_post(
+            "/admin/subscriptions",
+            json!({"subscriptionId": sub, "tenantId": la.var("AZURE_TENANT_ID"), "displayName": format!("bench-{i}")}),
+        )?;
+        la.admin_post(
+            "/admin/resource-groups",
+            json!({"subscriptionId": sub, "name": "bench", "location": la.var("AZURE_LOCATION")}),
+        )?;
+        let mut grant = app.clone();
+        grant["id"] = format!("edgevault-app-{i}").into();
+        grant["scope"] = format!("/subscriptions/{sub}").into();
+        la.admin_post("/admin/grants", grant)?;
+        out.push((sub.clone(), format!("/subscriptions/{sub}/resourceGroups/bench")));
+    }
+    Ok(out)
+}
+
+/// What one driven sweep measured.
+struct Driven {
     seconds: f64,
-    hwm_mib: f64,
-    idle_mib: f64,
-    /// ARM requests answered (not refused by the rate limit) and refused with `429`.
-    arm_answered: u64,
-    arm_refused: u64,
-    needed_arm: u64,
-    keyvault: u64,
-    tokens: u64,
-    summary: Value,
-    handler_cpu: f64,
-    la_cpu: f64,
-    la_rss_mib: f64,
-    /// Required ARM calls ÷ the allowed rate, when throttled.
-    bound: Option<f64>,
+    pages: usize,
+    devices: u64,
+    errors: u64,
+    findings: std::collections::BTreeMap<String, u64>,
+    /// The longest `SweepPage` invocation, and the timer's.
+    longest_page: Duration,
+    timer: Duration,
 }
 
-fn invoke_sweep(handler: &edgevault_tests::Handler, tag: &str) -> anyhow::Result<(f64, Value)> {
-    let client = reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(3 * 3600)).build()?;
+/// Starts the sweep with the timer and drives `sweep-pages` until every subscription's last page is done, with two
+/// pages of each subscription in flight at most (the host's two sessions per subscription and sweep).
+fn drive(la: &LocalAzure, handler: &edgevault_tests::Handler, subscriptions: usize) -> anyhow::Result<Driven> {
     let started = Instant::now();
-    let response = client
-        .post(handler.url("RecoverySweep"))
-        .header("content-type", "application/json")
-        .header("x-azure-functions-invocationid", format!("bench-sweep-{tag}"))
-        .body(invocations::timer().to_string())
-        .send()?;
-    let status = response.status();
-    let answer: Value = response.json()?;
-    let seconds = started.elapsed().as_secs_f64();
-    anyhow::ensure!(status.is_success(), "RecoverySweep: {status} {answer}");
-    Ok((seconds, answer["ReturnValue"].clone()))
+    let (status, answer) = handler.invoke("RecoverySweep", &invocations::timer())?;
+    let timer = started.elapsed();
+    anyhow::ensure!(status == 200, "RecoverySweep: {status} {answer}");
+    let finished = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let stats = Mutex::new(Driven {
+        seconds: 0.0,
+        pages: 0,
+        devices: 0,
+        errors: 0,
+        findings: Default::default(),
+        longest_page: Duration::ZERO,
+        timer,
+    });
+    let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..2 * subscriptions {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let received = match la.receive_and_delete("sweep-pages", 1) {
+                        Ok(Some(message)) => message,
+                        Ok(None) => continue,
+                        Err(err) => {
+                            *failure.lock().unwrap() = Some(err);
+                            stop.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                    };
+                    let (body, broker) = received;
+                    let invocation = json!({
+                        "Data": {"message": body},
+                        "Metadata": {"MessageId": broker["MessageId"], "DeliveryCount": 1, "SessionId": broker["SessionId"],
+                                     "SequenceNumber": broker["SequenceNumber"], "EnqueuedTimeUtc": "2026-11-28T12:00:00Z"}
+                    });
+                    let began = Instant::now();
+                    let result = handler.invoke("SweepPage", &invocation);
+                    let took = began.elapsed();
+                    match result {
+                        Ok((200, answer)) => {
+                            let summary = &answer["ReturnValue"];
+                            let mut s = stats.lock().unwrap();
+                            s.pages += 1;
+                            s.longest_page = s.longest_page.max(took);
+                            s.devices += summary["devices"].as_u64().unwrap_or(0);
+                            s.errors += summary["errors"].as_u64().unwrap_or(0);
+                            for (finding, n) in summary["findings"].as_object().into_iter().flatten() {
+                                *s.findings.entry(finding.clone()).or_default() += n.as_u64().unwrap_or(0);
+                            }
+                            if summary["next"] == false
+                                && finished.fetch_add(1, Ordering::Relaxed) + 1 == subscriptions as u64
+                            {
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        other => {
+                            *failure.lock().unwrap() = Some(anyhow::anyhow!("SweepPage: {other:?}"));
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(err) = failure.into_inner().unwrap() {
+        return Err(err);
+    }
+    let mut driven = stats.into_inner().unwrap();
+    driven.seconds = started.elapsed().as_secs_f64();
+    Ok(driven)
 }
 
-fn count(counted: &[(&'static str, u64)], label: &str) -> u64 {
-    counted.iter().find(|c| c.0 == label).map(|c| c.1).unwrap_or(0)
+/// A co-tenant: another principal reading one device of the first subscription at `rate` reads/s until `stop`;
+/// returns (reads, 429s).
+fn cotenant(la: &LocalAzure, path: &str, rate: f64, stop: &AtomicBool) -> anyhow::Result<(u64, u64)> {
+    let principal = la.principal("cotenant", &["*"])?;
+    let token = la.token(&principal, edgevault_tests::local_azure::ARM_AUDIENCE)?;
+    let every = Duration::from_secs_f64(1.0 / rate);
+    let (mut reads, mut refused) = (0, 0);
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let (status, _) = la.arm(&token, "GET", path, None)?;
+        reads += 1;
+        refused += u64::from(status == 429);
+        next += every;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    Ok((reads, refused))
 }
 
-/// One timed and counted sweep over the first `devices` devices, ARM limited to `rate` requests/s (burst: one
-/// second's worth) for the handler's principal, or unthrottled.
-fn sweep(la: &LocalAzure, devices: usize, rate: Option<f64>) -> anyhow::Result<SweepResult> {
-    let rules = install_counters(la)?;
-    let limit = match rate {
-        Some(r) => Some(
-            la.admin_post(
-                "/admin/faults",
-                json!({"service": "arm", "action": {"type": "rateLimit", "perSecond": r, "burst": r}}),
-            )?["id"]
-                .clone(),
-        ),
-        None => None,
-    };
-    // The production retry policy (6 retries, honouring Retry-After), not the tests' short one.
-    // (Explicitly: the handler's test placeholders turn retries off.)
-    let mut env: Vec<(String, String)> =
-        la.handler_env().into_iter().filter(|(k, _)| !k.starts_with("EDGEVAULT_RETRY_")).collect();
+/// One sweep over `subs` subscriptions of `devices` each, ARM limited to `rate` reads/s per subscription.
+pub fn run_one(
+    devices: usize,
+    subs: usize,
+    rate: f64,
+    reserve: Option<u8>,
+    cotenant_rate: Option<f64>,
+) -> anyhow::Result<Vec<Row>> {
+    let la = LocalAzure::start()?;
+    let scopes = subscriptions(&la, subs)?;
+    let seeding = Instant::now();
+    for (n, (_, rg)) in scopes.iter().enumerate() {
+        fleet::seed(&la, rg, &format!("b{n}"), 0..devices)?;
+    }
+    println!(
+        "recovery sweep: {subs} subscription(s) × {devices} devices (seeded in {:.1} s), ARM {rate}/s per {}{}{}",
+        seeding.elapsed().as_secs_f64(),
+        if cotenant_rate.is_some() { "subscription (every caller)" } else { "caller and subscription" },
+        reserve.map(|r| format!(", reserve {r} %")).unwrap_or_default(),
+        cotenant_rate.map(|r| format!(", a co-tenant reading {r}/s")).unwrap_or_default(),
+    );
+    clear_faults(&la)?;
+    let rules = install_counters(&la)?;
+    let mut limit = json!({"service": "arm", "action": {"type": "rateLimit", "perSecond": rate, "burst": rate}});
+    if cotenant_rate.is_some() {
+        limit["action"]["per"] = "subscription".into();
+    }
+    let limit = la.admin_post("/admin/faults", limit)?["id"].clone();
+    let mut env: Vec<(String, String)> = la
+        .handler_env()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("EDGEVAULT_RETRY_") && k != "EDGEVAULT_SUBSCRIPTIONS")
+        .collect();
     env.push(("EDGEVAULT_RETRY_MAX_RETRIES".into(), "6".into()));
     env.push(("EDGEVAULT_RETRY_INITIAL_DELAY_MS".into(), "800".into()));
+    env.push(("EDGEVAULT_SUBSCRIPTIONS".into(), scopes.iter().map(|s| s.0.clone()).collect::<Vec<_>>().join(",")));
+    if let Some(reserve) = reserve {
+        env.push(("EDGEVAULT_SWEEP_ARM_RESERVE_PERCENT".into(), reserve.to_string()));
+    }
     let handler = edgevault_tests::Handler::start_with(&env)?;
     let (idle, _) = procfs::memory_kib(handler.pid()).unwrap_or_default();
     let la_pid = procfs::child_named("local-azure");
     let cpu = |pid: Option<u32>| pid.and_then(procfs::cpu_seconds).unwrap_or(0.0);
     let (handler_cpu0, la_cpu0) = (cpu(Some(handler.pid())), cpu(la_pid));
-    let (seconds, summary) = invoke_sweep(&handler, &format!("{devices}"))?;
+    let stop = AtomicBool::new(false);
+    let probe = fleet::device_id(&scopes[0].1, "b0", 0);
+    let (driven, cotenant) = std::thread::scope(|scope| {
+        let (la, probe, stop) = (&la, &probe, &stop);
+        let reader = cotenant_rate.map(|r| scope.spawn(move || cotenant(la, probe, r, stop)));
+        let driven = drive(la, &handler, subs);
+        stop.store(true, Ordering::Relaxed);
+        (driven, reader.map(|r| r.join().expect("the co-tenant thread")))
+    });
+    let driven = driven?;
+    let cotenant = cotenant.transpose()?;
     let (_, hwm) = procfs::memory_kib(handler.pid()).unwrap_or_default();
     let (handler_cpu, la_cpu) = (cpu(Some(handler.pid())) - handler_cpu0, cpu(la_pid) - la_cpu0);
-    let la_rss_mib = la_pid.and_then(procfs::memory_kib).map(|m| m.0 as f64 / 1024.0).unwrap_or(0.0);
-    let counted = counts(la, &rules)?;
-    let refused = match &limit {
-        Some(id) => {
-            let faults = la.admin_get("/admin/faults")?;
-            faults["value"]
-                .as_array()
-                .and_then(|l| l.iter().find(|r| &r["id"] == id))
-                .and_then(|r| r["fired"].as_u64())
-                .unwrap_or(0)
-        }
-        None => 0,
-    };
-    clear_faults(la)?;
-    let arm_answered = count(&counted, "ARM, all") - refused;
-    // What the findings need: the listing pages (100 devices each), and per device its extended information and its
-    // vault, then the lock for a present vault or the deleted vault for a missing one (3 ARM reads); the CIK is one
-    // Key Vault read per present vault.
-    let needed_arm = devices.div_ceil(100) as u64 + 3 * devices as u64;
-    let bound = rate.map(|r| needed_arm as f64 / r);
+    let counted: Vec<(&str, u64)> =
+        rules.iter().map(|(id, label)| Ok((*label, fired(&la, id)?))).collect::<anyhow::Result<_>>()?;
+    let refused = fired(&la, &limit)?;
+    clear_faults(&la)?;
+    let count = |label: &str| counted.iter().find(|c| c.0 == label).map(|c| c.1).unwrap_or(0);
+    // The co-tenant's reads that were answered are not the sweep's.
+    let cotenant_answered = cotenant.map(|c| c.0 - c.1).unwrap_or(0);
+    let arm_answered = count("ARM, all") - refused - cotenant_answered;
+    let total = devices * subs;
+    let soft_deleted = (0..devices).filter(|i| fleet::kind(*i) == Kind::SoftDeleted).count() * subs;
+    let locks = (0..devices).filter(|i| fleet::kind(*i) == Kind::Healthy).count();
+    // What the findings need, per subscription: the device pages (100 each), the live vaults' list (1,000 a page)
+    // and the locks' list (100 a page), and per device its extended information; a soft-deleted vault is not in the
+    // list, so its device reads the vault and the deleted vault on its own.
+    let per_sub =
+        devices.div_ceil(100) + (devices - soft_deleted / subs).div_ceil(1000).max(1) + locks.div_ceil(100).max(1);
+    let needed = (per_sub * subs + total + 2 * soft_deleted) as u64;
+    let healthy_cost = 1.0 + (per_sub * subs) as f64 / total as f64;
+    // Each subscription has its own bucket and runs in parallel: the bound is one subscription's calls ÷ the rate
+    // (with a co-tenant, the rate left to the sweep).
+    let sweep_rate = rate - cotenant_rate.unwrap_or(0.0);
+    let bound = needed as f64 / subs as f64 / sweep_rate;
+    let ratio = driven.seconds / bound;
     println!(
-        "  {devices} devices: sweep {seconds:.2} s ({:.0} devices/s){}, handler RSS idle {:.1} MiB → peak (VmHWM) {:.1} MiB",
-        devices as f64 / seconds,
-        bound.map(|b| format!(", bound {b:.2} s, ratio {:.3}", seconds / b)).unwrap_or_default(),
+        "  sweep {:.1} s (bound {bound:.1} s, ratio {ratio:.3}); {} pages, longest SweepPage {:.2} s, RecoverySweep {:.3} s",
+        driven.seconds,
+        driven.pages,
+        driven.longest_page.as_secs_f64(),
+        driven.timer.as_secs_f64()
+    );
+    println!(
+        "  devices {} (errors {}), findings {:?}; handler RSS {:.1} → peak {:.1} MiB",
+        driven.devices,
+        driven.errors,
+        driven.findings,
         idle as f64 / 1024.0,
         hwm as f64 / 1024.0
     );
     println!(
-        "    CPU during the sweep: handler {handler_cpu:.2} s ({:.2} ms per device), local-azure {la_cpu:.2} s ({:.2} ms per device; its RSS {la_rss_mib:.0} MiB)",
-        handler_cpu * 1000.0 / devices as f64,
-        la_cpu * 1000.0 / devices as f64
+        "  ARM answered {arm_answered} (needed {needed}, {:.3} per device; a healthy device {healthy_cost:.3}), 429s {refused}",
+        arm_answered as f64 / total as f64
     );
-    println!("    summary {summary}");
-    println!("    ARM requests answered {arm_answered} (needed {needed_arm}), refused with 429 {refused}");
     for (label, n) in &counted {
-        println!("    {label:<30} {n:>8}  ({:.2} per device)", *n as f64 / devices as f64);
+        println!("    {label:<30} {n:>8}  ({:.3} per device)", *n as f64 / total as f64);
     }
-    Ok(SweepResult {
-        devices,
-        seconds,
-        hwm_mib: hwm as f64 / 1024.0,
-        idle_mib: idle as f64 / 1024.0,
-        arm_answered,
-        arm_refused: refused,
-        needed_arm,
-        keyvault: count(&counted, "Key Vault, all"),
-        tokens: count(&counted, "identity tokens"),
-        summary,
-        handler_cpu,
-        la_cpu,
-        la_rss_mib,
-        bound,
-    })
+    println!("  CPU: handler {handler_cpu:.1} s, local-azure {la_cpu:.1} s");
+    if let Some((reads, refused)) = cotenant {
+        println!("  co-tenant: {reads} reads, {refused} refused with 429");
+    }
+    let what = format!(
+        "{subs} × {devices} devices at {rate}/s per subscription{}{}",
+        reserve.map(|r| format!(", reserve {r} %")).unwrap_or_default(),
+        cotenant_rate.map(|r| format!(", co-tenant {r}/s")).unwrap_or_default()
+    );
+    let mut rows = vec![Row::new(
+        "sweep",
+        what.clone(),
+        format!(
+            "{:.1} s = {ratio:.3} × bound {bound:.1} s; longest invocation {:.2} s; ARM {:.3}/device (healthy {healthy_cost:.3}), answered {arm_answered} (needed {needed}), 429s {refused}; RSS {:.1} → {:.1} MiB; errors {}",
+            driven.seconds,
+            driven.longest_page.as_secs_f64(),
+            arm_answered as f64 / total as f64,
+            idle as f64 / 1024.0,
+            hwm as f64 / 1024.0,
+            driven.errors
+        ),
+        "≤ 1.1 × bound, invocation ≤ 60 s, healthy ≤ 1.2 ARM calls, calls = needed",
+        Some(ratio <= 1.1 && driven.longest_page.as_secs() <= 60 && healthy_cost <= 1.2 && arm_answered == needed),
+    )];
+    if let Some((reads, refused)) = cotenant {
+        rows.push(Row::new(
+            "sweep",
+            format!("{what}: co-tenant"),
+            format!("{reads} reads, {refused} × 429"),
+            "0 × 429",
+            Some(refused == 0),
+        ));
+    }
+    Ok(rows)
 }
 
-fn clear_faults(la: &LocalAzure) -> anyhow::Result<()> {
-    let client = reqwest::blocking::Client::builder().no_proxy().build()?;
-    client.delete(format!("{}/admin/faults", la.admin)).send()?.error_for_status()?;
-    Ok(())
-}
-
-/// Sweeps fleets of `sizes` devices (one local-azure, the fleet grown between sizes), ARM limited to `rate`
-/// requests/s (0: unthrottled).
-pub fn run(sizes: &[usize], rate: f64) -> anyhow::Result<Vec<Row>> {
-    let la = LocalAzure::start()?;
-    let rate = (rate > 0.0).then_some(rate);
-    match rate {
-        Some(r) => {
-            println!("recovery sweep, ARM rate-limited to {r}/s for the handler (burst {r}, 429 + Retry-After beyond)")
-        }
-        None => println!("recovery sweep, ARM unthrottled"),
-    }
-    let mut seeded = 0;
-    let mut results = Vec::new();
-    let mut sizes = sizes.to_vec();
-    sizes.sort_unstable();
-    for size in sizes {
-        let took = seed(&la, seeded..size)?;
-        println!(
-            "  seeded devices {seeded}..{size} in {:.2} s ({:.0} devices/s, /admin/seed in chunks of {SEED_CHUNK})",
-            took.as_secs_f64(),
-            (size - seeded) as f64 / took.as_secs_f64()
-        );
-        seeded = size;
-        results.push(sweep(&la, size, rate)?);
-    }
+/// Sweeps fleets of `sizes` devices in each of `subs` subscriptions.
+pub fn run(
+    sizes: &[usize],
+    rate: f64,
+    subs: usize,
+    reserve: Option<u8>,
+    cotenant: Option<f64>,
+) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for r in &results {
-        let (measured, target, met) = match r.bound {
-            Some(b) => (
-                format!("{:.1} s = {:.3} × bound {:.1} s", r.seconds, r.seconds / b, b),
-                "≤ 1.1 × bound, RSS ≤ 64 MiB, calls = needed",
-                Some(r.seconds <= 1.1 * b && r.hwm_mib <= 64.0 && r.arm_answered == r.needed_arm),
-            ),
-            None => (format!("{:.1} s (unthrottled)", r.seconds), "", None),
-        };
-        rows.push(Row::new(
-            "sweep",
-            format!("{} devices (80 % healthy, 10 % lock missing, 10 % soft-deleted)", r.devices),
-            format!(
-                "{measured}; RSS {:.1} → {:.1} MiB; ARM answered {} (needed {}), 429s {}; Key Vault {}; tokens {}; errors {}; CPU handler {:.1} s / local-azure {:.1} s (RSS {:.0} MiB)",
-                r.idle_mib, r.hwm_mib, r.arm_answered, r.needed_arm, r.arm_refused, r.keyvault, r.tokens, r.summary["errors"], r.handler_cpu, r.la_cpu, r.la_rss_mib
-            ),
-            target,
-            met,
-        ));
-    }
-    if let (Some(a), Some(b)) = (results.first(), results.last())
-        && b.devices > a.devices
-    {
-        rows.push(Row::new(
-            "sweep",
-            format!("growth {} → {} devices", a.devices, b.devices),
-            format!(
-                "time {:.2}x, peak RSS {:.2}x for {:.0}x devices",
-                b.seconds / a.seconds,
-                b.hwm_mib / a.hwm_mib,
-                b.devices as f64 / a.devices as f64
-            ),
-            "linear time, flat memory",
-            None,
-        ));
+    for size in sizes {
+        rows.extend(run_one(*size, subs, rate, reserve, cotenant)?);
     }
     Ok(rows)
 }

@@ -42,8 +42,13 @@ pub mod settings {
     pub const RETRY_DELAY_MS: &str = "EDGEVAULT_RETRY_INITIAL_DELAY_MS";
     pub const API_CLIENT_ID: &str = "EDGEVAULT_API_CLIENT_ID";
     pub const AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
+    pub const SWEEP_ARM_RESERVE: &str = "EDGEVAULT_SWEEP_ARM_RESERVE_PERCENT";
     pub const RECORDS: &str = "EDGEVAULT_RECORDS_TABLE_URI";
 }
+
+/// The share of each ARM bucket the sweep leaves to everyone else unless configured: a fifth keeps ~50 of the
+/// 250 reads of ARM's per-caller bucket for a portal page, a pipeline or edgevault's own activations.
+pub const DEFAULT_SWEEP_ARM_RESERVE_PERCENT: u8 = 20;
 
 /// The app settings of the lifecycle: what the functions need to know about the Azure they run in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +76,8 @@ pub struct Settings {
     pub api_client_id: Option<String>,
     /// Microsoft Entra ID's authority, `https://login.microsoftonline.com` unless a sovereign cloud says otherwise.
     pub authority_host: String,
+    /// The share (%) of each subscription's ARM read budget the recovery sweep never uses (`azure::pacing`).
+    pub sweep_arm_reserve_percent: u8,
     /// The table endpoint of the storage account that keeps edgevault's own records, e.g.
     /// `https://<account>.table.core.windows.net` (the function app's storage account).
     pub records_table_uri: String,
@@ -121,6 +128,10 @@ impl Settings {
             initial_delay_ms: number(RETRY_DELAY_MS, defaults.initial_delay_ms)?,
             ..defaults
         };
+        let reserve = number(SWEEP_ARM_RESERVE, u64::from(DEFAULT_SWEEP_ARM_RESERVE_PERCENT))?;
+        if reserve > 90 {
+            return Err(invalid(SWEEP_ARM_RESERVE, reserve.to_string(), "a percentage from 0 to 90"));
+        }
         let subscriptions: Vec<String> = get(SUBSCRIPTIONS)
             .unwrap_or_default()
             .split(',')
@@ -139,6 +150,7 @@ impl Settings {
             retry,
             api_client_id: get(API_CLIENT_ID),
             authority_host: get(AUTHORITY_HOST).unwrap_or_else(|| crate::azure::AUTHORITY_HOST.to_string()),
+            sweep_arm_reserve_percent: reserve as u8,
             records_table_uri: get(RECORDS).unwrap_or_default(),
         })
     }
@@ -187,6 +199,7 @@ mod tests {
         assert!(!settings.delete_vault_with_device);
         assert_eq!(settings.activation_key_ttl, time::Duration::hours(72));
         assert_eq!(settings.arm_endpoint, "https://management.azure.com");
+        assert_eq!(settings.sweep_arm_reserve_percent, 20);
         let config = Config::from_lookup(lookup(&[
             (PORT_VAR, "1"),
             (settings::CUTOVER, "2026-01-01T00:00:00Z"),
@@ -212,6 +225,7 @@ mod tests {
             (&[(PORT_VAR, "1"), (settings::CUTOVER, "yesterday")][..], settings::CUTOVER),
             (&[(PORT_VAR, "1"), (settings::DELETE_CONSENT, "maybe")][..], settings::DELETE_CONSENT),
             (&[(PORT_VAR, "1"), (settings::KEY_TTL_HOURS, "0")][..], settings::KEY_TTL_HOURS),
+            (&[(PORT_VAR, "1"), (settings::SWEEP_ARM_RESERVE, "95")][..], settings::SWEEP_ARM_RESERVE),
         ] {
             let pairs: &'static [(&str, &str)] = Box::leak(pairs.to_vec().into_boxed_slice());
             match Config::from_lookup(lookup(pairs)).unwrap_err() {

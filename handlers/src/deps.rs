@@ -14,6 +14,7 @@ use crate::azure::service_bus::QueueSender;
 use crate::azure::traits::{CallerPermissions, CikStore, Devices, Locks, Queue, Records, Vaults};
 use crate::azure::{AzureError, HttpStack};
 use crate::config::Settings;
+use crate::lifecycle::fleet_index::IndexCache;
 use crate::messages::{Command, queues};
 
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct Deps {
     pub queue: Arc<dyn Queue>,
     /// What ARM says an API caller may do, asked on the caller's behalf (`authorization::require_permission`).
     pub permissions: Arc<dyn CallerPermissions>,
+    /// The sweep's view of each subscription's vaults and locks, read once per sweep (`lifecycle::fleet_index`).
+    pub sweep_indexes: Arc<IndexCache>,
     /// edgevault's own records (sweep progress, recovery history).
     pub records: Arc<dyn Records>,
 }
@@ -71,6 +74,7 @@ impl Deps {
             secrets: Arc::new(VaultSecrets::new(credential, &stack)),
             queue: Arc::new(queue),
             permissions,
+            sweep_indexes: Default::default(),
             records: Arc::new(records),
         })
     }

@@ -35,6 +35,8 @@ pub mod queues {
     pub const ACTIVATION_KEY_REQUESTED: &str = "activation-key-requested";
     pub const VAULT_DELETED: &str = "vault-deleted";
     pub const RESOURCE_DELETED: &str = "resource-deleted";
+    /// The recovery sweep's work items: one page of one subscription's devices each.
+    pub const SWEEP_PAGES: &str = "sweep-pages";
     /// Alerts leave edgevault on their own queue (and in the logs); nothing in edgevault consumes it.
     pub const ALERTS: &str = "alerts";
 }
@@ -45,7 +47,11 @@ pub trait Kind: Serialize + DeserializeOwned + Clone + Into<Command> {
     const KIND: &'static str;
     const QUEUE: &'static str;
     fn subject(&self) -> &ResourceId;
-    fn cause(&self) -> &str;
+    fn cause(&self) -> std::borrow::Cow<'_, str>;
+    /// What the session is keyed on: the subject, so one subject's messages on a queue run one at a time, in order.
+    fn session_key(&self) -> String {
+        self.subject().to_string().to_ascii_lowercase()
+    }
 }
 
 /// A Stack Edge resource was written: make sure its managed identity exists.
@@ -101,6 +107,54 @@ pub struct ResourceDeleted {
     pub cause: String,
 }
 
+/// One page of the recovery sweep over one subscription. The timer starts a sweep with page 0 of every subscription
+/// in scope; the page's worker inspects the devices of that page and sends the next one (ARM's `nextLink`), so no
+/// invocation does more than one page, whatever the fleet size.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepPage {
+    /// The sweep: its schedule slot (`sweep-<UTC instant>`), so a second start for the same slot is a duplicate.
+    pub sweep_id: String,
+    /// `/subscriptions/{id}`.
+    pub subscription: ResourceId,
+    /// 0 for the first page; the `MessageId` derives from sweep, subscription and page, so a replayed or
+    /// duplicated page is dropped by the queue, and one redone after a crash sends the same messages again.
+    pub page: u32,
+    /// ARM's link to this page (absent for the first). Only links on the ARM endpoint are followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_link: Option<String>,
+}
+
+impl SweepPage {
+    /// The page after this one, at `next_link`.
+    pub fn next(&self, next_link: String) -> SweepPage {
+        SweepPage { page: self.page + 1, next_link: Some(next_link), ..self.clone() }
+    }
+}
+
+impl Kind for SweepPage {
+    const KIND: &'static str = "SweepPage";
+    const QUEUE: &'static str = queues::SWEEP_PAGES;
+    fn subject(&self) -> &ResourceId {
+        &self.subscription
+    }
+    fn cause(&self) -> std::borrow::Cow<'_, str> {
+        format!("{}|{}", self.sweep_id, self.page).into()
+    }
+    /// Two sessions per subscription and sweep, alternating by page: the next page starts while the last devices of
+    /// this one are still being inspected (an idle moment at a page boundary is ARM rate lost for good), yet at most
+    /// two pages of a subscription are ever in flight, so a page's share of the rate, and its duration, stay bounded.
+    fn session_key(&self) -> String {
+        format!("{}|{}|{}", self.subscription.to_string().to_ascii_lowercase(), self.sweep_id, self.page % 2)
+    }
+}
+
+impl From<SweepPage> for Command {
+    fn from(command: SweepPage) -> Command {
+        Command::SweepPage(command)
+    }
+}
+
 /// Implements [`Kind`] for a command struct and its conversion into [`Command`].
 macro_rules! kind {
     ($name:ident, $queue:expr, $subject:ident, $cause:ident) => {
@@ -110,8 +164,8 @@ macro_rules! kind {
             fn subject(&self) -> &ResourceId {
                 &self.$subject
             }
-            fn cause(&self) -> &str {
-                &self.$cause
+            fn cause(&self) -> std::borrow::Cow<'_, str> {
+                self.$cause.as_str().into()
             }
         }
         impl From<$name> for Command {
@@ -139,6 +193,7 @@ pub enum Command {
     SecretsSyncRequested(SecretsSyncRequested),
     VaultDeleted(VaultDeleted),
     ResourceDeleted(ResourceDeleted),
+    SweepPage(SweepPage),
 }
 
 /// Calls `$f` on the command inside, whatever its kind.
@@ -151,6 +206,7 @@ macro_rules! each {
             Command::SecretsSyncRequested($inner) => $body,
             Command::VaultDeleted($inner) => $body,
             Command::ResourceDeleted($inner) => $body,
+            Command::SweepPage($inner) => $body,
         }
     };
 }
@@ -179,7 +235,7 @@ impl Command {
 
     /// The session: one per subject, so a device's messages on a queue are handled one at a time in order.
     pub fn session_id(&self) -> String {
-        short_hash(&self.subject().to_string().to_ascii_lowercase())
+        short_hash(&each!(self, c => c.session_key()))
     }
 
     /// Deterministic per cause: the same event, request or sweep finding always yields the same id, which the
@@ -250,6 +306,7 @@ macro_rules! inbound {
 inbound!(ResourceCreated, |_| None);
 inbound!(VaultDeleted, |_| None);
 inbound!(ResourceDeleted, |_| None);
+inbound!(SweepPage, |_| None);
 
 /// The provisioning worker's input: an activation request, a sweep's repair or a device's sync request, on one
 /// queue, so one device's work of all three runs one message at a time (the queue's session is the device).
@@ -332,6 +389,13 @@ mod tests {
             }
             .into(),
             ResourceDeleted { device: device(), cause: "event-3".into() }.into(),
+            SweepPage {
+                sweep_id: "sweep-2026-11-28T13:00:00Z".into(),
+                subscription: "/subscriptions/s".parse().unwrap(),
+                page: 1,
+                next_link: Some("https://management.azure.com/subscriptions/s/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices?api-version=2023-12-01&$skiptoken=x".into()),
+            }
+            .into(),
         ]
     }
 
@@ -367,6 +431,7 @@ mod tests {
                 }
                 Command::VaultDeleted(_) => drop(read::<VaultDeleted>(&saved).unwrap()),
                 Command::ResourceDeleted(_) => drop(read::<ResourceDeleted>(&saved).unwrap()),
+                Command::SweepPage(_) => drop(read::<SweepPage>(&saved).unwrap()),
             }
             seen.push(command.kind());
         }
@@ -389,6 +454,24 @@ mod tests {
         assert_ne!(a.message_id(), other.message_id());
         assert_eq!(a.session_id(), other.session_id());
         assert!(a.message_id().len() <= 128 && a.session_id().len() <= 128);
+    }
+
+    #[test]
+    fn a_sweep_page_id_is_its_sweep_and_page_and_pages_alternate_between_two_sessions() {
+        let page = |sweep: &str, n: u32| -> Command {
+            SweepPage {
+                sweep_id: sweep.into(),
+                subscription: "/subscriptions/s".parse().unwrap(),
+                page: n,
+                next_link: None,
+            }
+            .into()
+        };
+        assert_eq!(page("a", 1).message_id(), page("a", 1).message_id(), "a replayed page is a duplicate");
+        assert_ne!(page("a", 1).message_id(), page("a", 2).message_id());
+        assert_ne!(page("a", 1).message_id(), page("b", 1).message_id(), "another sweep's page is new work");
+        assert_eq!(page("a", 1).session_id(), page("a", 3).session_id());
+        assert_ne!(page("a", 1).session_id(), page("a", 2).session_id());
     }
 
     #[test]
@@ -417,7 +500,8 @@ mod tests {
                 queues::ACTIVATION_KEY_REQUESTED,
                 queues::ACTIVATION_KEY_REQUESTED,
                 queues::VAULT_DELETED,
-                queues::RESOURCE_DELETED
+                queues::RESOURCE_DELETED,
+                queues::SWEEP_PAGES
             ]
         );
         assert_eq!(<Provisioning as Inbound>::QUEUE, ActivationKeyRequested::QUEUE);

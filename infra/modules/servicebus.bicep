@@ -69,6 +69,14 @@ var queues = [
     deadLetteringOnMessageExpiration: true
   }
   {
+    // The recovery sweep's pages (one subscription's page of devices each; two sessions per subscription and sweep).
+    name: 'sweep-pages'
+    requiresSession: true
+    requiresDuplicateDetection: true
+    maxDeliveryCount: 10
+    deadLetteringOnMessageExpiration: true
+  }
+  {
     // Alerts leave edgevault here for whatever pages the operator; nothing in edgevault consumes them, so no
     // sessions. Raise and resolve reuse the alert id, so duplicate detection drops a retried worker's repeat. An
     // unread alert simply expires: dead-lettering it would trip the dead-letter alert for no failure.

@@ -48,12 +48,17 @@ pub enum FaultAction {
     Drop,
     /// At most `perSecond` matching requests per second per caller (principal and subscription, as ARM
     /// counts), with `burst` in reserve (default: one second's worth); beyond it, `429` with `Retry-After`.
-    /// Only the refused requests count as firings.
+    /// Only the refused requests count as firings. `per: "subscription"` makes one bucket of the subscription for
+    /// every caller: ARM's global subscription limit (15 × a caller's, shared by all; learn.microsoft.com
+    /// azure-resource-manager/management/request-limits-and-throttling), reported in
+    /// `x-ms-ratelimit-remaining-subscription-global-reads`/`-writes`.
     #[serde(rename_all = "camelCase")]
     RateLimit {
         per_second: f64,
         #[serde(default)]
         burst: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        per: Option<String>,
     },
 }
 
@@ -97,7 +102,10 @@ impl FaultRule {
         {
             return Err(format!("invalid status {status}"));
         }
-        if let FaultAction::RateLimit { per_second, burst } = &self.action {
+        if let FaultAction::RateLimit { per_second, burst, per } = &self.action {
+            if per.as_deref().is_some_and(|p| !matches!(p, "principal" | "subscription")) {
+                return Err("rateLimit: per must be \"principal\" (the default) or \"subscription\"".into());
+            }
             if !(per_second.is_finite() && *per_second > 0.0) {
                 return Err("rateLimit: perSecond must be above 0".into());
             }
@@ -241,21 +249,26 @@ impl Faults {
             if r.exhausted() || !r.matches(active.path.as_ref(), service, operation, req) {
                 continue;
             }
-            let action = if let FaultAction::RateLimit { per_second, burst } = r.action {
+            let action = if let FaultAction::RateLimit { per_second, burst, per } = &r.action {
+                let (per_second, burst) = (*per_second, *burst);
                 let caller = Caller::of(req);
+                let global = per.as_deref() == Some("subscription");
                 let capacity = burst.unwrap_or(per_second).max(1.0);
-                let bucket = active
-                    .buckets
-                    .entry(format!("{}/{}", caller.principal, caller.subscription))
-                    .or_insert(Bucket { tokens: capacity, at: now });
+                let bucket_key = if global {
+                    caller.subscription.clone()
+                } else {
+                    format!("{}/{}", caller.principal, caller.subscription)
+                };
+                let bucket = active.buckets.entry(bucket_key).or_insert(Bucket { tokens: capacity, at: now });
                 bucket.tokens =
                     (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * per_second).min(capacity);
                 bucket.at = now;
                 let is_read = matches!(req.method, http::Method::GET | http::Method::HEAD);
-                let header = if is_read {
-                    "x-ms-ratelimit-remaining-subscription-reads"
-                } else {
-                    "x-ms-ratelimit-remaining-subscription-writes"
+                let header = match (is_read, global) {
+                    (true, false) => "x-ms-ratelimit-remaining-subscription-reads",
+                    (false, false) => "x-ms-ratelimit-remaining-subscription-writes",
+                    (true, true) => "x-ms-ratelimit-remaining-subscription-global-reads",
+                    (false, true) => "x-ms-ratelimit-remaining-subscription-global-writes",
                 };
                 if bucket.tokens >= 1.0 {
                     bucket.tokens -= 1.0;
@@ -410,7 +423,7 @@ mod tests {
         let e: FaultAction = serde_json::from_value(json!({"type":"error","status":503})).unwrap();
         assert!(matches!(e, FaultAction::Error { status: 503, .. }));
         let r: FaultAction = serde_json::from_value(json!({"type":"rateLimit","perSecond":5})).unwrap();
-        assert_eq!(r, FaultAction::RateLimit { per_second: 5.0, burst: None });
+        assert_eq!(r, FaultAction::RateLimit { per_second: 5.0, burst: None, per: None });
     }
 
     fn rule(action: FaultAction) -> FaultRule {
@@ -435,7 +448,11 @@ mod tests {
     #[test]
     fn rate_limit_refuses_beyond_the_bucket_per_subscription() {
         let faults = Faults {
-            rules: Mutex::new(vec![Active::new(rule(FaultAction::RateLimit { per_second: 0.001, burst: Some(2.0) }))]),
+            rules: Mutex::new(vec![Active::new(rule(FaultAction::RateLimit {
+                per_second: 0.001,
+                burst: Some(2.0),
+                per: None,
+            }))]),
         };
         let a = get("/subscriptions/A/resourceGroups/rg?api-version=1");
         for remaining in ["1", "0"] {
@@ -454,6 +471,38 @@ mod tests {
         assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS);
         let retry_after = resp.headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
         assert_eq!(retry_after, Some(t.retry_after_seconds.to_string()));
+    }
+
+    #[test]
+    fn a_subscription_wide_rate_limit_is_one_bucket_for_every_caller() {
+        let faults = Faults {
+            rules: Mutex::new(vec![Active::new(rule(FaultAction::RateLimit {
+                per_second: 0.001,
+                burst: Some(1.0),
+                per: Some("subscription".into()),
+            }))]),
+        };
+        let token = |oid: &str| {
+            let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{{\"oid\":\"{oid}\"}}"));
+            format!("Bearer e30.{claims}.sig")
+        };
+        let as_caller = |oid: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("authorization", token(oid).parse().unwrap());
+            Req::new(
+                http::Method::GET,
+                "management.azure.com",
+                "/subscriptions/A?api-version=1",
+                headers,
+                bytes::Bytes::new(),
+            )
+        };
+        let first = faults.fire("arm", "op", &as_caller("one"));
+        assert!(first.terminal.is_none());
+        assert_eq!(first.headers, [("x-ms-ratelimit-remaining-subscription-global-reads", "0".to_string())]);
+        assert!(faults.fire("arm", "op", &as_caller("two")).terminal.is_some(), "another caller, the same bucket");
+        let unknown = FaultAction::RateLimit { per_second: 1.0, burst: None, per: Some("everyone".into()) };
+        assert!(rule(unknown).validate().is_err());
     }
 
     #[test]

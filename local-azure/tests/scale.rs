@@ -199,3 +199,66 @@ async fn a_rate_limit_answers_arms_429_with_retry_after_beyond_the_rate() {
     la.admin_delete(&format!("/admin/faults/{}", rule["id"].as_str().unwrap())).await;
     assert_eq!(get().await.status(), 200);
 }
+
+/// Every page of a list, from `url` on, following `nextLink`: the items' ids and how many pages there were.
+async fn all_pages(arm: &Arm, mut url: String) -> (Vec<String>, usize) {
+    let (mut ids, mut pages) = (Vec::new(), 0);
+    loop {
+        let r = arm.call(Method::Get, &url, None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        pages += 1;
+        ids.extend(r.body["value"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_ascii_lowercase()));
+        match r.body["nextLink"].as_str() {
+            Some(next) => url = next.to_string(),
+            None => return (ids, pages),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_subscriptions_vaults_and_locks_are_listed_in_pages_each_once() {
+    // What the sweep reads instead of one vault and one lock per device: Vaults_ListBySubscription (`$top`) and
+    // ManagementLocks_ListAtSubscriptionLevel, both `x-ms-pageable` with `nextLink`.
+    let la = shared();
+    let tenant = la.var("AZURE_TENANT_ID");
+    let location = la.var("AZURE_LOCATION");
+    let sub = la.var("AZURE_SUBSCRIPTION_ID");
+    let rg = rg_path(la);
+    let prefix = unique("list");
+    let vault_id = |i: usize| format!("{rg}/providers/Microsoft.KeyVault/vaults/{prefix}v{i}");
+    let props = json!({ "tenantId": tenant, "sku": { "family": "A", "name": "standard" }, "accessPolicies": [] });
+    let vaults: Vec<Value> = (0..7)
+        .map(|i| json!({ "id": vault_id(i), "location": location, "properties": props, "softDeleted": i == 6 }))
+        .collect();
+    let locks: Vec<Value> =
+        (0..5).map(|i| json!({ "scope": vault_id(i), "name": "keep", "level": "CanNotDelete" })).collect();
+    let (status, answer) = seed(la, &json!({ "devices": [], "vaults": vaults, "locks": locks, "secrets": [] })).await;
+    assert_eq!(status, 201, "{answer}");
+
+    let arm = Arm::new(managed_identity(None));
+    let (listed, pages) = all_pages(
+        &arm,
+        format!("/subscriptions/{sub}/providers/Microsoft.KeyVault/vaults?api-version=2024-11-01&$top=2"),
+    )
+    .await;
+    let ours: Vec<String> = listed.iter().filter(|id| id.contains(&prefix)).cloned().collect();
+    let expected: Vec<String> = (0..6).map(|i| vault_id(i).to_ascii_lowercase()).collect();
+    assert_eq!(ours, expected, "every live vault once, in name order; the soft-deleted one is not listed");
+    assert!(pages >= 3, "at least 6 vaults in pages of 2: {pages}");
+    let unique: std::collections::BTreeSet<_> = listed.iter().collect();
+    assert_eq!(unique.len(), listed.len(), "no vault on two pages");
+
+    let (listed, pages) = all_pages(
+        &arm,
+        format!("/subscriptions/{sub}/providers/Microsoft.Authorization/locks?api-version=2020-05-01&$top=2"),
+    )
+    .await;
+    let ours: Vec<String> = listed.iter().filter(|id| id.contains(&prefix)).cloned().collect();
+    let expected: Vec<String> = (0..5)
+        .map(|i| format!("{}/providers/microsoft.authorization/locks/keep", vault_id(i).to_ascii_lowercase()))
+        .collect();
+    assert_eq!(ours, expected, "the locks on everything in the subscription, each once");
+    assert!(pages >= 3, "{pages}");
+    let unique: std::collections::BTreeSet<_> = listed.iter().collect();
+    assert_eq!(unique.len(), listed.len(), "no lock on two pages");
+}

@@ -438,6 +438,31 @@ impl LocalAzure {
         Ok(response.status().as_u16())
     }
 
+    /// Takes the next message of `queue` off it (Service Bus receive-and-delete, waiting up to `timeout_seconds`):
+    /// its body and its `BrokerProperties`, or `None` when nothing arrived. For a benchmark that drives a queue
+    /// itself, with no host.
+    pub fn receive_and_delete(&self, queue: &str, timeout_seconds: u64) -> anyhow::Result<Option<(String, Value)>> {
+        let token = self.token(self.var("EDGEVAULT_PRINCIPAL_ID"), "https://servicebus.azure.net")?;
+        let response = self
+            .azure
+            .delete(format!("https://edgevault.servicebus.windows.net/{queue}/messages/head?timeout={timeout_seconds}"))
+            .bearer_auth(token)
+            .send()?;
+        match response.status().as_u16() {
+            204 => Ok(None),
+            200 => {
+                let broker = response
+                    .headers()
+                    .get("BrokerProperties")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| serde_json::from_str(v).ok())
+                    .unwrap_or(Value::Null);
+                Ok(Some((response.text()?, broker)))
+            }
+            other => bail!("receive from {queue}: {other} {}", response.text().unwrap_or_default()),
+        }
+    }
+
     /// A queue's message counts (`activeMessageCount`, `lockedMessageCount`, `deadLetterMessageCount`, …).
     pub fn queue_counts(&self, queue: &str) -> anyhow::Result<Value> {
         Ok(self.admin_get(&format!("/admin/servicebus/queues/edgevault/{queue}"))?["counts"].clone())

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
 
+pub mod fleet;
 pub mod local_azure;
 pub mod openapi;
 pub mod scenario;

@@ -78,6 +78,36 @@ impl World {
         self.handler.invoke(function, &invocation).unwrap()
     }
 
+    /// A whole recovery sweep the way the host runs it: the timer starts it, then every `SweepPage` message on the
+    /// queue is delivered to the handler once, in order, until no new page is sent. Returns the timer's answer and
+    /// each page's `ReturnValue`.
+    pub fn sweep(&self) -> (Value, Vec<Value>) {
+        let timer = crate::fixture("triggers/timer.json").unwrap();
+        let (status, started) = self.handler.invoke("RecoverySweep", &timer).unwrap();
+        assert_eq!(status, 200, "{started}");
+        let mut delivered = std::collections::BTreeSet::new();
+        let mut pages = Vec::new();
+        loop {
+            let peeked =
+                self.la.admin_get("/admin/servicebus/queues/edgevault/sweep-pages/messages?limit=1000").unwrap();
+            let list = peeked.as_array().cloned().or_else(|| peeked["value"].as_array().cloned()).unwrap_or_default();
+            let new: Vec<Value> =
+                list.into_iter().filter(|m| !delivered.contains(m["messageId"].as_str().unwrap_or_default())).collect();
+            if new.is_empty() {
+                return (started, pages);
+            }
+            for message in new {
+                delivered.insert(message["messageId"].as_str().unwrap_or_default().to_string());
+                let body: serde_json::Map<String, Value> =
+                    serde_json::from_str(message["body"].as_str().unwrap_or_default()).unwrap();
+                let command = Command::from_json(&body).unwrap();
+                let (status, answer) = self.deliver("SweepPage", &command, 1);
+                assert_eq!(status, 200, "{answer}");
+                pages.push(answer["ReturnValue"].clone());
+            }
+        }
+    }
+
     /// The API invoked as the Functions host would with App Service Authentication on, the caller being the
     /// operator (every right on the subscription).
     pub fn api(&self, method: &str, body: Option<Value>, operation_id: Option<&str>) -> Value {

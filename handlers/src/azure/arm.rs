@@ -26,6 +26,8 @@ pub const DEVICES_API: &str = "2023-12-01";
 pub const VAULTS_API: &str = "2024-11-01";
 pub const LOCKS_API: &str = "2020-05-01";
 
+/// The vault list's page size asked for (`$top`; the spec sets no maximum, the service may give fewer).
+const VAULT_PAGE: u32 = 1000;
 /// How many times a long-running operation is polled before edgevault gives up and lets the message be retried.
 const MAX_POLLS: u32 = 120;
 /// The poll interval when the service gives no `Retry-After`.
@@ -131,6 +133,24 @@ impl Vaults for ArmClient {
         self.page("list vaults", &path, VAULTS_API, next_link).await
     }
 
+    /// `Vaults_ListBySubscription` (keyvault.json, 2024-11-01), at the largest page the service gives (`$top`):
+    /// the fewer pages, the fewer ARM calls a sweep pays for them.
+    async fn list_subscription_vaults(
+        &self,
+        subscription: &str,
+        next_link: Option<&str>,
+    ) -> Result<Page<Vault>, AzureError> {
+        let path = format!("/subscriptions/{subscription}/providers/Microsoft.KeyVault/vaults");
+        match next_link {
+            Some(_) => self.page("list vaults", &path, VAULTS_API, next_link).await,
+            None => {
+                let mut url = self.url(&path, VAULTS_API)?;
+                url.query_pairs_mut().append_pair("$top", &VAULT_PAGE.to_string());
+                self.get_url("list vaults", url).await
+            }
+        }
+    }
+
     /// Adds access policies to a vault (`accessPolicies/add`), leaving the others alone.
     async fn add_access_policies(&self, id: &ResourceId, policies: &[AccessPolicy]) -> Result<(), AzureError> {
         let path = format!("{id}/accessPolicies/add");
@@ -198,6 +218,12 @@ impl Locks for ArmClient {
             ..Default::default()
         };
         self.send("create lock", Method::Put, &path, LOCKS_API, Some(&body)).await
+    }
+
+    /// `ManagementLocks_ListAtSubscriptionLevel` (Microsoft.Authorization/stable/2020-05-01/locks.json).
+    async fn list_locks(&self, subscription: &str, next_link: Option<&str>) -> Result<Page<Lock>, AzureError> {
+        let path = format!("/subscriptions/{subscription}/providers/Microsoft.Authorization/locks");
+        self.page("list locks", &path, LOCKS_API, next_link).await
     }
 
     async fn delete_lock(&self, scope: &ResourceId, name: &str) -> Result<(), AzureError> {

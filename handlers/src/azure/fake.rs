@@ -58,6 +58,7 @@ pub fn settings() -> Settings {
         retry: Default::default(),
         api_client_id: Some("api-client".into()),
         authority_host: super::AUTHORITY_HOST.into(),
+        sweep_arm_reserve_percent: crate::config::DEFAULT_SWEEP_ARM_RESERVE_PERCENT,
         records_table_uri: "https://edgevault.table.core.windows.net".into(),
     }
 }
@@ -210,6 +211,7 @@ impl FakeAzure {
             secrets: self.clone(),
             queue: self.clone(),
             permissions: self.clone(),
+            sweep_indexes: Default::default(),
             records: self.clone(),
         }
     }
@@ -246,6 +248,17 @@ fn one_page<T: Clone>(items: impl Iterator<Item = T>) -> Page<T> {
     Page { value: items.collect(), next_link: None }
 }
 
+/// Pages of [`FAKE_PAGE`] items, the link being the offset of the next, so paging is exercised.
+const FAKE_PAGE: usize = 3;
+
+fn paged<T: Clone>(items: impl Iterator<Item = T>, next_link: Option<&str>) -> Page<T> {
+    let from: usize = next_link.and_then(|l| l.parse().ok()).unwrap_or(0);
+    let all: Vec<T> = items.collect();
+    let value: Vec<T> = all.iter().skip(from).take(FAKE_PAGE).cloned().collect();
+    let next_link = (from + FAKE_PAGE < all.len()).then(|| (from + FAKE_PAGE).to_string());
+    Page { value, next_link }
+}
+
 #[async_trait::async_trait]
 impl Devices for FakeAzure {
     async fn get_device(&self, id: &ResourceId) -> Result<Option<Device>, AzureError> {
@@ -263,10 +276,10 @@ impl Devices for FakeAzure {
         Ok(device.clone())
     }
 
-    async fn list_devices(&self, subscription: &str, _: Option<&str>) -> Result<Page<Device>, AzureError> {
+    async fn list_devices(&self, subscription: &str, next: Option<&str>) -> Result<Page<Device>, AzureError> {
         let prefix = format!("/subscriptions/{}/", subscription.to_ascii_lowercase());
         let state = self.call("list devices", subscription);
-        Ok(one_page(state.devices.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, d)| d.clone())))
+        Ok(paged(state.devices.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, d)| d.clone()), next))
     }
 
     async fn set_device_tags(&self, id: &ResourceId, tags: &BTreeMap<String, String>) -> Result<Device, AzureError> {
@@ -355,6 +368,16 @@ impl Vaults for FakeAzure {
         Ok(one_page(state.vaults.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| v.clone())))
     }
 
+    async fn list_subscription_vaults(
+        &self,
+        subscription: &str,
+        next: Option<&str>,
+    ) -> Result<Page<Vault>, AzureError> {
+        let prefix = format!("/subscriptions/{subscription}/").to_ascii_lowercase();
+        let state = self.call("list vaults", subscription);
+        Ok(paged(state.vaults.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| v.clone()), next))
+    }
+
     async fn add_access_policies(&self, id: &ResourceId, policies: &[AccessPolicy]) -> Result<(), AzureError> {
         let mut state = self.call("add access policies", id);
         let vault = state.vaults.get_mut(&key(id)).ok_or_else(|| not_found("add access policies"))?;
@@ -407,6 +430,12 @@ impl Locks for FakeAzure {
         };
         self.call("put lock", scope).locks.insert(key(&format!("{scope}/{name}")), lock.clone());
         Ok(lock)
+    }
+
+    async fn list_locks(&self, subscription: &str, next: Option<&str>) -> Result<Page<Lock>, AzureError> {
+        let prefix = format!("/subscriptions/{subscription}/").to_ascii_lowercase();
+        let state = self.call("list locks", subscription);
+        Ok(paged(state.locks.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, l)| l.clone()), next))
     }
 
     async fn delete_lock(&self, scope: &ResourceId, name: &str) -> Result<(), AzureError> {

@@ -12,6 +12,15 @@
 //! - while Azure reports `remaining` requests left, at most `remaining` are in flight, so the last tokens are not
 //!   raced for by more requests than they can serve.
 //!
+//! Background work (the recovery sweep, run inside [`in_background`]) also keeps out of a reserve: it is admitted
+//! only while more than `reserve` of the bucket (the share of the largest `remaining` seen) would be left, so
+//! whatever else reads in the subscription — the customer's portal, Terraform, pipelines, and edgevault's own
+//! activations and recoveries, which never wait for the reserve — finds tokens in it. ARM reports two buckets
+//! (docs: learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling): the caller's
+//! (`…-subscription-reads`) and the subscription's across every caller (`…-subscription-global-reads`, 15 × the
+//! caller's); the pacer goes by the lower. When the sweep stands at the reserve with nothing in flight, one request
+//! a second ([`RESERVE_PROBE`]) learns how far the bucket has refilled.
+//!
 //! A scope without those headers (Key Vault, Service Bus, local-azure unthrottled) is held back only after a `429`
 //! of its own, and its window is dropped once idle, so memory stays flat however many vaults a sweep touches. No crate offers this for
 //! the azure_core pipeline; it is small and tested below.
@@ -30,6 +39,8 @@ use super::retry::RETRY_AFTER_HEADERS;
 
 /// How long a `429` without a usable `Retry-After` closes its scope (ARM's smallest answer).
 const DEFAULT_THROTTLE: Duration = Duration::from_secs(1);
+/// How often background work standing at the reserve sends one request to learn what is left.
+pub const RESERVE_PROBE: Duration = Duration::from_secs(1);
 /// Beyond this many windows, idle ones are forgotten (a sweep over many throttled vaults must not grow the map).
 const MAX_WINDOWS: usize = 1024;
 
@@ -57,13 +68,23 @@ impl Kind {
         }
     }
 
-    /// ARM's header for the requests of this kind still allowed.
-    fn remaining_header(self) -> HeaderName {
-        HeaderName::from_static(match self {
-            Kind::Reads => "x-ms-ratelimit-remaining-subscription-reads",
-            Kind::Writes => "x-ms-ratelimit-remaining-subscription-writes",
-            Kind::Deletes => "x-ms-ratelimit-remaining-subscription-deletes",
-        })
+    /// ARM's headers for the requests of this kind still allowed: the caller's bucket, and the subscription's
+    /// across every caller.
+    fn remaining_headers(self) -> [HeaderName; 2] {
+        match self {
+            Kind::Reads => [
+                HeaderName::from_static("x-ms-ratelimit-remaining-subscription-reads"),
+                HeaderName::from_static("x-ms-ratelimit-remaining-subscription-global-reads"),
+            ],
+            Kind::Writes => [
+                HeaderName::from_static("x-ms-ratelimit-remaining-subscription-writes"),
+                HeaderName::from_static("x-ms-ratelimit-remaining-subscription-global-writes"),
+            ],
+            Kind::Deletes => [
+                HeaderName::from_static("x-ms-ratelimit-remaining-subscription-deletes"),
+                HeaderName::from_static("x-ms-ratelimit-remaining-subscription-global-deletes"),
+            ],
+        }
     }
 }
 
@@ -86,6 +107,10 @@ struct Window {
     closed_until: Option<Instant>,
     remaining: Option<u64>,
     in_flight: u64,
+    /// The most ever reported left: the bucket's size, as near as the answers tell (a bucket starts full).
+    capacity: u64,
+    /// When background work standing at the reserve may send its next probe.
+    probe_at: Option<Instant>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -93,15 +118,33 @@ enum Admission {
     Go,
     ClosedUntil(Instant),
     Full,
+    /// Background work stands at the reserve until something ends or the probe is due.
+    Reserved(Instant),
 }
 
 impl Window {
+    #[cfg(test)]
     fn admit(&mut self, now: Instant) -> Admission {
+        self.admit_with(now, None)
+    }
+
+    /// `reserve`: for background work, the share of the bucket (0..1) it must leave.
+    fn admit_with(&mut self, now: Instant, reserve: Option<f64>) -> Admission {
         if let Some(until) = self.closed_until {
             if now < until {
                 return Admission::ClosedUntil(until);
             }
             self.closed_until = None;
+        }
+        if let (Some(share), Some(left)) = (reserve.filter(|r| *r > 0.0), self.remaining) {
+            let floor = (self.capacity as f64 * share).ceil() as u64;
+            if left <= floor + self.in_flight {
+                match self.probe_at {
+                    _ if self.in_flight > 0 => return Admission::Reserved(now + RESERVE_PROBE),
+                    Some(at) if now < at => return Admission::Reserved(at),
+                    _ => self.probe_at = Some(now + RESERVE_PROBE),
+                }
+            }
         }
         // `max(1)`: with nothing reported left, one request at a time finds out whether the bucket has refilled.
         if self.remaining.is_some_and(|left| self.in_flight >= left.max(1)) {
@@ -119,13 +162,33 @@ impl Window {
                 self.closed_until = Some(self.closed_until.map_or(until, |t| t.max(until)));
                 self.remaining = Some(0);
             }
-            None => self.remaining = remaining,
+            None => {
+                self.remaining = remaining;
+                self.capacity = self.capacity.max(remaining.unwrap_or(0));
+            }
         }
     }
 
     fn is_idle(&self, now: Instant) -> bool {
         self.in_flight == 0 && self.remaining.is_none() && self.closed_until.is_none_or(|t| t <= now)
     }
+}
+
+/// What marks a task's requests as background work: the share of each bucket it leaves to everyone else.
+#[derive(Debug, Clone, Copy)]
+struct Background {
+    reserve: f64,
+}
+
+tokio::task_local! {
+    static BACKGROUND: Background;
+}
+
+/// Runs `work` as background work: its requests keep out of the last `reserve_percent` % of every ARM bucket they
+/// meet, so other readers of the subscription (and edgevault's own activations and recoveries) are not throttled
+/// because of it. The mark holds for everything `work` polls in its own task.
+pub async fn in_background<F: std::future::Future>(reserve_percent: u8, work: F) -> F::Output {
+    BACKGROUND.scope(Background { reserve: f64::from(reserve_percent.min(100)) / 100.0 }, work).await
 }
 
 #[derive(Debug, Default)]
@@ -146,16 +209,23 @@ impl Pacer {
     }
 
     async fn admit(&self, scope: &Scope) -> Slot<'_> {
+        let reserve = BACKGROUND.try_with(|b| b.reserve).ok();
         loop {
             // Registered before looking, so an end between the look and the wait is not missed.
             let ended = self.ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
-            let admission = self.windows().entry(scope.clone()).or_default().admit(Instant::now());
+            let admission = self.windows().entry(scope.clone()).or_default().admit_with(Instant::now(), reserve);
             match admission {
                 Admission::Go => return Slot { pacer: self, scope: scope.clone() },
                 Admission::ClosedUntil(until) => tokio::time::sleep_until(until).await,
                 Admission::Full => ended.await,
+                Admission::Reserved(probe) => {
+                    tokio::select! {
+                        _ = ended => {}
+                        _ = tokio::time::sleep_until(probe) => {}
+                    }
+                }
             }
         }
     }
@@ -174,8 +244,13 @@ impl Slot<'_> {
                 .and_then(|d| Duration::try_from(d).ok())
                 .unwrap_or(DEFAULT_THROTTLE)
         });
-        let remaining =
-            headers.get_optional_str(&self.scope.kind.remaining_header()).and_then(|v| v.trim().parse().ok());
+        let remaining = self
+            .scope
+            .kind
+            .remaining_headers()
+            .iter()
+            .filter_map(|h| headers.get_optional_str(h).and_then(|v| v.trim().parse::<u64>().ok()))
+            .min();
         let mut windows = self.pacer.windows();
         if let Some(window) = windows.get_mut(&self.scope) {
             window.answered(Instant::now(), throttled, remaining);

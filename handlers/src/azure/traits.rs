@@ -48,6 +48,13 @@ pub trait Vaults: std::fmt::Debug + Send + Sync {
         resource_group: &str,
         next_link: Option<&str>,
     ) -> Result<Page<Vault>, AzureError>;
+    /// One page of the vaults in a subscription, whole (properties, tags): the sweep reads them by list instead of
+    /// one by one.
+    async fn list_subscription_vaults(
+        &self,
+        subscription: &str,
+        next_link: Option<&str>,
+    ) -> Result<Page<Vault>, AzureError>;
     /// Adds access policies to a vault, leaving the others alone.
     async fn add_access_policies(&self, id: &ResourceId, policies: &[AccessPolicy]) -> Result<(), AzureError>;
     /// Removes the given principals' access policies (`accessPolicies/remove`), leaving the others alone.
@@ -74,6 +81,8 @@ pub trait Vaults: std::fmt::Debug + Send + Sync {
 pub trait Locks: std::fmt::Debug + Send + Sync {
     async fn get_lock(&self, scope: &ResourceId, name: &str) -> Result<Option<Lock>, AzureError>;
     async fn put_lock(&self, scope: &ResourceId, name: &str, notes: &str) -> Result<Lock, AzureError>;
+    /// One page of the locks in a subscription (at it and on everything in it).
+    async fn list_locks(&self, subscription: &str, next_link: Option<&str>) -> Result<Page<Lock>, AzureError>;
     /// Removes the lock; one that is already gone is not an error.
     async fn delete_lock(&self, scope: &ResourceId, name: &str) -> Result<(), AzureError>;
 }

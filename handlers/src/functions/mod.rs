@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::deps::Deps;
 use crate::error::FunctionError;
-use crate::messages::{Inbound, Provisioning, ResourceCreated, ResourceDeleted, VaultDeleted};
+use crate::messages::{Inbound, Provisioning, ResourceCreated, ResourceDeleted, SweepPage, VaultDeleted};
 use crate::protocol::{InvocationRequest, InvocationResponse};
 
 mod activation_key_api;
@@ -23,6 +23,7 @@ pub mod policy;
 mod recovery_sweep;
 mod resource_created;
 mod resource_deleted;
+mod sweep_page;
 mod vault_deleted;
 
 /// One invocation as a handler sees it.
@@ -168,6 +169,7 @@ pub static FUNCTIONS: &[FunctionDef] = &[
     worker!("ActivationKeyRequested", activation_key_requested, Provisioning),
     worker!("VaultDeleted", vault_deleted, VaultDeleted),
     worker!("ResourceDeleted", resource_deleted, ResourceDeleted),
+    worker!("SweepPage", sweep_page, SweepPage),
 ];
 
 /// Looks a function up by the name the host uses in the request path (case-sensitive, as the host sends it).

@@ -1,5 +1,5 @@
-//! `RecoverySweep` (timerTrigger): the reconciler over every Stack Edge resource in scope. It inspects and
-//! enqueues; the workers fix.
+//! `RecoverySweep` (timerTrigger): starts a sweep — page 0 of every subscription in scope on the `sweep-pages`
+//! queue, where `SweepPage` inspects them one page at a time. It answers in milliseconds whatever the fleet size.
 
 use std::sync::Arc;
 
@@ -11,21 +11,26 @@ use crate::triggers::TimerInfo;
 
 pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
     let timer: TimerInfo = invocation.request.binding("timer")?;
-    // One id per run: the commands a run sends get MessageIds derived from it, so a command sent twice within one
-    // run (a retried batch) is dropped by duplicate detection, while the next run re-sends fixes for lasting drift.
-    let sweep_id = if invocation.invocation_id.is_empty() {
-        format!("sweep-{}", deps.now().unix_timestamp())
-    } else {
-        invocation.invocation_id.clone()
-    };
+    let slot = slot(&timer).unwrap_or_else(|| {
+        // No schedule status (first run without the monitor): the minute it runs in stands for the slot.
+        let now = deps.now();
+        now.replace_second(0).unwrap_or(now)
+    });
+    let sweep_id = sweep::sweep_id(slot);
     if timer.is_past_due {
-        tracing::warn!(sweep_id = %sweep_id, "the sweep is running late (past due)");
+        tracing::warn!(sweep_id = %sweep_id, "the sweep is starting late (past due)");
     }
-    let summary = sweep::run(&deps, &sweep_id).await?;
-    let text = serde_json::to_string(&summary).unwrap_or_default();
-    tracing::info!(sweep_id = %sweep_id, devices = summary.devices, commands = summary.commands,
-        errors = summary.errors, findings = %text, "recovery sweep done");
-    let mut response = InvocationResponse::default().with_log(format!("sweep {sweep_id}: {text}"));
-    response.return_value = serde_json::to_value(&summary).unwrap_or_default();
+    let pages = sweep::start(&deps, &sweep_id).await?;
+    tracing::info!(sweep_id = %sweep_id, subscriptions = pages.len(), "recovery sweep started");
+    let mut response =
+        InvocationResponse::default().with_log(format!("sweep {sweep_id} started over {} subscriptions", pages.len()));
+    response.return_value = serde_json::json!({"sweepId": sweep_id, "subscriptions": pages.len()});
     Ok(response)
+}
+
+/// The occurrence this run is for: the host passes the status it stored after the last run, whose `Next` is this
+/// run's scheduled time (the timer extension's `TimerListener`; local-azure-host's `timer.rs` does the same).
+fn slot(timer: &TimerInfo) -> Option<time::OffsetDateTime> {
+    let next = &timer.schedule_status.as_ref()?.next;
+    time::OffsetDateTime::parse(next, &time::format_description::well_known::Rfc3339).ok()
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use super::device::{device_and_info, is_legacy};
 use super::error::Error;
 use super::finding::Finding;
+use super::fleet_index::Listed;
 use super::vault::{Choice, choose_vault, cik_secret_name, owned_by, vault_id, vault_uri};
 use super::{
     DEVICE_SECRET_NAMES, DEVICE_SECRET_PERMISSIONS, EDGEVAULT_SECRET_PERMISSIONS, LOCK_LEVEL, LOCK_NAME, OWNER_TAG,
@@ -144,14 +145,24 @@ pub async fn observe(deps: &Deps, id: &ResourceId, requested: Option<&VaultName>
         Some(vault) if early_id.is_some() && early_id == target => Some(vault),
         _ => None,
     };
-    observe_vault(deps, id.clone(), device, info, target, known).await.map(Some)
+    observe_vault(deps, id.clone(), device, info, target, known, None).await.map(Some)
 }
 
-/// Reads a device the sweep has from a listing: its extended information and its linked vault.
-pub async fn observe_listed(deps: &Deps, id: &ResourceId, device: Device) -> Result<Observed, Error> {
+/// Reads a device the sweep has from a listing: its extended information, then its linked vault — from `listed`
+/// (the subscription's vault and lock lists) when it is there, else by a read of its own.
+pub async fn observe_listed(
+    deps: &Deps,
+    id: &ResourceId,
+    device: Device,
+    listed: impl FnOnce(&ResourceId) -> Option<Listed>,
+) -> Result<Observed, Error> {
     let info = deps.devices.get_extended_info(id).await?;
     let target = target(id, &info, None)?;
-    observe_vault(deps, id.clone(), device, info, target, None).await
+    let (vault, lock) = match target.as_ref().and_then(listed) {
+        Some(Listed { vault, lock }) => (Some(Some(vault)), Some(lock)),
+        None => (None, None),
+    };
+    observe_vault(deps, id.clone(), device, info, target, vault, lock).await
 }
 
 fn target(id: &ResourceId, info: &ExtendedInfo, requested: Option<&VaultName>) -> Result<Option<ResourceId>, Error> {
@@ -162,7 +173,7 @@ fn target(id: &ResourceId, info: &ExtendedInfo, requested: Option<&VaultName>) -
     })
 }
 
-/// The vault part of an observation. `known` is the vault's read when it was already made.
+/// The vault part of an observation. `known` is the vault's read when it was already made, `known_lock` the lock's.
 async fn observe_vault(
     deps: &Deps,
     id: ResourceId,
@@ -170,6 +181,7 @@ async fn observe_vault(
     info: ExtendedInfo,
     target: Option<ResourceId>,
     known: Option<Option<Vault>>,
+    known_lock: Option<Option<Lock>>,
 ) -> Result<Observed, Error> {
     let cik_name = match (&target, &info.properties.link) {
         (Some(t), link) if link.vault_id().as_ref() == Some(t) && link.channel_integrity_key_name.is_some() => {
@@ -210,7 +222,7 @@ async fn observe_vault(
         }
         None => VaultState::Missing,
     };
-    observe_contents(deps, &mut observed).await?;
+    observe_contents_with(deps, &mut observed, known_lock).await?;
     Ok(observed)
 }
 
@@ -218,6 +230,15 @@ async fn observe_vault(
 /// is read at its current version, which is the linked one on a healthy device (one read, as before); only when
 /// another version is current is the linked one read as well.
 pub async fn observe_contents(deps: &Deps, observed: &mut Observed) -> Result<(), Error> {
+    observe_contents_with(deps, observed, None).await
+}
+
+/// [`observe_contents`], the lock read only when it is not `known` already.
+async fn observe_contents_with(
+    deps: &Deps,
+    observed: &mut Observed,
+    known_lock: Option<Option<Lock>>,
+) -> Result<(), Error> {
     let (VaultState::Present(vault), Some(target)) = (&observed.vault, &observed.target) else { return Ok(()) };
     if !owned_by(&vault.tags, &observed.id) {
         return Ok(());
@@ -225,14 +246,19 @@ pub async fn observe_contents(deps: &Deps, observed: &mut Observed) -> Result<()
     let linked =
         if observed.linked_here() { observed.info.properties.link.channel_integrity_key_version.clone() } else { None };
     let uri = vault_uri(vault);
+    let lock = async {
+        match known_lock {
+            Some(lock) => Ok(lock),
+            None => deps.locks.get_lock(target, LOCK_NAME).await,
+        }
+    };
     if vault.properties.uses_rbac() {
         // Access policies do not apply: a CIK read would be refused. Only the lock is read.
-        observed.lock = deps.locks.get_lock(target, LOCK_NAME).await?;
+        observed.lock = lock.await?;
         (observed.cik, observed.cik_latest) = (None, None);
         return Ok(());
     }
-    let (lock, latest) =
-        tokio::join!(deps.locks.get_lock(target, LOCK_NAME), deps.secrets.get_cik(&uri, &observed.cik_name, None));
+    let (lock, latest) = tokio::join!(lock, deps.secrets.get_cik(&uri, &observed.cik_name, None));
     observed.lock = lock?;
     observed.cik_latest = None;
     observed.cik = match (latest?, linked) {

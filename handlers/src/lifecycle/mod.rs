@@ -22,6 +22,7 @@ pub mod desired;
 pub mod device;
 pub mod error;
 pub mod finding;
+pub mod fleet_index;
 pub mod provision;
 pub mod recovery;
 pub mod refresh;

@@ -1,44 +1,88 @@
-//! The recovery sweep: inspect every Stack Edge device in the configured subscriptions (paged, with bounded
-//! concurrency, never holding the fleet in memory) and turn each finding into a command for the worker that fixes
-//! it. It writes nothing itself.
+//! The recovery sweep: inspect every Stack Edge device in the configured subscriptions and turn each finding into a
+//! command for the worker that fixes it. It writes nothing itself.
 //!
-//! Pages are streamed: the next page is listed while the last devices of the previous one are still being
-//! inspected, so a page boundary never drains the inspections in flight (under a rate-limited ARM an idle slot is
-//! rate lost for good).
+//! It runs as work items, never as one long invocation (the host restarts the handler past `functionTimeout`,
+//! failing everything in flight):
+//! - [`start`] (the timer) sends page 0 of every subscription, under a sweep id taken from the schedule slot
+//!   ([`sweep_id`]), so a second start for the same slot is a duplicate the queue drops;
+//! - [`page`] (a `SweepPage` message) lists one page of devices, inspects them, sends the next page (ARM's
+//!   `nextLink`) as soon as its last devices are in flight, and then the fixes it found. Every message id derives
+//!   from the sweep and the page (or the device), so a page redone after a crash or delivered twice sends nothing
+//!   new. A page is ARM's page size (100 devices), so an invocation lasts seconds whatever the fleet size.
+//!
+//! Vaults and locks are read by subscription-wide list once per sweep (`fleet_index`) and joined with each page's
+//! devices in memory: per device only its extended information (no list form) and its CIK (Key Vault's data plane,
+//! whose limits are per vault) are read.
 
 use std::collections::BTreeMap;
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 
 use super::desired::{Desired, Observed, VaultState, assess, observe_listed};
 use super::error::{Error, Refused};
 use super::finding::Finding;
+use super::fleet_index::FleetIndex;
 use crate::azure::models::Device;
-use crate::azure::pages;
 use crate::deps::Deps;
-use crate::messages::{Command, ReconcileVault, ResourceCreated, VaultDeleted};
+use crate::messages::{Command, ReconcileVault, ResourceCreated, SweepPage, VaultDeleted};
 use crate::resource_id::{DEVICE_TYPE, ResourceId};
 
-/// Devices inspected at once. ARM throttles by rate, not by concurrency, and the HTTP stack paces every request to
-/// what ARM reports left (`azure::pacing`), so this only has to keep enough calls ready to use the rate when the
-/// bucket refills, and memory flat whatever the fleet size. Measured against local-azure's rate limit at 300/s
-/// (docs/BENCHMARKS.md §4): with pacing, 32 swept 10,000 devices in 0.997 × the rate's bound (96: 1.003) with a
-/// 39.5 MiB peak (96: 50.0) and a third of the refusals. Before pacing, refused calls idled their slot for 1.6 s or
-/// more, and 96 were needed to reach 1.105.
+/// Devices of a page inspected at once. ARM throttles by rate, not by concurrency, and the HTTP stack paces every
+/// request to what ARM reports left (`azure::pacing`), so this only has to keep enough calls ready to use the rate
+/// when the bucket refills. Measured against local-azure's rate limit at 300/s (docs/BENCHMARKS.md §4): with
+/// pacing, 32 swept 10,000 devices in 0.997 × the rate's bound (96: 1.003) with a 39.5 MiB peak (96: 50.0).
 pub const CONCURRENCY: usize = 32;
 
-/// Commands sent as they accumulate, at most this many at a time (one Service Bus batch per queue), so neither the
-/// findings nor the commands of the fleet are ever held.
+/// Commands sent at most this many at a time (one Service Bus batch per queue).
 const ENQUEUE_BATCH: usize = 100;
 
-/// Inspects one device: what `assess` finds (`Healthy` when nothing) and the commands that fix it — the identity
-/// by the creation worker, a soft-deleted vault by the recovery worker, everything else by one repair. Terminal
-/// findings (legacy, never activated, another's vault) send nothing.
+/// The sweep id of a schedule slot: `sweep-2026-11-28T13:00:00Z`. Every start for the same slot (a host restart, a
+/// past-due run, a second instance) has the same id, so its first pages are duplicates the queue drops.
+pub fn sweep_id(slot: time::OffsetDateTime) -> String {
+    let utc = slot.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).unwrap_or(slot);
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    format!("sweep-{}", utc.format(&format).unwrap_or_default())
+}
+
+/// Starts sweep `sweep_id`: page 0 of every subscription in scope, in one send. Returns the pages sent.
+pub async fn start(deps: &Deps, sweep_id: &str) -> Result<Vec<SweepPage>, Error> {
+    let pages = deps
+        .settings
+        .subscriptions
+        .iter()
+        .map(|s| {
+            let subscription = format!("/subscriptions/{s}").parse().map_err(|e| {
+                Error::refused(Refused::InvalidResourceId, format!("subscription `{s}` in scope is not valid: {e}"))
+            })?;
+            Ok(SweepPage { sweep_id: sweep_id.to_string(), subscription, page: 0, next_link: None })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let commands: Vec<Command> = pages.iter().cloned().map(Command::from).collect();
+    for batch in commands.chunks(ENQUEUE_BATCH) {
+        deps.enqueue(batch, Some(sweep_id)).await?;
+    }
+    Ok(pages)
+}
+
+/// Inspects one device on its own (every read its own): what `assess` finds (`Healthy` when nothing) and the
+/// commands that fix it. `edgevault-cli status` and the tests' reference use this.
 pub async fn inspect(deps: &Deps, device: &Device, sweep_id: &str) -> Result<(Vec<Finding>, Vec<Command>), Error> {
+    inspect_listed(deps, device, sweep_id, None).await
+}
+
+/// Inspects one device, its vault and lock taken from `index` when it holds them: the identity is fixed by the
+/// creation worker, a soft-deleted vault by the recovery worker, everything else by one repair. Terminal findings
+/// (legacy, never activated, another's vault) send nothing.
+pub async fn inspect_listed(
+    deps: &Deps,
+    device: &Device,
+    sweep_id: &str,
+    index: Option<&FleetIndex>,
+) -> Result<(Vec<Finding>, Vec<Command>), Error> {
     let id: ResourceId = device.id.parse().map_err(|e| {
         Error::refused(Refused::InvalidResourceId, format!("ARM listed a device id that does not parse: {e}"))
     })?;
-    let observed = observe_listed(deps, &id, device.clone()).await?;
+    let observed = observe_listed(deps, &id, device.clone(), |vault| index.and_then(|i| i.listed(vault))).await?;
     let findings = assess(&observed, &Desired::new(&deps.settings));
     let commands = fixes(&observed, &findings, sweep_id);
     if findings.is_empty() {
@@ -78,63 +122,72 @@ pub fn fixes(observed: &Observed, findings: &[Finding], check_id: &str) -> Vec<C
     commands
 }
 
-/// Counts per finding, and how many commands were sent.
+/// What one page found: counts per finding, and how many commands were sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub devices: usize,
     pub findings: BTreeMap<Finding, usize>,
     pub commands: usize,
     pub errors: usize,
+    /// Whether a next page was sent (`false`: the subscription is done).
+    pub next: bool,
 }
 
-/// The Stack Edge devices of every subscription, one page at a time: a page is listed only when the previous one
-/// has been handed out. A listing failure is the last item.
-fn device_pages<'a>(deps: &'a Deps) -> impl Stream<Item = Result<Vec<Device>, Error>> + 'a {
-    futures::stream::iter(&deps.settings.subscriptions)
-        .flat_map(move |subscription| {
-            pages(move |next| async move { deps.devices.list_devices(subscription, next.as_deref()).await })
-        })
-        .map(|page| {
-            let devices = page?;
-            Ok(devices
-                .into_iter()
-                .filter(|d| d.id.parse::<ResourceId>().is_ok_and(|id| id.is_type(DEVICE_TYPE)))
-                .collect())
-        })
-        .scan(false, |failed, page: Result<Vec<Device>, Error>| {
-            // Stop after the first failure: the next subscription's pages would be a sweep with a hole in it.
-            let item = (!*failed).then_some(page);
-            *failed |= item.as_ref().is_some_and(Result::is_err);
-            futures::future::ready(item)
-        })
+/// Sweeps one page, as background work: its ARM reads keep out of the reserve of each bucket
+/// (`EDGEVAULT_SWEEP_ARM_RESERVE_PERCENT`), which activations, recoveries and the customer's other tools may use.
+/// A device that cannot be inspected is counted and skipped (the next sweep retries it); a failure to list, to read
+/// the index or to enqueue fails the page, and Service Bus delivers it again.
+pub async fn page(deps: &Deps, work: &SweepPage) -> Result<Summary, Error> {
+    crate::azure::pacing::in_background(deps.settings.sweep_arm_reserve_percent, sweep_page(deps, work)).await
 }
 
-/// Sweeps every subscription in scope. A device that cannot be inspected is counted and skipped (the next sweep
-/// retries it); a failure to list or to enqueue fails the run.
-pub async fn run(deps: &Deps, sweep_id: &str) -> Result<Summary, Error> {
-    let mut summary = Summary::default();
-    let inspected = device_pages(deps)
-        .flat_map(|page| match page {
-            Ok(devices) => futures::stream::iter(devices.into_iter().map(Ok).collect::<Vec<_>>()),
-            Err(err) => futures::stream::iter(vec![Err(err)]),
-        })
-        .map(|device| async move {
-            let device = device?;
-            let result = inspect(deps, &device, sweep_id).await;
-            Ok::<_, Error>((device, result))
-        })
-        .buffer_unordered(CONCURRENCY);
-    let mut inspected = std::pin::pin!(inspected);
+async fn sweep_page(deps: &Deps, work: &SweepPage) -> Result<Summary, Error> {
+    let subscription = work.subscription.subscription();
+    let listing =
+        async { deps.devices.list_devices(subscription, work.next_link.as_deref()).await.map_err(Error::from) };
+    let index = async {
+        deps.sweep_indexes
+            .get(deps.vaults.as_ref(), deps.locks.as_ref(), &work.sweep_id, subscription)
+            .await
+            .map_err(Error::from)
+    };
+    let (listing, index) = tokio::try_join!(listing, index)?;
+    let devices: Vec<Device> = listing
+        .value
+        .into_iter()
+        .filter(|d| d.id.parse::<ResourceId>().is_ok_and(|id| id.is_type(DEVICE_TYPE)))
+        .collect();
+    let total = devices.len();
+    let mut next = listing.next_link.map(|link| work.next(link));
+    let mut summary = Summary { next: next.is_some(), ..Default::default() };
+    let index = &index;
+    let mut inspected = std::pin::pin!(
+        futures::stream::iter(devices)
+            .map(|device| async move {
+                let result = inspect_listed(deps, &device, &work.sweep_id, Some(index)).await;
+                (device, result)
+            })
+            .buffer_unordered(CONCURRENCY)
+    );
     let mut commands = Vec::new();
-    // A batch is sent while the inspections go on, both polled here: awaiting the send alone would leave the
-    // in-flight inspections unpolled, and one of them may hold the credential's token-cache lock the send needs
-    // (that deadlocked the sweep at its first batch).
-    let mut sending: Option<futures::future::BoxFuture<'_, Result<usize, Error>>> = None;
+    // The next page is sent while this one's last devices are inspected, both polled here (awaiting the send alone
+    // would leave the inspections unpolled, and one of them may hold the credential's token-cache lock the send
+    // needs).
+    let mut sending: Option<futures::future::BoxFuture<'_, Result<(), Error>>> = None;
+    let mut done = 0;
     loop {
+        if done + CONCURRENCY >= total
+            && let Some(continuation) = next.take()
+        {
+            sending = Some(Box::pin(async move {
+                deps.enqueue(&[continuation.into()], Some(&work.sweep_id)).await.map_err(Error::from)
+            }));
+        }
         tokio::select! {
             item = inspected.next() => {
-                let Some(item) = item else { break };
-                let (device, result) = item?;
+                let Some((device, result)) = item else { break };
+                done += 1;
                 summary.devices += 1;
                 match result {
                     Ok((findings, fixes)) => {
@@ -148,28 +201,20 @@ pub async fn run(deps: &Deps, sweep_id: &str) -> Result<Summary, Error> {
                         tracing::warn!(device = %device.id, "could not inspect the device: {err}");
                     }
                 }
-                if commands.len() >= ENQUEUE_BATCH && sending.is_none() {
-                    let batch = std::mem::take(&mut commands);
-                    sending = Some(Box::pin(async move {
-                        deps.enqueue(&batch, Some(sweep_id)).await?;
-                        Ok(batch.len())
-                    }));
-                }
             }
             sent = async { sending.as_mut().expect("guarded by the branch condition").await }, if sending.is_some() => {
-                summary.commands += sent?;
+                sent?;
                 sending = None;
             }
         }
     }
-    // The inspections are done: nothing else can hold what the sends need.
     if let Some(pending) = sending {
-        summary.commands += pending.await?;
+        pending.await?;
     }
-    if !commands.is_empty() {
-        deps.enqueue(&commands, Some(sweep_id)).await?;
-        summary.commands += commands.len();
+    for batch in commands.chunks(ENQUEUE_BATCH) {
+        deps.enqueue(batch, Some(&work.sweep_id)).await?;
     }
+    summary.commands = commands.len();
     Ok(summary)
 }
 
@@ -329,24 +374,221 @@ mod tests {
             assert_eq!((findings, commands.len()), (vec![Finding::NotActivated], 0));
         }
 
+        /// The sweep pages sent so far, decoded.
+        fn pages_sent(azure: &FakeAzure) -> Vec<SweepPage> {
+            let sent = azure.state().sent.clone();
+            sent.iter()
+                .filter(|(q, _)| q == crate::messages::queues::SWEEP_PAGES)
+                .map(|(_, m)| match Command::from_json(&serde_json::from_str(&m.body).unwrap()).unwrap() {
+                    Command::SweepPage(page) => page,
+                    other => panic!("{other:?} on the sweep queue"),
+                })
+                .collect()
+        }
+
+        /// Sweep `sweep_id` as the queue runs it: started, then every page sent, in order, until no page is left.
+        async fn sweep(azure: &Arc<FakeAzure>, deps: &Deps, sweep_id: &str) -> Vec<Summary> {
+            start(deps, sweep_id).await.unwrap();
+            let mut summaries = Vec::new();
+            while let Some(work) = pages_sent(azure).get(summaries.len()).cloned() {
+                summaries.push(page(deps, &work).await.unwrap());
+            }
+            summaries
+        }
+
         #[tokio::test]
-        async fn a_run_counts_every_finding_and_sends_only_the_fixes() {
+        async fn a_sweep_runs_page_by_page_counts_every_finding_and_sends_only_the_fixes() {
             let azure = FakeAzure::new();
-            for i in 0..5 {
+            for i in 0..6 {
                 azure.add_healthy(&format!("h{i}"));
             }
             let (drifted, _) = azure.add_healthy("x");
             azure.state().locks.retain(|k, _| !k.contains("kv-x/"));
-            let summary = run(&azure.deps(settings()), "sweep-1").await.unwrap();
-            assert_eq!(summary.devices, 6);
-            assert_eq!(summary.findings[&Finding::Healthy], 5);
-            assert_eq!(summary.findings[&Finding::LockMissing], 1);
-            assert_eq!((summary.commands, summary.errors), (1, 0));
+            let deps = azure.deps(settings());
+            let summaries = sweep(&azure, &deps, "sweep-1").await;
+            assert_eq!(summaries.len(), 3, "7 devices in pages of 3: {summaries:?}");
+            assert_eq!(summaries.iter().map(|s| s.next).collect::<Vec<_>>(), [true, true, false]);
+            assert_eq!(summaries.iter().map(|s| s.devices).sum::<usize>(), 7);
+            let healthy: usize = summaries.iter().filter_map(|s| s.findings.get(&Finding::Healthy)).sum();
+            let lock: usize = summaries.iter().filter_map(|s| s.findings.get(&Finding::LockMissing)).sum();
+            assert_eq!((healthy, lock), (6, 1));
+            assert_eq!(
+                summaries.iter().map(|s| (s.commands, s.errors)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
+                (1, 0)
+            );
             let sent = azure.state().sent.clone();
-            assert_eq!(sent.len(), 1);
-            assert!(sent[0].1.body.contains(&drifted.to_string()), "{:?}", sent[0].1.body);
+            let fixes: Vec<_> = sent.iter().filter(|(q, _)| q != crate::messages::queues::SWEEP_PAGES).collect();
+            assert_eq!(fixes.len(), 1);
+            assert!(fixes[0].1.body.contains(&drifted.to_string()), "{:?}", fixes[0].1.body);
+            let pages: Vec<u32> = pages_sent(&azure).iter().map(|p| p.page).collect();
+            assert_eq!(pages, [0, 1, 2]);
             let writes = azure.writes();
-            assert!(writes.iter().all(|w| w.starts_with("send")), "only the command was written: {writes:?}");
+            assert!(writes.iter().all(|w| w.starts_with("send")), "only messages were written: {writes:?}");
+        }
+
+        #[tokio::test]
+        async fn a_page_done_twice_sends_the_same_messages_again_which_the_queue_drops_as_duplicates() {
+            let azure = FakeAzure::new();
+            for i in 0..5 {
+                azure.add_healthy(&format!("h{i}"));
+            }
+            azure.state().locks.clear();
+            let deps = azure.deps(settings());
+            start(&deps, "sweep-1").await.unwrap();
+            let first = pages_sent(&azure)[0].clone();
+            let ids = |azure: &FakeAzure| {
+                azure.state().sent.iter().map(|(_, m)| m.broker.message_id.clone()).collect::<Vec<_>>()
+            };
+            let before = ids(&azure).len();
+            page(&deps, &first).await.unwrap();
+            let once: Vec<String> = ids(&azure)[before..].to_vec();
+            page(&deps, &first).await.unwrap();
+            let twice: Vec<String> = ids(&azure)[before + once.len()..].to_vec();
+            assert_eq!(once.len(), 4, "the next page and three repairs: {once:?}");
+            let (mut once, mut twice) = (once, twice);
+            once.sort();
+            twice.sort();
+            assert_eq!(once, twice, "a redone page sends only messages the queue has seen");
+            start(&deps, "sweep-1").await.unwrap();
+            assert_eq!(pages_sent(&azure)[0], pages_sent(&azure).last().unwrap().clone());
+            assert_eq!(ids(&azure)[0], ids(&azure).last().unwrap().clone(), "a second start of a slot is a duplicate");
+        }
+
+        #[tokio::test]
+        async fn a_healthy_device_costs_one_arm_read_once_the_lists_are_read() {
+            let azure = FakeAzure::new();
+            for i in 0..3 {
+                azure.add_healthy(&format!("h{i}"));
+            }
+            let deps = azure.deps(settings());
+            start(&deps, "sweep-1").await.unwrap();
+            let summary = page(&deps, &pages_sent(&azure)[0]).await.unwrap();
+            assert_eq!(summary.findings[&Finding::Healthy], 3);
+            let calls = azure.state().calls.clone();
+            let per_device: Vec<_> = calls
+                .iter()
+                .filter(|c| !c.starts_with("list") && !c.starts_with("send"))
+                .map(|c| c.split(' ').take(2).collect::<Vec<_>>().join(" "))
+                .collect();
+            assert_eq!(per_device.iter().filter(|c| *c == "get extended").count(), 3);
+            assert_eq!(per_device.iter().filter(|c| *c == "get CIK").count(), 3, "the CIK on Key Vault's data plane");
+            assert_eq!(per_device.len(), 6, "nothing else per device: {per_device:?}");
+        }
+
+        /// A change to a healthy device's state, given the fake's state and the vault's key.
+        type Drift = dyn Fn(&mut crate::azure::fake::State, &str);
+
+        #[tokio::test]
+        async fn the_joined_inspection_finds_exactly_what_the_per_device_inspection_finds() {
+            use crate::lifecycle::{LOCK_NAME, OWNER_TAG};
+            let azure = FakeAzure::new();
+            let drifts: Vec<(&str, Box<Drift>)> = vec![
+                ("healthy", Box::new(|_, _| {})),
+                ("lock-missing", Box::new(|s, v| s.locks.retain(|k, _| !k.starts_with(&format!("{v}/"))))),
+                (
+                    "lock-read-only",
+                    Box::new(|s, v| {
+                        s.locks.get_mut(&format!("{v}/{LOCK_NAME}")).unwrap().properties.level = "ReadOnly".into()
+                    }),
+                ),
+                ("purge-off", Box::new(|s, v| s.vaults.get_mut(v).unwrap().properties.enable_purge_protection = None)),
+                (
+                    "soft-delete-off",
+                    Box::new(|s, v| s.vaults.get_mut(v).unwrap().properties.enable_soft_delete = Some(false)),
+                ),
+                (
+                    "policy-missing",
+                    Box::new(|s, v| drop(s.vaults.get_mut(v).unwrap().properties.access_policies.pop())),
+                ),
+                (
+                    "cik-missing",
+                    Box::new(|s, v| s.ciks.retain(|k, _| !k.contains(&format!("{}.", v.rsplit('/').next().unwrap())))),
+                ),
+                (
+                    "cik-disabled",
+                    Box::new(|s, v| {
+                        s.ciks
+                            .iter_mut()
+                            .filter(|(k, _)| k.contains(&format!("{}.", v.rsplit('/').next().unwrap())))
+                            .for_each(|(_, c)| c[0].enabled = false)
+                    }),
+                ),
+                (
+                    "out-of-sync",
+                    Box::new(|s, v| {
+                        s.infos
+                            .iter_mut()
+                            .filter(|(_, i)| {
+                                i.properties
+                                    .link
+                                    .client_secret_store_id
+                                    .as_deref()
+                                    .is_some_and(|l| l.eq_ignore_ascii_case(v))
+                            })
+                            .for_each(|(_, i)| i.properties.key_vault_sync_status = None)
+                    }),
+                ),
+                ("vault-missing", Box::new(|s, v| drop(s.vaults.remove(v)))),
+                (
+                    "vault-not-owned",
+                    Box::new(|s, v| {
+                        drop(s.vaults.get_mut(v).unwrap().tags.insert(OWNER_TAG.into(), "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/other".into()))
+                    }),
+                ),
+                ("vault-untagged", Box::new(|s, v| s.vaults.get_mut(v).unwrap().tags.clear())),
+                (
+                    "identity-missing",
+                    Box::new(|s, v| {
+                        let device = s.vaults[v].tags[OWNER_TAG].to_ascii_lowercase();
+                        s.devices.get_mut(&device).unwrap().identity = None;
+                    }),
+                ),
+                (
+                    "not-activated",
+                    Box::new(|s, v| {
+                        let device = s.vaults[v].tags[OWNER_TAG].to_ascii_lowercase();
+                        s.infos.get_mut(&device).unwrap().properties.link = Default::default();
+                    }),
+                ),
+            ];
+            let mut soft_deleted = Vec::new();
+            for (name, drift) in &drifts {
+                let (_, vault) = azure.add_healthy(name);
+                drift(&mut azure.state(), &crate::azure::fake::key(&vault));
+            }
+            for name in ["soft-deleted", "soft-deleted-2"] {
+                let (_, vault) = azure.add_healthy(name);
+                soft_deleted.push(vault.clone());
+                azure.soft_delete(&vault);
+            }
+            let deps = azure.deps(settings());
+            let index = FleetIndex::read(azure.as_ref(), azure.as_ref(), "s").await.unwrap();
+            let devices: Vec<Device> = azure.state().devices.values().cloned().collect();
+            let mut seen = std::collections::BTreeSet::new();
+            for device in &devices {
+                let alone = inspect(&deps, device, "sweep-1").await.unwrap();
+                let joined = inspect_listed(&deps, device, "sweep-1", Some(&index)).await.unwrap();
+                assert_eq!(joined, alone, "{}", device.name);
+                seen.extend(alone.0);
+            }
+            for kind in [
+                Finding::Healthy,
+                Finding::LockMissing,
+                Finding::LockNotCanNotDelete,
+                Finding::PurgeProtectionOff,
+                Finding::SoftDeleteOff,
+                Finding::AccessPolicyMissing,
+                Finding::CikMissing,
+                Finding::CikDisabled,
+                Finding::ExtendedInfoOutOfSync,
+                Finding::VaultMissing,
+                Finding::VaultNotOwned,
+                Finding::IdentityMissing,
+                Finding::NotActivated,
+                Finding::VaultSoftDeleted,
+            ] {
+                assert!(seen.contains(&kind), "the fleet has no {kind:?}: {seen:?}");
+            }
         }
     }
 }

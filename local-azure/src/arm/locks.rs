@@ -195,23 +195,30 @@ pub fn delete(ctx: &ArmCtx<'_>, scope: &str, name: &str) -> Result<crate::http::
     Ok(crate::http::Resp::empty(if existed { StatusCode::OK } else { StatusCode::NO_CONTENT }))
 }
 
-/// Locks that apply at `scope` (at or above it) and locks on anything below it.
+/// Locks that apply at `scope` (at or above it) and locks on anything below it (`ManagementLocks_ListAtSubscriptionLevel`,
+/// `…_ListAtResourceGroupLevel`, `…_ListByScope` in Microsoft.Authorization/stable/2020-05-01/locks.json, all
+/// `x-ms-pageable` with `nextLink`). The first page holds the few locks at or above the scope, then keyset pages
+/// of those below it (the `$skiptoken` is the last key served), so listing a subscription's locks reads each once.
 pub fn list(ctx: &ArmCtx<'_>, scope: &str) -> Result<crate::http::Resp, ArmError> {
+    let after = ctx.req.query("$skiptoken").filter(|t| !t.is_empty());
     let mut locks: Vec<(String, Lock)> = Vec::new();
-    for at in scopes_at_or_above(scope) {
-        locks.extend(ctx.app.store.list_keys::<Lock>(LOCK, &format!("{at}|"))?);
+    if after.is_none() {
+        for at in scopes_at_or_above(scope) {
+            locks.extend(ctx.app.store.list_keys::<Lock>(LOCK, &format!("{at}|"))?);
+        }
+        locks.sort_by(|a, b| a.0.cmp(&b.0));
     }
     let below = format!("{}/", scope.trim_end_matches('/').to_ascii_lowercase());
-    locks.extend(ctx.app.store.list_keys::<Lock>(LOCK, &below)?);
-    // Key order, as a scan of the whole table gave.
-    locks.sort_by(|a, b| a.0.cmp(&b.0));
+    let (page, more) = ctx.app.store.page::<Lock>(LOCK, &below, after, ctx.page_size())?;
+    let next = if more { page.last().map(|(k, _)| k.clone()) } else { None };
+    locks.extend(page);
     let items: Vec<Value> = locks
         .iter()
         .map(|(_, l)| l)
         .filter(|l| scope_covers(&l.scope, scope) || scope_covers(scope, &l.scope))
         .map(Lock::to_json)
         .collect();
-    Ok(crate::http::Resp::json(StatusCode::OK, &ctx.page(items)))
+    Ok(crate::http::Resp::json(StatusCode::OK, &ctx.page_after(items, next.as_deref())))
 }
 
 #[cfg(test)]

@@ -212,16 +212,37 @@ pub fn get(ctx: &ArmCtx<'_>, id: &ResourceId) -> Result<Resp, ArmError> {
     Ok(Resp::json(StatusCode::OK, &vault.to_json()))
 }
 
+/// `Vaults_ListBySubscription` / `Vaults_ListByResourceGroup` (keyvault.json, 2024-11-01: `$top`, `nextLink`).
+/// Keyset pages: vaults are stored by their global name, so a page scans names from the `$skiptoken` (the last
+/// name served) and keeps the subscription's (and group's) live ones until `$top` are found; a sweep listing a
+/// large subscription reads each vault once in all, not once per page.
 pub fn list(ctx: &ArmCtx<'_>, subscription: &str, group: Option<&str>) -> Result<Resp, ArmError> {
     expire(ctx.app, ctx.now)?;
-    let vaults: Vec<Vault> = ctx.app.store.list(VAULT, "")?;
-    let items = vaults
-        .iter()
-        .filter(|v| v.deleted.is_none() && v.subscription_id.eq_ignore_ascii_case(subscription))
-        .filter(|v| group.is_none_or(|g| v.resource_group.eq_ignore_ascii_case(g)))
-        .map(Vault::to_json)
-        .collect();
-    Ok(Resp::json(StatusCode::OK, &ctx.page(items)))
+    let top = ctx.page_size();
+    let mut after = ctx.req.query("$skiptoken").filter(|t| !t.is_empty()).map(str::to_string);
+    let mut items = Vec::new();
+    let mut next = None;
+    'scan: loop {
+        let (chunk, more) = ctx.app.store.page::<Vault>(VAULT, "", after.as_deref(), top.max(100))?;
+        for (key, vault) in &chunk {
+            let wanted = vault.deleted.is_none()
+                && vault.subscription_id.eq_ignore_ascii_case(subscription)
+                && group.is_none_or(|g| vault.resource_group.eq_ignore_ascii_case(g));
+            if wanted && items.len() == top {
+                // Another page only when another vault follows: no empty last page.
+                next = after.clone();
+                break 'scan;
+            }
+            after = Some(key.clone());
+            if wanted {
+                items.push(vault.to_json());
+            }
+        }
+        if !more {
+            break;
+        }
+    }
+    Ok(Resp::json(StatusCode::OK, &ctx.page_after(items, next.as_deref())))
 }
 
 pub fn check_name(ctx: &ArmCtx<'_>) -> Result<Resp, ArmError> {

@@ -30,7 +30,7 @@ use crate::store::{Store, StoreError};
 pub const DEFAULT_NAMESPACE: &str = "edgevault";
 /// edgevault's session queues (one device's work in order).
 pub const SESSION_QUEUES: &[&str] =
-    &["resource-created", "activation-key-requested", "vault-deleted", "resource-deleted"];
+    &["resource-created", "activation-key-requested", "vault-deleted", "resource-deleted", "sweep-pages"];
 pub const ALERTS_QUEUE: &str = "alerts";
 pub const APP_GRANT_ID: &str = "edgevault-app-servicebus";
 /// How often queues nobody asks about are checked for lapsed locks, due schedules and expiry.
