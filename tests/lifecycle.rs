@@ -606,6 +606,11 @@ fn a_refresh_raises_an_alert_once_and_a_healthy_device_clears_it() {
     assert_eq!(w.deliver("ActivationKeyRequested", &sync, 1).0, 200);
     let res = w.device_api(&device, "refresh");
     assert_eq!((res["statusCode"].as_u64(), &res["body"]["healthy"]), (Some(200), &json!(true)), "{res}");
+    // A caller without rights on the device is refused before anything is read, raised or queued.
+    let stranger = w.la.principal("stranger", &["Microsoft.KeyVault/vaults/read"]).unwrap();
+    let refused = w.device_api_as(&stranger, "stranger", &device, "refresh");
+    assert_eq!(refused["statusCode"], 403, "{refused}");
+    assert!(refused["body"]["error"]["message"].as_str().unwrap().contains("dataBoxEdgeDevices/write"), "{refused}");
 
     // The device's access policy is removed by hand: "identity or access policy lost".
     let vault_id = info["clientSecretStoreId"].as_str().unwrap();

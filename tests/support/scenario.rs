@@ -147,11 +147,21 @@ impl World {
     /// `POST /api/devices/{subscription}/{group}/{name}/{action}` as the host invokes `DeviceApi`; the answer is
     /// checked against the OpenAPI document.
     pub fn device_api(&self, device: &ResourceId, action: &str) -> Value {
-        let (sub, group, name) = (device.subscription(), device.resource_group().unwrap(), device.name().unwrap());
-        let url = format!("http://127.0.0.1:7071/api/devices/{sub}/{group}/{name}/{action}");
-        let params = json!({"subscriptionId": sub, "resourceGroup": group, "deviceName": name, "action": action});
-        let invocation = json!({"Data": {"req": {
-            "Url": url, "Method": "POST", "Query": {}, "Headers": {}, "Params": params}}, "Metadata": {}});
+        self.device_api_as(&self.operator.clone(), "operator", device, action)
+    }
+
+    /// [`World::device_api`] as `caller` (object id) named `name`.
+    pub fn device_api_as(&self, caller: &str, name: &str, device: &ResourceId, action: &str) -> Value {
+        let (sub, group, device_name) =
+            (device.subscription(), device.resource_group().unwrap(), device.name().unwrap());
+        let url = format!("http://127.0.0.1:7071/api/devices/{sub}/{group}/{device_name}/{action}");
+        let params =
+            json!({"subscriptionId": sub, "resourceGroup": group, "deviceName": device_name, "action": action});
+        // Signed in the way App Service Authentication passes callers on.
+        let token = self.la.token(caller, API_AUDIENCE).unwrap();
+        let headers = json!({"Authorization": [format!("Bearer {token}")]});
+        let invocation = json!({"Data": {"req": {"Url": url, "Method": "POST", "Query": {}, "Headers": headers,
+            "Identities": [easy_auth_identity(caller, name)], "Params": params}}, "Metadata": {}});
         let (status, answer) = self.handler.invoke("DeviceApi", &invocation).unwrap();
         assert_eq!(status, 200, "the API invocation itself succeeds: {answer}");
         let res = answer["Outputs"]["res"].clone();

@@ -19,8 +19,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::policy::{may_act, refusal};
 use super::{HandlerResult, Invocation};
-use crate::authorization::{self, ACTIVATE, Caller, Denied, require_permission};
+use crate::authorization::{ACTIVATE, Caller};
 use crate::azure::models::NameAvailability;
 use crate::deps::Deps;
 use crate::error::FunctionError;
@@ -107,27 +108,9 @@ fn respond(mut response: HttpResponse, caller: Option<&Caller>) -> HandlerResult
     Ok(InvocationResponse::default().with_output("res", response))
 }
 
-/// A refused caller's answer: `401` (with the bearer challenge), `403` naming the missing permission, `500` when
-/// edgevault cannot check at all. An Azure failure stays an error, answered like any other.
-fn refusal(denied: Denied) -> Result<HttpResponse, FunctionError> {
-    Ok(match denied {
-        Denied::Unauthenticated(reason) => {
-            let mut response = HttpResponse::error(401, "Unauthenticated", reason);
-            response.headers.insert("WWW-Authenticate".into(), "Bearer error=\"invalid_token\"".into());
-            response
-        }
-        denied @ Denied::Forbidden { .. } => HttpResponse::error(403, "AuthorizationFailed", denied.to_string()),
-        Denied::NotConfigured(reason) => HttpResponse::error(500, authorization::NOT_CONFIGURED, reason),
-        Denied::Azure(err) => return Err(FunctionError::Azure(err)),
-    })
-}
-
 /// `Ok(None)` when `caller` may act on `device`, else the answer that says why not.
 async fn check(deps: &Deps, caller: &Caller, device: &ResourceId) -> Result<Option<HttpResponse>, FunctionError> {
-    match require_permission(deps, caller, device, ACTIVATE).await {
-        Ok(()) => Ok(None),
-        Err(denied) => refusal(denied).map(Some),
-    }
+    may_act(deps, caller, device, ACTIVATE).await
 }
 
 #[derive(Debug, Deserialize)]

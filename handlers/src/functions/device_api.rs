@@ -3,10 +3,16 @@
 //!
 //! - `POST /api/devices/{subscriptionId}/{resourceGroup}/{deviceName}/refresh` re-checks the device now
 //!   (`lifecycle::refresh`): its findings, the alerts raised or resolved, the fixes queued.
+//!
+//! Like the activation-key API it is served behind App Service Authentication, and a refresh may queue repairs of
+//! the device's vault, so the caller needs the same right on the device (`authorization::ACTIVATE`); `401`/`403`
+//! otherwise, before anything is read.
 
 use std::sync::Arc;
 
+use super::policy::{may_act, refusal};
 use super::{HandlerResult, Invocation};
+use crate::authorization::{ACTIVATE, Caller};
 use crate::deps::Deps;
 use crate::error::FunctionError;
 use crate::lifecycle::refresh::refresh;
@@ -59,6 +65,13 @@ async fn answer(deps: &Deps, request: &HttpRequest) -> Result<HttpResponse, Func
         Ok(_) => return Ok(HttpResponse::error(400, "InvalidResourceId", "subscription, group and name are required")),
         Err(e) => return Ok(HttpResponse::error(400, "InvalidResourceId", e.to_string())),
     };
+    let caller = match Caller::from_request(request) {
+        Ok(caller) => caller,
+        Err(denied) => return refusal(denied),
+    };
+    if let Some(refused) = may_act(deps, &caller, &device, ACTIVATE).await? {
+        return Ok(refused);
+    }
     match action {
         "refresh" => match refresh(deps, &device).await? {
             Some(report) => Ok(HttpResponse::json(200, serde_json::to_value(report).expect("serializable"))),

@@ -156,7 +156,7 @@ pub static FUNCTIONS: &[FunctionDef] = &[
         trigger: Trigger::Http {
             route: "devices/{subscriptionId}/{resourceGroup}/{deviceName}/{action}",
             methods: &["post"],
-            auth_level: "function",
+            auth_level: "anonymous",
         },
         handler: handler!(device_api),
     },

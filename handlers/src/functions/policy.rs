@@ -4,13 +4,14 @@
 use serde_json::{Map, Value};
 
 use crate::alerts::{Alert, Severity};
+use crate::authorization::{self, Caller, Denied, require_permission};
 use crate::deps::Deps;
 use crate::error::FunctionError;
 use crate::lifecycle::{self, device::mark_failed};
 use crate::messages::{Inbound, MAX_DELIVERY_COUNT, read};
 use crate::protocol::{InvocationRequest, InvocationResponse};
 use crate::resource_id::ResourceId;
-use crate::triggers::ServiceBusMetadata;
+use crate::triggers::{HttpResponse, ServiceBusMetadata};
 
 impl From<lifecycle::Error> for FunctionError {
     fn from(err: lifecycle::Error) -> Self {
@@ -24,6 +25,35 @@ impl From<lifecycle::Error> for FunctionError {
                 FunctionError::Permanent { code: refusal.kind.code(), message: refusal.message }
             }
         }
+    }
+}
+
+/// A refused API caller's answer: `401` (with the bearer challenge), `403` naming the missing permission, `500` when
+/// edgevault cannot check at all. An Azure failure stays an error, answered like any other. Shared by every HTTP
+/// function that acts on a device.
+pub fn refusal(denied: Denied) -> Result<HttpResponse, FunctionError> {
+    Ok(match denied {
+        Denied::Unauthenticated(reason) => {
+            let mut response = HttpResponse::error(401, "Unauthenticated", reason);
+            response.headers.insert("WWW-Authenticate".into(), "Bearer error=\"invalid_token\"".into());
+            response
+        }
+        denied @ Denied::Forbidden { .. } => HttpResponse::error(403, "AuthorizationFailed", denied.to_string()),
+        Denied::NotConfigured(reason) => HttpResponse::error(500, authorization::NOT_CONFIGURED, reason),
+        Denied::Azure(err) => return Err(FunctionError::Azure(err)),
+    })
+}
+
+/// `Ok(None)` when `caller` holds `permission` on `device`, else the answer that says why not.
+pub async fn may_act(
+    deps: &Deps,
+    caller: &Caller,
+    device: &ResourceId,
+    permission: &str,
+) -> Result<Option<HttpResponse>, FunctionError> {
+    match require_permission(deps, caller, device, permission).await {
+        Ok(()) => Ok(None),
+        Err(denied) => refusal(denied).map(Some),
     }
 }
 
