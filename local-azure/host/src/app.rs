@@ -501,11 +501,11 @@ mod tests {
         let app = App::load(&root, &settings).unwrap();
         assert_eq!(app.layout, Layout::Repository);
         assert_eq!(app.host.route_prefix, "api");
-        // Every Service Bus trigger of the app is session-enabled: 8 sessions, one call each, and no
-        // maxConcurrentCalls, which such triggers ignore.
-        assert_eq!(app.host.service_bus.max_concurrent_sessions, 8);
+        // Every Service Bus trigger of the app is session-enabled: 24 sessions (the sweep's pages run two sessions per
+        // subscription beside the workers'), one call each, and no maxConcurrentCalls, which such triggers ignore.
+        assert_eq!(app.host.service_bus.max_concurrent_sessions, 24);
         assert_eq!(app.host.service_bus.max_concurrent_calls_per_session, 1);
-        assert_eq!(app.host.service_bus.concurrency(true), 8);
+        assert_eq!(app.host.service_bus.concurrency(true), 24);
         assert!(app.host.service_bus.auto_complete_messages);
         assert_eq!(app.host.service_bus.prefetch_count, 0);
         assert_eq!(app.host.service_bus.session_idle_timeout, Some(Duration::from_secs(30)));
