@@ -91,6 +91,18 @@ pub struct SecretsSyncRequested {
     pub cause: String,
 }
 
+/// An operator asked for a device whose vault is gone for good (purged, past retention, moved away) to be
+/// reconfigured: a new vault under `vault_name` (the name the API chose), a new CIK, a new link. It runs on the
+/// provisioning queue, in the device's session, so it never runs beside the device's activation or repairs, and a
+/// second request for the same device finds the new vault already linked and changes nothing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconfigureRequested {
+    pub device: ResourceId,
+    pub operation_id: String,
+    pub vault_name: VaultName,
+}
+
 /// A vault was deleted (it may belong to a device or not; the worker finds out).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -180,6 +192,7 @@ kind!(ResourceCreated, queues::RESOURCE_CREATED, device, cause);
 kind!(ActivationKeyRequested, queues::ACTIVATION_KEY_REQUESTED, device, operation_id);
 kind!(ReconcileVault, queues::ACTIVATION_KEY_REQUESTED, device, sweep_id);
 kind!(SecretsSyncRequested, queues::ACTIVATION_KEY_REQUESTED, device, cause);
+kind!(ReconfigureRequested, queues::ACTIVATION_KEY_REQUESTED, device, operation_id);
 kind!(VaultDeleted, queues::VAULT_DELETED, vault, cause);
 kind!(ResourceDeleted, queues::RESOURCE_DELETED, device, cause);
 
@@ -191,6 +204,7 @@ pub enum Command {
     ActivationKeyRequested(ActivationKeyRequested),
     ReconcileVault(ReconcileVault),
     SecretsSyncRequested(SecretsSyncRequested),
+    ReconfigureRequested(ReconfigureRequested),
     VaultDeleted(VaultDeleted),
     ResourceDeleted(ResourceDeleted),
     SweepPage(SweepPage),
@@ -204,6 +218,7 @@ macro_rules! each {
             Command::ActivationKeyRequested($inner) => $body,
             Command::ReconcileVault($inner) => $body,
             Command::SecretsSyncRequested($inner) => $body,
+            Command::ReconfigureRequested($inner) => $body,
             Command::VaultDeleted($inner) => $body,
             Command::ResourceDeleted($inner) => $body,
             Command::SweepPage($inner) => $body,
@@ -308,25 +323,28 @@ inbound!(VaultDeleted, |_| None);
 inbound!(ResourceDeleted, |_| None);
 inbound!(SweepPage, |_| None);
 
-/// The provisioning worker's input: an activation request, a sweep's repair or a device's sync request, on one
-/// queue, so one device's work of all three runs one message at a time (the queue's session is the device).
+/// The provisioning worker's input: an activation request, a sweep's repair, a device's sync request or an
+/// operator's reconfigure, on one queue, so one device's work of all four runs one message at a time (the queue's
+/// session is the device).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind")]
 pub enum Provisioning {
     ActivationKeyRequested(ActivationKeyRequested),
     ReconcileVault(ReconcileVault),
     SecretsSyncRequested(SecretsSyncRequested),
+    ReconfigureRequested(ReconfigureRequested),
 }
 
 impl Inbound for Provisioning {
     const QUEUE: &'static str = queues::ACTIVATION_KEY_REQUESTED;
     const KINDS: &'static [&'static str] =
-        &[ActivationKeyRequested::KIND, ReconcileVault::KIND, SecretsSyncRequested::KIND];
+        &[ActivationKeyRequested::KIND, ReconcileVault::KIND, SecretsSyncRequested::KIND, ReconfigureRequested::KIND];
     fn device(&self) -> Option<&ResourceId> {
         Some(match self {
             Provisioning::ActivationKeyRequested(c) => &c.device,
             Provisioning::ReconcileVault(c) => &c.device,
             Provisioning::SecretsSyncRequested(c) => &c.device,
+            Provisioning::ReconfigureRequested(c) => &c.device,
         })
     }
 }
@@ -383,6 +401,12 @@ mod tests {
             .into(),
             ReconcileVault { device: device(), findings: vec![Finding::LockMissing], sweep_id: "sw".into() }.into(),
             SecretsSyncRequested { device: device(), cause: "event-4".into() }.into(),
+            ReconfigureRequested {
+                device: device(),
+                operation_id: "op-2".into(),
+                vault_name: VaultName::parse("ase-d-0a1b2c").unwrap(),
+            }
+            .into(),
             VaultDeleted {
                 vault: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v".parse().unwrap(),
                 cause: "event-2".into(),
@@ -426,9 +450,10 @@ mod tests {
             assert_eq!(Value::Object(body(&command)), Value::Object(saved.clone()), "{}", path.display());
             match &command {
                 Command::ResourceCreated(_) => drop(read::<ResourceCreated>(&saved).unwrap()),
-                Command::ActivationKeyRequested(_) | Command::ReconcileVault(_) | Command::SecretsSyncRequested(_) => {
-                    drop(read::<Provisioning>(&saved).unwrap())
-                }
+                Command::ActivationKeyRequested(_)
+                | Command::ReconcileVault(_)
+                | Command::SecretsSyncRequested(_)
+                | Command::ReconfigureRequested(_) => drop(read::<Provisioning>(&saved).unwrap()),
                 Command::VaultDeleted(_) => drop(read::<VaultDeleted>(&saved).unwrap()),
                 Command::ResourceDeleted(_) => drop(read::<ResourceDeleted>(&saved).unwrap()),
                 Command::SweepPage(_) => drop(read::<SweepPage>(&saved).unwrap()),
@@ -496,6 +521,7 @@ mod tests {
             queues,
             [
                 queues::RESOURCE_CREATED,
+                queues::ACTIVATION_KEY_REQUESTED,
                 queues::ACTIVATION_KEY_REQUESTED,
                 queues::ACTIVATION_KEY_REQUESTED,
                 queues::ACTIVATION_KEY_REQUESTED,

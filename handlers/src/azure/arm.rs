@@ -25,6 +25,8 @@ use crate::resource_id::ResourceId;
 pub const DEVICES_API: &str = "2023-12-01";
 pub const VAULTS_API: &str = "2024-11-01";
 pub const LOCKS_API: &str = "2020-05-01";
+/// `Resources_List` (resources.json, Microsoft.Resources 2021-04-01).
+pub const RESOURCES_API: &str = "2021-04-01";
 
 /// The vault list's page size asked for (`$top`; the spec sets no maximum, the service may give fewer).
 const VAULT_PAGE: u32 = 1000;
@@ -149,6 +151,40 @@ impl Vaults for ArmClient {
                 self.get_url("list vaults", url).await
             }
         }
+    }
+
+    /// `Resources_List` with `$filter=tagName eq '…' and tagValue eq '…'` (resources.json 2021-04-01: a tag filter
+    /// cannot be combined with a type filter, so the type is checked here), every page.
+    async fn find_tagged_vaults(
+        &self,
+        subscription: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<Vec<ResourceId>, AzureError> {
+        #[derive(serde::Deserialize)]
+        struct Generic {
+            id: String,
+            #[serde(rename = "type", default)]
+            kind: String,
+        }
+        let quote = |s: &str| s.replace('\'', "''");
+        let mut url = self.url(&format!("/subscriptions/{subscription}/resources"), RESOURCES_API)?;
+        url.query_pairs_mut()
+            .append_pair("$filter", &format!("tagName eq '{}' and tagValue eq '{}'", quote(name), quote(value)));
+        let mut found = Vec::new();
+        let mut next: Option<Url> = Some(url);
+        while let Some(url) = next.take() {
+            let page: Page<Generic> = self.get_url("list tagged vaults", url).await?;
+            found.extend(
+                page.value
+                    .into_iter()
+                    .filter(|r| r.kind.eq_ignore_ascii_case("Microsoft.KeyVault/vaults"))
+                    .filter_map(|r| r.id.parse::<ResourceId>().ok())
+                    .filter(|id| id.is_type(crate::resource_id::VAULT_TYPE)),
+            );
+            next = page.next_link.as_deref().map(|link| self.absolute(link)).transpose()?;
+        }
+        Ok(found)
     }
 
     /// Adds access policies to a vault (`accessPolicies/add`), leaving the others alone.

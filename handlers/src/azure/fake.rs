@@ -378,6 +378,24 @@ impl Vaults for FakeAzure {
         Ok(paged(state.vaults.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| v.clone()), next))
     }
 
+    async fn find_tagged_vaults(
+        &self,
+        subscription: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<Vec<ResourceId>, AzureError> {
+        let prefix = format!("/subscriptions/{subscription}/").to_ascii_lowercase();
+        let state = self.call("list tagged vaults", subscription);
+        Ok(state
+            .vaults
+            .iter()
+            .filter(|(k, v)| {
+                k.starts_with(&prefix) && v.tags.iter().any(|(n, t)| n.eq_ignore_ascii_case(name) && t == value)
+            })
+            .filter_map(|(_, v)| v.id.parse().ok())
+            .collect())
+    }
+
     async fn add_access_policies(&self, id: &ResourceId, policies: &[AccessPolicy]) -> Result<(), AzureError> {
         let mut state = self.call("add access policies", id);
         let vault = state.vaults.get_mut(&key(id)).ok_or_else(|| not_found("add access policies"))?;

@@ -68,6 +68,14 @@ pub trait Vaults: std::fmt::Debug + Send + Sync {
         location: &str,
         name: &str,
     ) -> Result<Option<DeletedVault>, AzureError>;
+    /// The vaults in a subscription that carry tag `name` with `value` (ARM Resources – List with a tag
+    /// `$filter`): where a device's vault went when it was moved to another resource group or subscription.
+    async fn find_tagged_vaults(
+        &self,
+        subscription: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<Vec<ResourceId>, AzureError>;
     /// One page of the soft-deleted vaults in a subscription.
     async fn list_deleted_vaults(
         &self,

@@ -330,7 +330,7 @@ fn rfc3339(unix: i64) -> String {
 }
 
 /// `<base64url(device id)>.<nonce>`: self-describing, so the status endpoint needs no state of its own.
-fn operation_id(device: &ResourceId) -> String {
+pub(super) fn operation_id(device: &ResourceId) -> String {
     use aes_gcm::aead::{OsRng, rand_core::RngCore};
     let nonce = OsRng.next_u64();
     format!("{}.{nonce:016x}", URL_SAFE_NO_PAD.encode(device.to_string()))
@@ -346,7 +346,7 @@ fn device_of(operation_id: &str) -> Option<ResourceId> {
 }
 
 /// The status URL on the same scheme and host the caller used.
-fn status_url(request_url: &str, operation_id: &str) -> String {
+pub(super) fn status_url(request_url: &str, operation_id: &str) -> String {
     let path = format!("/api/activation-keys/{operation_id}");
     match azure_core::http::Url::parse(request_url) {
         Ok(url) => {

@@ -3,6 +3,10 @@
 //!
 //! - `POST /api/devices/{subscriptionId}/{resourceGroup}/{deviceName}/refresh` re-checks the device now
 //!   (`lifecycle::refresh`): its findings, the alerts raised or resolved, the fixes queued.
+//! - `POST /api/devices/{subscriptionId}/{resourceGroup}/{deviceName}/reconfigure` gives a device whose vault is
+//!   gone for good a new one (`lifecycle::reconfigure`): `202` with the new vault's name, how the old one went
+//!   and the activation-key status URL (the key of the new CIK appears there, as after an activation); `409`
+//!   saying why when the vault is not gone for good (healthy, repairable, recoverable by the recovery worker, …).
 //!
 //! Like the activation-key API it is served behind App Service Authentication, and a refresh may queue repairs of
 //! the device's vault, so the caller needs the same right on the device (`authorization::ACTIVATE`); `401`/`403`
@@ -15,6 +19,7 @@ use super::{HandlerResult, Invocation};
 use crate::authorization::{ACTIVATE, Caller};
 use crate::deps::Deps;
 use crate::error::FunctionError;
+use crate::lifecycle::reconfigure::{self, Requested};
 use crate::lifecycle::refresh::refresh;
 use crate::protocol::InvocationResponse;
 use crate::resource_id::{DEVICE_TYPE, ResourceId};
@@ -77,8 +82,40 @@ async fn answer(deps: &Deps, request: &HttpRequest) -> Result<HttpResponse, Func
             Some(report) => Ok(HttpResponse::json(200, serde_json::to_value(report).expect("serializable"))),
             None => Ok(HttpResponse::error(404, "DeviceNotFound", format!("{device} does not exist"))),
         },
-        other => {
-            Ok(HttpResponse::error(404, "UnknownOperation", format!("`{other}` is not a device operation (refresh)")))
-        }
+        "reconfigure" => reconfigure(deps, request, &caller, &device).await,
+        other => Ok(HttpResponse::error(
+            404,
+            "UnknownOperation",
+            format!("`{other}` is not a device operation (refresh, reconfigure)"),
+        )),
     }
+}
+
+/// Seconds the caller should wait before polling the status URL: a vault is usually created within a few seconds.
+const FIRST_POLL_SECONDS: u32 = 2;
+
+async fn reconfigure(
+    deps: &Deps,
+    request: &HttpRequest,
+    caller: &Caller,
+    device: &ResourceId,
+) -> Result<HttpResponse, FunctionError> {
+    let operation_id = super::activation_key_api::operation_id(device);
+    Ok(match reconfigure::request(deps, device, &caller.label(), &operation_id, None).await? {
+        Requested::Accepted(accepted) => {
+            let location = super::activation_key_api::status_url(&request.url, &operation_id);
+            let mut body = serde_json::to_value(&accepted).expect("serializable");
+            body["operationId"] = operation_id.into();
+            body["status"] = "pending".into();
+            body["statusUrl"] = location.clone().into();
+            body["detail"] = accepted.gone.describe(accepted.old_vault.rsplit('/').next().unwrap_or_default()).into();
+            let mut response = HttpResponse::json(202, body);
+            response.headers.insert("Location".into(), location);
+            response.headers.insert("Retry-After".into(), FIRST_POLL_SECONDS.to_string());
+            response
+        }
+        Requested::NotGone(why) => HttpResponse::error(409, why.code, why.message),
+        Requested::NoName(reason) => HttpResponse::error(409, "VaultNameUnavailable", reason),
+        Requested::DeviceNotFound => HttpResponse::error(404, "DeviceNotFound", format!("{device} does not exist")),
+    })
 }

@@ -8,6 +8,7 @@
 //! - [`vault`]: what is done to a vault (its name and id, ownership, creation, recovery, lock, policies, CIK).
 //! - [`provision`]: observe → assess → fix, for an activation or a sweep's repair.
 //! - [`recovery`]: a deleted vault is recovered from soft delete and re-provisioned.
+//! - [`reconfigure`]: a device whose vault is gone for good (purged, past retention, moved away) gets a new one.
 //! - [`refresh`]: one device re-checked now: findings reported, alerts raised or resolved, fixes queued.
 //! - [`retirement`]: a deleted device's vault ends with it (with the operator's consent).
 //! - [`secrets_sync`]: a device's request to sync its secrets, verified and marked synced or failed.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod finding;
 pub mod fleet_index;
 pub mod provision;
+pub mod reconfigure;
 pub mod recovery;
 pub mod refresh;
 pub mod retirement;

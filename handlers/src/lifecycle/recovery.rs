@@ -100,7 +100,12 @@ async fn purged(deps: &Deps, vault_id: &ResourceId) -> Result<Outcome, Error> {
         tracing::info!(vault = %vault_id, "vault is neither present nor soft-deleted and no device links it; ignored");
         return Ok(Outcome::NotOurs);
     };
-    unrecoverable(deps, &device, vault_id, "the vault was purged").await
+    // A vault moved to another resource group or subscription is gone from here too: say where it went.
+    let why = match super::reconfigure::find_moved(deps, &device, &device.to_string(), vault_id).await? {
+        Some(to) => format!("the vault was moved to {to} (treated as deleted; reconfigure the device)"),
+        None => "the vault was purged".to_string(),
+    };
+    unrecoverable(deps, &device, vault_id, &why).await
 }
 
 async fn unrecoverable(deps: &Deps, device: &ResourceId, vault_id: &ResourceId, why: &str) -> Result<Outcome, Error> {

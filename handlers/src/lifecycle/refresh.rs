@@ -9,7 +9,9 @@ use super::desired::{Desired, alerts, assess, observe, observe_secrets, unjudged
 use super::device::{AlertChanges, settle_alerts};
 use super::error::Error;
 use super::finding::Finding;
+use super::reconfigure::{Gone, moved_to};
 use super::sweep::fixes;
+use crate::alerts::AlertKind;
 use crate::azure::models::KeyVaultSyncStatus;
 use crate::deps::Deps;
 use crate::resource_id::ResourceId;
@@ -26,6 +28,10 @@ pub struct Report {
     pub alerts: AlertChanges,
     /// The commands queued to fix what was found (their kinds).
     pub repairs: Vec<&'static str>,
+    /// Where the device's vault went when it was moved to another resource group or subscription (recognised by
+    /// its owner tag): treated as deleted; reconfigure the device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<String>,
 }
 
 /// Re-checks device `id`; `None` when it does not exist.
@@ -33,12 +39,26 @@ pub async fn refresh(deps: &Deps, id: &ResourceId) -> Result<Option<Report>, Err
     let Some(mut observed) = observe(deps, id, None).await? else { return Ok(None) };
     observe_secrets(deps, &mut observed).await?;
     let findings = assess(&observed, &Desired::new(&deps.settings));
-    let found = alerts(&observed, &findings);
+    let mut found = alerts(&observed, &findings);
+    let moved_to = match findings.contains(&Finding::VaultMissing) && observed.linked_here() {
+        true => moved_to(deps, &observed).await?,
+        false => None,
+    };
+    if let Some(to) = &moved_to {
+        let name = observed.target.as_ref().and_then(|t| t.name()).unwrap_or_default();
+        let detail = Gone::Moved { to: to.to_string() }.describe(name);
+        for (kind, text) in &mut found {
+            if *kind == AlertKind::KeyVaultDeleted {
+                *text = format!("{detail}: reconfigure the device.");
+            }
+        }
+    }
     let keep = unjudged(&observed);
     let vault = observed.target.as_ref().map(ToString::to_string);
     let changes = settle_alerts(deps, id, &mut observed.device, vault.as_deref(), &found, Some(&keep)).await?;
     let check = format!("refresh:{}", deps.now().unix_timestamp());
-    let commands = fixes(&observed, &findings, &check);
+    // A moved vault's name is taken elsewhere: recreating it here would fail; reconfigure is the way back.
+    let commands = if moved_to.is_some() { Vec::new() } else { fixes(&observed, &findings, &check) };
     deps.enqueue(&commands, Some(&check)).await?;
     Ok(Some(Report {
         resource_id: id.to_string(),
@@ -47,13 +67,13 @@ pub async fn refresh(deps: &Deps, id: &ResourceId) -> Result<Option<Report>, Err
         repairs: commands.iter().map(|c| c.kind()).collect(),
         findings,
         alerts: changes,
+        moved_to: moved_to.map(|m| m.to_string()),
     }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::AlertKind;
     use crate::azure::fake::{FakeAzure, key, settings};
     use crate::lifecycle::device::open_alerts;
 
@@ -95,5 +115,26 @@ mod tests {
         assert_eq!(report.findings, [Finding::DeviceSecretsMissing]);
         assert_eq!(report.alerts.raised, [AlertKind::SecretsNotRetrieved]);
         assert!(report.repairs.is_empty(), "only the device can push its secrets");
+    }
+
+    #[tokio::test]
+    async fn a_refresh_reports_where_a_moved_vault_went_in_its_answer_and_alert_and_queues_no_recreation() {
+        let azure = FakeAzure::new();
+        let (id, old) = azure.add_healthy("d1");
+        let moved = ResourceId::new("s2", "elsewhere", crate::resource_id::VAULT_TYPE, old.name().unwrap());
+        {
+            let mut state = azure.state();
+            let mut vault = state.vaults.remove(&key(&old)).unwrap();
+            vault.id = moved.to_string();
+            state.vaults.insert(key(&moved), vault);
+        }
+        let mut settings = settings();
+        settings.subscriptions.push("s2".into());
+        let report = refresh(&azure.deps(settings), &id).await.unwrap().unwrap();
+        assert_eq!(report.moved_to.as_deref(), Some(moved.to_string().as_str()));
+        assert!(report.alerts.raised.contains(&AlertKind::KeyVaultDeleted));
+        assert!(report.repairs.is_empty(), "{:?}", report.repairs);
+        let alert = azure.alerts().into_iter().find(|a| a.contains("KeyVaultDeleted")).unwrap();
+        assert!(alert.contains("moved to") && alert.contains("/resourceGroups/elsewhere/"), "{alert}");
     }
 }
