@@ -706,3 +706,98 @@ fn a_vault_switched_to_rbac_is_switched_back_and_deny_by_default_rules_are_alert
     assert!(findings.contains(&json!("NetworkDenied")), "{res}");
     assert!(res["body"]["alerts"]["open"].as_array().unwrap().contains(&json!("KeyVaultNotAccessible")), "{res}");
 }
+
+/// Reconfigure (the API's `POST /api/devices/…/reconfigure`): refused with the reason while the vault is healthy or
+/// recoverable; once it is purged (past retention), a new vault under a new name — the same name for a repeated
+/// request, and one vault for both — with a new CIK, linked, the old vault's alerts resolved, and the activation
+/// key flow again: the old key no longer opens with the device's CIK, the new one does.
+#[test]
+fn reconfigure_replaces_a_purged_vault_once_and_the_old_key_no_longer_opens() {
+    use edgevault_tests::scenario::queued_alerts;
+    let w = world(&[]);
+    let device = w.create_device("ase-reconf");
+    let info = w.provision(&device);
+    let old: ResourceId = info["clientSecretStoreId"].as_str().unwrap().parse().unwrap();
+    let old_key =
+        w.api("GET", None, Some(&operation_id(&device)))["body"]["activationKey"].as_str().unwrap().to_string();
+
+    let res = w.device_api(&device, "reconfigure");
+    assert_eq!((res["statusCode"].as_u64(), &res["body"]["error"]["code"]), (Some(409), &json!("VaultHealthy")));
+    w.unlock_and_delete_vault(&old);
+    let res = w.device_api(&device, "reconfigure");
+    assert_eq!(res["body"]["error"]["code"], "VaultRecoverable", "{res}");
+    assert!(res["body"]["error"]["message"].as_str().unwrap().contains("recovery worker"), "{res}");
+
+    // Past the 90-day retention local-azure purges it; the recovery worker finds it gone.
+    w.la.admin_post("/admin/clock/advance", json!({"seconds": 91 * 86_400})).unwrap();
+    let deleted = Command::from(edgevault::messages::VaultDeleted { vault: old.clone(), cause: "event-delete".into() });
+    assert_eq!(w.deliver("VaultDeleted", &deleted, 1).0, 200);
+    assert_eq!(w.extended_info(&device)["keyVaultSyncStatus"], "KeyVaultSyncFailed");
+
+    let first = w.device_api(&device, "reconfigure");
+    assert_eq!(first["statusCode"], 202, "{first}");
+    assert_eq!(first["body"]["gone"]["reason"], "Purged", "{first}");
+    let name = first["body"]["vaultName"].as_str().unwrap().to_string();
+    assert_ne!(name, old.name().unwrap(), "never the old name");
+    assert!(first["body"]["statusUrl"].as_str().unwrap().contains("/api/activation-keys/"), "{first}");
+    let second = w.device_api(&device, "reconfigure");
+    assert_eq!(second["body"]["vaultName"], name.as_str(), "the same name for a repeated request");
+
+    // Both queued requests run (the second is the duplicate).
+    let queued = w.la.admin_get("/admin/servicebus/queues/edgevault/activation-key-requested/messages").unwrap();
+    let commands: Vec<Command> = queued["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| serde_json::from_str(m["body"].as_str()?).ok())
+        .filter_map(|body: serde_json::Map<String, Value>| Command::from_json(&body).ok())
+        .filter(|c| c.kind() == "ReconfigureRequested")
+        .collect();
+    assert_eq!(commands.len(), 2, "{queued}");
+    for command in &commands {
+        let (status, answer) = w.deliver("ActivationKeyRequested", command, 1);
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    // Azure: one vault of the device's, under the new name, locked, linked with a new CIK version.
+    let vaults = w.arm("GET", &format!("{}/providers/Microsoft.KeyVault/vaults", w.la.resource_group_id()), None).1;
+    let own: Vec<&Value> = vaults["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["tags"]["edgevault-device"].as_str().is_some_and(|d| d.eq_ignore_ascii_case(&device.to_string())))
+        .collect();
+    assert_eq!(own.len(), 1, "one new vault: {vaults}");
+    assert_eq!(own[0]["name"], name.as_str());
+    let new_id = own[0]["id"].as_str().unwrap();
+    let lock = format!("{new_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
+    assert_eq!(w.arm("GET", &lock, None).0, 200, "the new vault is locked");
+    let after = w.extended_info(&device);
+    assert_eq!(after["keyVaultSyncStatus"], "KeyVaultSynced", "{after}");
+    assert!(after["clientSecretStoreId"].as_str().unwrap().eq_ignore_ascii_case(new_id), "{after}");
+    assert_ne!(after["channelIntegrityKeyVersion"], info["channelIntegrityKeyVersion"]);
+    let (_, found) = w.arm("GET", &device.to_string(), None);
+    assert!(found["tags"]["edgevault-alerts"].as_str().unwrap_or_default().is_empty(), "alerts resolved: {found}");
+    assert!(found["tags"]["edgevault-sync-error"].is_null(), "{found}");
+    let resolved: Vec<Value> = queued_alerts(&w.la)
+        .into_iter()
+        .filter(|a| a["kind"] == "RecoveryImpossible" && a["state"] == "Resolved")
+        .collect();
+    assert_eq!(resolved.len(), 1, "the old vault's RecoveryImpossible alert is resolved");
+
+    // The key flow again: the device reads the new CIK; the old key does not open with it, the new one does.
+    let principal = w.device_principal(&device);
+    let (status, secret) = w.read_secret(&principal, &cik_url(&after));
+    assert_eq!(status, 200, "{secret}");
+    let cik = Cik::from_secret_value(secret["value"].as_str().unwrap()).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(ActivationKey::parse(&old_key).unwrap().open(&cik, now).is_err(), "a key for the old CIK no longer opens");
+    let res = w.api("GET", None, Some(&operation_id(&device)));
+    assert_eq!(res["body"]["status"], "succeeded", "{res}");
+    let key = ActivationKey::parse(res["body"]["activationKey"].as_str().unwrap()).unwrap();
+    let claims = key.open(&cik, now).expect("the new key opens");
+    assert_eq!(claims.cik.secret_version, after["channelIntegrityKeyVersion"].as_str().unwrap());
+
+    // Healthy again: a further request is refused.
+    assert_eq!(w.device_api(&device, "reconfigure")["body"]["error"]["code"], "VaultHealthy");
+}

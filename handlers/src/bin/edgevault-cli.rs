@@ -6,6 +6,8 @@
 //!   its secrets into its vault under the names Stack Edge uses and asks for a re-sync
 //!   (`updateExtendedInformation` with `syncStatus: KeyVaultSyncPending`), then waits for edgevault's verdict.
 //! - `device refresh` (operator) re-checks one device now, as the API's refresh does, and prints what it found.
+//! - `device reconfigure` (operator) gives a device whose vault is gone for good (purged, past retention, moved
+//!   away) a new vault, as the API's reconfigure does: it says how the old one went and the new name, or why not.
 //! - `status` prints, per Stack Edge device in scope, what the sweep would see.
 //! - `activate` asks the activation-key API for a device's key **as the operator**: with the operator's own Entra ID
 //!   token for the API (`EDGEVAULT_API_TOKEN`, or the Azure CLI's login), so the API's per-device check applies to
@@ -78,6 +80,14 @@ enum DeviceCommand {
         #[arg(long)]
         resource_id: String,
     },
+    /// (Operator) Give a device whose vault is gone for good (purged, past retention, moved to another resource group
+    /// or subscription) a new vault, CIK and link (what the API's reconfigure does); then request its activation key
+    /// again. Refused, with the reason, when the vault is healthy, repairable or recoverable.
+    Reconfigure {
+        /// The device's resource id.
+        #[arg(long, visible_alias = "resource-id")]
+        device: String,
+    },
     /// Open an activation key as the device's managed identity and print its contents.
     OpenKey {
         /// The device's resource id.
@@ -127,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
             sync_secrets(&deps, &settings, &resource_id, !no_write, wait).await
         }
         Top::Device { command: DeviceCommand::Refresh { resource_id } } => refresh(&edgevault()?.1, &resource_id).await,
+        Top::Device { command: DeviceCommand::Reconfigure { device } } => reconfigure(&edgevault()?.1, &device).await,
         Top::Status => status(&edgevault()?.1).await,
     }
 }
@@ -371,6 +382,26 @@ async fn refresh(deps: &Deps, resource_id: &str) -> anyhow::Result<()> {
     println!("  open alerts  {}", names(&report.alerts.open));
     println!("  queued       {}", if report.repairs.is_empty() { "-".to_string() } else { report.repairs.join(", ") });
     Ok(())
+}
+
+async fn reconfigure(deps: &Deps, resource_id: &str) -> anyhow::Result<()> {
+    use edgevault::lifecycle::reconfigure::{Requested, request};
+    let device: ResourceId = resource_id.parse()?;
+    let by = format!("edgevault-cli ({})", std::env::var("USER").unwrap_or_else(|_| "operator".into()));
+    let operation = format!("cli-{}", deps.now().unix_timestamp_nanos());
+    match request(deps, &device, &by, &operation, None).await? {
+        Requested::Accepted(accepted) => {
+            let old = accepted.old_vault.rsplit('/').next().unwrap_or_default();
+            println!("{}", accepted.resource_id);
+            println!("  old vault    {}", accepted.gone.describe(old));
+            println!("  new vault    {} (queued; the device is KeyVaultSyncPending)", accepted.vault_name);
+            println!("  next         request the device's activation key again once it is KeyVaultSynced");
+            Ok(())
+        }
+        Requested::NotGone(why) => bail!("not reconfigured ({}): {}", why.code, why.message),
+        Requested::NoName(reason) => bail!("not reconfigured (VaultNameUnavailable): {reason}"),
+        Requested::DeviceNotFound => bail!("{device} does not exist"),
+    }
 }
 
 async fn status(deps: &Deps) -> anyhow::Result<()> {

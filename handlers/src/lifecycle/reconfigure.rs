@@ -42,7 +42,7 @@ const OLD_ATTEMPTS: u32 = 64;
 
 /// How a device's vault is gone for good.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase", tag = "reason")]
+#[serde(tag = "reason", rename_all_fields = "camelCase")]
 pub enum Gone {
     /// Neither live nor soft-deleted, and no vault tagged with the device exists anywhere in scope.
     Purged,
