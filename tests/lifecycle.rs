@@ -801,3 +801,90 @@ fn reconfigure_replaces_a_purged_vault_once_and_the_old_key_no_longer_opens() {
     // Healthy again: a further request is refused.
     assert_eq!(w.device_api(&device, "reconfigure")["body"]["error"]["code"], "VaultHealthy");
 }
+
+/// `edgevault-cli device recovery-secrets` reads a device's recovery secrets as the operator: their own Azure CLI
+/// login, never edgevault's identity. Without an access policy of their own they are refused (non-zero exit) with
+/// the command that grants it; with one, the values go to stdout and nowhere else.
+#[test]
+fn recovery_secrets_are_read_with_the_operators_own_login_and_refused_without_their_policy() {
+    use std::process::Command as Process;
+    let w = world(&[]);
+    let device = w.create_device("ase-down");
+    let info = w.provision(&device);
+    let vault: ResourceId = info["clientSecretStoreId"].as_str().unwrap().parse().unwrap();
+    let vault_url = info["clientSecretStoreUrl"].as_str().unwrap().trim_end_matches('/').to_string();
+
+    // The device synced its secrets (as its own identity); values made up here, compared, never saved.
+    let principal = w.device_principal(&device);
+    let device_token = w.la.token(&principal, VAULT_AUDIENCE).unwrap();
+    let values: Vec<(&str, String)> = edgevault::lifecycle::DEVICE_SECRET_NAMES
+        .iter()
+        .map(|name| (*name, format!("{}-{:016x}", name.len(), rand_u64())))
+        .collect();
+    for (name, value) in &values {
+        let url = format!("{vault_url}/secrets/{name}");
+        assert_eq!(w.la.vault(&device_token, "PUT", &url, Some(json!({"value": value}))).unwrap().0, 200);
+    }
+
+    // The operator signs in to the Azure CLI (here `az login --identity --object-id`, against Azure `az login`).
+    let az = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tools/azure-cli/bin/az");
+    let az = std::env::var_os("EDGEVAULT_AZ").map(std::path::PathBuf::from).unwrap_or(az);
+    assert!(az.is_file(), "run `bash tests/tools/install-azure-cli.sh`: {}", az.display());
+    let config = tempfile::tempdir().unwrap();
+    let path = format!("{}:{}", az.parent().unwrap().display(), std::env::var("PATH").unwrap_or_default());
+    let mut env = w.la.handler_env();
+    env.extend([
+        ("REQUESTS_CA_BUNDLE".to_string(), w.la.var("REQUESTS_CA_BUNDLE").to_string()),
+        ("AZURE_CONFIG_DIR".into(), config.path().display().to_string()),
+        ("AZURE_CORE_COLLECT_TELEMETRY".into(), "no".into()),
+        ("PATH".into(), path),
+        ("RUST_LOG".into(), "info".into()),
+    ]);
+    let login = Process::new(&az)
+        .args(["login", "--identity", "--object-id", &w.operator, "-o", "none"])
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    let run = || {
+        let out = Process::new(edgevault_tests::binary("edgevault-cli").unwrap())
+            .args(["device", "recovery-secrets", "--device", &device.to_string()])
+            .envs(env.iter().cloned())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+
+    // No access policy of the operator's: refused, with what grants it. edgevault's identity (which has `get`)
+    // would have read them: the refusal shows the command acts as the operator.
+    let (ok, stdout, stderr) = run();
+    assert!(!ok, "refused: {stderr}");
+    assert!(stdout.is_empty(), "nothing printed: {stdout}");
+    let name = vault.name().unwrap();
+    let grant = format!("az keyvault set-policy --name {name} --object-id {} --secret-permissions get", w.operator);
+    assert!(stderr.contains(&grant), "{stderr}");
+
+    // The operator gets the policy the message names; now the values come out on stdout, and only there.
+    let policy = json!({"properties": {"accessPolicies": [{"tenantId": w.la.var("AZURE_TENANT_ID"),
+        "objectId": w.operator, "permissions": {"secrets": ["get"]}}]}});
+    assert_eq!(w.arm("PUT", &format!("{vault}/accessPolicies/add"), Some(policy)).0, 200);
+    let (ok, stdout, stderr) = run();
+    assert!(ok, "{stderr}");
+    for (name, value) in &values {
+        assert!(stdout.lines().any(|l| l == format!("{name}={value}")), "{name} printed");
+        assert!(!stderr.contains(value.as_str()), "{name}'s value is in the CLI's log");
+    }
+    let log = w.handler.log().join("\n");
+    assert!(values.iter().all(|(_, v)| !log.contains(v.as_str())), "a value reached edgevault's log");
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(std::process::id() as u64);
+    hasher.finish()
+}

@@ -125,6 +125,27 @@ impl CikStore for VaultSecrets {
 }
 
 impl VaultSecrets {
+    /// Reads the current value of secret `name`; `None` when it does not exist. Only `edgevault-cli device
+    /// recovery-secrets` calls it, on a client built with the operator's own credential: edgevault's identity never
+    /// reads a device's secrets (its policy could, for the CIK; this is not that path). The value stays wrapped in
+    /// [`Secret`](azure_core::credentials::Secret), whose `Debug` hides it.
+    pub async fn read_secret(
+        &self,
+        vault_uri: &str,
+        name: &str,
+    ) -> Result<Option<azure_core::credentials::Secret>, AzureError> {
+        match self.client(vault_uri)?.get_secret(name, None).await {
+            Ok(response) => {
+                let secret = response.into_model().map_err(|e| AzureError::from_core("get secret", e))?;
+                Ok(Some(azure_core::credentials::Secret::new(secret.value.unwrap_or_default())))
+            }
+            Err(err) => {
+                let err = AzureError::from_core("get secret", err);
+                if err.is_not_found() { Ok(None) } else { Err(err) }
+            }
+        }
+    }
+
     /// Writes secret `name` as a new version (the device's own secrets, written with the device's identity by
     /// `edgevault-cli device sync-secrets`); returns the version.
     pub async fn set_secret(&self, vault_uri: &str, name: &str, value: &str) -> Result<String, AzureError> {

@@ -8,6 +8,9 @@
 //! - `device refresh` (operator) re-checks one device now, as the API's refresh does, and prints what it found.
 //! - `device reconfigure` (operator) gives a device whose vault is gone for good (purged, past retention, moved
 //!   away) a new vault, as the API's reconfigure does: it says how the old one went and the new name, or why not.
+//! - `device recovery-secrets` (operator) reads a down device's BitLocker recovery keys and BMC password from its
+//!   vault **as the operator**: the Azure CLI's login (`az login`), never edgevault's identity, for ARM (which vault)
+//!   and for Key Vault (the secrets). The values go to stdout only; a refusal names the access policy that grants it.
 //! - `status` prints, per Stack Edge device in scope, what the sweep would see.
 //! - `activate` asks the activation-key API for a device's key **as the operator**: with the operator's own Entra ID
 //!   token for the API (`EDGEVAULT_API_TOKEN`, or the Azure CLI's login), so the API's per-device check applies to
@@ -88,6 +91,15 @@ enum DeviceCommand {
         #[arg(long, visible_alias = "resource-id")]
         device: String,
     },
+    /// (Operator) Print a down device's BitLocker recovery keys and BMC password (`NAME=value` lines, stdout only),
+    /// read from its vault with your own Azure CLI login (`az login`), never edgevault's identity. Needs an access
+    /// policy with secret permission `get` on the device's vault (`az keyvault set-policy … --secret-permissions get`)
+    /// and read access to the device (its extended information names the vault).
+    RecoverySecrets {
+        /// The device's resource id.
+        #[arg(long, visible_alias = "resource-id")]
+        device: String,
+    },
     /// Open an activation key as the device's managed identity and print its contents.
     OpenKey {
         /// The device's resource id.
@@ -137,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
             sync_secrets(&deps, &settings, &resource_id, !no_write, wait).await
         }
         Top::Device { command: DeviceCommand::Refresh { resource_id } } => refresh(&edgevault()?.1, &resource_id).await,
+        Top::Device { command: DeviceCommand::RecoverySecrets { device } } => recovery_secrets(&device).await,
         Top::Device { command: DeviceCommand::Reconfigure { device } } => reconfigure(&edgevault()?.1, &device).await,
         Top::Status => status(&edgevault()?.1).await,
     }
@@ -402,6 +415,75 @@ async fn reconfigure(deps: &Deps, resource_id: &str) -> anyhow::Result<()> {
         Requested::NoName(reason) => bail!("not reconfigured (VaultNameUnavailable): {reason}"),
         Requested::DeviceNotFound => bail!("{device} does not exist"),
     }
+}
+
+/// `device recovery-secrets`: everything as the operator (#18: the operator commands that read a device's secrets act
+/// as the operator). Exit non-zero, with what grants the right, when the operator may not read them.
+async fn recovery_secrets(resource_id: &str) -> anyhow::Result<()> {
+    use edgevault::lifecycle::{DEVICE_SECRET_NAMES, OPTIONAL_DEVICE_SECRET_NAMES};
+    let device: ResourceId = resource_id.parse()?;
+    let credential: Arc<dyn TokenCredential> = azure_identity::AzureCliCredential::new(None)?;
+    let stack = HttpStack::new(Default::default());
+    let endpoint = std::env::var(settings::ARM_ENDPOINT)
+        .ok()
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| edgevault::azure::ARM_ENDPOINT.to_string());
+    let arm = ArmClient::new(&endpoint, credential.clone(), &stack)?;
+    let info = match arm.get_extended_info(&device).await {
+        Ok(info) => info,
+        Err(e) if e.status == Some(403) => bail!(
+            "you may not read {device}'s extended information (which names its vault): {}; a role with \
+             Microsoft.DataBoxEdge/dataBoxEdgeDevices/getExtendedInformation/action on the device grants it \
+             (e.g. Contributor)",
+            e.message
+        ),
+        Err(e) if e.is_not_found() => bail!("{device} does not exist"),
+        Err(e) => return Err(e.into()),
+    };
+    let link = info.properties.link;
+    let (Some(vault_id), Some(url)) = (link.vault_id(), link.client_secret_store_url) else {
+        bail!("{device} links no vault (never activated, or a reconfigure is under way)");
+    };
+    let vault = vault_id.name().unwrap_or_default().to_string();
+    let secrets = VaultSecrets::new(credential.clone(), &stack);
+    let (mut found, mut missing) = (0, Vec::new());
+    for name in DEVICE_SECRET_NAMES.iter().chain(OPTIONAL_DEVICE_SECRET_NAMES) {
+        match secrets.read_secret(&url, name).await {
+            Ok(Some(value)) => {
+                println!("{name}={}", value.secret());
+                found += 1;
+            }
+            Ok(None) if DEVICE_SECRET_NAMES.contains(name) => missing.push(*name),
+            Ok(None) => {}
+            Err(e) if e.status == Some(403) => {
+                let me = object_id(credential.as_ref()).await.unwrap_or_else(|| "<your object id>".into());
+                bail!(
+                    "you ({me}) may not read secrets in vault {vault}: {}. The vault authorises with access \
+                     policies; an access policy with secret permission `get` for you grants it: \
+                     az keyvault set-policy --name {vault} --object-id {me} --secret-permissions get",
+                    e.message
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !missing.is_empty() {
+        eprintln!("not in vault {vault}: {} (the device has not synced them)", missing.join(", "));
+    }
+    if found == 0 {
+        bail!("none of {device}'s recovery secrets is in vault {vault}");
+    }
+    Ok(())
+}
+
+/// The object id (`oid`) the credential's Key Vault token names, to say who needs the access policy.
+async fn object_id(credential: &dyn TokenCredential) -> Option<String> {
+    use base64::Engine;
+    let token = credential.get_token(&["https://vault.azure.net/.default"], None).await.ok()?;
+    let payload = token.token.secret().split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    claims["oid"].as_str().map(str::to_string)
 }
 
 async fn status(deps: &Deps) -> anyhow::Result<()> {
