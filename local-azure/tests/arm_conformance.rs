@@ -464,3 +464,67 @@ async fn subscriptions_tenants_providers_and_resource_lists() {
         .await;
     assert_eq!((r.status, r.code()), (404, "ResourceGroupNotFound"));
 }
+
+/// Resources – Move Resources (resources.json 2021-04-01, `Resources_MoveResources`): a vault moves to another
+/// resource group with its tags, properties and `CanNotDelete` lock, its id changes, a tag filter finds it there;
+/// a read-only lock on a group stops a move; the caller needs the move action.
+#[tokio::test]
+async fn a_vault_moves_to_another_resource_group_with_its_tags_and_lock() {
+    let la = shared();
+    let sub = la.var("AZURE_SUBSCRIPTION_ID").to_string();
+    let mover = la.admin_post("/admin/principals", json!({"displayName": "mover"})).await;
+    let oid = mover["objectId"].as_str().unwrap().to_string();
+    la.admin_post(
+        "/admin/grants",
+        json!({"principalId": oid, "scope": format!("/subscriptions/{sub}"), "actions": ["*"]}),
+    )
+    .await;
+    let arm = Arm::new(managed_identity(Some(azure_identity::UserAssignedId::ObjectId(oid.clone()))));
+    let target = format!("/subscriptions/{sub}/resourceGroups/{}", unique("moved-to"));
+    let r =
+        arm.call(Method::Put, &format!("{target}?api-version=2022-09-01"), Some(&json!({"location": "westus2"}))).await;
+    assert!(matches!(r.status, 200 | 201), "{}", r.body);
+
+    let name = unique("mv");
+    let path = vault_path(la, &name);
+    let owner = unique("device");
+    let mut body = create_vault_body(la);
+    body["tags"] = json!({"edgevault-device": owner});
+    assert_eq!(arm.call(Method::Put, &path, Some(&body)).await.status, 201);
+    let lock = "providers/Microsoft.Authorization/locks/keep?api-version=2020-05-01";
+    let level = json!({"properties": {"level": "CanNotDelete"}});
+    assert_eq!(arm.call(Method::Put, &format!("{path}/{lock}"), Some(&level)).await.status, 201);
+    let before = arm.call(Method::Get, &path, None).await.body;
+
+    let move_path = format!("{}/moveResources?api-version=2021-04-01", rg_path(la));
+    let request = json!({"resources": [path], "targetResourceGroup": target});
+    let r = Arm::new(managed_identity(None)).call(Method::Post, &move_path, Some(&request)).await;
+    assert_eq!((r.status, r.code()), (403, "AuthorizationFailed"), "edgevault may not move: {}", r.body);
+    let r = arm.call(Method::Post, &move_path, Some(&request)).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+
+    let moved = format!("{target}/providers/Microsoft.KeyVault/vaults/{name}");
+    assert_eq!(arm.call(Method::Get, &path, None).await.status, 404, "the old id is gone");
+    let after = arm.call(Method::Get, &moved, None).await;
+    assert_eq!(after.status, 200, "{}", after.body);
+    assert_eq!(after.body["id"], moved.as_str());
+    assert_eq!((&after.body["tags"], &after.body["properties"]), (&before["tags"], &before["properties"]));
+    assert_eq!(arm.call(Method::Get, &format!("{moved}/{lock}"), None).await.status, 200, "the lock moved with it");
+    let filter = format!("tagName eq 'edgevault-device' and tagValue eq '{owner}'");
+    let q = form_urlencoded::Serializer::new(String::new()).append_pair("$filter", &filter).finish();
+    let r = arm.call(Method::Get, &format!("/subscriptions/{sub}/resources?api-version=2021-04-01&{q}"), None).await;
+    let ids: Vec<&str> = r.body["value"].as_array().unwrap().iter().filter_map(|v| v["id"].as_str()).collect();
+    assert_eq!(ids, [moved.as_str()], "{}", r.body);
+
+    // Back again: not from a group it is not in; not while the target group has a read-only lock.
+    let back = json!({"resources": [moved], "targetResourceGroup": rg_path(la)});
+    let wrong_source = json!({"resources": [moved], "targetResourceGroup": target});
+    let r = arm.call(Method::Post, &move_path, Some(&wrong_source)).await;
+    assert_eq!((r.status, r.code()), (400, "ResourceNotInSourceResourceGroup"), "{}", r.body);
+    let read_only = json!({"properties": {"level": "ReadOnly"}});
+    let group_lock = format!("{target}/providers/Microsoft.Authorization/locks/frozen?api-version=2020-05-01");
+    assert_eq!(arm.call(Method::Put, &group_lock, Some(&read_only)).await.status, 201);
+    let r = arm.call(Method::Post, &format!("{target}/moveResources?api-version=2021-04-01"), Some(&back)).await;
+    assert_eq!((r.status, r.code()), (409, "ScopeLocked"), "{}", r.body);
+    assert_eq!(arm.call(Method::Get, &moved, None).await.status, 200, "nothing moved");
+}

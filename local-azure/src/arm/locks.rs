@@ -115,6 +115,20 @@ pub fn remove_under(tx: &mut Tx<'_>, resource: &ResourceId) -> Result<(), ArmErr
     Ok(())
 }
 
+/// Re-scopes the locks at or under a moved resource to its new id (a lock is scoped by the resource's id, and ARM
+/// moves a resource with its extension resources).
+pub fn move_under(tx: &mut Tx<'_>, from: &ResourceId, to: &ResourceId) -> Result<(), ArmError> {
+    let scope = from.to_string().trim_end_matches('/').to_ascii_lowercase();
+    let mut locks = at_scope(tx, &scope)?;
+    locks.extend(tx.list::<Lock>(LOCK, &format!("{scope}/"))?);
+    for lock in locks.into_iter().filter(|l| scope_covers(&from.to_string(), &l.scope)) {
+        tx.delete(LOCK, &Lock::key(&lock.scope, &lock.name))?;
+        let moved = Lock { scope: format!("{to}{}", &lock.scope[scope.len()..]), ..lock };
+        tx.put(LOCK, &Lock::key(&moved.scope, &moved.name), &moved)?;
+    }
+    Ok(())
+}
+
 fn scope_exists(ctx: &ArmCtx<'_>, scope: &ResourceId) -> Result<(), ArmError> {
     ctx.subscription(&scope.subscription)?;
     if let Some(rg) = &scope.resource_group {

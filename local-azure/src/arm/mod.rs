@@ -5,6 +5,7 @@
 //! - [`authz`]: grant checks (`403 AuthorizationFailed`).
 //! - [`activity`]: the durable activity log every mutation appends to.
 //! - [`devices`], [`vaults`], [`locks`]: the resource providers edgevault uses.
+//! - [`moves`]: Resources – Move Resources (a vault to another resource group or subscription).
 //! - [`resources`]: `Microsoft.Resources` reads clients make first (subscriptions, tenants, providers, resource lists).
 //!
 //! A request is routed ([`Route`]), named (`Microsoft.KeyVault/vaults/write`), authenticated
@@ -16,6 +17,7 @@ pub mod authz;
 pub mod devices;
 pub mod error;
 pub mod locks;
+pub mod moves;
 pub mod resource_id;
 pub mod resources;
 pub mod tenancy;
@@ -59,6 +61,8 @@ pub enum Route {
         deleted: bool,
     },
     ResourceGroup(ResourceId),
+    /// `…/resourceGroups/{g}/moveResources`: the source group.
+    MoveResources(ResourceId),
     Device(ResourceId),
     DeviceAction(ResourceId, String),
     DeviceList {
@@ -161,6 +165,7 @@ pub fn route(segments: &[String]) -> Option<Route> {
             Some(Route::ManagedHsmList { subscription: sub, deleted: true })
         }
         ["resourcegroups", _] => Some(Route::ResourceGroup(ResourceId::resource_group(&sub, rest[1]))),
+        ["resourcegroups", _, "moveresources"] => Some(Route::MoveResources(ResourceId::resource_group(&sub, rest[1]))),
         ["providers", "microsoft.databoxedge", "databoxedgedevices"] => {
             Some(Route::DeviceList { subscription: sub, group: None })
         }
@@ -265,6 +270,9 @@ pub fn operation(route: &Route, method: &Method) -> Operation {
         Route::ResourceGroup(id) => {
             let (name, r) = crud("Microsoft.Resources/subscriptions/resourceGroups", method);
             op(name, id.to_string(), r)
+        }
+        Route::MoveResources(id) => {
+            op("Microsoft.Resources/subscriptions/resourceGroups/moveResources/action".into(), id.to_string(), false)
         }
         Route::Device(id) | Route::Vault(id) => {
             let (name, r) = crud(&id.resource_type(), method);
@@ -503,6 +511,7 @@ fn subscription_of(route: &Route) -> Option<String> {
         | Route::PurgeDeletedVault { subscription: s, .. }
         | Route::OperationResult { subscription: s, .. } => Some(s.clone()),
         Route::ResourceGroup(id)
+        | Route::MoveResources(id)
         | Route::Device(id)
         | Route::DeviceAction(id, _)
         | Route::Vault(id)
@@ -616,6 +625,7 @@ fn dispatch(ctx: &ArmCtx<'_>, route: &Route) -> Result<Resp, ArmError> {
             Err(_) => Ok(Resp::empty(StatusCode::NOT_FOUND)),
         },
         (Route::ResourceGroup(id), Method::PUT) => tenancy::put_resource_group(ctx, id),
+        (Route::MoveResources(id), Method::POST) => moves::move_resources(ctx, id),
         (Route::Device(id), Method::GET) => devices::get(ctx, id),
         (Route::Device(id), Method::PUT) => devices::put(ctx, id),
         (Route::Device(id), Method::PATCH) => devices::patch(ctx, id),
