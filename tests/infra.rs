@@ -523,6 +523,7 @@ fn check_role(actions: &[String]) -> Vec<String> {
         "Microsoft.Authorization/locks/write",
         "Microsoft.Authorization/locks/delete",
         "Microsoft.Resources/subscriptions/resourceGroups/read",
+        "Microsoft.Resources/subscriptions/resources/read",
     ]
     .into();
     let actual: BTreeSet<&str> = actions.iter().map(String::as_str).collect();

@@ -888,3 +888,57 @@ fn rand_u64() -> u64 {
     hasher.write_u64(std::process::id() as u64);
     hasher.finish()
 }
+
+/// A vault moved to another resource group (ARM's Resources – Move Resources) is treated as deleted: a refresh
+/// reports where it went, in its answer and in the alert, and queues no recreation (the name is taken where it now
+/// lives); reconfigure says where it went and gives the device a new vault, leaving the moved one alone.
+#[test]
+fn a_moved_vault_is_reported_where_it_went_and_reconfigure_replaces_it() {
+    use edgevault_tests::scenario::queued_alerts;
+    let w = world(&[]);
+    let device = w.create_device("ase-moved");
+    let info = w.provision(&device);
+    let old: ResourceId = info["clientSecretStoreId"].as_str().unwrap().parse().unwrap();
+    let elsewhere = format!("/subscriptions/{}/resourceGroups/somewhere-else", w.la.subscription());
+    let location = w.la.var("AZURE_LOCATION").to_string();
+    assert!(matches!(w.arm("PUT", &elsewhere, Some(json!({"location": location}))).0, 200 | 201));
+    let request = json!({"resources": [old.to_string()], "targetResourceGroup": elsewhere});
+    let (status, answer) = w.arm("POST", &format!("{}/moveResources", w.la.resource_group_id()), Some(request));
+    assert_eq!(status, 204, "{answer}");
+    let moved = format!("{elsewhere}/providers/Microsoft.KeyVault/vaults/{}", old.name().unwrap());
+
+    let res = w.device_api(&device, "refresh");
+    let body = &res["body"];
+    assert!(body["movedTo"].as_str().unwrap().eq_ignore_ascii_case(&moved), "{res}");
+    assert!(body["alerts"]["raised"].as_array().unwrap().contains(&json!("KeyVaultDeleted")), "{res}");
+    assert_eq!(body["repairs"], json!([]), "nothing can recreate a name that lives elsewhere");
+    let alert = queued_alerts(&w.la).into_iter().find(|a| a["kind"] == "KeyVaultDeleted").expect("alerted");
+    assert!(alert["what"].as_str().unwrap().contains("somewhere-else"), "{alert}");
+
+    let res = w.device_api(&device, "reconfigure");
+    assert_eq!(res["statusCode"], 202, "{res}");
+    assert_eq!(res["body"]["gone"]["reason"], "Moved");
+    assert!(res["body"]["gone"]["to"].as_str().unwrap().eq_ignore_ascii_case(&moved), "{res}");
+    assert!(res["body"]["detail"].as_str().unwrap().contains("moved to"), "{res}");
+    let name = res["body"]["vaultName"].as_str().unwrap().to_string();
+    assert_ne!(name, old.name().unwrap());
+    let command = Command::from(edgevault::messages::ReconfigureRequested {
+        device: device.clone(),
+        operation_id: res["body"]["operationId"].as_str().unwrap().to_string(),
+        vault_name: VaultName::parse(&name).unwrap(),
+    });
+    let (status, answer) = w.deliver("ActivationKeyRequested", &command, 1);
+    assert_eq!(status, 200, "{answer}");
+    let after = w.extended_info(&device);
+    assert_eq!(after["keyVaultSyncStatus"], "KeyVaultSynced", "{after}");
+    let linked: ResourceId = after["clientSecretStoreId"].as_str().unwrap().parse().unwrap();
+    assert_eq!((linked.name(), linked.resource_group()), (Some(name.as_str()), device.resource_group()));
+    assert_eq!(w.arm("GET", &moved, None).0, 200, "the moved vault is left where it is");
+    let refreshed = w.device_api(&device, "refresh");
+    assert_eq!(
+        refreshed["body"]["findings"],
+        json!(["DeviceSecretsMissing"]),
+        "only the device's own secrets are left"
+    );
+    assert!(refreshed["body"]["movedTo"].is_null(), "{refreshed}");
+}

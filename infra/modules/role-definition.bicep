@@ -55,6 +55,8 @@ resource vaultKeeper 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
           'Microsoft.Authorization/locks/write'
           'Microsoft.Authorization/locks/delete'
           'Microsoft.Resources/subscriptions/resourceGroups/read'
+          // Resources – List with a tag filter: where a device's vault went when it was moved away (reconfigure).
+          'Microsoft.Resources/subscriptions/resources/read'
         ]
         notActions: []
         dataActions: []
