@@ -677,3 +677,63 @@ fn a_sweep_survives_its_handler_killed_mid_page_and_a_replayed_page_doubles_noth
     let replayed = fired(&s, &inspected) - before;
     assert_eq!(replayed, DEVICES as u64 + 100, "the whole fleet once and the replayed first page once more");
 }
+
+/// Reconfigure through the host: the device's vault is moved to another resource group; `POST /api/devices/…/
+/// reconfigure` answers 202 with where it went and the status URL; the host delivers the queued work; the status
+/// URL then gives a key for the new CIK (the old key does not open with it), and a second request is refused.
+#[test]
+fn a_reconfigure_through_the_host_gives_a_moved_vaults_device_a_new_vault_and_key() {
+    let s = System::start(&[]);
+    let device = s.create_device("ase-host-reconf");
+    let principal = eventually(LIMIT, || s.principal(&device)).expect("the identity");
+    let first = s.activate(&device);
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let old = s.info(&device)["clientSecretStoreId"].as_str().unwrap().to_string();
+    let elsewhere = format!("/subscriptions/{}/resourceGroups/host-moved", s.la.subscription());
+    assert!(matches!(s.arm("PUT", &elsewhere, Some(json!({"location": s.la.var("AZURE_LOCATION")}))).0, 200 | 201));
+    let request = json!({"resources": [old], "targetResourceGroup": elsewhere});
+    assert_eq!(s.arm("POST", &format!("{}/moveResources", s.la.resource_group_id()), Some(request)).0, 204);
+
+    let id: edgevault::resource_id::ResourceId = device.parse().unwrap();
+    let path =
+        format!("/devices/{}/{}/{}/reconfigure", id.subscription(), id.resource_group().unwrap(), id.name().unwrap());
+    let template = "/devices/{subscriptionId}/{resourceGroup}/{deviceName}/reconfigure";
+    let (status, headers, body) = s.la.api("POST", &path, None).unwrap();
+    assert_eq!(status, 202, "{body}");
+    edgevault_tests::openapi::check("post", template, status, &body).unwrap();
+    assert_eq!(body["gone"]["reason"], "Moved", "{body}");
+    assert!(body["gone"]["to"].as_str().unwrap().contains("/host-moved/"), "{body}");
+    let name = body["vaultName"].as_str().unwrap().to_string();
+    let location = headers["location"].to_str().unwrap().to_string();
+
+    let settled = eventually(LIMIT, || {
+        let (status, _, body) = s.la.api("GET", &location, None).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let info = s.info(&device);
+        let linked = info["clientSecretStoreId"].as_str().unwrap_or_default().ends_with(&format!("/{name}"));
+        (linked && body["status"] == "succeeded").then_some((body, info))
+    })
+    .expect("the host ran the reconfigure");
+    let (status_body, info) = settled;
+    let url = format!(
+        "{}/secrets/{}/{}",
+        info["clientSecretStoreUrl"].as_str().unwrap().trim_end_matches('/'),
+        info["channelIntegrityKeyName"].as_str().unwrap(),
+        info["channelIntegrityKeyVersion"].as_str().unwrap()
+    );
+    let token = s.la.token(&principal, VAULT_AUDIENCE).unwrap();
+    let (code, secret) = s.la.vault(&token, "GET", &url, None).unwrap();
+    assert_eq!(code, 200, "{secret}");
+    let cik = Cik::from_secret_value(secret["value"].as_str().unwrap()).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let new_key = ActivationKey::parse(status_body["activationKey"].as_str().unwrap()).unwrap();
+    assert!(new_key.open(&cik, now).is_ok(), "the new key opens with the new CIK");
+    let old_key = ActivationKey::parse(first["activationKey"].as_str().unwrap()).unwrap();
+    assert!(old_key.open(&cik, now).is_err(), "the old key does not");
+
+    let (status, _, body) = s.la.api("POST", &path, None).unwrap();
+    assert_eq!((status, &body["error"]["code"]), (409, &json!("VaultHealthy")), "{body}");
+    for queue in ["activation-key-requested"] {
+        assert_eq!(s.la.queue_counts(queue).unwrap()["deadLetterMessageCount"], 0);
+    }
+}
