@@ -911,7 +911,12 @@ fn a_moved_vault_is_reported_where_it_went_and_reconfigure_replaces_it() {
     let body = &res["body"];
     assert!(body["movedTo"].as_str().unwrap().eq_ignore_ascii_case(&moved), "{res}");
     assert!(body["alerts"]["raised"].as_array().unwrap().contains(&json!("KeyVaultDeleted")), "{res}");
-    assert_eq!(body["repairs"], json!([]), "nothing can recreate a name that lives elsewhere");
+    assert_eq!(body["repairs"], json!(["VaultDeleted"]), "to the recovery worker; nothing recreates a moved name");
+    let gone = Command::from(edgevault::messages::VaultDeleted { vault: old.clone(), cause: "sweep:gone".into() });
+    assert_eq!(w.deliver("VaultDeleted", &gone, 1).0, 200);
+    let (_, found) = w.arm("GET", &device.to_string(), None);
+    let reason = found["tags"]["edgevault-sync-error"].as_str().unwrap_or_default();
+    assert!(reason.contains("moved to") && reason.contains("somewhere-else"), "{found}");
     let alert = queued_alerts(&w.la).into_iter().find(|a| a["kind"] == "KeyVaultDeleted").expect("alerted");
     assert!(alert["what"].as_str().unwrap().contains("somewhere-else"), "{alert}");
 

@@ -57,8 +57,7 @@ pub async fn refresh(deps: &Deps, id: &ResourceId) -> Result<Option<Report>, Err
     let vault = observed.target.as_ref().map(ToString::to_string);
     let changes = settle_alerts(deps, id, &mut observed.device, vault.as_deref(), &found, Some(&keep)).await?;
     let check = format!("refresh:{}", deps.now().unix_timestamp());
-    // A moved vault's name is taken elsewhere: recreating it here would fail; reconfigure is the way back.
-    let commands = if moved_to.is_some() { Vec::new() } else { fixes(&observed, &findings, &check) };
+    let commands = fixes(&observed, &findings, &check);
     deps.enqueue(&commands, Some(&check)).await?;
     Ok(Some(Report {
         resource_id: id.to_string(),
@@ -133,7 +132,7 @@ mod tests {
         let report = refresh(&azure.deps(settings), &id).await.unwrap().unwrap();
         assert_eq!(report.moved_to.as_deref(), Some(moved.to_string().as_str()));
         assert!(report.alerts.raised.contains(&AlertKind::KeyVaultDeleted));
-        assert!(report.repairs.is_empty(), "{:?}", report.repairs);
+        assert_eq!(report.repairs, ["VaultDeleted"], "to the recovery worker, never a recreation under its name");
         let alert = azure.alerts().into_iter().find(|a| a.contains("KeyVaultDeleted")).unwrap();
         assert!(alert.contains("moved to") && alert.contains("/resourceGroups/elsewhere/"), "{alert}");
     }

@@ -98,8 +98,18 @@ pub fn fixes(observed: &Observed, findings: &[Finding], check_id: &str) -> Vec<C
     let id = observed.id.clone();
     let mut commands = Vec::new();
     let mut repairs = Vec::new();
+    // A linked vault that is neither live nor soft-deleted is gone for good (purged, or moved away): recreating it
+    // under its old name would hide that (and fails for a moved vault, which keeps its name). It goes to the
+    // recovery worker as a deletion, which raises RecoveryImpossible (saying where a moved vault went) and marks the
+    // device; the operator reconfigures it (`lifecycle::reconfigure`).
+    let gone = findings.contains(&Finding::VaultMissing) && observed.linked_here();
     for finding in findings {
         match finding {
+            Finding::VaultMissing if gone => {
+                let Some(vault) = &observed.target else { continue };
+                commands.push(VaultDeleted { vault: vault.clone(), cause: "sweep:gone".into() }.into());
+            }
+            _ if gone && *finding != Finding::IdentityMissing => {}
             Finding::IdentityMissing => {
                 commands.push(ResourceCreated { device: id.clone(), cause: format!("sweep:{check_id}") }.into())
             }
