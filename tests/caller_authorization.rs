@@ -244,3 +244,52 @@ fn the_cli_requests_a_key_as_the_operator_and_gets_only_what_the_operator_may_ha
     assert!(!refused_file.exists(), "no key file for B");
     assert_eq!(s.sync_status(&b), "KeyVaultNotConfigured");
 }
+
+/// Reconfigure is under the same rule as the key: a caller with `write` on device A (whose vault was moved away)
+/// gets A reconfigured, with its name recorded; on device B (also gone) a 403 naming the permission, and nothing
+/// is queued, marked or created for B.
+#[test]
+fn reconfigure_needs_write_on_the_device_and_a_refusal_changes_nothing() {
+    let s = System::start();
+    let (a, b) = (s.device("ase-reconf-a"), s.device("ase-reconf-b"));
+    let (status, _, _) = s.post(None, &a);
+    assert_eq!(status, 401, "a request without a token is refused by the platform");
+    for device in [&a, &b] {
+        let (status, headers, _) = s.la.api("POST", "/activation-keys", Some(json!({"resourceId": device}))).unwrap();
+        assert_eq!(status, 202);
+        let location = headers["location"].to_str().unwrap().to_string();
+        eventually(LIMIT, || (s.la.api("GET", &location, None).unwrap().2["status"] == "succeeded").then_some(()))
+            .expect("activated");
+    }
+    let away = format!("/subscriptions/{}/resourceGroups/authz-away", s.la.subscription());
+    assert!(matches!(s.arm("PUT", &away, Some(json!({"location": s.la.var("AZURE_LOCATION")}))).0, 200 | 201));
+    for device in [&a, &b] {
+        let vault = s.vaults_of(device)[0]["id"].as_str().unwrap().to_string();
+        let request = json!({"resources": [vault], "targetResourceGroup": away});
+        assert_eq!(s.arm("POST", &format!("{}/moveResources", s.la.resource_group_id()), Some(request)).0, 204);
+    }
+    let carol = s.la.user("carol").unwrap();
+    s.la.grant(&carol, &a, &[ACTIVATE]).unwrap();
+    let token = s.la.token(&carol, API_AUDIENCE).unwrap();
+    let path = |device: &str| {
+        let id: edgevault::resource_id::ResourceId = device.parse().unwrap();
+        format!("/devices/{}/{}/{}/reconfigure", id.subscription(), id.resource_group().unwrap(), id.name().unwrap())
+    };
+
+    let (status, _, refused) = s.la.api_as(Some(&token), "POST", &path(&b), None).unwrap();
+    assert_eq!(status, 403, "{refused}");
+    let why = message(&refused);
+    assert!(why.contains(ACTIVATE) && why.contains(&b) && why.contains(&carol), "{why}");
+    assert_eq!(s.sync_status(&b), "KeyVaultSynced", "B is not marked");
+    assert!(s.vaults_of(&b).is_empty(), "no new vault for B (its old one lives elsewhere)");
+
+    let (status, _, accepted) = s.la.api_as(Some(&token), "POST", &path(&a), None).unwrap();
+    assert_eq!(status, 202, "{accepted}");
+    let requested_by = s.tags(&a)["edgevault-requested-by"].as_str().unwrap_or_default().to_string();
+    assert!(requested_by.contains(&carol), "A records who asked: {requested_by}");
+    let name = accepted["vaultName"].as_str().unwrap().to_string();
+    let vault =
+        eventually(LIMIT, || s.vaults_of(&a).into_iter().find(|v| v["name"] == name.as_str())).expect("A's new vault");
+    assert_eq!(vault["tags"]["edgevault-device"], a.as_str());
+    assert!(s.vaults_of(&b).is_empty(), "still nothing for B");
+}
