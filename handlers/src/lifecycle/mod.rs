@@ -11,6 +11,8 @@
 //! - [`retirement`]: a deleted device's vault ends with it (with the operator's consent).
 //! - [`sweep`]: the periodic inspection of every device in scope.
 //! - [`status`]: what the activation-key API reports for a device.
+//! - [`fleet`]: the fleet as operators look at it (the fleet page, `edgevault-cli status`), read off `assess`.
+//! - [`history`]: what the fleet view shows that Azure does not keep (recoveries, open alerts, sweep progress).
 //! - [`error`]: the lifecycle's error: an Azure failure, or a typed refusal.
 //!
 //! What edgevault owns is marked in Azure, not in a database: the vault's `edgevault-device` tag names its device,
@@ -20,6 +22,8 @@ pub mod desired;
 pub mod device;
 pub mod error;
 pub mod finding;
+pub mod fleet;
+pub mod history;
 pub mod provision;
 pub mod recovery;
 pub mod retirement;

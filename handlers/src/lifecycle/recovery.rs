@@ -7,6 +7,7 @@ use futures::TryStreamExt;
 
 use super::device::mark_failed;
 use super::error::Error;
+use super::history::{RecoveryOutcome, RecoveryRecord, record_recovery};
 use super::provision::{self, provision};
 use super::vault::{find_deleted, owner, recover_or_find};
 use crate::alerts::{Alert, Severity};
@@ -62,14 +63,17 @@ pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outc
         .as_deref()
         .and_then(|d| time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc3339).ok())
         .is_some_and(|purge| purge <= deps.now());
+    let deleted_at = deleted.properties.deletion_date.clone();
     if past_retention {
-        return unrecoverable(deps, &device, vault_id, "the vault is past its soft-delete retention").await;
+        let why = "the vault is past its soft-delete retention";
+        return unrecoverable(deps, &device, vault_id, deleted_at, why).await;
     }
     let location = deleted.properties.location.clone();
     match recover_or_find(deps, vault_id, &location).await {
         Ok(_) => {}
         Err(Error::Azure(err)) if !err.retryable() => {
-            return unrecoverable(deps, &device, vault_id, &format!("recovery was refused: {}", err.message)).await;
+            let why = format!("recovery was refused: {}", err.message);
+            return unrecoverable(deps, &device, vault_id, deleted_at, &why).await;
         }
         Err(err) => return Err(err),
     }
@@ -89,6 +93,16 @@ pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outc
         .await;
     }
     deps.alert(&alert.resolved("vault recovered; lock, access policies and extended information re-applied")).await;
+    let record = RecoveryRecord {
+        device: device.to_string(),
+        vault: vault_id.to_string(),
+        deleted_at,
+        finished_at: rfc3339(deps.now()),
+        outcome: RecoveryOutcome::Recovered,
+        cik_intact: Some(!provisioned.cik_created),
+        reason: None,
+    };
+    record_recovery(deps, vault_id, &record).await;
     Ok(Outcome::Recovered { device, cik_intact: !provisioned.cik_created })
 }
 
@@ -98,10 +112,20 @@ async fn purged(deps: &Deps, vault_id: &ResourceId) -> Result<Outcome, Error> {
         tracing::info!(vault = %vault_id, "vault is neither present nor soft-deleted and no device links it; ignored");
         return Ok(Outcome::NotOurs);
     };
-    unrecoverable(deps, &device, vault_id, "the vault was purged").await
+    unrecoverable(deps, &device, vault_id, None, "the vault was purged").await
 }
 
-async fn unrecoverable(deps: &Deps, device: &ResourceId, vault_id: &ResourceId, why: &str) -> Result<Outcome, Error> {
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+async fn unrecoverable(
+    deps: &Deps,
+    device: &ResourceId,
+    vault_id: &ResourceId,
+    deleted_at: Option<String>,
+    why: &str,
+) -> Result<Outcome, Error> {
     deps.alert(
         &Alert::raise(
             &format!("{vault_id}|unrecoverable"),
@@ -114,6 +138,16 @@ async fn unrecoverable(deps: &Deps, device: &ResourceId, vault_id: &ResourceId, 
     .await;
     mark_failed(deps, device, &format!("vault {} cannot be recovered: {why}", vault_id.name().unwrap_or_default()))
         .await?;
+    let record = RecoveryRecord {
+        device: device.to_string(),
+        vault: vault_id.to_string(),
+        deleted_at,
+        finished_at: rfc3339(deps.now()),
+        outcome: RecoveryOutcome::Unrecoverable,
+        cik_intact: None,
+        reason: Some(why.to_string()),
+    };
+    record_recovery(deps, vault_id, &record).await;
     Ok(Outcome::Unrecoverable { device: device.clone() })
 }
 
