@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Generates test cases for the activation-key API from its OpenAPI document (docs/activation-key-api.openapi.json)
+# Generates test cases for the activation-key API and the fleet view's JSON form from its OpenAPI document (docs/activation-key-api.openapi.json)
 # with schemathesis, and runs them against the function app on local-azure: the Functions host, the edgevault
 # handler, ARM and Key Vault, as in production. Every answer must match the document and no input may cause a 5xx.
 #
@@ -28,7 +28,6 @@ eval "$("$target/debug/local-azure" env --data-dir "$data")"
 
 "$venv/bin/schemathesis" --config-file tests/schemathesis.toml run docs/activation-key-api.openapi.json \
   --url "$EDGEVAULT_API_BASE_URL" \
-  --header "x-functions-key: $EDGEVAULT_FUNCTION_KEY" \
   --max-examples "${API_FUZZ_EXAMPLES:-100}" \
   --seed "${API_FUZZ_SEED:-20261128}" \
   --exclude-checks unsupported_method

@@ -19,6 +19,9 @@ use crate::{config, servicebus};
 
 /// The HTTP function whose key the environment carries as `EDGEVAULT_FUNCTION_KEY`.
 pub const API_FUNCTION: &str = "ActivationKeyApi";
+/// The fleet page (HTML, JSON) and the variable `env` exports its function key in.
+const FLEET_FUNCTIONS: [(&str, &str); 2] =
+    [("FleetPage", "EDGEVAULT_FLEET_KEY"), ("FleetData", "EDGEVAULT_FLEET_DATA_KEY")];
 pub const DEFAULT_RECOVERY_SWEEP: &str = "0 */5 * * * *";
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +186,12 @@ pub async fn start(app: &Arc<App>, options: AppOptions) -> Result<(RunningHost, 
     vars.insert("EDGEVAULT_API_BASE_URL".into(), json!(host.api_base_url()));
     if let Some(key) = host.function_key(API_FUNCTION) {
         vars.insert("EDGEVAULT_FUNCTION_KEY".into(), json!(key));
+    }
+    // The fleet page's functions have keys of their own, as every function does in Azure.
+    for (function, var) in FLEET_FUNCTIONS {
+        if let Some(key) = host.function_key(function) {
+            vars.insert(var.into(), json!(key));
+        }
     }
     vars.insert("EDGEVAULT_MASTER_KEY".into(), json!(host.master_key()));
     vars.insert("LOCAL_AZURE_FUNCTIONS_HOST".into(), json!(host.base_url()));

@@ -18,6 +18,7 @@ use crate::protocol::{InvocationRequest, InvocationResponse};
 mod activation_key_api;
 mod activation_key_requested;
 mod arm_events;
+mod fleet_page;
 pub mod policy;
 mod recovery_sweep;
 mod resource_created;
@@ -110,6 +111,12 @@ macro_rules! handler {
         }
         boxed as Handler
     }};
+    ($module:ident :: $function:ident) => {{
+        fn boxed(invocation: Invocation, deps: Arc<Deps>) -> HandlerFuture {
+            Box::pin($module::$function(invocation, deps))
+        }
+        boxed as Handler
+    }};
 }
 
 /// A Service Bus worker's table entry: the trigger on its input type's queue, and a handler that reads the typed
@@ -146,6 +153,16 @@ pub static FUNCTIONS: &[FunctionDef] = &[
             auth_level: "function",
         },
         handler: handler!(activation_key_api),
+    },
+    FunctionDef {
+        name: "FleetPage",
+        trigger: Trigger::Http { route: "fleet", methods: &["get"], auth_level: "function" },
+        handler: handler!(fleet_page::html),
+    },
+    FunctionDef {
+        name: "FleetData",
+        trigger: Trigger::Http { route: "fleet.json", methods: &["get"], auth_level: "function" },
+        handler: handler!(fleet_page::json),
     },
     FunctionDef {
         name: "RecoverySweep",

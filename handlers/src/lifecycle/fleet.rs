@@ -272,6 +272,14 @@ pub struct Filter {
 pub struct FilterError {
     pub parameter: String,
     pub message: String,
+    /// Malformed (`Invalid`), or well-formed but naming a subscription edgevault does not cover (`NotCovered`).
+    pub kind: FilterErrorKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterErrorKind {
+    Invalid,
+    NotCovered,
 }
 
 impl Filter {
@@ -285,8 +293,16 @@ impl Filter {
         subscriptions: &[String],
     ) -> Result<Filter, FilterError> {
         let mut filter = Filter::default();
-        let error = |parameter: &str, message: String| FilterError { parameter: parameter.into(), message };
+        let error = |parameter: &str, message: String| FilterError {
+            parameter: parameter.into(),
+            message,
+            kind: FilterErrorKind::Invalid,
+        };
         for (name, value) in query {
+            // An empty value is no filter: the page's form sends its "any" choices and an empty text box so.
+            if value.is_empty() && Filter::PARAMETERS.contains(&name) {
+                continue;
+            }
             match name {
                 "status" => {
                     let health = Health::ALL.into_iter().find(|h| h.name() == value).ok_or_else(|| {
@@ -296,15 +312,23 @@ impl Filter {
                     filter.status = Some(health);
                 }
                 "subscription" => {
-                    let known = subscriptions.iter().find(|s| s.eq_ignore_ascii_case(value)).ok_or_else(|| {
-                        error(
+                    if !is_guid(value) {
+                        return Err(error(
                             name,
-                            format!(
-                                "`{value}` is not a subscription edgevault covers; use one of {}",
-                                subscriptions.join(", ")
-                            ),
-                        )
-                    })?;
+                            format!("`{value}` is not a subscription id (a GUID, 8-4-4-4-12 hexadecimal digits)"),
+                        ));
+                    }
+                    let known =
+                        subscriptions.iter().find(|s| s.eq_ignore_ascii_case(value)).ok_or_else(|| FilterError {
+                            kind: FilterErrorKind::NotCovered,
+                            ..error(
+                                name,
+                                format!(
+                                    "edgevault does not cover subscription {value}; it covers {}",
+                                    subscriptions.join(", ")
+                                ),
+                            )
+                        })?;
                     filter.subscription = Some(known.clone());
                 }
                 "resourceGroup" => {
@@ -329,16 +353,24 @@ impl Filter {
     }
 }
 
-/// ARM's rule for resource group names: 1–90 letters, digits, `_`, `(`, `)`, `-`, `.` (any Unicode letter or
-/// digit), not ending in `.`.
+/// Whether `text` has the form of a subscription id: `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, hexadecimal.
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// ARM's rule for resource group names, ASCII only: 1–90 letters, digits, `_`, `(`, `)`, `-`, `.`, not ending in
+/// `.`. (ARM also takes other Unicode letters; the OpenAPI document's pattern is ASCII, so a generated name outside
+/// it must be refused here.)
 fn check_resource_group(name: &str) -> Result<(), String> {
     let length = name.chars().count();
     if !(1..=90).contains(&length) {
         return Err(format!("a resource group name has 1 to 90 characters, not {length}"));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_alphanumeric() || "_()-.".contains(*c))) {
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_()-.".contains(*c))) {
         return Err(format!(
-            "`{}` cannot be in a resource group name (letters, digits, _ ( ) - . only)",
+            "`{}` cannot be in a resource group name (ASCII letters, digits, _ ( ) - . only)",
             bad.escape_default()
         ));
     }
@@ -535,13 +567,18 @@ mod tests {
 
     #[test]
     fn bad_filters_say_which_parameter_and_what_it_takes() {
-        let scope = vec!["sub-1".to_string()];
+        let sub = "5b0c7e2a-0000-4000-8000-000000000002";
+        let scope = vec![sub.to_string()];
         let err = Filter::parse(query(&[("status", "sick")]), &scope).unwrap_err();
         assert_eq!(err.parameter, "status");
         assert!(err.message.contains("healthy, drifted"), "{err}");
         let err = Filter::parse(query(&[("subscription", "sub-2")]), &scope).unwrap_err();
-        assert!(err.message.contains("use one of sub-1"), "{err}");
-        for bad in ["", "rg/..", "rg.", &"r".repeat(91), "rg<script>"] {
+        assert_eq!(err.kind, FilterErrorKind::Invalid, "{err}");
+        let other = "5b0c7e2a-0000-4000-8000-000000000009";
+        let err = Filter::parse(query(&[("subscription", other)]), &scope).unwrap_err();
+        assert_eq!(err.kind, FilterErrorKind::NotCovered);
+        assert!(err.message.contains(&format!("it covers {sub}")), "{err}");
+        for bad in ["rg/..", "rg.", &"r".repeat(91), "rg<script>"] {
             let err = Filter::parse(query(&[("resourceGroup", bad)]), &scope).unwrap_err();
             assert_eq!(err.parameter, "resourceGroup", "{bad}");
         }
@@ -550,7 +587,7 @@ mod tests {
         let fine = Filter::parse(
             query(&[
                 ("status", "vaultDeleted"),
-                ("subscription", "SUB-1"),
+                ("subscription", &sub.to_ascii_uppercase()),
                 ("resourceGroup", "rg_(1).a"),
                 ("code", "k"),
             ]),
@@ -558,7 +595,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fine.status, Some(Health::VaultDeleted));
-        assert_eq!(fine.subscription.as_deref(), Some("sub-1"));
+        assert_eq!(fine.subscription.as_deref(), Some(sub));
+        let any = Filter::parse(query(&[("status", ""), ("subscription", ""), ("resourceGroup", "")]), &scope);
+        assert_eq!(any.unwrap(), Filter::default(), "the form's empty choices filter nothing");
     }
 
     #[test]
