@@ -18,6 +18,7 @@ h1 { font-size: 1.4rem; margin: 0 0 .25rem; } h2 { font-size: 1.1rem; margin: 1.
 table { border-collapse: collapse; width: 100%; } th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #ddd; vertical-align: top; }
 th { background: #f3f3f3; font-weight: 600; }
 .ok { color: #107c10; } .missing { color: #a4262c; font-weight: 600; } .na { color: #888; }
+td.ok, td.missing, td.na { white-space: nowrap; }
 .health { display: inline-block; padding: 0 .45rem; border-radius: .7rem; font-size: .85rem; white-space: nowrap; }
 .h-healthy { background: #dff6dd; color: #0b5a0b; } .h-drifted, .h-pending { background: #fff4ce; color: #6d5200; }
 .h-vaultDeleted, .h-failed, .h-unreadable { background: #fde7e9; color: #a4262c; }
