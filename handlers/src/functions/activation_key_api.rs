@@ -169,6 +169,8 @@ async fn post(deps: &Deps, request: &HttpRequest, invocation_id: &str) -> Result
     .into();
     let correlation = Some(invocation_id).filter(|id| !id.is_empty());
     deps.enqueue(&[command], correlation).await?;
+    // The activation count the Azure Monitor workbook charts (infra/modules/workbook.json).
+    tracing::info!(device = %device_id, vault = vault_name.as_str(), "activation key requested");
     let location = status_url(&request.url, &operation_id);
     let mut response = HttpResponse::json(
         202,

@@ -76,6 +76,7 @@ pub fn open_alerts(device: &Device) -> Vec<String> {
 /// Records how a deletion incident ended. A failure to record is logged, not raised: the recovery is done and the
 /// alerts went out; failing the worker over its history would repeat the work it records.
 pub async fn record_recovery(_deps: &Deps, vault: &ResourceId, record: &RecoveryRecord) {
+    // The log event the Azure Monitor workbook charts recoveries and their time from (infra/modules/workbook.json).
     tracing::info!(target: "edgevault::recovery", device = %record.device, vault = %vault,
         outcome = ?record.outcome, deleted_at = record.deleted_at.as_deref().unwrap_or("-"),
         seconds_to_recover = record.seconds_to_recover().unwrap_or(-1.0), "deletion incident ended");
