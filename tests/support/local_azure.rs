@@ -197,6 +197,14 @@ impl LocalAzure {
         Ok((status, headers, answer))
     }
 
+    /// `GET <EDGEVAULT_API_BASE_URL><path>` with the function key held in variable `key_var` (every function has
+    /// its own: `EDGEVAULT_FLEET_DATA_KEY` for the fleet view's JSON, say); returns status and body.
+    pub fn api_get_with(&self, key_var: &str, path: &str) -> anyhow::Result<(u16, String)> {
+        let url = format!("{}{path}", self.var("EDGEVAULT_API_BASE_URL"));
+        let response = self.local.get(&url).header("x-functions-key", self.var(key_var)).send()?;
+        Ok((response.status().as_u16(), response.text()?))
+    }
+
     pub fn var(&self, name: &str) -> &str {
         self.env.get(name).map(String::as_str).unwrap_or_default()
     }

@@ -171,6 +171,21 @@ pub fn run(interrupts: Option<Interrupts>) -> anyhow::Result<bool> {
         "",
     );
 
+    let (status, page) = d.la.api_get_with("EDGEVAULT_FLEET_DATA_KEY", "/fleet.json")?;
+    let fleet: Value = serde_json::from_str(&page).unwrap_or_default();
+    let row = fleet["devices"].as_array().and_then(|rows| rows.iter().find(|r| r["id"] == device.as_str()));
+    let healthy = row.is_some_and(|r| r["health"] == "healthy");
+    s.step(
+        "the fleet page (GET /api/fleet, its JSON form here) shows the device healthy",
+        status == 200 && healthy,
+        format!(
+            "{} device(s), {} open alert(s), {} recovery(ies) recorded",
+            fleet["devices"].as_array().map_or(0, Vec::len),
+            fleet["alerts"].as_array().map_or(0, Vec::len),
+            fleet["recoveries"].as_array().map_or(0, Vec::len)
+        ),
+    );
+
     let (ok, out) = d.cli(&["status"], "");
     s.step("edgevault-cli status shows the fleet", ok, out);
     println!("\n{}", if s.all_held { "every step held" } else { "some steps did NOT hold" });
@@ -210,7 +225,8 @@ pub fn next_steps(la: &LocalAzure, device: &str, operation: &str) -> anyhow::Res
          \n  curl -si \"$EDGEVAULT_API_BASE_URL/activation-keys/{operation}\" {key}\
          \n  # ask again for the same device: 202 and a new status URL (its vault and CIK are reused)\
          \n  curl -si -X POST \"$EDGEVAULT_API_BASE_URL/activation-keys\" {key} -H 'content-type: application/json' -d {request}\
-         \n  # the fleet: identity, vault, lock, soft delete, purge protection, CIK and sync status per device\
+         \n  # the fleet page, in a browser: $EDGEVAULT_API_BASE_URL/fleet?code=$EDGEVAULT_FLEET_KEY\
+         \n  # the fleet: status, identity, vault, lock, soft delete, purge protection, CIK and sync per device\
          \n  {cli} status\n\
          \n{WAITING}\n"
     ))

@@ -490,7 +490,13 @@ pub async fn view(deps: &Deps, viewer: &Viewer, filter: &Filter) -> Result<Fleet
         .map(|record| RecoveryView { seconds_to_recover: record.seconds_to_recover(), record })
         .collect();
     Ok(FleetView {
-        generated_at: deps.now().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        // Whole seconds: a person reads it, and nothing finer is meant.
+        generated_at: deps
+            .now()
+            .replace_nanosecond(0)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default(),
         tenant_id: tenant.to_string(),
         subscriptions,
         filter: filter.clone(),
