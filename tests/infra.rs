@@ -274,6 +274,7 @@ const REQUIRED_SETTINGS: &[&str] = &[
     settings::CUTOVER,
     settings::DELETE_CONSENT,
     settings::KEY_TTL_HOURS,
+    settings::RECORDS,
 ];
 
 /// Settings read by the Functions host and platform rather than the handler.
@@ -433,20 +434,11 @@ fn check_app_settings(bicep: &str, bindings: &[Binding]) -> Vec<String> {
         }
     }
     // And the other way: every setting the Bicep sets is read by the handler, the host or the platform.
-    let mut known: BTreeSet<String> = [
-        settings::TENANT,
-        settings::PRINCIPAL,
-        settings::SERVICE_BUS,
-        settings::SUBSCRIPTIONS,
-        settings::CUTOVER,
-        settings::DELETE_CONSENT,
-        settings::KEY_TTL_HOURS,
-        settings::ARM_ENDPOINT,
-        settings::RETRY_MAX,
-        settings::RETRY_DELAY_MS,
-    ]
-    .into_iter()
-    .chain(PLATFORM_SETTINGS.iter().copied())
+    let mut known: BTreeSet<String> = REQUIRED_SETTINGS
+        .iter()
+        .copied()
+        .chain([settings::ARM_ENDPOINT, settings::RETRY_MAX, settings::RETRY_DELAY_MS])
+        .chain(PLATFORM_SETTINGS.iter().copied())
     .map(str::to_string)
     .collect();
     known.extend(

@@ -40,6 +40,7 @@ pub mod settings {
     pub const ARM_ENDPOINT: &str = "EDGEVAULT_ARM_ENDPOINT";
     pub const RETRY_MAX: &str = "EDGEVAULT_RETRY_MAX_RETRIES";
     pub const RETRY_DELAY_MS: &str = "EDGEVAULT_RETRY_INITIAL_DELAY_MS";
+    pub const RECORDS: &str = "EDGEVAULT_RECORDS_TABLE_URI";
 }
 
 /// The app settings of the lifecycle: what the functions need to know about the Azure they run in.
@@ -62,6 +63,9 @@ pub struct Settings {
     pub activation_key_ttl: time::Duration,
     pub arm_endpoint: String,
     pub retry: crate::azure::RetrySettings,
+    /// The table endpoint of the storage account that keeps edgevault's own records, e.g.
+    /// `https://<account>.table.core.windows.net` (the function app's storage account).
+    pub records_table_uri: String,
 }
 
 impl Settings {
@@ -73,6 +77,7 @@ impl Settings {
             (PRINCIPAL, "the object id of edgevault's managed identity"),
             (SERVICE_BUS, "the Service Bus namespace, e.g. edgevault.servicebus.windows.net"),
             (SUBSCRIPTIONS, "comma-separated subscription ids the sweep covers"),
+            (RECORDS, "the table endpoint of the app's storage account, e.g. https://<account>.table.core.windows.net"),
         ];
         let missing: Vec<_> = required.iter().copied().filter(|(var, _)| get(var).is_none()).collect();
         if !missing.is_empty() {
@@ -124,6 +129,7 @@ impl Settings {
             activation_key_ttl: time::Duration::hours(ttl_hours as i64),
             arm_endpoint: get(ARM_ENDPOINT).unwrap_or_else(|| crate::azure::ARM_ENDPOINT.to_string()),
             retry,
+            records_table_uri: get(RECORDS).unwrap_or_default(),
         })
     }
 }
@@ -154,6 +160,7 @@ mod tests {
         (settings::PRINCIPAL, "p"),
         (settings::SERVICE_BUS, "ns.servicebus.windows.net"),
         (settings::SUBSCRIPTIONS, "s1, s2"),
+        (settings::RECORDS, "https://acct.table.core.windows.net"),
     ];
 
     /// The given pairs plus every required lifecycle setting.

@@ -7,9 +7,10 @@ use azure_core::credentials::TokenCredential;
 
 use crate::alerts::Alert;
 use crate::azure::arm::ArmClient;
+use crate::azure::records::TableRecords;
 use crate::azure::secrets::VaultSecrets;
 use crate::azure::service_bus::QueueSender;
-use crate::azure::traits::{CikStore, Devices, Locks, Queue, Vaults};
+use crate::azure::traits::{CikStore, Devices, Locks, Queue, Records, Vaults};
 use crate::azure::{AzureError, HttpStack};
 use crate::config::Settings;
 use crate::messages::{Command, queues};
@@ -22,6 +23,8 @@ pub struct Deps {
     pub locks: Arc<dyn Locks>,
     pub secrets: Arc<dyn CikStore>,
     pub queue: Arc<dyn Queue>,
+    /// edgevault's own records (sweep progress, recovery history).
+    pub records: Arc<dyn Records>,
 }
 
 impl Deps {
@@ -45,6 +48,7 @@ impl Deps {
         // One ARM client (one pipeline, one token cache) behind all three ARM traits.
         let arm = Arc::new(ArmClient::new(&settings.arm_endpoint, credential.clone(), &stack)?);
         let queue = QueueSender::new(&settings.service_bus_namespace, credential.clone(), &stack)?;
+        let records = TableRecords::new(&settings.records_table_uri, credential.clone(), &stack)?;
         Ok(Deps {
             settings: settings.clone(),
             devices: arm.clone(),
@@ -52,6 +56,7 @@ impl Deps {
             locks: arm,
             secrets: Arc::new(VaultSecrets::new(credential, &stack)),
             queue: Arc::new(queue),
+            records: Arc::new(records),
         })
     }
 

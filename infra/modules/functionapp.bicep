@@ -161,6 +161,9 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
     AZURE_TENANT_ID: tenant().tenantId
     EDGEVAULT_PRINCIPAL_ID: site.identity.principalId
     EDGEVAULT_SUBSCRIPTIONS: join(subscriptionsInScope, ',')
+    // edgevault's own records (sweep progress, recovery history): tables in the app's storage account, reached with
+    // the identity's Storage Table Data Contributor role (app-access.bicep).
+    EDGEVAULT_RECORDS_TABLE_URI: 'https://${storageAccountName}.table.${environment().suffixes.storage}'
     EDGEVAULT_CUTOVER: cutover
     EDGEVAULT_DELETE_VAULT_WITH_DEVICE: deleteVaultWithDevice ? 'true' : 'false'
     EDGEVAULT_ACTIVATION_KEY_TTL_HOURS: string(activationKeyTtlHours)

@@ -1,7 +1,7 @@
 //! The local certificate authority and the leaf certificates it issues.
 //!
 //! Azure clients only send bearer tokens over TLS and verify the server's name, so local-azure
-//! answers for `management.azure.com`, `*.vault.azure.net` and `*.servicebus.windows.net` with
+//! answers for `management.azure.com`, `*.vault.azure.net`, `*.servicebus.windows.net` and `*.table.core.windows.net` with
 //! leaf certificates signed by a CA that lives in the data directory (`ca.pem` is what clients
 //! trust). Leaves are issued on first use per host and cached in memory.
 
@@ -34,6 +34,7 @@ pub fn is_served_host(host: &str) -> bool {
     host == "management.azure.com"
         || single_label_under(&host, ".vault.azure.net")
         || single_label_under(&host, ".servicebus.windows.net")
+        || single_label_under(&host, ".table.core.windows.net")
         || host == "localhost"
         || host == "127.0.0.1"
 }

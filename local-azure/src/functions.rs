@@ -54,6 +54,7 @@ const FORWARDED: &[&str] = &[
     "AZURE_RESOURCE_GROUP",
     "AZURE_LOCATION",
     "EDGEVAULT_PRINCIPAL_ID",
+    "EDGEVAULT_RECORDS_TABLE_URI",
 ];
 
 /// The app settings: the client environment, edgevault's settings, then `overrides` (`--settings`).

@@ -62,6 +62,8 @@ fn service_of(host: &str) -> Option<&'static str> {
         Some("keyvault")
     } else if host.ends_with(".servicebus.windows.net") {
         Some("servicebus")
+    } else if crate::tables::is_table_host(host) {
+        Some("tables")
     } else {
         None
     }
@@ -73,6 +75,7 @@ fn operation_of(service: &str, req: &Req) -> String {
         "keyvault" => keyvault::operation_name(req),
         "identity" => "token".into(),
         "servicebus" => crate::servicebus::rest::operation_name(req),
+        "tables" => crate::tables::operation_name(req),
         _ => format!("{} {}", req.method, req.path()),
     }
 }
@@ -173,6 +176,7 @@ async fn serve_https(
             resp
         }
         Some("keyvault") => run_service(app, "keyvault", req, keyvault_handler).await?,
+        Some("tables") => run_service(app, "tables", req, crate::tables::handle).await?,
         Some(_) => match apply_faults(&app, "servicebus", &req).await? {
             Applied::Answer(resp) => resp,
             Applied::Continue(_) => crate::servicebus::rest::handle(app, req).await,
@@ -226,7 +230,7 @@ async fn serve_proxy(app: Arc<App>, req: Request<Incoming>) -> Result<Response<F
         return Ok(to_hyper(Resp::text(
             StatusCode::FORBIDDEN,
             format!(
-                "local-azure refuses to tunnel to {host}:{port}: it only serves management.azure.com, *.vault.azure.net and *.servicebus.windows.net on port 443 (no internet here). Set NO_PROXY for local addresses.\n"
+                "local-azure refuses to tunnel to {host}:{port}: it only serves management.azure.com, *.vault.azure.net, *.servicebus.windows.net and *.table.core.windows.net on port 443 (no internet here). Set NO_PROXY for local addresses.\n"
             ),
         )));
     }
@@ -263,6 +267,22 @@ async fn serve_proxy(app: Arc<App>, req: Request<Incoming>) -> Result<Response<F
             return Ok(to_hyper(Resp::text(
                 StatusCode::BAD_GATEWAY,
                 format!("local-azure: {host} does not resolve (no such Service Bus namespace)\n"),
+            )));
+        }
+    }
+    if crate::tables::is_table_host(&host) {
+        let exists = {
+            let app = app.clone();
+            let host = host.clone();
+            tokio::task::spawn_blocking(move || crate::tables::account_of_host(&app.store, &host).is_some())
+                .await
+                .unwrap_or(false)
+        };
+        if !exists {
+            // A storage account that doesn't exist has no DNS name either.
+            return Ok(to_hyper(Resp::text(
+                StatusCode::BAD_GATEWAY,
+                format!("local-azure: {host} does not resolve (no such storage account)\n"),
             )));
         }
     }

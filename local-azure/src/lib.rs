@@ -34,6 +34,7 @@ pub mod keyvault;
 pub mod seed;
 pub mod servicebus;
 pub mod store;
+pub mod tables;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -154,6 +155,7 @@ pub fn client_env(data_dir: &Path, gateway: SocketAddr, admin: SocketAddr, heade
         "AZURE_LOCATION": config::DEFAULT_LOCATION,
         "EDGEVAULT_PRINCIPAL_ID": config::APP_PRINCIPAL_ID,
         "EDGEVAULT_CLIENT_ID": config::APP_CLIENT_ID,
+        "EDGEVAULT_RECORDS_TABLE_URI": format!("https://{}.table.core.windows.net", tables::DEFAULT_ACCOUNT),
         "LOCAL_AZURE_ADMIN": format!("http://{admin}"),
         "LOCAL_AZURE_GATEWAY": gateway.to_string(),
         "LOCAL_AZURE_DATA_DIR": data_dir.display().to_string(),
@@ -211,6 +213,7 @@ impl Server {
         let secrets = load_or_seed(&store)?;
         ensure_indexes(&store)?;
         servicebus::seed_defaults(&store)?;
+        tables::seed_defaults(&store)?;
         let offset: i64 = store.get("meta", "clock")?.unwrap_or(0);
         let ca = Arc::new(Ca::load_or_create(&data_dir)?);
         let bind = |port| {

@@ -269,3 +269,64 @@ async fn providers_and_resource_list_paging_through_az_rest() {
     ]);
     assert_eq!(hsms["value"], json!([]));
 }
+
+#[tokio::test]
+async fn table_entities_with_the_cli_and_entra_id() {
+    let la = shared();
+    let (op, _) = operator(la).await;
+    let account = ["--account-name", "edgevaultrecords", "--auth-mode", "login"];
+    let with = |args: &[&'static str]| -> Vec<&str> { args.iter().copied().chain(account).collect() };
+
+    let created = op.json(&with(&["storage", "table", "create", "--name", "clitable"]));
+    assert_eq!(created["created"], true, "{created}");
+    let tables = op.json(&with(&["storage", "table", "list"]));
+    assert!(tables.as_array().unwrap().iter().any(|t| t["name"] == "clitable"), "{tables}");
+
+    let insert = |row: &str| {
+        let row = format!("RowKey={row}");
+        let mut args = vec!["storage", "entity", "insert", "--table-name", "clitable", "--entity", "PartitionKey=p"];
+        args.extend([row.as_str(), "Record={\"a\":1}"]);
+        args.extend(account);
+        op.run(&args)
+    };
+    for row in ["r1", "r2", "r'3"] {
+        let out = insert(row);
+        assert!(out.status.success(), "inserting {row}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Insert Entity does not overwrite: the second insert of a key is refused with the service's message.
+    let again = insert("r1");
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && stderr.contains("The specified entity already exists"), "{stderr}");
+
+    let key = ["--table-name", "clitable", "--partition-key", "p", "--row-key", "r'3"];
+    let shown = op.json(&with(&["storage", "entity", "show"]).into_iter().chain(key).collect::<Vec<_>>());
+    assert_eq!((shown["RowKey"].as_str(), shown["Record"].as_str()), (Some("r'3"), Some("{\"a\":1}")), "{shown}");
+
+    let query = ["storage", "entity", "query", "--table-name", "clitable"];
+    let found = op.json(&with(&query).into_iter().chain(["--filter", "RowKey lt 'r2'"]).collect::<Vec<_>>());
+    let rows: Vec<&str> = found["items"].as_array().unwrap().iter().map(|e| e["RowKey"].as_str().unwrap()).collect();
+    // Rows come in key order: a quote (U+0027) sorts before the digits.
+    assert_eq!(rows, ["r'3", "r1"], "{found}");
+
+    let key = ["--table-name", "clitable", "--partition-key", "p", "--row-key", "r1"];
+    op.json(&with(&["storage", "entity", "delete"]).into_iter().chain(key).collect::<Vec<_>>());
+    let left = op.json(&with(&query));
+    assert_eq!(left["items"].as_array().map(Vec::len), Some(2), "{left}");
+
+    // An identity with no data role on the account: the service refuses, and the CLI says so.
+    let nobody = la.admin_post("/admin/principals", json!({ "displayName": unique("nobody") })).await["objectId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let scope = format!("/subscriptions/{}", la.var("AZURE_SUBSCRIPTION_ID"));
+    la.admin_post(
+        "/admin/grants",
+        json!({ "principalId": nobody, "scope": scope, "actions": ["Microsoft.KeyVault/*"] }),
+    )
+    .await;
+    let reader = Az::new(la);
+    reader.json(&["login", "--identity", "--object-id", &nobody]);
+    let stderr = reader.fails(&with(&query));
+    // The CLI recognises the service's `AuthorizationPermissionMismatch` and names the roles that would grant it.
+    assert!(stderr.contains("You do not have the required permissions"), "{stderr}");
+}

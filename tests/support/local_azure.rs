@@ -228,6 +228,7 @@ impl LocalAzure {
             "IDENTITY_HEADER",
             "AZURE_TENANT_ID",
             "EDGEVAULT_PRINCIPAL_ID",
+            "EDGEVAULT_RECORDS_TABLE_URI",
         ]
         .iter()
         .map(|k| (k.to_string(), self.var(k).to_string()))

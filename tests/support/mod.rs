@@ -49,6 +49,7 @@ pub const PLACEHOLDER_SETTINGS: &[(&str, &str)] = &[
     ("ServiceBusConnection__fullyQualifiedNamespace", "127.0.0.1:1"),
     ("EDGEVAULT_SUBSCRIPTIONS", "00000000-0000-0000-0000-000000000003"),
     ("EDGEVAULT_ARM_ENDPOINT", "https://127.0.0.1:1"),
+    ("EDGEVAULT_RECORDS_TABLE_URI", "https://127.0.0.1:1"),
     ("EDGEVAULT_RETRY_MAX_RETRIES", "0"),
     ("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token"),
     ("IDENTITY_HEADER", "placeholder"),

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::AzureError;
 use super::models::{
     AccessPolicy, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Identity, KeyVaultSyncStatus, Lock,
-    LockProperties, NameAvailability, OutgoingMessage, Page, StoredCik, Vault, VaultLink,
+    LockProperties, NameAvailability, OutgoingMessage, Page, Record, StoredCik, Vault, VaultLink,
 };
-use super::traits::{CikStore, Devices, Locks, Queue, Vaults};
+use super::traits::{CikStore, Devices, Locks, Queue, Records, Vaults};
 use crate::activation_key::Cik;
 use crate::config::Settings;
 use crate::deps::Deps;
@@ -32,6 +32,8 @@ pub struct State {
     /// `<vault uri>|<secret name>` → versions, oldest first.
     pub ciks: BTreeMap<String, Vec<StoredCik>>,
     pub sent: Vec<(String, OutgoingMessage)>,
+    /// edgevault's own records: `(table, partition, row)` → value, in key order like Table Storage.
+    pub records: BTreeMap<(String, String, String), serde_json::Value>,
     /// Secret versions ever written: Key Vault never reuses a version id, even after the secret is gone.
     pub versions_written: u64,
     /// Every call, as `<operation> <target>`.
@@ -50,6 +52,7 @@ pub fn settings() -> Settings {
         activation_key_ttl: time::Duration::hours(72),
         arm_endpoint: super::ARM_ENDPOINT.into(),
         retry: Default::default(),
+        records_table_uri: "https://edgevault.table.core.windows.net".into(),
     }
 }
 
@@ -184,6 +187,7 @@ impl FakeAzure {
             locks: self.clone(),
             secrets: self.clone(),
             queue: self.clone(),
+            records: self.clone(),
         }
     }
 }
@@ -379,6 +383,36 @@ impl Queue for FakeAzure {
     async fn send_batch(&self, queue: &str, messages: &[OutgoingMessage]) -> Result<(), AzureError> {
         let mut state = self.call("send batch", queue);
         state.sent.extend(messages.iter().map(|m| (queue.to_string(), m.clone())));
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Records for FakeAzure {
+    async fn put(&self, table: &str, partition: &str, row: &str, record: &serde_json::Value) -> Result<(), AzureError> {
+        let mut state = self.call("put record", format!("{table}/{partition}/{row}"));
+        state.records.insert((table.into(), partition.into(), row.into()), record.clone());
+        Ok(())
+    }
+
+    async fn get(&self, table: &str, partition: &str, row: &str) -> Result<Option<serde_json::Value>, AzureError> {
+        let state = self.call("get record", format!("{table}/{partition}/{row}"));
+        Ok(state.records.get(&(table.into(), partition.into(), row.into())).cloned())
+    }
+
+    async fn list(&self, table: &str, partition: Option<&str>) -> Result<Vec<Record>, AzureError> {
+        let state = self.call("list records", format!("{table}/{}", partition.unwrap_or("*")));
+        Ok(state
+            .records
+            .iter()
+            .filter(|((t, p, _), _)| t == table && partition.is_none_or(|want| p == want))
+            .map(|((_, p, r), value)| Record { partition: p.clone(), row: r.clone(), value: value.clone() })
+            .collect())
+    }
+
+    async fn delete(&self, table: &str, partition: &str, row: &str) -> Result<(), AzureError> {
+        let mut state = self.call("delete record", format!("{table}/{partition}/{row}"));
+        state.records.remove(&(table.into(), partition.into(), row.into()));
         Ok(())
     }
 }

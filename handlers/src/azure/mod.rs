@@ -5,6 +5,7 @@
 //!   vaults, locks), because no GA Rust crate covers these providers.
 //! - [`secrets`]: CIK secrets through the official `azure_security_keyvault_secrets` crate.
 //! - [`service_bus`]: a thin queue sender over the Service Bus REST protocol (no GA Rust crate either).
+//! - [`records`]: edgevault's own records (sweep progress, recovery history) in Table Storage, a thin REST client.
 //! - [`models`]: the ARM payloads edgevault reads and writes, in the REST API's own shapes.
 //!
 //! Endpoints default to the public cloud; a local run differs only by environment (`HTTPS_PROXY`,
@@ -15,6 +16,7 @@ pub mod arm;
 pub mod fake;
 pub mod models;
 pub mod pacing;
+pub mod records;
 pub mod retry;
 pub mod secrets;
 pub mod service_bus;
@@ -30,6 +32,7 @@ use azure_core::http::{ClientOptions, Pipeline, RetryOptions, Transport};
 pub const ARM_ENDPOINT: &str = "https://management.azure.com";
 pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
 pub const SERVICE_BUS_SCOPE: &str = "https://servicebus.azure.net/.default";
+pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 
 /// How hard the pipeline retries. Production uses azure_core's defaults; tests shorten them (a connection that can
 /// never succeed otherwise takes minutes to give up).
@@ -177,11 +180,16 @@ impl AzureError {
     }
 }
 
-/// `(code, message)` from an Azure error body.
+/// `(code, message)` from an Azure error body: ARM's and Key Vault's `{"error": {"code", "message"}}`, or Table
+/// Storage's OData form `{"odata.error": {"code", "message": {"lang", "value"}}}`.
 pub fn error_body(body: &[u8]) -> (Option<String>, Option<String>) {
     let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let error = &value["error"];
-    (error["code"].as_str().map(str::to_string), error["message"].as_str().map(str::to_string))
+    if error.is_object() {
+        return (error["code"].as_str().map(str::to_string), error["message"].as_str().map(str::to_string));
+    }
+    let odata = &value["odata.error"];
+    (odata["code"].as_str().map(str::to_string), odata["message"]["value"].as_str().map(str::to_string))
 }
 
 #[cfg(test)]

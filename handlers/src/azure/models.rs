@@ -285,6 +285,14 @@ pub struct Page<T> {
     pub next_link: Option<String>,
 }
 
+/// One of edgevault's own records (`azure::records`): a JSON value under a partition and a row key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub partition: String,
+    pub row: String,
+    pub value: serde_json::Value,
+}
+
 // Values the client traits pass that are not ARM payloads: here rather than beside the clients, so the traits, the
 // fakes, the messages and the alerts depend on this module and not on one another.
 

@@ -1,14 +1,15 @@
 //! What the handlers need from Azure, as small traits: the lifecycle code depends on these, not on the clients, so
 //! it can be unit-tested against in-memory fakes (`azure::fake`) beside the end-to-end suite against local-azure.
 //! The real implementations are [`ArmClient`](super::arm::ArmClient) (devices, vaults, locks),
-//! [`VaultSecrets`](super::secrets::VaultSecrets) (CIKs) and [`QueueSender`](super::service_bus::QueueSender).
+//! [`VaultSecrets`](super::secrets::VaultSecrets) (CIKs), [`QueueSender`](super::service_bus::QueueSender) and
+//! [`TableRecords`](super::records::TableRecords) (edgevault's own records).
 
 use std::collections::BTreeMap;
 
 use super::AzureError;
 use super::models::{
     AccessPolicy, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Lock, NameAvailability, OutgoingMessage, Page,
-    StoredCik, Vault,
+    Record, StoredCik, Vault,
 };
 use crate::activation_key::Cik;
 use crate::resource_id::ResourceId;
@@ -93,4 +94,17 @@ pub trait Queue: std::fmt::Debug + Send + Sync {
     async fn send(&self, queue: &str, message: &OutgoingMessage) -> Result<(), AzureError>;
     /// Sends several messages in one request (the broker takes all or none).
     async fn send_batch(&self, queue: &str, messages: &[OutgoingMessage]) -> Result<(), AzureError>;
+}
+
+/// edgevault's own records: JSON values in tables, under a partition and a row key. Writers that run at the same
+/// time never share a row (there is no read-modify-write here): each writes its own row and readers aggregate.
+#[async_trait::async_trait]
+pub trait Records: std::fmt::Debug + Send + Sync {
+    /// Inserts the record, or replaces the one under the same keys.
+    async fn put(&self, table: &str, partition: &str, row: &str, record: &serde_json::Value) -> Result<(), AzureError>;
+    async fn get(&self, table: &str, partition: &str, row: &str) -> Result<Option<serde_json::Value>, AzureError>;
+    /// Every record of the table, or of one partition, in key order (all pages).
+    async fn list(&self, table: &str, partition: Option<&str>) -> Result<Vec<Record>, AzureError>;
+    /// Removes the record; one that is already gone is not an error.
+    async fn delete(&self, table: &str, partition: &str, row: &str) -> Result<(), AzureError>;
 }
