@@ -120,6 +120,7 @@ fn the_fleet_page_shows_each_device_in_its_state_and_filters_in_headless_chromiu
         .env("SCREENSHOT", &screenshot)
         .env("EXPECT", expect.to_string())
         .env("FILTER", json!({"status": "failed", "devices": ["ase-fleet-lost"]}).to_string())
+        .env("RECOVERED", "ase-fleet-recovered")
         .output()
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

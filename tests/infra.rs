@@ -439,8 +439,8 @@ fn check_app_settings(bicep: &str, bindings: &[Binding]) -> Vec<String> {
         .copied()
         .chain([settings::ARM_ENDPOINT, settings::RETRY_MAX, settings::RETRY_DELAY_MS])
         .chain(PLATFORM_SETTINGS.iter().copied())
-    .map(str::to_string)
-    .collect();
+        .map(str::to_string)
+        .collect();
     known.extend(
         trigger(bindings, "serviceBusTrigger")
             .filter_map(|b| b.json["connection"].as_str())

@@ -75,20 +75,45 @@ pub fn open_alerts(device: &Device) -> Vec<String> {
 
 /// Records how a deletion incident ended. A failure to record is logged, not raised: the recovery is done and the
 /// alerts went out; failing the worker over its history would repeat the work it records.
-pub async fn record_recovery(_deps: &Deps, vault: &ResourceId, record: &RecoveryRecord) {
+pub async fn record_recovery(deps: &Deps, vault: &ResourceId, record: &RecoveryRecord) {
     // The log event the Azure Monitor workbook charts recoveries and their time from (infra/modules/workbook.json).
     tracing::info!(target: "edgevault::recovery", device = %record.device, vault = %vault,
         outcome = ?record.outcome, deleted_at = record.deleted_at.as_deref().unwrap_or("-"),
         seconds_to_recover = record.seconds_to_recover().unwrap_or(-1.0), "deletion incident ended");
+    let value = serde_json::to_value(record).expect("a record serializes");
+    if let Err(err) =
+        deps.records.put(RECOVERIES_TABLE, vault.subscription(), &incident_row(vault, record), &value).await
+    {
+        tracing::warn!(vault = %vault, "could not record the recovery in the `{RECOVERIES_TABLE}` table: {err}");
+    }
 }
 
-/// The most recent recoveries in the given subscriptions, newest first, at most `limit`.
+/// The row of an incident: the vault and Key Vault's deletion date (stable across a worker's retries), hashed so
+/// the key has none of the characters Table Storage refuses.
+fn incident_row(vault: &ResourceId, record: &RecoveryRecord) -> String {
+    let vault = vault.to_string().to_ascii_lowercase();
+    crate::messages::short_hash(&format!("{vault}|{}", record.deleted_at.as_deref().unwrap_or("purged")))
+}
+
+/// The most recent recoveries in the given subscriptions (one partition each), newest first, at most `limit`.
+/// A record that does not read as one is skipped (and logged): history must not take the page down.
 pub async fn recent_recoveries(
-    _deps: &Deps,
-    _subscriptions: &[String],
-    _limit: usize,
+    deps: &Deps,
+    subscriptions: &[String],
+    limit: usize,
 ) -> Result<Vec<RecoveryRecord>, Error> {
-    Ok(Vec::new())
+    let mut records = Vec::new();
+    for subscription in subscriptions {
+        for stored in deps.records.list(RECOVERIES_TABLE, Some(subscription)).await? {
+            match serde_json::from_value::<RecoveryRecord>(stored.value) {
+                Ok(record) => records.push(record),
+                Err(err) => tracing::warn!(row = %stored.row, "a `{RECOVERIES_TABLE}` record does not read: {err}"),
+            }
+        }
+    }
+    records.sort_by(|a, b| b.finished_at.cmp(&a.finished_at));
+    records.truncate(limit);
+    Ok(records)
 }
 
 /// A sweep's progress: how far it got and what it found so far.
@@ -137,6 +162,25 @@ mod tests {
         assert_eq!(record(None, "2026-12-03T10:00:02Z", RecoveryOutcome::Recovered).seconds_to_recover(), None);
         let given_up = record(Some("2026-12-03T10:00:00Z"), "2026-12-03T10:00:02Z", RecoveryOutcome::Unrecoverable);
         assert_eq!(given_up.seconds_to_recover(), None);
+    }
+
+    #[tokio::test]
+    async fn recoveries_are_recorded_once_per_incident_and_read_newest_first() {
+        use crate::azure::fake::{FakeAzure, settings};
+        let azure = FakeAzure::new();
+        let deps = azure.deps(settings());
+        let vault: ResourceId =
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v".parse().unwrap();
+        let first = record(Some("2026-12-01T10:00:00Z"), "2026-12-01T10:00:01Z", RecoveryOutcome::Recovered);
+        let second = record(Some("2026-12-02T10:00:00Z"), "2026-12-02T10:00:03Z", RecoveryOutcome::Recovered);
+        record_recovery(&deps, &vault, &first).await;
+        record_recovery(&deps, &vault, &second).await;
+        record_recovery(&deps, &vault, &second).await; // a retried worker rewrites its own row
+        assert_eq!(azure.state().records.len(), 2);
+        let read = recent_recoveries(&deps, &["s".to_string()], 10).await.unwrap();
+        assert_eq!(read, [second.clone(), first]);
+        assert_eq!(recent_recoveries(&deps, &["s".to_string()], 1).await.unwrap(), [second]);
+        assert!(recent_recoveries(&deps, &["other".to_string()], 10).await.unwrap().is_empty());
     }
 
     #[test]

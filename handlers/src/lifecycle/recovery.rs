@@ -190,14 +190,21 @@ mod tests {
         assert!(azure.state().locks.is_empty(), "the lock went with the vault");
         let outcome = on_vault_deleted(&azure.deps(settings()), &vault).await.unwrap();
         assert_eq!(outcome, Outcome::Recovered { device: device.clone(), cik_intact: true });
-        let state = azure.state();
-        assert!(state.vaults.contains_key(&key(&vault)));
-        assert!(state.locks.contains_key(&key(&format!("{vault}/{LOCK_NAME}"))), "the lock was put back");
-        assert_eq!(state.infos[&key(&device)], linked, "the same CIK version stays linked");
-        drop(state);
+        {
+            let state = azure.state();
+            assert!(state.vaults.contains_key(&key(&vault)));
+            assert!(state.locks.contains_key(&key(&format!("{vault}/{LOCK_NAME}"))), "the lock was put back");
+            assert_eq!(state.infos[&key(&device)], linked, "the same CIK version stays linked");
+        }
         let alerts = azure.alerts();
         assert_eq!(alerts.len(), 2, "raised, then resolved: {alerts:?}");
         assert!(alerts.iter().all(|a| a.contains(&device.to_string())));
+        let (deps, scope) = (azure.deps(settings()), ["s".to_string()]);
+        let history = crate::lifecycle::history::recent_recoveries(&deps, &scope, 10).await.unwrap();
+        assert_eq!(history.len(), 1, "the incident is recorded");
+        assert_eq!(history[0].outcome, crate::lifecycle::history::RecoveryOutcome::Recovered);
+        assert_eq!(history[0].deleted_at.as_deref(), Some("2026-11-01T00:00:00Z"));
+        assert!(history[0].seconds_to_recover().is_some());
     }
 
     #[tokio::test]
@@ -208,13 +215,19 @@ mod tests {
         azure.state().deleted.clear();
         let outcome = on_vault_deleted(&azure.deps(settings()), &vault).await.unwrap();
         assert_eq!(outcome, Outcome::Unrecoverable { device: device.clone() });
-        let state = azure.state();
-        let info = &state.infos[&key(&device)].properties;
-        assert_eq!(info.key_vault_sync_status, Some(KeyVaultSyncStatus::KeyVaultSyncFailed));
-        assert!(state.devices[&key(&device)].tags[ERROR_TAG].contains("purged"));
-        drop(state);
+        {
+            let state = azure.state();
+            let info = &state.infos[&key(&device)].properties;
+            assert_eq!(info.key_vault_sync_status, Some(KeyVaultSyncStatus::KeyVaultSyncFailed));
+            assert!(state.devices[&key(&device)].tags[ERROR_TAG].contains("purged"));
+        }
         let alerts = azure.alerts();
         assert!(alerts.len() == 1 && alerts[0].contains("Critical"), "{alerts:?}");
+        let (deps, scope) = (azure.deps(settings()), ["s".to_string()]);
+        let history = crate::lifecycle::history::recent_recoveries(&deps, &scope, 10).await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].outcome, crate::lifecycle::history::RecoveryOutcome::Unrecoverable);
+        assert!(history[0].reason.as_deref().unwrap_or_default().contains("purged"), "{history:?}");
     }
 
     #[tokio::test]
