@@ -234,57 +234,16 @@ async fn serve_proxy(app: Arc<App>, req: Request<Incoming>) -> Result<Response<F
             ),
         )));
     }
-    if let Some(vault) = keyvault::vault_name_of_host(&host) {
-        let exists = {
-            let app = app.clone();
-            let vault = vault.to_string();
-            tokio::task::spawn_blocking(move || {
-                crate::arm::vaults::by_name(&app, &vault).ok().flatten().is_some_and(|v| v.deleted.is_none())
-            })
-            .await
-            .unwrap_or(false)
-        };
-        if !exists {
-            // Azure removes the DNS name of a vault that doesn't exist or is soft-deleted.
-            return Ok(to_hyper(Resp::text(
-                StatusCode::BAD_GATEWAY,
-                format!("local-azure: {host} does not resolve (no such vault, or it is soft-deleted)\n"),
-            )));
-        }
-    }
-    if let Some(namespace) = host.strip_suffix(".servicebus.windows.net") {
-        let exists = {
-            let app = app.clone();
-            let namespace = namespace.to_string();
-            tokio::task::spawn_blocking(move || {
-                crate::servicebus::broker::namespace(&app.store, &namespace).ok().flatten().is_some()
-            })
-            .await
-            .unwrap_or(false)
-        };
-        if !exists {
-            // Like a vault, a namespace that doesn't exist has no DNS name.
-            return Ok(to_hyper(Resp::text(
-                StatusCode::BAD_GATEWAY,
-                format!("local-azure: {host} does not resolve (no such Service Bus namespace)\n"),
-            )));
-        }
-    }
-    if crate::tables::is_table_host(&host) {
-        let exists = {
-            let app = app.clone();
-            let host = host.clone();
-            tokio::task::spawn_blocking(move || crate::tables::account_of_host(&app.store, &host).is_some())
-                .await
-                .unwrap_or(false)
-        };
-        if !exists {
-            // A storage account that doesn't exist has no DNS name either.
-            return Ok(to_hyper(Resp::text(
-                StatusCode::BAD_GATEWAY,
-                format!("local-azure: {host} does not resolve (no such storage account)\n"),
-            )));
-        }
+    let resolved = {
+        let app = app.clone();
+        let host = host.clone();
+        tokio::task::spawn_blocking(move || resolves(&app, &host)).await.unwrap_or(Err("local-azure failed to look"))
+    };
+    if let Err(missing) = resolved {
+        return Ok(to_hyper(Resp::text(
+            StatusCode::BAD_GATEWAY,
+            format!("local-azure: {host} does not resolve ({missing})\n"),
+        )));
     }
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
@@ -293,6 +252,24 @@ async fn serve_proxy(app: Arc<App>, req: Request<Incoming>) -> Result<Response<F
         }
     });
     Ok(Response::new(Full::new(Bytes::new())))
+}
+
+/// Whether `host` has a DNS name in Azure: a vault that doesn't exist or is soft-deleted has none, nor has a Service
+/// Bus namespace or a storage account that doesn't exist. A client sees the `502` as a connection error, like a DNS
+/// failure. `Err` names what is missing.
+fn resolves(app: &App, host: &str) -> Result<(), &'static str> {
+    if let Some(vault) = keyvault::vault_name_of_host(host) {
+        let live = crate::arm::vaults::by_name(app, vault).ok().flatten().is_some_and(|v| v.deleted.is_none());
+        return if live { Ok(()) } else { Err("no such vault, or it is soft-deleted") };
+    }
+    if let Some(namespace) = host.strip_suffix(".servicebus.windows.net") {
+        let exists = crate::servicebus::broker::namespace(&app.store, namespace).ok().flatten().is_some();
+        return if exists { Ok(()) } else { Err("no such Service Bus namespace") };
+    }
+    if crate::tables::is_table_host(host) && crate::tables::account_of_host(&app.store, host).is_none() {
+        return Err("no such storage account");
+    }
+    Ok(())
 }
 
 async fn serve_gateway_connection(app: Arc<App>, stream: TcpStream) {

@@ -264,8 +264,8 @@ pub fn handle(app: &App, req: &Req) -> Resp {
         Route::Insert(table) => insert(app, req, &account, &table),
         Route::Query(table) => query(app, req, &account, &table),
         Route::Entity { table, partition, row } => match req.method {
-            Method::GET => get_entity(app, req, &account, &table, &partition, &row),
-            Method::DELETE => delete_entity(app, req, &account, &table, &partition, &row),
+            Method::GET => get_entity(app, req, &account, (&table, &partition, &row)),
+            Method::DELETE => delete_entity(app, req, &account, (&table, &partition, &row)),
             Method::PUT => write_entity(app, req, &account, (&table, &partition, &row), Write::Replace),
             _ if is_merge(req) => write_entity(app, req, &account, (&table, &partition, &row), Write::Merge),
             _ => Ok(error(StatusCode::METHOD_NOT_ALLOWED, "UnsupportedHttpVerb", "The verb is not supported here.")),
@@ -590,9 +590,7 @@ fn get_entity(
     app: &App,
     req: &Req,
     account: &Account,
-    table: &str,
-    partition: &str,
-    row: &str,
+    (table, partition, row): (&str, &str, &str),
 ) -> Result<Resp, StoreError> {
     if app.store.get::<StoredTable>(TABLE, &table_key(&account.name, table))?.is_none() {
         return Ok(no_table(table));
@@ -611,9 +609,7 @@ fn delete_entity(
     app: &App,
     req: &Req,
     account: &Account,
-    table: &str,
-    partition: &str,
-    row: &str,
+    (table, partition, row): (&str, &str, &str),
 ) -> Result<Resp, StoreError> {
     let if_match = req.header("if-match").unwrap_or("*").to_string();
     let key = entity_key(&account.name, table, partition, row);

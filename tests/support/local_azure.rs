@@ -3,12 +3,11 @@
 //! configured from its environment would.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+pub use local_azure_testkit::eventually;
+use local_azure_testkit::{Launch, Process, Stderr};
 use serde_json::{Value, json};
 
 use crate::binary;
@@ -36,10 +35,8 @@ impl HostForm {
 }
 
 pub struct LocalAzure {
-    child: Child,
-    /// local-azure runs with `--exit-on-stdin-close`: dropping this ends it even if the test aborts. `None` once
-    /// [`LocalAzure::stop`] closed it.
-    stdin: Option<ChildStdin>,
+    /// The process (`local-azure-testkit`, the harness local-azure's own tests use too), its stderr captured.
+    process: Process,
     /// `None` only while [`LocalAzure::kill_and_restart`] moves it to the new process.
     data_dir: Option<tempfile::TempDir>,
     /// The arguments after the data directory, so a restart runs the same configuration.
@@ -48,8 +45,6 @@ pub struct LocalAzure {
     pub env: BTreeMap<String, String>,
     azure: reqwest::blocking::Client,
     local: reqwest::blocking::Client,
-    /// Everything local-azure (and, with an app, its Functions host and the handler) wrote to stderr.
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl LocalAzure {
@@ -94,49 +89,25 @@ impl LocalAzure {
     /// SIGKILLs local-azure (and with it the Functions host and the handler) and starts it again on the same data
     /// directory, as after a crash. Ports change; `env` is refreshed.
     pub fn kill_and_restart(mut self) -> anyhow::Result<Self> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
         let data_dir = self.data_dir.take().expect("present until a restart");
         Self::spawn_on(data_dir, std::mem::take(&mut self.extra))
     }
 
     fn spawn_on(data_dir: tempfile::TempDir, extra: Vec<String>) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary("local-azure")?)
-            .args(["up", "--exit-on-stdin-close", "--port", "0", "--admin-port", "0", "--data-dir"])
-            .arg(data_dir.path())
-            .args(&extra)
-            .env("LOCAL_AZURE_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting local-azure")?;
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let lines = log.clone();
-        let stderr = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(json) = line.strip_prefix("local-azure ready ") {
-                    let _ = tx.send(json.to_string());
-                }
-            }
-        });
-        let ready: Value =
-            serde_json::from_str(&rx.recv_timeout(Duration::from_secs(60)).context("local-azure ready")?)?;
-        let env: BTreeMap<String, String> = ready["env"]
-            .as_object()
-            .ok_or_else(|| anyhow!("ready line without env: {ready}"))?
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-            .collect();
+        let binary = binary("local-azure")?;
+        let process = Process::start(Launch {
+            binary: &binary,
+            data_dir: data_dir.path(),
+            port: 0,
+            admin_port: 0,
+            extra: &extra,
+            stderr: Stderr::Capture,
+        })?;
+        let env = process.env();
+        if env.is_empty() {
+            bail!("ready line without env: {}", process.ready);
+        }
         let ca = std::fs::read(&env["SSL_CERT_FILE"])?;
         let azure = reqwest::blocking::Client::builder()
             .proxy(reqwest::Proxy::https(&env["HTTPS_PROXY"])?)
@@ -144,12 +115,13 @@ impl LocalAzure {
             .timeout(Duration::from_secs(60))
             .build()?;
         let local = reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build()?;
-        let admin = ready["admin"].as_str().unwrap_or_default().to_string();
-        Ok(LocalAzure { child, stdin: Some(stdin), data_dir: Some(data_dir), extra, admin, env, azure, local, log })
+        let admin = process.admin().to_string();
+        Ok(LocalAzure { process, data_dir: Some(data_dir), extra, admin, env, azure, local })
     }
 
+    /// Everything local-azure (and, with an app, its Functions host and the handler) wrote to stderr.
     pub fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
+        self.process.log()
     }
 
     /// The data directory (`local-azure env --data-dir <it>` prints the environment that points a client here).
@@ -159,15 +131,14 @@ impl LocalAzure {
 
     /// local-azure's exit status if it has exited (by itself: it is never signalled by this handle but on drop).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        self.process.exited()
     }
 
     /// Stops local-azure the orderly way: closing its standard input makes it stop the Functions host (which stops
     /// the handler and waits for it) and its servers, then exit. Waits up to `limit` for that; past it, the drop
     /// that follows kills it. The data directory goes with the drop.
     pub fn stop(&mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        drop(self.stdin.take());
-        eventually(limit, || self.exited()).ok_or_else(|| anyhow!("local-azure did not stop within {limit:?}"))
+        self.process.stop(limit)
     }
 
     /// The function app's HTTP API (with `up --app`): `method` on `<EDGEVAULT_API_BASE_URL><path>` with the
@@ -332,7 +303,7 @@ impl LocalAzure {
 
     /// The pid of the custom handler the embedded Functions host runs (a child of local-azure named `edgevault`).
     pub fn handler_pid(&self) -> Option<u32> {
-        crate::child_named(self.child.id(), "edgevault")
+        crate::child_named(self.process.pid(), "edgevault")
     }
 
     /// Counts the versions of a device's CIK secret (`info` is its extended information). `operator`, an ARM owner,
@@ -392,26 +363,10 @@ impl LocalAzure {
 
 impl Drop for LocalAzure {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
         // With an app, the handler's log arrives here: it is scanned like every handler's.
         if !std::thread::panicking() {
             crate::secrets::scan("local-azure's log (with the handler's)", &self.log().join("\n"));
         }
-    }
-}
-
-/// Waits for `check` to return `Some`, re-evaluating it every 100 ms until `limit`: for state that another
-/// process changes (a queue being worked), this waits on the event, not on time passing.
-pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check() {
-            return Some(value);
-        }
-        if std::time::Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }

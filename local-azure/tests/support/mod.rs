@@ -4,9 +4,7 @@
 
 pub mod az;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -17,11 +15,10 @@ use azure_core::http::{
 };
 use serde_json::{Value, json};
 
-/// A running local-azure process; killed (SIGKILL) on drop.
+/// A running local-azure process (`local-azure-testkit`, the harness edgevault's end-to-end tests use too); killed
+/// (SIGKILL) on drop.
 pub struct LocalAzure {
-    child: Child,
-    /// Keeps stdin open: local-azure runs with `--exit-on-stdin-close`.
-    _stdin: ChildStdin,
+    process: local_azure_testkit::Process,
     pub data_dir: PathBuf,
     pub gateway: String,
     pub admin: String,
@@ -37,36 +34,21 @@ impl LocalAzure {
 
     /// [`LocalAzure::start_on`] with extra `up` arguments (`--app …`).
     pub fn start_with(data_dir: &Path, port: u16, admin_port: u16, extra: &[String]) -> LocalAzure {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_local-azure"))
-            .args(["up", "--exit-on-stdin-close", "--data-dir"])
-            .arg(data_dir)
-            .args(["--port", &port.to_string(), "--admin-port", &admin_port.to_string()])
-            .args(extra)
-            .env("LOCAL_AZURE_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning local-azure");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = loop {
-            let line =
-                lines.next().expect("local-azure exited before it was ready").expect("reading local-azure output");
-            if let Some(json) = line.strip_prefix("local-azure ready ") {
-                break serde_json::from_str::<Value>(json).expect("ready line is JSON");
-            }
-        };
-        // Keep draining stdout so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let process = local_azure_testkit::Process::start(local_azure_testkit::Launch {
+            binary: Path::new(env!("CARGO_BIN_EXE_local-azure")),
+            data_dir,
+            port,
+            admin_port,
+            extra,
+            stderr: local_azure_testkit::Stderr::Inherit,
+        })
+        .expect("starting local-azure");
         LocalAzure {
-            child,
-            _stdin: stdin,
             data_dir: data_dir.to_path_buf(),
-            gateway: ready["gateway"].as_str().unwrap().to_string(),
-            admin: ready["admin"].as_str().unwrap().to_string(),
-            env: ready["env"].clone(),
+            gateway: process.gateway().to_string(),
+            admin: process.admin().to_string(),
+            env: process.ready["env"].clone(),
+            process,
         }
     }
 
@@ -80,8 +62,7 @@ impl LocalAzure {
 
     /// SIGKILL, no chance to flush anything.
     pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// Points this process's Azure clients at local-azure. Env vars are process-global: call
@@ -120,13 +101,6 @@ impl LocalAzure {
     pub async fn token(&self, principal_id: &str, resource: &str) -> String {
         let v = self.admin_post("/admin/tokens", json!({ "principalId": principal_id, "resource": resource })).await;
         v["access_token"].as_str().unwrap().to_string()
-    }
-}
-
-impl Drop for LocalAzure {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
