@@ -190,6 +190,20 @@ pub fn run(interrupts: Option<Interrupts>) -> anyhow::Result<bool> {
         "",
     );
 
+    let (status, _, fleet) = d.la.api("GET", "/fleet.json", None)?;
+    let row = fleet["devices"].as_array().and_then(|rows| rows.iter().find(|r| r["id"] == device.as_str()));
+    let healthy = row.is_some_and(|r| r["health"] == "healthy");
+    s.step(
+        "the fleet page (GET /api/fleet, its JSON form here) shows the device healthy",
+        status == 200 && healthy,
+        format!(
+            "{} device(s), {} open alert(s), {} recovery(ies) recorded",
+            fleet["devices"].as_array().map_or(0, Vec::len),
+            fleet["alerts"].as_array().map_or(0, Vec::len),
+            fleet["recoveries"].as_array().map_or(0, Vec::len)
+        ),
+    );
+
     let (ok, out) = d.cli(&["status"], "");
     s.step("edgevault-cli status shows the fleet", ok, out);
     println!("\n{}", if s.all_held { "every step held" } else { "some steps did NOT hold" });
@@ -231,7 +245,9 @@ pub fn next_steps(la: &LocalAzure, device: &str, operation: &str) -> anyhow::Res
          \n  curl -si \"$EDGEVAULT_API_BASE_URL/activation-keys/{operation}\" {key}\
          \n  # ask again for the same device: 202 and a new status URL (its vault and CIK are reused)\
          \n  curl -si -X POST \"$EDGEVAULT_API_BASE_URL/activation-keys\" {key} -H 'content-type: application/json' -d {request}\
-         \n  # the fleet: identity, vault, lock, soft delete, purge protection, CIK and sync status per device\
+         \n  # the fleet page (HTML; a browser needs the same Authorization header, e.g. from an extension)\
+         \n  curl -s \"$EDGEVAULT_API_BASE_URL/fleet\" {key} -o fleet.html\
+         \n  # the fleet: status, identity, vault, lock, soft delete, purge protection, CIK and sync per device\
          \n  {cli} status\n\
          \n{WAITING}\n"
     ))
