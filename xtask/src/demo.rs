@@ -148,7 +148,44 @@ pub fn run(interrupts: Option<Interrupts>) -> anyhow::Result<bool> {
         out.lines().next().unwrap_or_default(),
     );
 
+    // "Sync device secrets", as the device does it: its identity writes its BitLocker keys and BMC password into its
+    // vault and asks for a re-sync; edgevault verifies and marks it. The device's right to ask is a grant here, as
+    // in Azure it is the device's own (DataBoxEdge's) business.
+    let principal = d.arm("GET", &device, None).1["identity"]["principalId"].as_str().unwrap_or_default().to_string();
+    d.la.grant(&principal, &device, &["Microsoft.DataBoxEdge/dataBoxEdgeDevices/updateExtendedInformation/action"])?;
+    let (ok, out) = d.cli(&["device", "sync-secrets", "--resource-id", &device, "--wait", "60"], "");
+    s.step(
+        "the device syncs its secrets (BitLocker recovery keys, BMC password) as its own identity: KeyVaultSynced",
+        ok && out.contains("KeyVaultSynced"),
+        out.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n"),
+    );
+
+    // A drift only the owner may fix, and a refresh that finds it and, once fixed, clears its alert.
+    let (sub, rg) = (d.la.subscription().to_string(), d.la.var("AZURE_RESOURCE_GROUP").to_string());
+    let refresh = format!("/devices/{sub}/{rg}/{}/refresh", device.rsplit('/').next().unwrap_or_default());
+    let network = |action: &str| {
+        let body = json!({"properties": {"networkAcls": {"defaultAction": action, "bypass": "None"}}});
+        d.arm("PATCH", &vault_id, Some(body)).0 == 200
+    };
+    let denied = network("Deny");
+    let (_, _, raised) = d.la.api("POST", &refresh, None)?;
+    let allowed = network("Allow");
+    let (_, _, cleared) = d.la.api("POST", &refresh, None)?;
+    let names = |report: &Value, which: &str| report["alerts"][which].to_string();
+    s.step(
+        "the owner's network rules shut the device out: a refresh raises \"Couldn't access the Key Vault\"; rules \
+         fixed, the next refresh clears it",
+        denied
+            && allowed
+            && names(&raised, "raised").contains("KeyVaultNotAccessible")
+            && names(&cleared, "resolved").contains("KeyVaultNotAccessible")
+            && cleared["healthy"] == true,
+        format!("raised {}, then resolved {}", names(&raised, "raised"), names(&cleared, "resolved")),
+    );
+
     let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
+    // The alerts so far (the refresh's) are not this incident's: only those after them count.
+    let earlier = d.alerts().len();
     let refused = d.arm("DELETE", &vault_id, None).0 == 409;
     let unlocked = d.arm("DELETE", &lock, None).0 == 200;
     let deleted = matches!(d.arm("DELETE", &vault_id, None).0, 200 | 204);
@@ -159,15 +196,16 @@ pub fn run(interrupts: Option<Interrupts>) -> anyhow::Result<bool> {
     );
 
     // The worker resolves the alert as its last step, so wait for that, then check the state it vouches for.
+    let incident = || d.alerts().into_iter().skip(earlier).collect::<Vec<_>>();
     let resolved = eventually(LIMIT, || {
-        d.alerts().iter().any(|a| a["state"] == "Resolved" && a["vault"] == vault_id.as_str()).then_some(())
+        incident().iter().any(|a| a["state"] == "Resolved" && a["vault"] == vault_id.as_str()).then_some(())
     })
     .is_some();
     let back = (d.arm("GET", &vault_id, None).0 == 200
         && d.arm("GET", &lock, None).0 == 200
         && d.info(&device)["keyVaultSyncStatus"] == "KeyVaultSynced")
         .then_some(());
-    let alerts = d.alerts();
+    let alerts = incident();
     let raised = alerts.iter().any(|a| a["state"] == "Raised" && a["vault"] == vault_id.as_str());
     let cik_kept = d.info(&device)["channelIntegrityKeyVersion"] == info["channelIntegrityKeyVersion"];
     s.step(
@@ -245,8 +283,8 @@ pub fn next_steps(la: &LocalAzure, device: &str, operation: &str) -> anyhow::Res
          \n  curl -si \"$EDGEVAULT_API_BASE_URL/activation-keys/{operation}\" {key}\
          \n  # ask again for the same device: 202 and a new status URL (its vault and CIK are reused)\
          \n  curl -si -X POST \"$EDGEVAULT_API_BASE_URL/activation-keys\" {key} -H 'content-type: application/json' -d {request}\
-         \n  # the fleet page (HTML; a browser needs the same Authorization header, e.g. from an extension)\
-         \n  curl -s \"$EDGEVAULT_API_BASE_URL/fleet\" {key} -o fleet.html\
+         \n  # the fleet page, saved as fleet.html to open in a browser (which, against local-azure, has no sign-in)\
+         \n  curl -sf \"$EDGEVAULT_API_BASE_URL/fleet\" {key} -o fleet.html\
          \n  # the fleet: status, identity, vault, lock, soft delete, purge protection, CIK and sync per device\
          \n  {cli} status\n\
          \n{WAITING}\n"
