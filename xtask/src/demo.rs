@@ -5,6 +5,7 @@
 //! With `--keep` the system stays up after the walk-through, and the demo prints the line that points a shell at it
 //! and the commands to try next (each works as printed: `xtask/tests/demo_keep.rs` runs them); Ctrl-C stops it all.
 
+use std::path::Path;
 use std::time::Duration;
 
 use edgevault_tests::binary;
@@ -73,7 +74,7 @@ impl Demo {
 
 /// Plays the walk-through and returns whether every step held. With `interrupts` (`--keep`), everything stays up
 /// afterwards until one of them arrives.
-pub fn run(interrupts: Option<Interrupts>) -> anyhow::Result<bool> {
+pub fn run(interrupts: Option<Interrupts>, screenshot: Option<&Path>) -> anyhow::Result<bool> {
     println!("starting local-azure with the edgevault app in its Functions host …\n");
     let la = LocalAzure::start_with_app(&[])?;
     let operator = la.principal("operator", &["*"])?;
@@ -244,6 +245,17 @@ pub fn run(interrupts: Option<Interrupts>) -> anyhow::Result<bool> {
 
     let (ok, out) = d.cli(&["status"], "");
     s.step("edgevault-cli status shows the fleet", ok, out);
+    if let Some(png) = screenshot {
+        let saved = fleet_screenshot(&d.la, png);
+        s.step(
+            "the fleet page, in headless Chromium, saved as a screenshot",
+            saved.is_ok(),
+            match saved {
+                Ok(()) => png.display().to_string(),
+                Err(err) => format!("{err:#}"),
+            },
+        );
+    }
     println!("\n{}", if s.all_held { "every step held" } else { "some steps did NOT hold" });
 
     let Demo { mut la, .. } = d;
@@ -350,4 +362,31 @@ impl Interrupts {
             }
         }
     }
+}
+
+/// Saves the fleet page as the demo's operator sees it: `tests/browser/fleet.cjs` with `SCREENSHOT_ONLY`, Debian's
+/// Chromium through playwright-core (`tests/tools/install-playwright.sh` installs it when missing).
+fn fleet_screenshot(la: &LocalAzure, png: &Path) -> anyhow::Result<()> {
+    let root = crate::workspace_root();
+    let installed = std::process::Command::new("bash").arg(root.join("tests/tools/install-playwright.sh")).status()?;
+    anyhow::ensure!(installed.success(), "tests/tools/install-playwright.sh failed ({installed})");
+    let tools = crate::target_dir().join("tools/playwright");
+    let chromium = std::fs::read_to_string(tools.join("chromium-path"))?.trim().to_string();
+    let caller = la.api_caller().ok_or_else(|| anyhow::anyhow!("the demo called the API as nobody"))?;
+    let output = std::process::Command::new("node")
+        .arg(root.join("tests/browser/fleet.cjs"))
+        .env("PLAYWRIGHT_CORE", tools.join("node_modules/playwright-core"))
+        .env("CHROMIUM", chromium)
+        .env("FLEET_URL", format!("{}/fleet", la.var("EDGEVAULT_API_BASE_URL")))
+        .env("BEARER", la.token(caller, API_AUDIENCE)?)
+        .env("SCREENSHOT", std::path::absolute(png)?)
+        .env("SCREENSHOT_ONLY", "1")
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the browser failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
 }
