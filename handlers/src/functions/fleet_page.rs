@@ -103,3 +103,20 @@ fn html_response(status: u16, body: String) -> HttpResponse {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authorization::Denied;
+
+    #[test]
+    fn a_refusal_answers_the_page_in_html_with_its_status_reason_and_challenge() {
+        let refused = refusal(Denied::Unauthenticated("the token expired".into())).unwrap();
+        let page = in_format(Format::Html, refused.clone());
+        assert_eq!(page.status_code, 401);
+        assert_eq!(page.headers["Content-Type"], "text/html; charset=utf-8");
+        assert!(page.headers["WWW-Authenticate"].starts_with("Bearer"), "the challenge is kept: {:?}", page.headers);
+        assert!(page.body.as_str().unwrap().contains("the token expired"));
+        assert_eq!(in_format(Format::Json, refused.clone()), refused, "JSON stays as it is");
+    }
+}
