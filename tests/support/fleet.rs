@@ -6,6 +6,11 @@
 use anyhow::Context;
 use serde_json::{Value, json};
 
+use edgevault::lifecycle::{
+    DEVICE_SECRET_PERMISSIONS, EDGEVAULT_SECRET_PERMISSIONS, LOCK_LEVEL, LOCK_NAME, LOCK_NOTES, OWNER_TAG,
+    PRINCIPAL_TAG,
+};
+
 use crate::local_azure::LocalAzure;
 
 /// Devices per seed request: each is one transaction, and its body must stay under local-azure's 8 MiB.
@@ -61,15 +66,18 @@ pub fn seed_body(la: &LocalAzure, rg: &str, prefix: &str, range: std::ops::Range
             "identity": {"principalId": principal},
             "extendedInformation": {"clientSecretStoreId": vault_id, "clientSecretStoreUrl": format!("https://{vault_name}.vault.azure.net"),
                 "channelIntegrityKeyName": "ase-cik-bench", "channelIntegrityKeyVersion": version, "syncStatus": "KeyVaultSynced"}}));
-        vaults.push(json!({"id": vault_id, "location": location, "tags": {"edgevault-device": id},
+        // The tags and policies are edgevault's own constants: a healthy seeded device must stay one `assess` finds
+        // healthy when the rules grow (#17's principal tag and wider permissions once made every seeded device a
+        // repair, and the sweep's tests and benchmarks measured the repairs).
+        vaults.push(json!({"id": vault_id, "location": location, "tags": {OWNER_TAG: id, PRINCIPAL_TAG: principal},
             "properties": {"tenantId": tenant, "sku": {"family": "A", "name": "standard"},
-              "accessPolicies": [policy(&principal, &["get"]), policy(edgevault, &["get", "set", "recover"])],
+              "accessPolicies": [policy(&principal, DEVICE_SECRET_PERMISSIONS), policy(edgevault, EDGEVAULT_SECRET_PERMISSIONS)],
               "enableSoftDelete": true, "softDeleteRetentionInDays": 90, "enablePurgeProtection": true, "enableRbacAuthorization": false},
             "softDeleted": kind(i) == Kind::SoftDeleted}));
         secrets.push(json!({"vault": vault_name, "name": "ase-cik-bench", "value": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
             "contentType": "application/octet-stream", "version": version}));
         if kind(i) == Kind::Healthy {
-            locks.push(json!({"scope": vault_id, "name": "edgevault-do-not-delete", "level": "CanNotDelete", "notes": "bench"}));
+            locks.push(json!({"scope": vault_id, "name": LOCK_NAME, "level": LOCK_LEVEL, "notes": LOCK_NOTES}));
         }
     }
     json!({"devices": devices, "vaults": vaults, "locks": locks, "secrets": secrets})

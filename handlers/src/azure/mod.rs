@@ -65,8 +65,11 @@ pub struct HttpStack {
 }
 
 impl HttpStack {
+    /// The stack, its HTTP client still being built on a thread of its own ([`DeferredClient`]), so the handler
+    /// listens and answers without waiting for the root certificates.
     pub fn new(retry: RetrySettings) -> Self {
-        HttpStack { retry, transport: Transport::new(http_client()), pacer: pacing::Pacer::new() }
+        let client = DeferredClient::building();
+        HttpStack { retry, transport: Transport::new(client), pacer: pacing::Pacer::new() }
     }
 
     /// Client options for any `azure_core`-based client: the shared transport, the retry policy (the service's
@@ -86,6 +89,44 @@ impl HttpStack {
 /// ~40 KiB each (300 MiB at 10,000 devices, measured). ARM and the identity endpoint are busy, so their
 /// connections stay in use.
 const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The shared HTTP client, built on a thread of its own from the moment the stack is made: building it parses the
+/// system's root certificates (~4 ms, most of the handler's start, `docs/BENCHMARKS.md` §1), which no invocation
+/// answered without Azure needs. The first request waits for it if it is not ready yet (it is, well before the
+/// first token is fetched, in every run measured).
+#[derive(Debug)]
+struct DeferredClient {
+    client: std::sync::OnceLock<Arc<dyn azure_core::http::HttpClient>>,
+}
+
+impl DeferredClient {
+    fn building() -> Arc<Self> {
+        let deferred = Arc::new(DeferredClient { client: std::sync::OnceLock::new() });
+        let warming = deferred.clone();
+        // No thread (a test's constrained sandbox, say): the first request builds it.
+        let _ = std::thread::Builder::new().name("http-client".into()).spawn(move || {
+            warming.get();
+        });
+        deferred
+    }
+
+    fn get(&self) -> &Arc<dyn azure_core::http::HttpClient> {
+        self.client.get_or_init(http_client)
+    }
+}
+
+#[async_trait::async_trait]
+impl azure_core::http::HttpClient for DeferredClient {
+    async fn execute_request(
+        &self,
+        request: &azure_core::http::Request,
+    ) -> azure_core::Result<azure_core::http::AsyncRawResponse> {
+        // Once, and only if the first request comes within the few milliseconds the build takes: this waits for
+        // the thread building it (or builds it here), a one-off block of the runtime's thread, not an await.
+        let client = self.get().clone();
+        client.execute_request(request).await
+    }
+}
 
 /// The SDK's default client (its timeouts, no redirects) with a short idle timeout ([`POOL_IDLE`]); the SDK's own
 /// if that cannot be built.

@@ -41,9 +41,13 @@ pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
     Ok(response)
 }
 
-/// The command an event calls for, if any: a Stack Edge device written or deleted, a vault deleted, or a device's
-/// `updateExtendedInformation` by anyone but edgevault itself (`own_principal`: edgevault writes the extended
-/// information too, and its own writes are no request) — the device asking for its secrets to be synced.
+/// The command an event calls for, if any: a Stack Edge device written (by anyone but edgevault itself) or
+/// deleted, a vault deleted, or a device's `updateExtendedInformation` by anyone but edgevault itself
+/// (`own_principal`: edgevault writes the extended information too, and its own writes are no request) — the device
+/// asking for its secrets to be synced. edgevault's own device writes (its alert, requester and failure tags, the
+/// identity it enables) need no creation check: each came from a worker that had the device in hand, and waking
+/// the creation worker for them cost two ARM reads per write (two per recovered vault: the alert raised, then
+/// resolved).
 pub fn classify(event: &GridEvent, path: &str, own_principal: &str) -> Result<Option<Command>, FunctionError> {
     let is_write = event.event_type() == event_types::RESOURCE_WRITE_SUCCESS;
     let is_delete = event.event_type() == event_types::RESOURCE_DELETE_SUCCESS;
@@ -61,24 +65,31 @@ pub fn classify(event: &GridEvent, path: &str, own_principal: &str) -> Result<Op
         .map_err(|e| FunctionError::invalid(format!("{path}.data.resourceUri"), format!("{e}")))?;
     let operation = data.operation_name.to_ascii_lowercase();
     let cause = event.id().to_string();
-    Ok(if resource.is_type(DEVICE_TYPE) && is_write && operation == "microsoft.databoxedge/databoxedgedevices/write" {
-        Some(ResourceCreated { device: resource, cause }.into())
-    } else if resource.is_type(DEVICE_TYPE)
-        && is_delete
-        && operation == "microsoft.databoxedge/databoxedgedevices/delete"
-    {
-        Some(ResourceDeleted { device: resource, cause }.into())
-    } else if resource.is_type(VAULT_TYPE) && is_delete && operation == "microsoft.keyvault/vaults/delete" {
-        Some(VaultDeleted { vault: resource, cause }.into())
-    } else if resource.is_type(DEVICE_TYPE)
-        && is_action
-        && operation == "microsoft.databoxedge/databoxedgedevices/updateextendedinformation/action"
-        && !data.caller().is_some_and(|caller| caller.eq_ignore_ascii_case(own_principal))
-    {
-        Some(SecretsSyncRequested { device: resource, cause }.into())
-    } else {
-        None
-    })
+    let by_edgevault = data.caller().is_some_and(|caller| caller.eq_ignore_ascii_case(own_principal));
+    Ok(
+        if resource.is_type(DEVICE_TYPE)
+            && is_write
+            && operation == "microsoft.databoxedge/databoxedgedevices/write"
+            && !by_edgevault
+        {
+            Some(ResourceCreated { device: resource, cause }.into())
+        } else if resource.is_type(DEVICE_TYPE)
+            && is_delete
+            && operation == "microsoft.databoxedge/databoxedgedevices/delete"
+        {
+            Some(ResourceDeleted { device: resource, cause }.into())
+        } else if resource.is_type(VAULT_TYPE) && is_delete && operation == "microsoft.keyvault/vaults/delete" {
+            Some(VaultDeleted { vault: resource, cause }.into())
+        } else if resource.is_type(DEVICE_TYPE)
+            && is_action
+            && operation == "microsoft.databoxedge/databoxedgedevices/updateextendedinformation/action"
+            && !by_edgevault
+        {
+            Some(SecretsSyncRequested { device: resource, cause }.into())
+        } else {
+            None
+        },
+    )
 }
 
 #[cfg(test)]
@@ -143,6 +154,22 @@ mod tests {
             "Succeeded",
         );
         assert_eq!(classify(&get, "e", OWN).unwrap(), None);
+    }
+
+    #[test]
+    fn a_device_written_by_edgevault_itself_wakes_no_creation_worker() {
+        let write = |caller: &str| {
+            GridEvent::from_value(
+                json!({"id": "e1", "subject": DEVICE, "eventType": event_types::RESOURCE_WRITE_SUCCESS, "eventTime": "t",
+                       "data": {"resourceUri": DEVICE, "status": "Succeeded", "subscriptionId": "s",
+                                "operationName": "Microsoft.DataBoxEdge/dataBoxEdgeDevices/write",
+                                "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": caller}}}),
+                "e",
+            )
+            .unwrap()
+        };
+        assert!(matches!(classify(&write("operator"), "e", OWN).unwrap(), Some(Command::ResourceCreated(_))));
+        assert_eq!(classify(&write(OWN), "e", OWN).unwrap(), None, "edgevault's own tag write");
     }
 
     #[test]

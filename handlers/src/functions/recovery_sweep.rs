@@ -1,5 +1,6 @@
 //! `RecoverySweep` (timerTrigger): starts a sweep — page 0 of every subscription in scope on the `sweep-pages`
-//! queue, where `SweepPage` inspects them one page at a time. It answers in milliseconds whatever the fleet size.
+//! queue, where `SweepPage` inspects them one page at a time — unless the last one is still running
+//! (`lifecycle::sweep::begin`). It answers in milliseconds whatever the fleet size.
 
 use std::sync::Arc;
 
@@ -20,11 +21,19 @@ pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
     if timer.is_past_due {
         tracing::warn!(sweep_id = %sweep_id, "the sweep is starting late (past due)");
     }
-    let pages = sweep::start(&deps, &sweep_id).await?;
-    tracing::info!(sweep_id = %sweep_id, subscriptions = pages.len(), "recovery sweep started");
-    let mut response =
-        InvocationResponse::default().with_log(format!("sweep {sweep_id} started over {} subscriptions", pages.len()));
-    response.return_value = serde_json::json!({"sweepId": sweep_id, "subscriptions": pages.len()});
+    let mut response = InvocationResponse::default();
+    match sweep::begin(&deps, &sweep_id, slot).await? {
+        sweep::Begun::Started(pages) => {
+            tracing::info!(sweep_id = %sweep_id, subscriptions = pages.len(), "recovery sweep started");
+            response = response.with_log(format!("sweep {sweep_id} started over {} subscriptions", pages.len()));
+            response.return_value = serde_json::json!({"sweepId": sweep_id, "subscriptions": pages.len()});
+        }
+        sweep::Begun::Skipped { running } => {
+            tracing::info!(sweep_id = %sweep_id, running = %running, "slot skipped: the last sweep is still running");
+            response = response.with_log(format!("sweep {sweep_id} skipped: {running} is still running"));
+            response.return_value = serde_json::json!({"sweepId": sweep_id, "skipped": true, "running": running});
+        }
+    }
     Ok(response)
 }
 

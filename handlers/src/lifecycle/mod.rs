@@ -36,6 +36,7 @@ pub mod retirement;
 pub mod secrets_sync;
 pub mod status;
 pub mod sweep;
+pub mod sweep_progress;
 pub mod vault;
 
 pub use desired::{Desired, Observed, assess, observe};

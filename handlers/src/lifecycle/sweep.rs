@@ -3,12 +3,15 @@
 //!
 //! It runs as work items, never as one long invocation (the host restarts the handler past `functionTimeout`,
 //! failing everything in flight):
-//! - [`start`] (the timer) sends page 0 of every subscription, under a sweep id taken from the schedule slot
-//!   ([`sweep_id`]), so a second start for the same slot is a duplicate the queue drops;
+//! - [`begin`] (the timer) starts the slot's sweep unless an earlier one is still running (its progress rows say so,
+//!   `sweep_progress`), so two sweeps never inspect the fleet at once; [`start`] sends page 0 of every
+//!   subscription, under a sweep id taken from the schedule slot ([`sweep_id`]), so a second start for the same
+//!   slot is a duplicate the queue drops;
 //! - [`page`] (a `SweepPage` message) lists one page of devices, inspects them, sends the next page (ARM's
 //!   `nextLink`) as soon as its last devices are in flight, and then the fixes it found. Every message id derives
 //!   from the sweep and the page (or the device), so a page redone after a crash or delivered twice sends nothing
-//!   new. A page is ARM's page size (100 devices), so an invocation lasts seconds whatever the fleet size.
+//!   new. A page is ARM's page size (100 devices), so an invocation lasts seconds whatever the fleet size. A page
+//!   done records its row of progress (`sweep_progress`).
 //!
 //! Vaults and locks are read by subscription-wide list once per sweep (`fleet_index`) and joined with each page's
 //! devices in memory: per device only its extended information (no list form) and its CIK (Key Vault's data plane,
@@ -22,6 +25,7 @@ use super::desired::{Desired, Observed, VaultState, assess, observe_listed};
 use super::error::{Error, Refused};
 use super::finding::Finding;
 use super::fleet_index::FleetIndex;
+use super::sweep_progress::{self, PageDone};
 use crate::azure::models::Device;
 use crate::deps::Deps;
 use crate::messages::{Command, ReconcileVault, ResourceCreated, SweepPage, VaultDeleted};
@@ -42,6 +46,40 @@ pub fn sweep_id(slot: time::OffsetDateTime) -> String {
     let utc = slot.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).unwrap_or(slot);
     let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     format!("sweep-{}", utc.format(&format).unwrap_or_default())
+}
+
+/// What the timer did with its slot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Begun {
+    /// The sweep started: page 0 of each subscription was sent.
+    Started(Vec<SweepPage>),
+    /// Another sweep (this id) is still running: this slot is skipped, so the fleet is not inspected twice at once.
+    /// A sweep counts as running until every subscription's last page is recorded, or nothing moved for
+    /// `sweep_progress::STALE_AFTER` (a sweep that died does not block the next one for long).
+    Skipped { running: String },
+}
+
+/// The timer's start of slot `slot`'s sweep `sweep_id`: skipped while an earlier sweep runs, else recorded and
+/// started. When the progress cannot be read, the sweep starts: a sweep twice costs ARM reads, a sweep never
+/// leaves drift unrepaired.
+pub async fn begin(deps: &Deps, sweep_id: &str, slot: time::OffsetDateTime) -> Result<Begun, Error> {
+    let now = deps.now();
+    // Whether to record this start: not for the same slot again (a host restart, a second instance: its start row
+    // stands, its pages are duplicates), nor when the store just failed to answer.
+    let record = match sweep_progress::latest(deps).await {
+        Ok(Some(status)) if status.progress.id == sweep_id => false,
+        Ok(Some(status)) if status.is_running(now) => return Ok(Begun::Skipped { running: status.progress.id }),
+        Ok(_) => true,
+        Err(err) => {
+            tracing::warn!(sweep_id, "could not read the sweeps' progress; starting anyway: {err}");
+            false
+        }
+    };
+    if record {
+        sweep_progress::prune(deps, now).await;
+        sweep_progress::record_start(deps, sweep_id, slot, &deps.settings.subscriptions).await;
+    }
+    Ok(Begun::Started(start(deps, sweep_id).await?))
 }
 
 /// Starts sweep `sweep_id`: page 0 of every subscription in scope, in one send. Returns the pages sent.
@@ -225,6 +263,9 @@ async fn sweep_page(deps: &Deps, work: &SweepPage) -> Result<Summary, Error> {
         deps.enqueue(batch, Some(&work.sweep_id)).await?;
     }
     summary.commands = commands.len();
+    let done =
+        PageDone { devices: summary.devices, findings: &summary.findings, errors: summary.errors, last: !summary.next };
+    sweep_progress::record_page(deps, work, done).await;
     Ok(summary)
 }
 
@@ -239,6 +280,7 @@ mod tests {
         use std::sync::Arc;
 
         use super::*;
+        use crate::azure::AzureError;
         use crate::azure::fake::{FakeAzure, settings};
         use crate::azure::models::VaultLink;
         use crate::lifecycle::vault::cik_secret_name;
@@ -433,7 +475,134 @@ mod tests {
             let pages: Vec<u32> = pages_sent(&azure).iter().map(|p| p.page).collect();
             assert_eq!(pages, [0, 1, 2]);
             let writes = azure.writes();
-            assert!(writes.iter().all(|w| w.starts_with("send")), "only messages were written: {writes:?}");
+            assert!(
+                writes.iter().all(|w| w.starts_with("send") || w.starts_with("put record sweeps/sweep-1/")),
+                "only messages and the pages' progress were written: {writes:?}"
+            );
+            let progress = sweep_progress::current(&deps).await.unwrap();
+            assert_eq!(progress, None, "started without the timer's `begin`: no start row, no current sweep");
+        }
+
+        #[tokio::test]
+        async fn progress_says_done_with_every_page_device_and_finding_once_even_when_a_page_is_redone() {
+            let azure = FakeAzure::new();
+            for i in 0..6 {
+                azure.add_healthy(&format!("h{i}"));
+            }
+            azure.add_healthy("x");
+            azure.state().locks.retain(|k, _| !k.contains("kv-x/"));
+            let deps = azure.deps(settings());
+            let slot = time::macros::datetime!(2026-11-28 13:00 UTC);
+            let id = sweep_id(slot);
+            assert!(matches!(begin(&deps, &id, slot).await.unwrap(), Begun::Started(pages) if pages.len() == 1));
+            let first = pages_sent(&azure)[0].clone();
+            page(&deps, &first).await.unwrap();
+            let partial = sweep_progress::current(&deps).await.unwrap().unwrap();
+            assert_eq!((partial.done, partial.pages, partial.devices), (false, 1, 3));
+            page(&deps, &first).await.unwrap();
+            let mut n = 1;
+            while let Some(work) = pages_sent(&azure).get(n).cloned() {
+                page(&deps, &work).await.unwrap();
+                n += 1;
+            }
+            let progress = sweep_progress::current(&deps).await.unwrap().unwrap();
+            let expected = sweep_progress::SweepProgress {
+                id: id.clone(),
+                started_at: progress.started_at.clone(),
+                done: true,
+                pages: 3,
+                devices: 7,
+                findings: [("Healthy".to_string(), 6), ("LockMissing".to_string(), 1)].into(),
+            };
+            assert_eq!(progress, expected);
+            assert!(progress.started_at.is_some());
+        }
+
+        fn down() -> AzureError {
+            AzureError::new("records", Some(503), Some("ServiceUnavailable".into()), "the table service is down")
+        }
+
+        /// A record store that refuses every call.
+        #[derive(Debug)]
+        struct Unavailable;
+
+        #[async_trait::async_trait]
+        impl crate::azure::traits::Records for Unavailable {
+            async fn put(&self, _: &str, _: &str, _: &str, _: &serde_json::Value) -> Result<(), AzureError> {
+                Err(down())
+            }
+            async fn get(&self, _: &str, _: &str, _: &str) -> Result<Option<serde_json::Value>, AzureError> {
+                Err(down())
+            }
+            async fn list(&self, _: &str, _: Option<&str>) -> Result<Vec<crate::azure::models::Record>, AzureError> {
+                Err(down())
+            }
+            async fn delete(&self, _: &str, _: &str, _: &str) -> Result<(), AzureError> {
+                Err(down())
+            }
+        }
+
+        #[tokio::test]
+        async fn a_record_store_that_fails_neither_fails_nor_stops_a_sweep() {
+            let azure = FakeAzure::new();
+            for i in 0..4 {
+                azure.add_healthy(&format!("h{i}"));
+            }
+            let mut deps = azure.deps(settings());
+            deps.records = Arc::new(Unavailable);
+            let slot = time::macros::datetime!(2026-11-28 13:00 UTC);
+            assert!(matches!(begin(&deps, &sweep_id(slot), slot).await.unwrap(), Begun::Started(_)));
+            let mut n = 0;
+            while let Some(work) = pages_sent(&azure).get(n).cloned() {
+                let summary = page(&deps, &work).await.expect("the page stands without its progress row");
+                assert_eq!(summary.errors, 0);
+                n += 1;
+            }
+            assert_eq!(n, 2, "4 devices in pages of 3");
+        }
+
+        #[tokio::test]
+        async fn a_slot_is_skipped_while_the_last_sweep_runs_and_started_once_it_is_done() {
+            let azure = FakeAzure::new();
+            for i in 0..4 {
+                azure.add_healthy(&format!("h{i}"));
+            }
+            let deps = azure.deps(settings());
+            let first_slot = time::macros::datetime!(2026-11-28 13:00 UTC);
+            let next_slot = time::macros::datetime!(2026-11-28 13:05 UTC);
+            let (first, next) = (sweep_id(first_slot), sweep_id(next_slot));
+            assert!(matches!(begin(&deps, &first, first_slot).await.unwrap(), Begun::Started(_)));
+            page(&deps, &pages_sent(&azure)[0]).await.unwrap();
+            assert_eq!(begin(&deps, &next, next_slot).await.unwrap(), Begun::Skipped { running: first.clone() });
+            assert_eq!(pages_sent(&azure).len(), 2, "the skipped slot sent nothing");
+            assert!(
+                matches!(begin(&deps, &first, first_slot).await.unwrap(), Begun::Started(_)),
+                "the same slot again is a duplicate start, not an overlap"
+            );
+            page(&deps, &pages_sent(&azure)[1]).await.unwrap();
+            assert!(matches!(begin(&deps, &next, next_slot).await.unwrap(), Begun::Started(_)), "the first is done");
+            assert_eq!(sweep_progress::current(&deps).await.unwrap().unwrap().id, next);
+        }
+
+        #[tokio::test]
+        async fn a_sweep_that_died_blocks_the_next_slots_only_until_it_is_stale() {
+            use crate::azure::traits::Records;
+            let azure = FakeAzure::new();
+            azure.add_healthy("h0");
+            let deps = azure.deps(settings());
+            let now = deps.now();
+            // A sweep whose pages died: started, never a page recorded.
+            let died = |minutes: i64| {
+                let started = now - time::Duration::minutes(minutes);
+                serde_json::json!({"id": "sweep-dead", "slot": started.format(&time::format_description::well_known::Rfc3339).unwrap(),
+                    "startedAt": started.format(&time::format_description::well_known::Rfc3339).unwrap(), "subscriptions": ["s"]})
+            };
+            azure.put(sweep_progress::TABLE, sweep_progress::STARTS, "sweep-dead", &died(5)).await.unwrap();
+            let slot = now.replace_second(0).unwrap();
+            let id = sweep_id(slot);
+            assert!(matches!(begin(&deps, &id, slot).await.unwrap(), Begun::Skipped { .. }));
+            azure.put(sweep_progress::TABLE, sweep_progress::STARTS, "sweep-dead", &died(16)).await.unwrap();
+            assert!(matches!(begin(&deps, &id, slot).await.unwrap(), Begun::Started(_)), "stale after 15 minutes");
         }
 
         #[tokio::test]
@@ -477,7 +646,7 @@ mod tests {
             let calls = azure.state().calls.clone();
             let per_device: Vec<_> = calls
                 .iter()
-                .filter(|c| !c.starts_with("list") && !c.starts_with("send"))
+                .filter(|c| !c.starts_with("list") && !c.starts_with("send") && !c.starts_with("put record"))
                 .map(|c| c.split(' ').take(2).collect::<Vec<_>>().join(" "))
                 .collect();
             assert_eq!(per_device.iter().filter(|c| *c == "get extended").count(), 3);
