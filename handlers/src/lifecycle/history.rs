@@ -5,7 +5,7 @@
 //! - [`open_alerts`]: a device's open alerts, as the alerts recorded them on the device.
 //! - [`recent_recoveries`] / [`record_recovery`]: one record per deletion incident in the record store's
 //!   `recoveries` table (see [`RecoveryRecord`]).
-//! - [`last_sweep`]: the current or last sweep's progress; nothing until sweep progress is recorded.
+//! - [`last_sweep`]: the current or last sweep's progress, from the rows its pages write (`sweep_progress`).
 //! - [`audit_setting`]: whether the vault's audit setting is in place; unknown until it is observed.
 //!
 //! Why the record store and not the queue or the logs: the `alerts` queue is a hand-off to whatever pages the
@@ -121,22 +121,11 @@ pub async fn recent_recoveries(
     Ok(records)
 }
 
-/// A sweep's progress: how far it got and what it found so far.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SweepProgress {
-    pub id: String,
-    pub started_at: Option<String>,
-    /// Whether every page has been inspected.
-    pub done: bool,
-    pub pages: usize,
-    pub devices: usize,
-    pub findings: std::collections::BTreeMap<String, usize>,
-}
+pub use super::sweep_progress::SweepProgress;
 
-/// The current or last sweep; `None` when no sweep progress is recorded.
-pub async fn last_sweep(_deps: &Deps) -> Result<Option<SweepProgress>, Error> {
-    Ok(None)
+/// The current or last sweep, added up from the rows its pages wrote (`sweep_progress`); `None` before any.
+pub async fn last_sweep(deps: &Deps) -> Result<Option<SweepProgress>, Error> {
+    super::sweep_progress::current(deps).await
 }
 
 /// Whether the device's vault has its audit setting; `None` while that is not observed.
