@@ -656,15 +656,15 @@ fn a_sweep_survives_its_handler_killed_mid_page_and_a_replayed_page_doubles_noth
         assert_eq!(s.la.queue_counts(queue).unwrap()["deadLetterMessageCount"], 0, "{queue}");
     }
     let after_crash = fired(&s, &inspected_healthy);
-    // Every healthy device once, and again only if its page was in flight when the handler died: the held page
-    // (devices 100-199) and the next one (200-249), which it sends while its last devices are inspected. Page 0 was
-    // done before page 1 reached its 51st device. So at most 200 + 80 + 40 = 320 reads; no worker reads a healthy
-    // device. (Above that were: a timer sweep within the test, now kept out, and a seed that #17's rules judged
-    // unhealthy, so every device was repaired and its repair read it again: 456-467 reads.)
-    let in_flight = healthy_in(100..DEVICES);
+    // Every healthy device once, and again only if its page was in flight when the handler died: one crash makes
+    // each page in flight run once more, never more. Which pages are in flight is timing: the held page (devices
+    // 100-199), the next one (200-249, sent while the held page's last devices are inspected) and, on a loaded
+    // machine, page 0 (it sends page 1 before its own last devices are done). So the bound is twice per healthy
+    // device. (Above twice were causes now removed: a timer sweep within the test, and a seed #17's rules judged
+    // unhealthy, so every repair read its device again: 456-467 reads.)
     assert!(
-        (healthy..=healthy + in_flight).contains(&after_crash),
-        "{after_crash} inspections of {healthy} healthy devices, {in_flight} of them in the pages in flight at the crash"
+        (healthy..=2 * healthy).contains(&after_crash),
+        "{after_crash} inspections of {healthy} healthy devices: each at least once and at most twice"
     );
 
     // A page replayed beyond duplicate detection (another MessageId, the same page) is inspected again, but what it
