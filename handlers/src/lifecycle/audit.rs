@@ -158,7 +158,16 @@ pub async fn ensure(deps: &Deps, device: &ResourceId, vault: &Vault, vault_id: &
         deps.audit.get_provider(subscription, STORAGE_NAMESPACE),
         deps.audit.get_provider(subscription, INSIGHTS_NAMESPACE)
     );
-    for (namespace, provider) in [(STORAGE_NAMESPACE, storage?), (INSIGHTS_NAMESPACE, insights?)] {
+    // Only a registration read as absent stops here; a read that failed (a role without providers/read) lets the
+    // writes below say what is wrong.
+    for (namespace, provider) in [(STORAGE_NAMESPACE, storage), (INSIGHTS_NAMESPACE, insights)] {
+        let provider = match provider {
+            Ok(provider) => provider,
+            Err(err) => {
+                tracing::warn!(namespace, error = %err, "could not read the provider's registration; trying anyway");
+                continue;
+            }
+        };
         if !provider.is_some_and(|p| p.registration_state.eq_ignore_ascii_case("Registered")) {
             tracing::warn!(vault = %vault_id, namespace, "provider not registered; audit logging not configured");
             return Ok(Ensured::NotPossible(format!(

@@ -14,7 +14,16 @@ pub const KEYVAULT_NAMESPACE: &str = "Microsoft.KeyVault";
 
 /// `None` when `subscription` has registered `Microsoft.KeyVault`; else what the caller is told (the fix).
 pub async fn keyvault_missing(deps: &Deps, subscription: &str) -> Result<Option<String>, Error> {
-    let provider = deps.audit.get_provider(subscription, KEYVAULT_NAMESPACE).await?;
+    // A read that fails (a role without `Microsoft.Resources/subscriptions/providers/read`) refuses nothing: the
+    // vault's creation then says what is wrong.
+    let provider = match deps.audit.get_provider(subscription, KEYVAULT_NAMESPACE).await {
+        Ok(provider) => provider,
+        Err(err) if !err.retryable() => {
+            tracing::warn!(subscription, error = %err, "could not read Microsoft.KeyVault's registration; not checked");
+            return Ok(None);
+        }
+        Err(err) => return Err(err.into()),
+    };
     if provider.is_some_and(|p| p.registration_state.eq_ignore_ascii_case("Registered")) {
         return Ok(None);
     }

@@ -86,9 +86,20 @@ pub async fn provision(
     let findings = assess(&observed, &desired);
     let vault = observed.target.as_ref().map(ToString::to_string);
     if findings.contains(&Finding::DeviceSecretsMissing) {
-        // Only the device can bring its secrets back: the device stays as it is marked, its alert open.
+        // Only the device can bring its secrets back: the device stays as it is marked, its alert open. Its audit
+        // logging does not wait for them.
+        if findings.contains(&Finding::AuditSettingMissing) {
+            configure_audit(deps, &mut observed).await;
+        }
+        let findings = assess(&observed, &desired);
         let found = alerts(&observed, &findings);
-        settle_alerts(deps, id, &mut observed.device, vault.as_deref(), &found, None).await?;
+        // Nothing else was judged through to the end, so nothing else is resolved; the audit setting was.
+        let keep: Vec<AlertKind> = AlertKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| observed.audit_setting.is_none() || *k != AlertKind::AuditLoggingNotConfigured)
+            .collect();
+        settle_alerts(deps, id, &mut observed.device, vault.as_deref(), &found, Some(&keep)).await?;
         return Ok(Outcome::Untouched(Finding::DeviceSecretsMissing));
     }
     if findings.contains(&Finding::ExtendedInfoOutOfSync)
