@@ -202,6 +202,18 @@ module alerts 'modules/alerts.bicep' = {
   }
 }
 
+// The fleet workbook in Azure Monitor, over the same workspace (modules/workbook.bicep).
+module workbook 'modules/workbook.bicep' = {
+  name: 'edgevault-workbook'
+  scope: group
+  params: {
+    location: location
+    baseName: baseName
+    workspaceId: monitoring.outputs.workspaceId
+    tags: allTags
+  }
+}
+
 // Least privilege on the subscriptions in scope: one custom role (see modules/role-definition.bicep for why no
 // built-in role fits), assigned at each subscription.
 module roleDefinition 'modules/role-definition.bicep' = {
@@ -288,6 +300,7 @@ module eventSubscriptions 'modules/eventgrid-subscriptions.bicep' = [for (src, i
 output resourceGroupName string = group.name
 output functionAppName string = functionApp.outputs.name
 output functionAppHostName string = functionApp.outputs.defaultHostName
+output workbookId string = workbook.outputs.id
 output principalId string = functionApp.outputs.principalId
 output serviceBusNamespace string = serviceBus.outputs.fullyQualifiedNamespace
 output storageAccountName string = storage.outputs.name

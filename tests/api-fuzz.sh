@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Generates test cases for the activation-key API from its OpenAPI document (docs/activation-key-api.openapi.json)
+# Generates test cases for the activation-key API and the fleet view's JSON form from its OpenAPI document (docs/activation-key-api.openapi.json)
 # with schemathesis, and runs them against the function app on local-azure: the Functions host, the edgevault
 # handler, ARM and Key Vault, as in production. Every answer must match the document and no input may cause a 5xx.
 #

@@ -244,3 +244,40 @@ fn the_cli_requests_a_key_as_the_operator_and_gets_only_what_the_operator_may_ha
     assert!(!refused_file.exists(), "no key file for B");
     assert_eq!(s.sync_status(&b), "KeyVaultNotConfigured");
 }
+
+/// The fleet view shows each caller the devices it may read, as ARM reports the caller's rights: a grant on one
+/// device shows that device only, a grant on the resource group shows them all, no grant shows none (and no
+/// recovery or alert of a device it cannot see); no token is a `401` from App Service Authentication.
+#[test]
+fn the_fleet_view_shows_each_caller_only_the_devices_it_may_read() {
+    use edgevault::authorization::READ;
+    let s = System::start();
+    let a = s.device("ase-fleet-a");
+    s.device("ase-fleet-b");
+    let names = |token: &str| -> Vec<String> {
+        let (status, headers, fleet) = s.la.api_as(Some(token), "GET", "/fleet.json", None).unwrap();
+        assert_eq!(status, 200, "{fleet}");
+        assert!(headers.get("x-edgevault-caller").is_some(), "the answer names its caller");
+        let mut names: Vec<String> =
+            fleet["devices"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap().to_string()).collect();
+        names.sort();
+        names
+    };
+    let one = s.la.user("erin").unwrap();
+    s.la.grant(&one, &a, &[READ]).unwrap();
+    assert_eq!(names(&s.la.token(&one, API_AUDIENCE).unwrap()), ["ase-fleet-a"]);
+
+    let group = s.la.user("frank").unwrap();
+    s.la.grant(&group, &s.la.resource_group_id(), &["Microsoft.DataBoxEdge/*/read"]).unwrap();
+    assert_eq!(names(&s.la.token(&group, API_AUDIENCE).unwrap()), ["ase-fleet-a", "ase-fleet-b"]);
+
+    let nobody = s.la.user("grace").unwrap();
+    let token = s.la.token(&nobody, API_AUDIENCE).unwrap();
+    assert!(names(&token).is_empty());
+    let (status, _, fleet) = s.la.api_as(Some(&token), "GET", "/fleet.json", None).unwrap();
+    assert_eq!(status, 200);
+    assert!(fleet["alerts"].as_array().unwrap().is_empty() && fleet["recoveries"].as_array().unwrap().is_empty());
+
+    let (status, _, refused) = s.la.api_as(None, "GET", "/fleet.json", None).unwrap();
+    assert_eq!(status, 401, "{refused}");
+}

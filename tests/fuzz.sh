@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target in fuzz/ (one per parser at the edge) for a bounded time and fails if any crashes.
 #
-#   FUZZ_SECONDS  seconds per target (default 30)
+#   FUZZ_SECONDS  seconds per target (default 20)
 #   FUZZ_JOBS     targets run at once (default: one per core; each target is one libFuzzer process)
 #   FUZZ_TARGETS  space-separated subset (default: all of `cargo fuzz list`)
 #
@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds="${FUZZ_SECONDS:-30}"
+seconds="${FUZZ_SECONDS:-20}"
 jobs="${FUZZ_JOBS:-$(nproc)}"
 target=$(realpath -m "${CARGO_TARGET_DIR:-target}")
 export RUSTC_BOOTSTRAP=1 CARGO_INCREMENTAL=0

@@ -442,38 +442,66 @@ fn the_device_side_opens_its_key_and_status_shows_the_fleet() {
     let (ok, out) = w.cli(&["status"], "");
     assert!(ok, "{out}");
     let row = out.lines().find(|l| l.starts_with("ase-cli ")).unwrap_or_else(|| panic!("{out}"));
-    assert!(row.contains("KeyVaultSynced") && row.contains("Healthy"), "{row}");
+    assert!(row.contains("KeyVaultSynced") && row.contains("healthy"), "{row}");
     assert!(!row.contains("NO"), "{row}");
+
+    // The same view as JSON, narrowed by a filter: what `GET /api/fleet.json` answers.
+    let (ok, out) = w.cli(&["status", "--json", "--status", "healthy"], "");
+    assert!(ok, "{out}");
+    let view: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let names: Vec<&str> = view["devices"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ase-cli", "ase-cli-2"], "{out}");
+    openapi::check("get", "/fleet.json", 200, &view).unwrap();
+    let (ok, out) = w.cli(&["status", "--status", "sick"], "");
+    assert!(!ok && out.contains("`sick` is not a status"), "{out}");
+
+    // The fleet page's JSON form, as the host invokes it, matches the OpenAPI document with devices in it.
+    // The operator signed in (App Service Authentication's identity and the token), with every right.
+    let token = w.la.token(&w.operator, edgevault_tests::local_azure::API_AUDIENCE).unwrap();
+    let invocation = json!({"Data": {"req": {"Url": "http://127.0.0.1:7071/api/fleet.json", "Method": "GET",
+        "Query": {"resourceGroup": w.la.var("AZURE_RESOURCE_GROUP")}, "Params": {},
+        "Headers": {"Authorization": [format!("Bearer {token}")]},
+        "Identities": [edgevault_tests::scenario::easy_auth_identity(&w.operator, "operator")]}}, "Metadata": {}});
+    let (status, answer) = w.handler.invoke("FleetData", &invocation).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let res = &answer["Outputs"]["res"];
+    assert_eq!(res["statusCode"], 200, "{res}");
+    assert_eq!(res["body"]["devices"].as_array().unwrap().len(), 2, "{res}");
+    openapi::check("get", "/fleet.json", 200, &res["body"]).unwrap();
 }
 
 #[test]
 fn the_openapi_document_matches_the_function_definition() {
-    let trigger = |function: &str| -> Value {
-        let path = format!("{}/../function-definitions/{function}/function.json", env!("CARGO_MANIFEST_DIR"));
-        let definition: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        definition["bindings"][0].clone()
-    };
-    let (keys, devices) = (trigger("ActivationKeyApi"), trigger("DeviceApi"));
-    assert_eq!(keys["route"], "activation-keys/{operationId?}", "the document's paths follow this route");
-    assert_eq!(devices["route"], "devices/{subscriptionId}/{resourceGroup}/{deviceName}/{action}");
+    // Each documented path is served by one HTTP function: its route, its methods, nothing else.
+    let served = [("ActivationKeyApi", "/activation-keys"), ("DeviceApi", "/devices/"), ("FleetData", "/fleet.json")];
     let doc = openapi::document();
-    let (mut documented_keys, mut documented_devices): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
-    for (path, operations) in doc["paths"].as_object().unwrap() {
-        let methods = operations.as_object().unwrap().keys().cloned();
-        if path.starts_with("/activation-keys") {
-            documented_keys.extend(methods);
-        } else {
-            assert!(path.starts_with("/devices/{subscriptionId}/{resourceGroup}/{deviceName}/"), "{path}");
-            documented_devices.extend(methods);
-        }
+    let paths = doc["paths"].as_object().unwrap();
+    for path in paths.keys() {
+        assert!(served.iter().any(|(_, prefix)| path.starts_with(prefix)), "{path} is served by no function");
     }
-    for (documented, trigger) in [(&mut documented_keys, &keys), (&mut documented_devices, &devices)] {
+    for (function, prefix) in served {
+        let definition: Value = serde_json::from_str(
+            &std::fs::read_to_string(format!(
+                "{}/../function-definitions/{function}/function.json",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let trigger = &definition["bindings"][0];
+        let route = format!("/{}", trigger["route"].as_str().unwrap());
+        assert!(route.starts_with(prefix), "the document's paths follow {function}'s route {route}");
+        let mut documented: Vec<String> = paths
+            .iter()
+            .filter(|(path, _)| path.starts_with(prefix))
+            .flat_map(|(_, operations)| operations.as_object().unwrap().keys().cloned())
+            .collect();
         documented.sort();
         documented.dedup();
         let mut methods: Vec<String> =
             trigger["methods"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect();
         methods.sort();
-        assert_eq!(*documented, methods, "every routed method is documented and nothing else");
+        assert_eq!(documented, methods, "every method {function} routes is documented and nothing else");
     }
     // The checker itself catches a body that breaks the schema.
     assert!(openapi::check("get", "/activation-keys/{operationId}", 200, &json!({"status": "succeeded"})).is_err());

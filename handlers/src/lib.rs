@@ -6,6 +6,7 @@
 //! - [`protocol`]: the custom-handler request/response envelope.
 //! - [`triggers`]: typed trigger payloads (HTTP, timer, Service Bus, Event Grid in both schemas) and the HTTP output.
 //! - [`functions`]: the function table and one module per function.
+//! - [`fleet_page`]: the fleet view as one self-contained HTML page (maud, no script, nothing loaded from elsewhere).
 //! - [`error`]: the handler error, with the status the host sees and whether a retry can help.
 //! - [`lifecycle`]: the reconcilers behind the functions (provision, recovery, sweep, status).
 //! - [`resource_id`]: typed ARM resource ids.
@@ -26,6 +27,7 @@ pub mod azure;
 pub mod config;
 pub mod deps;
 pub mod error;
+pub mod fleet_page;
 pub mod functions;
 pub mod lifecycle;
 pub mod messages;

@@ -5,6 +5,7 @@
 //! With `--keep` the system stays up after the walk-through, and the demo prints the line that points a shell at it
 //! and the commands to try next (each works as printed: `xtask/tests/demo_keep.rs` runs them); Ctrl-C stops it all.
 
+use std::path::Path;
 use std::time::Duration;
 
 use edgevault_tests::binary;
@@ -73,7 +74,7 @@ impl Demo {
 
 /// Plays the walk-through and returns whether every step held. With `interrupts` (`--keep`), everything stays up
 /// afterwards until one of them arrives.
-pub fn run(interrupts: Option<Interrupts>) -> anyhow::Result<bool> {
+pub fn run(interrupts: Option<Interrupts>, screenshot: Option<&Path>) -> anyhow::Result<bool> {
     println!("starting local-azure with the edgevault app in its Functions host …\n");
     let la = LocalAzure::start_with_app(&[])?;
     let operator = la.principal("operator", &["*"])?;
@@ -174,7 +175,44 @@ pub fn run(interrupts: Option<Interrupts>) -> anyhow::Result<bool> {
         ),
     );
 
+    // "Sync device secrets", as the device does it: its identity writes its BitLocker keys and BMC password into its
+    // vault and asks for a re-sync; edgevault verifies and marks it. The device's right to ask is a grant here, as
+    // in Azure it is the device's own (DataBoxEdge's) business.
+    let principal = d.arm("GET", &device, None).1["identity"]["principalId"].as_str().unwrap_or_default().to_string();
+    d.la.grant(&principal, &device, &["Microsoft.DataBoxEdge/dataBoxEdgeDevices/updateExtendedInformation/action"])?;
+    let (ok, out) = d.cli(&["device", "sync-secrets", "--resource-id", &device, "--wait", "60"], "");
+    s.step(
+        "the device syncs its secrets (BitLocker recovery keys, BMC password) as its own identity: KeyVaultSynced",
+        ok && out.contains("KeyVaultSynced"),
+        out.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n"),
+    );
+
+    // A drift only the owner may fix, and a refresh that finds it and, once fixed, clears its alert.
+    let (sub, rg) = (d.la.subscription().to_string(), d.la.var("AZURE_RESOURCE_GROUP").to_string());
+    let refresh = format!("/devices/{sub}/{rg}/{}/refresh", device.rsplit('/').next().unwrap_or_default());
+    let network = |action: &str| {
+        let body = json!({"properties": {"networkAcls": {"defaultAction": action, "bypass": "None"}}});
+        d.arm("PATCH", &vault_id, Some(body)).0 == 200
+    };
+    let denied = network("Deny");
+    let (_, _, raised) = d.la.api("POST", &refresh, None)?;
+    let allowed = network("Allow");
+    let (_, _, cleared) = d.la.api("POST", &refresh, None)?;
+    let names = |report: &Value, which: &str| report["alerts"][which].to_string();
+    s.step(
+        "the owner's network rules shut the device out: a refresh raises \"Couldn't access the Key Vault\"; rules \
+         fixed, the next refresh clears it",
+        denied
+            && allowed
+            && names(&raised, "raised").contains("KeyVaultNotAccessible")
+            && names(&cleared, "resolved").contains("KeyVaultNotAccessible")
+            && cleared["healthy"] == true,
+        format!("raised {}, then resolved {}", names(&raised, "raised"), names(&cleared, "resolved")),
+    );
+
     let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
+    // The alerts so far (the refresh's) are not this incident's: only those after them count.
+    let earlier = d.alerts().len();
     let refused = d.arm("DELETE", &vault_id, None).0 == 409;
     let unlocked = d.arm("DELETE", &lock, None).0 == 200;
     let deleted = matches!(d.arm("DELETE", &vault_id, None).0, 200 | 204);
@@ -185,15 +223,16 @@ pub fn run(interrupts: Option<Interrupts>) -> anyhow::Result<bool> {
     );
 
     // The worker resolves the alert as its last step, so wait for that, then check the state it vouches for.
+    let incident = || d.alerts().into_iter().skip(earlier).collect::<Vec<_>>();
     let resolved = eventually(LIMIT, || {
-        d.alerts().iter().any(|a| a["state"] == "Resolved" && a["vault"] == vault_id.as_str()).then_some(())
+        incident().iter().any(|a| a["state"] == "Resolved" && a["vault"] == vault_id.as_str()).then_some(())
     })
     .is_some();
     let back = (d.arm("GET", &vault_id, None).0 == 200
         && d.arm("GET", &lock, None).0 == 200
         && d.info(&device)["keyVaultSyncStatus"] == "KeyVaultSynced")
         .then_some(());
-    let alerts = d.alerts();
+    let alerts = incident();
     let raised = alerts.iter().any(|a| a["state"] == "Raised" && a["vault"] == vault_id.as_str());
     let cik_kept = d.info(&device)["channelIntegrityKeyVersion"] == info["channelIntegrityKeyVersion"];
     s.step(
@@ -216,8 +255,33 @@ pub fn run(interrupts: Option<Interrupts>) -> anyhow::Result<bool> {
         "",
     );
 
+    let (status, _, fleet) = d.la.api("GET", "/fleet.json", None)?;
+    let row = fleet["devices"].as_array().and_then(|rows| rows.iter().find(|r| r["id"] == device.as_str()));
+    let healthy = row.is_some_and(|r| r["health"] == "healthy");
+    s.step(
+        "the fleet page (GET /api/fleet, its JSON form here) shows the device healthy",
+        status == 200 && healthy,
+        format!(
+            "{} device(s), {} open alert(s), {} recovery(ies) recorded",
+            fleet["devices"].as_array().map_or(0, Vec::len),
+            fleet["alerts"].as_array().map_or(0, Vec::len),
+            fleet["recoveries"].as_array().map_or(0, Vec::len)
+        ),
+    );
+
     let (ok, out) = d.cli(&["status"], "");
     s.step("edgevault-cli status shows the fleet", ok, out);
+    if let Some(png) = screenshot {
+        let saved = fleet_screenshot(&d.la, png);
+        s.step(
+            "the fleet page, in headless Chromium, saved as a screenshot",
+            saved.is_ok(),
+            match saved {
+                Ok(()) => png.display().to_string(),
+                Err(err) => format!("{err:#}"),
+            },
+        );
+    }
     println!("\n{}", if s.all_held { "every step held" } else { "some steps did NOT hold" });
 
     let Demo { mut la, .. } = d;
@@ -257,7 +321,9 @@ pub fn next_steps(la: &LocalAzure, device: &str, operation: &str) -> anyhow::Res
          \n  curl -si \"$EDGEVAULT_API_BASE_URL/activation-keys/{operation}\" {key}\
          \n  # ask again for the same device: 202 and a new status URL (its vault and CIK are reused)\
          \n  curl -si -X POST \"$EDGEVAULT_API_BASE_URL/activation-keys\" {key} -H 'content-type: application/json' -d {request}\
-         \n  # the fleet: identity, vault, lock, soft delete, purge protection, CIK and sync status per device\
+         \n  # the fleet page, saved as fleet.html to open in a browser (which, against local-azure, has no sign-in)\
+         \n  curl -sf \"$EDGEVAULT_API_BASE_URL/fleet\" {key} -o fleet.html\
+         \n  # the fleet: status, identity, vault, lock, soft delete, purge protection, CIK and sync per device\
          \n  {cli} status\n\
          \n{WAITING}\n"
     ))
@@ -322,4 +388,31 @@ impl Interrupts {
             }
         }
     }
+}
+
+/// Saves the fleet page as the demo's operator sees it: `tests/browser/fleet.cjs` with `SCREENSHOT_ONLY`, Debian's
+/// Chromium through playwright-core (`tests/tools/install-playwright.sh` installs it when missing).
+fn fleet_screenshot(la: &LocalAzure, png: &Path) -> anyhow::Result<()> {
+    let root = crate::workspace_root();
+    let installed = std::process::Command::new("bash").arg(root.join("tests/tools/install-playwright.sh")).status()?;
+    anyhow::ensure!(installed.success(), "tests/tools/install-playwright.sh failed ({installed})");
+    let tools = crate::target_dir().join("tools/playwright");
+    let chromium = std::fs::read_to_string(tools.join("chromium-path"))?.trim().to_string();
+    let caller = la.api_caller().ok_or_else(|| anyhow::anyhow!("the demo called the API as nobody"))?;
+    let output = std::process::Command::new("node")
+        .arg(root.join("tests/browser/fleet.cjs"))
+        .env("PLAYWRIGHT_CORE", tools.join("node_modules/playwright-core"))
+        .env("CHROMIUM", chromium)
+        .env("FLEET_URL", format!("{}/fleet", la.var("EDGEVAULT_API_BASE_URL")))
+        .env("BEARER", la.token(caller, API_AUDIENCE)?)
+        .env("SCREENSHOT", std::path::absolute(png)?)
+        .env("SCREENSHOT_ONLY", "1")
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the browser failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
 }

@@ -30,6 +30,10 @@ enum Task {
         /// Leave local-azure and the app running afterwards, print how to talk to them, stop on Ctrl-C.
         #[arg(long)]
         keep: bool,
+        /// After the walk-through, save a screenshot of its fleet page here (headless Chromium, as the browser test
+        /// drives it; installs playwright-core like `cargo xtask test`). How `docs/fleet-page.png` is made.
+        #[arg(long, value_name = "PNG")]
+        screenshot: Option<std::path::PathBuf>,
     },
     /// Build the release binary and assemble `dist/app` plus `dist/edgevault-app.zip` for zip deployment.
     Package {
@@ -98,11 +102,11 @@ fn run(task: Task) -> anyhow::Result<bool> {
             println!("\nall passed in {} s", started.elapsed().as_secs());
             Ok(true)
         }
-        Task::Demo { keep } => {
+        Task::Demo { keep, screenshot } => {
             // First, while this is the only thread: Ctrl-C must reach the wait at the end, not end the process.
             let interrupts = if keep { Some(demo::Interrupts::hold()?) } else { None };
             cargo(&["build", "--quiet", "-p", "edgevault", "-p", "local-azure", "--bins"])?;
-            demo::run(interrupts)
+            demo::run(interrupts, screenshot.as_deref())
         }
         Task::Package { debug } => {
             let profile = if debug { "debug" } else { "release" };

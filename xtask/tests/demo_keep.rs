@@ -143,7 +143,7 @@ fn keep_leaves_the_system_up_for_the_printed_commands_and_ctrl_c_stops_every_pro
     let kept = output.iter().position(|l| l == KEPT).unwrap_or_else(|| panic!("no `{KEPT}` in:\n{printed}"));
     let commands: Vec<&str> =
         output[kept + 1..].iter().filter_map(|l| l.strip_prefix("  ")).filter(|l| !l.starts_with('#')).collect();
-    let [setup, status, request, fleet] = commands[..] else { panic!("four commands expected: {commands:#?}") };
+    let [setup, status, request, page, fleet] = commands[..] else { panic!("five commands expected: {commands:#?}") };
     assert!(setup.starts_with(r#"eval "$("#) && setup.contains(" env --data-dir "), "{setup}");
     let data_dir = setup.split(" env --data-dir ").nth(1).unwrap().trim_end_matches(")\"").trim_matches('\'');
     assert!(std::path::Path::new(data_dir).is_dir(), "the data directory {data_dir} exists while the demo runs");
@@ -165,6 +165,12 @@ fn keep_leaves_the_system_up_for_the_printed_commands_and_ctrl_c_stops_every_pro
     assert!(body["operationId"].is_string() && body["statusUrl"].is_string(), "{body}");
     openapi::check("post", "/activation-keys", code, &body).unwrap();
     secrets::scan_answer("the printed request command's answer", &body);
+
+    let here = tempfile::tempdir().unwrap();
+    let (ok, out, err) = shell(setup, &format!("cd '{}'\n{page}", here.path().display()));
+    assert!(ok, "{page}\n{out}{err}");
+    let html = std::fs::read_to_string(here.path().join("fleet.html")).unwrap();
+    assert!(html.contains("<title>edgevault fleet</title>") && html.contains("ase-demo-01"), "{html}");
 
     let (ok, out, err) = shell(setup, fleet);
     assert!(ok, "{fleet}\n{out}{err}");

@@ -6,7 +6,9 @@
 //!   its secrets into its vault under the names Stack Edge uses and asks for a re-sync
 //!   (`updateExtendedInformation` with `syncStatus: KeyVaultSyncPending`), then waits for edgevault's verdict.
 //! - `device refresh` (operator) re-checks one device now, as the API's refresh does, and prints what it found.
-//! - `status` prints, per Stack Edge device in scope, what the sweep would see.
+//! - `status` prints the fleet view (`lifecycle::fleet`, the same as the fleet page): per Stack Edge device in scope
+//!   what the sweep would see, open alerts, recent recoveries and the sweep's progress; `--json` prints the page's
+//!   JSON form, and the filters are the page's.
 //! - `activate` asks the activation-key API for a device's key **as the operator**: with the operator's own Entra ID
 //!   token for the API (`EDGEVAULT_API_TOKEN`, or the Azure CLI's login), so the API's per-device check applies to
 //!   them as to anyone; the key goes to a file, never to the terminal.
@@ -29,8 +31,8 @@ use edgevault::azure::secrets::VaultSecrets;
 use edgevault::azure::traits::{CikStore, Devices};
 use edgevault::config::{Settings, settings};
 use edgevault::deps::Deps;
-use edgevault::lifecycle::Finding;
-use edgevault::lifecycle::sweep::inspect;
+use edgevault::lifecycle::fleet::{Check, Filter, FleetView, VaultPresence, Viewer, view};
+use edgevault::lifecycle::history::{SweepProgress, last_sweep};
 use edgevault::resource_id::ResourceId;
 
 #[derive(Parser)]
@@ -47,8 +49,26 @@ enum Top {
         #[command(subcommand)]
         command: DeviceCommand,
     },
-    /// Print, per device, identity / vault / lock / soft delete / purge protection / CIK / sync status / legacy.
-    Status,
+    /// Print, per device, status / identity / vault / lock / soft delete / purge protection / CIK / audit / sync
+    /// status / findings, then open alerts, recent recoveries and the sweep's progress (the fleet page's view).
+    Status {
+        /// Print the view as JSON (what `GET /api/fleet.json` answers).
+        #[arg(long)]
+        json: bool,
+        /// Only devices in this state: healthy, drifted, vaultDeleted, failed, pending, notActivated, legacy,
+        /// unreadable.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this subscription (one of EDGEVAULT_SUBSCRIPTIONS).
+        #[arg(long)]
+        subscription: Option<String>,
+        /// Only this resource group.
+        #[arg(long)]
+        resource_group: Option<String>,
+        /// While a sweep is under way, print its progress every few seconds until it is done.
+        #[arg(long)]
+        follow: bool,
+    },
     /// Request a device's activation key from the API as yourself and write it to a file (mode 0600).
     Activate {
         /// The device's resource id.
@@ -127,7 +147,13 @@ async fn main() -> anyhow::Result<()> {
             sync_secrets(&deps, &settings, &resource_id, !no_write, wait).await
         }
         Top::Device { command: DeviceCommand::Refresh { resource_id } } => refresh(&edgevault()?.1, &resource_id).await,
-        Top::Status => status(&edgevault()?.1).await,
+        Top::Status { json, status: health, subscription, resource_group, follow } => {
+            let deps = edgevault()?.1;
+            let query = [("status", health), ("subscription", subscription), ("resourceGroup", resource_group)];
+            let query = query.iter().filter_map(|(name, value)| value.as_deref().map(|v| (*name, v)));
+            let filter = Filter::parse(query, &deps.settings.subscriptions)?;
+            status(&deps, &filter, json, follow).await
+        }
     }
 }
 
@@ -373,58 +399,98 @@ async fn refresh(deps: &Deps, resource_id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn status(deps: &Deps) -> anyhow::Result<()> {
-    println!(
-        "{:<28} {:<5} {:<26} {:<5} {:<5} {:<5} {:<5} {:<22} NOTE",
-        "DEVICE", "MSI", "VAULT", "LOCK", "SOFT", "PURGE", "CIK", "SYNC"
-    );
-    for subscription in &deps.settings.subscriptions {
-        let mut next: Option<String> = None;
-        loop {
-            let page = deps.devices.list_devices(subscription, next.as_deref()).await?;
-            for device in &page.value {
-                let id: ResourceId = device.id.parse()?;
-                let info = deps.devices.get_extended_info(&id).await?;
-                let (findings, _) = inspect(deps, device, "status").await?;
-                let has = |f: Finding| findings.contains(&f);
-                let mark = |ok: bool| if ok { "yes" } else { "NO" };
-                let vault = info
-                    .properties
-                    .link
-                    .client_secret_store_id
-                    .as_deref()
-                    .and_then(|v| v.rsplit('/').next())
-                    .unwrap_or("-");
-                let linked = vault != "-";
-                let vault_ok = linked && !has(Finding::VaultMissing) && !has(Finding::VaultSoftDeleted);
-                let sync =
-                    info.properties.key_vault_sync_status.map(|s| format!("{s:?}")).unwrap_or_else(|| "-".into());
-                let note = findings.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(",");
-                let cell = |ok: bool| if vault_ok { mark(ok) } else { "-" };
-                println!(
-                    "{:<28} {:<5} {:<26} {:<5} {:<5} {:<5} {:<5} {:<22} {}",
-                    device.name,
-                    mark(device.principal_id().is_some()),
-                    if vault_ok {
-                        vault.to_string()
-                    } else if linked {
-                        format!("{vault} (gone)")
-                    } else {
-                        "-".into()
-                    },
-                    cell(!has(Finding::LockMissing)),
-                    cell(!has(Finding::SoftDeleteOff)),
-                    cell(!has(Finding::PurgeProtectionOff)),
-                    cell(!has(Finding::CikMissing) && !has(Finding::CikDisabled)),
-                    sync,
-                    if has(Finding::Legacy) { "legacy".to_string() } else { note },
-                );
-            }
-            match page.next_link {
-                Some(link) => next = Some(link),
-                None => break,
-            }
+/// How often `--follow` reads the sweep's progress again.
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn status(deps: &Deps, filter: &Filter, json: bool, follow: bool) -> anyhow::Result<()> {
+    let fleet = view(deps, &Viewer::App, filter).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&fleet)?);
+    } else {
+        print_table(&fleet);
+    }
+    let mut sweep = fleet.sweep;
+    while follow && sweep.as_ref().is_some_and(|s| !s.done) {
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        sweep = last_sweep(deps).await?;
+        if let Some(progress) = &sweep {
+            println!("{}", sweep_line(progress));
         }
     }
     Ok(())
+}
+
+fn print_table(fleet: &FleetView) {
+    println!(
+        "{:<28} {:<13} {:<5} {:<26} {:<5} {:<5} {:<5} {:<5} {:<5} {:<20} FINDINGS",
+        "DEVICE", "STATUS", "MSI", "VAULT", "LOCK", "SOFT", "PURGE", "CIK", "AUDIT", "SYNC"
+    );
+    let cell = |check: Check| match check {
+        Check::Ok => "yes",
+        Check::Missing => "NO",
+        Check::NotApplicable | Check::Unknown => "-",
+    };
+    for d in &fleet.devices {
+        let vault = match &d.vault {
+            None => "-".to_string(),
+            Some(v) if v.presence == VaultPresence::Present => v.name.clone(),
+            Some(v) => {
+                format!("{} ({})", v.name, serde_json::to_value(v.presence).unwrap_or_default().as_str().unwrap_or("?"))
+            }
+        };
+        let sync = d.sync_status.map(|s| format!("{s:?}")).unwrap_or_else(|| "-".into());
+        let mut notes: Vec<String> = d.findings.iter().map(|f| format!("{f:?}")).collect();
+        notes.extend(d.error.iter().cloned());
+        println!(
+            "{:<28} {:<13} {:<5} {:<26} {:<5} {:<5} {:<5} {:<5} {:<5} {:<20} {}",
+            d.name,
+            d.health.name(),
+            cell(d.identity),
+            vault,
+            cell(d.lock),
+            cell(d.soft_delete),
+            cell(d.purge_protection),
+            cell(d.cik),
+            cell(d.audit),
+            sync,
+            notes.join(",")
+        );
+    }
+    if fleet.truncated {
+        println!("(more devices match than one view shows: narrow with --subscription, --resource-group or --status)");
+    }
+    if !fleet.alerts.is_empty() {
+        println!("\nOPEN ALERTS");
+        for alert in &fleet.alerts {
+            println!("  {}: {}", alert.device_name, alert.what);
+        }
+    }
+    if !fleet.recoveries.is_empty() {
+        println!("\nRECENT RECOVERIES");
+        for r in &fleet.recoveries {
+            let took = r.seconds_to_recover.map(|s| format!("{s:.3} s")).unwrap_or_else(|| "-".into());
+            let device = r.record.device.rsplit('/').next().unwrap_or_default();
+            println!(
+                "  {device}: {:?} at {} (deleted {}, took {took})",
+                r.record.outcome,
+                r.record.finished_at,
+                r.record.deleted_at.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    if let Some(sweep) = &fleet.sweep {
+        println!("\n{}", sweep_line(sweep));
+    }
+}
+
+fn sweep_line(sweep: &SweepProgress) -> String {
+    let findings: Vec<String> = sweep.findings.iter().map(|(f, n)| format!("{f} {n}")).collect();
+    format!(
+        "SWEEP {} {}: {} devices in {} pages{}",
+        sweep.id,
+        if sweep.done { "done" } else { "under way" },
+        sweep.devices,
+        sweep.pages,
+        if findings.is_empty() { String::new() } else { format!(" ({})", findings.join(", ")) }
+    )
 }

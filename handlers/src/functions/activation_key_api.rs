@@ -19,7 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::policy::{may_act, refusal};
+use super::policy::{answered_to, may_act, refusal, unavailable};
 use super::{HandlerResult, Invocation};
 use crate::authorization::{ACTIVATE, Caller};
 use crate::azure::models::NameAvailability;
@@ -43,14 +43,8 @@ const FIRST_POLL_SECONDS: u32 = 2;
 /// Seconds between status polls while the work is under way: the key is ready within a second of the worker
 /// finishing, and a poll costs two ARM reads.
 const POLL_SECONDS: u32 = 1;
-/// Seconds to wait before retrying after Azure was unavailable.
-const UNAVAILABLE_RETRY_SECONDS: u32 = 5;
 /// Default-name attempts before giving up (a name is global; a clash on the derived name is rare).
 const DEFAULT_NAME_ATTEMPTS: u32 = 5;
-
-/// The header every answer to an authenticated caller carries: the caller's object id, so a client's log of the
-/// answer says who asked.
-const CALLER_HEADER: &str = "X-Edgevault-Caller";
 
 pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
     let request: HttpRequest = invocation.request.binding("req")?;
@@ -67,21 +61,7 @@ pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
     span.record("caller_id", caller.object_id.as_str());
     span.record("caller_name", caller.name.as_str());
     let response = answer(&deps, &caller, &request, &invocation.invocation_id).await;
-    let response = match response {
-        Ok(response) => response,
-        // Azure being unavailable is the caller's to retry; anything else is a bug to report, not to hide.
-        Err(FunctionError::Azure(err)) if err.retryable() => {
-            tracing::warn!("activation-key API: {err}");
-            let mut response = HttpResponse::error(
-                503,
-                "AzureUnavailable",
-                format!("{} is temporarily unavailable; retry", err.operation),
-            );
-            response.headers.insert("Retry-After".into(), UNAVAILABLE_RETRY_SECONDS.to_string());
-            response
-        }
-        Err(err) => return Err(err),
-    };
+    let response = response.or_else(|err| unavailable("activation-key API", err))?;
     respond(response, Some(&caller))
 }
 
@@ -102,10 +82,11 @@ async fn answer(
     }
 }
 
-fn respond(mut response: HttpResponse, caller: Option<&Caller>) -> HandlerResult {
-    if let Some(caller) = caller {
-        response.headers.insert(CALLER_HEADER.into(), caller.object_id.clone());
-    }
+fn respond(response: HttpResponse, caller: Option<&Caller>) -> HandlerResult {
+    let response = match caller {
+        Some(caller) => answered_to(response, caller),
+        None => response,
+    };
     Ok(InvocationResponse::default().with_output("res", response))
 }
 
@@ -227,6 +208,8 @@ async fn post(
     .into();
     let correlation = Some(invocation_id).filter(|id| !id.is_empty());
     deps.enqueue(&[command], correlation).await?;
+    // The activation count the Azure Monitor workbook charts (infra/modules/workbook.json).
+    tracing::info!(device = %device_id, vault = vault_name.as_str(), "activation key requested");
     let location = status_url(&request.url, &operation_id);
     let mut response = HttpResponse::json(
         202,

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use super::policy::{may_act, refusal};
+use super::policy::{may_act, refusal, unavailable};
 use super::{HandlerResult, Invocation};
 use crate::authorization::{ACTIVATE, Caller};
 use crate::deps::Deps;
@@ -20,25 +20,9 @@ use crate::protocol::InvocationResponse;
 use crate::resource_id::{DEVICE_TYPE, ResourceId};
 use crate::triggers::{HttpRequest, HttpResponse};
 
-/// Seconds to wait before retrying after Azure was unavailable.
-const UNAVAILABLE_RETRY_SECONDS: u32 = 5;
-
 pub async fn run(invocation: Invocation, deps: Arc<Deps>) -> HandlerResult {
     let request: HttpRequest = invocation.request.binding("req")?;
-    let response = match answer(&deps, &request).await {
-        Ok(response) => response,
-        Err(FunctionError::Azure(err)) if err.retryable() => {
-            tracing::warn!("device API: {err}");
-            let mut response = HttpResponse::error(
-                503,
-                "AzureUnavailable",
-                format!("{} is temporarily unavailable; retry", err.operation),
-            );
-            response.headers.insert("Retry-After".into(), UNAVAILABLE_RETRY_SECONDS.to_string());
-            response
-        }
-        Err(err) => return Err(err),
-    };
+    let response = answer(&deps, &request).await.or_else(|err| unavailable("device API", err))?;
     Ok(InvocationResponse::default().with_output("res", response))
 }
 

@@ -19,6 +19,7 @@ mod activation_key_api;
 mod activation_key_requested;
 mod arm_events;
 mod device_api;
+mod fleet_page;
 pub mod policy;
 mod recovery_sweep;
 mod resource_created;
@@ -112,6 +113,12 @@ macro_rules! handler {
         }
         boxed as Handler
     }};
+    ($module:ident :: $function:ident) => {{
+        fn boxed(invocation: Invocation, deps: Arc<Deps>) -> HandlerFuture {
+            Box::pin($module::$function(invocation, deps))
+        }
+        boxed as Handler
+    }};
 }
 
 /// A Service Bus worker's table entry: the trigger on its input type's queue, and a handler that reads the typed
@@ -159,6 +166,17 @@ pub static FUNCTIONS: &[FunctionDef] = &[
             auth_level: "anonymous",
         },
         handler: handler!(device_api),
+    },
+    // Behind App Service Authentication too: each caller sees the devices it may read (`lifecycle::fleet::visible`).
+    FunctionDef {
+        name: "FleetPage",
+        trigger: Trigger::Http { route: "fleet", methods: &["get"], auth_level: "anonymous" },
+        handler: handler!(fleet_page::html),
+    },
+    FunctionDef {
+        name: "FleetData",
+        trigger: Trigger::Http { route: "fleet.json", methods: &["get"], auth_level: "anonymous" },
+        handler: handler!(fleet_page::json),
     },
     FunctionDef {
         name: "RecoverySweep",

@@ -44,6 +44,35 @@ pub fn refusal(denied: Denied) -> Result<HttpResponse, FunctionError> {
     })
 }
 
+/// Seconds an API caller waits before retrying after Azure was unavailable.
+const UNAVAILABLE_RETRY_SECONDS: u32 = 5;
+
+/// The header every answer to an authenticated caller carries: the caller's object id, so a client's log of the
+/// answer says who asked.
+pub const CALLER_HEADER: &str = "X-Edgevault-Caller";
+
+/// An HTTP function's answer to a request whose work failed: Azure being unavailable is the caller's to retry
+/// (`503` with `Retry-After`); anything else stays an error, a bug to report, not to hide. Shared by every HTTP
+/// function, so they all answer an outage alike.
+pub fn unavailable(function: &str, err: FunctionError) -> Result<HttpResponse, FunctionError> {
+    match err {
+        FunctionError::Azure(err) if err.retryable() => {
+            tracing::warn!("{function}: {err}");
+            let message = format!("{} is temporarily unavailable; retry", err.operation);
+            let mut response = HttpResponse::error(503, "AzureUnavailable", message);
+            response.headers.insert("Retry-After".into(), UNAVAILABLE_RETRY_SECONDS.to_string());
+            Ok(response)
+        }
+        err => Err(err),
+    }
+}
+
+/// `response`, marked with who asked ([`CALLER_HEADER`]).
+pub fn answered_to(mut response: HttpResponse, caller: &Caller) -> HttpResponse {
+    response.headers.insert(CALLER_HEADER.into(), caller.object_id.clone());
+    response
+}
+
 /// `Ok(None)` when `caller` holds `permission` on `device`, else the answer that says why not.
 pub async fn may_act(
     deps: &Deps,

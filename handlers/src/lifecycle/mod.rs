@@ -15,6 +15,8 @@
 //! - [`secrets_sync`]: a device's request to sync its secrets, verified and marked synced or failed.
 //! - [`sweep`]: the periodic inspection of every device in scope.
 //! - [`status`]: what the activation-key API reports for a device.
+//! - [`fleet`]: the fleet as operators look at it (the fleet page, `edgevault-cli status`), read off `assess`.
+//! - [`history`]: what the fleet view shows that Azure does not keep (recoveries, open alerts, sweep progress).
 //! - [`error`]: the lifecycle's error: an Azure failure, or a typed refusal.
 //!
 //! What edgevault owns is marked in Azure, not in a database: the vault's `edgevault-device` tag names its device,
@@ -25,7 +27,9 @@ pub mod desired;
 pub mod device;
 pub mod error;
 pub mod finding;
+pub mod fleet;
 pub mod fleet_index;
+pub mod history;
 pub mod prerequisites;
 pub mod provision;
 pub mod recovery;

@@ -7,6 +7,7 @@ use futures::TryStreamExt;
 
 use super::device::{mark_failed, settle_alerts};
 use super::error::Error;
+use super::history::{RecoveryOutcome, RecoveryRecord, record_recovery};
 use super::provision::{self, provision};
 use super::vault::{find_deleted, owner, recover_or_find};
 use crate::alerts::{Alert, AlertKind, Severity};
@@ -61,14 +62,17 @@ pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outc
         .as_deref()
         .and_then(|d| time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc3339).ok())
         .is_some_and(|purge| purge <= deps.now());
+    let deleted_at = deleted.properties.deletion_date.clone();
     if past_retention {
-        return unrecoverable(deps, &device, vault_id, "the vault is past its soft-delete retention").await;
+        let why = "the vault is past its soft-delete retention";
+        return unrecoverable(deps, &device, vault_id, deleted_at, why).await;
     }
     let location = deleted.properties.location.clone();
     match recover_or_find(deps, vault_id, &location).await {
         Ok(_) => {}
         Err(Error::Azure(err)) if !err.retryable() => {
-            return unrecoverable(deps, &device, vault_id, &format!("recovery was refused: {}", err.message)).await;
+            let why = format!("recovery was refused: {}", err.message);
+            return unrecoverable(deps, &device, vault_id, deleted_at, &why).await;
         }
         Err(err) => return Err(err),
     }
@@ -91,6 +95,16 @@ pub async fn on_vault_deleted(deps: &Deps, vault_id: &ResourceId) -> Result<Outc
     let now = deps.now().unix_timestamp();
     let recovered = AlertKind::KeyVaultRecovered.alert(&device.to_string(), Some(&vault), now, &deletion);
     deps.alert(&recovered.requested_by(super::device::requested_by(&found))).await;
+    let record = RecoveryRecord {
+        device: device.to_string(),
+        vault: vault_id.to_string(),
+        deleted_at,
+        finished_at: rfc3339(deps.now()),
+        outcome: RecoveryOutcome::Recovered,
+        cik_intact: Some(!provisioned.cik_created),
+        reason: None,
+    };
+    record_recovery(deps, vault_id, &record).await;
     Ok(Outcome::Recovered { device, cik_intact: !provisioned.cik_created })
 }
 
@@ -100,10 +114,20 @@ async fn purged(deps: &Deps, vault_id: &ResourceId) -> Result<Outcome, Error> {
         tracing::info!(vault = %vault_id, "vault is neither present nor soft-deleted and no device links it; ignored");
         return Ok(Outcome::NotOurs);
     };
-    unrecoverable(deps, &device, vault_id, "the vault was purged").await
+    unrecoverable(deps, &device, vault_id, None, "the vault was purged").await
 }
 
-async fn unrecoverable(deps: &Deps, device: &ResourceId, vault_id: &ResourceId, why: &str) -> Result<Outcome, Error> {
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+async fn unrecoverable(
+    deps: &Deps,
+    device: &ResourceId,
+    vault_id: &ResourceId,
+    deleted_at: Option<String>,
+    why: &str,
+) -> Result<Outcome, Error> {
     mark_failed(deps, device, &format!("vault {} cannot be recovered: {why}", vault_id.name().unwrap_or_default()))
         .await?;
     // Open until the device has a vault again (reconfigured); the failure mark above is read back with it.
@@ -113,6 +137,16 @@ async fn unrecoverable(deps: &Deps, device: &ResourceId, vault_id: &ResourceId, 
         let raised = [(AlertKind::RecoveryImpossible, detail), (AlertKind::KeyVaultDeleted, String::new())];
         settle_alerts(deps, device, &mut found, Some(&vault_id.to_string()), &raised, None).await?;
     }
+    let record = RecoveryRecord {
+        device: device.to_string(),
+        vault: vault_id.to_string(),
+        deleted_at,
+        finished_at: rfc3339(deps.now()),
+        outcome: RecoveryOutcome::Unrecoverable,
+        cik_intact: None,
+        reason: Some(why.to_string()),
+    };
+    record_recovery(deps, vault_id, &record).await;
     Ok(Outcome::Unrecoverable { device: device.clone() })
 }
 
@@ -155,17 +189,24 @@ mod tests {
         assert!(azure.state().locks.is_empty(), "the lock went with the vault");
         let outcome = on_vault_deleted(&azure.deps(settings()), &vault).await.unwrap();
         assert_eq!(outcome, Outcome::Recovered { device: device.clone(), cik_intact: true });
-        let state = azure.state();
-        assert!(state.vaults.contains_key(&key(&vault)));
-        assert!(state.locks.contains_key(&key(&format!("{vault}/{LOCK_NAME}"))), "the lock was put back");
-        assert_eq!(state.infos[&key(&device)], linked, "the same CIK version stays linked");
-        drop(state);
+        {
+            let state = azure.state();
+            assert!(state.vaults.contains_key(&key(&vault)));
+            assert!(state.locks.contains_key(&key(&format!("{vault}/{LOCK_NAME}"))), "the lock was put back");
+            assert_eq!(state.infos[&key(&device)], linked, "the same CIK version stays linked");
+        }
         let alerts = azure.alerts();
         assert_eq!(alerts.len(), 3, "deleted raised, then resolved, then recovered: {alerts:?}");
         assert!(alerts.iter().all(|a| a.contains(&device.to_string())));
         assert!(alerts[0].contains("Key Vault is deleted.") && alerts[1].contains("Resolved"), "{alerts:?}");
         assert!(alerts[2].contains("KeyVaultRecovered"), "{alerts:?}");
         assert!(crate::lifecycle::device::open_alerts(&azure.state().devices[&key(&device)]).is_empty());
+        let (deps, scope) = (azure.deps(settings()), ["s".to_string()]);
+        let history = crate::lifecycle::history::recent_recoveries(&deps, &scope, 10).await.unwrap();
+        assert_eq!(history.len(), 1, "the incident is recorded");
+        assert_eq!(history[0].outcome, crate::lifecycle::history::RecoveryOutcome::Recovered);
+        assert_eq!(history[0].deleted_at.as_deref(), Some("2026-11-01T00:00:00Z"));
+        assert!(history[0].seconds_to_recover().is_some());
     }
 
     #[tokio::test]
@@ -176,15 +217,21 @@ mod tests {
         azure.state().deleted.clear();
         let outcome = on_vault_deleted(&azure.deps(settings()), &vault).await.unwrap();
         assert_eq!(outcome, Outcome::Unrecoverable { device: device.clone() });
-        let state = azure.state();
-        let info = &state.infos[&key(&device)].properties;
-        assert_eq!(info.key_vault_sync_status, Some(KeyVaultSyncStatus::KeyVaultSyncFailed));
-        assert!(state.devices[&key(&device)].tags[ERROR_TAG].contains("purged"));
-        drop(state);
+        {
+            let state = azure.state();
+            let info = &state.infos[&key(&device)].properties;
+            assert_eq!(info.key_vault_sync_status, Some(KeyVaultSyncStatus::KeyVaultSyncFailed));
+            assert!(state.devices[&key(&device)].tags[ERROR_TAG].contains("purged"));
+        }
         let alerts = azure.alerts();
         assert!(alerts.len() == 2 && alerts.iter().all(|a| a.contains("Critical")), "{alerts:?}");
         let open = crate::lifecycle::device::open_alerts(&azure.state().devices[&key(&device)]);
         assert_eq!(open, [AlertKind::KeyVaultDeleted, AlertKind::RecoveryImpossible]);
+        let (deps, scope) = (azure.deps(settings()), ["s".to_string()]);
+        let history = crate::lifecycle::history::recent_recoveries(&deps, &scope, 10).await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].outcome, crate::lifecycle::history::RecoveryOutcome::Unrecoverable);
+        assert!(history[0].reason.as_deref().unwrap_or_default().contains("purged"), "{history:?}");
     }
 
     #[tokio::test]
