@@ -524,6 +524,12 @@ fn check_role(actions: &[String]) -> Vec<String> {
         "Microsoft.Authorization/locks/delete",
         "Microsoft.Resources/subscriptions/resourceGroups/read",
         "Microsoft.Resources/subscriptions/resources/read",
+        "Microsoft.Resources/subscriptions/providers/read",
+        "Microsoft.Storage/storageAccounts/read",
+        "Microsoft.Storage/storageAccounts/write",
+        "Microsoft.Storage/checknameavailability/read",
+        "Microsoft.Insights/diagnosticSettings/read",
+        "Microsoft.Insights/diagnosticSettings/write",
     ]
     .into();
     let actual: BTreeSet<&str> = actions.iter().map(String::as_str).collect();

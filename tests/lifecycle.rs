@@ -975,3 +975,106 @@ fn a_moved_vault_is_reported_where_it_went_and_reconfigure_replaces_it() {
     );
     assert!(refreshed["body"]["movedTo"].is_null(), "{refreshed}");
 }
+
+#[test]
+fn activation_makes_the_vaults_audit_logging_and_a_missing_provider_is_a_warning_not_a_failure() {
+    use edgevault::lifecycle::audit::{AUDIT_SETTING_NAME, account_id, account_names};
+    use edgevault_tests::scenario::queued_alerts;
+    let w = world(&[]);
+    let device = w.create_device("ase-audit");
+    let info = w.provision(&device);
+    assert_eq!(info["keyVaultSyncStatus"], "KeyVaultSynced", "{info}");
+    let vault_id: ResourceId = info["clientSecretStoreId"].as_str().unwrap().parse().unwrap();
+
+    // The storage account: zone-redundant, beside the vault, tagged with the vault's name and the device, locked.
+    let account = account_id(&vault_id, &account_names(&vault_id)[0]);
+    let (status, stored) = w.arm("GET", &format!("{account}?api-version=2023-05-01"), None);
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["sku"]["name"], "Standard_ZRS");
+    assert_eq!(stored["location"], w.la.var("AZURE_LOCATION"));
+    assert_eq!(stored["tags"]["edgevault-vault"], vault_id.name().unwrap());
+    assert_eq!(stored["tags"]["edgevault-device"], device.to_string());
+    let (status, lock) =
+        w.arm("GET", &format!("{account}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete"), None);
+    assert_eq!((status, lock["properties"]["level"].as_str()), (200, Some("CanNotDelete")), "{lock}");
+    let (status, refused) = w.arm("DELETE", &format!("{account}?api-version=2023-05-01"), None);
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("ScopeLocked")), "{refused}");
+    // The diagnostic setting sends the vault's audit logs there.
+    let setting = format!(
+        "{vault_id}/providers/Microsoft.Insights/diagnosticSettings/{AUDIT_SETTING_NAME}?api-version=2021-05-01-preview"
+    );
+    let (status, found) = w.arm("GET", &setting, None);
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["properties"]["storageAccountId"], account.to_string());
+    assert_eq!(found["properties"]["logs"][0]["categoryGroup"], "audit");
+    assert_eq!(found["properties"]["logs"][0]["enabled"], true);
+
+    // Microsoft.Insights not registered: the next device is activated all the same, with nothing half-made and
+    // one warning.
+    let provider = format!("/subscriptions/{}/providers/Microsoft.Insights", device.subscription());
+    let (status, answer) = w.arm("POST", &format!("{provider}/unregister?api-version=2021-04-01"), None);
+    assert_eq!(status, 200, "{answer}");
+    let second = w.create_device("ase-unaudited");
+    let info = w.provision(&second);
+    assert_eq!(info["keyVaultSyncStatus"], "KeyVaultSynced", "activation succeeds: {info}");
+    let second_vault: ResourceId = info["clientSecretStoreId"].as_str().unwrap().parse().unwrap();
+    let second_account = account_id(&second_vault, &account_names(&second_vault)[0]);
+    assert_eq!(w.arm("GET", &format!("{second_account}?api-version=2023-05-01"), None).0, 404, "no account made");
+    let second_setting = setting.replace(&vault_id.to_string(), &second_vault.to_string());
+    assert_eq!(w.arm("GET", &second_setting, None).0, 404);
+    let warned = |w: &edgevault_tests::scenario::World| -> Vec<Value> {
+        queued_alerts(&w.la).into_iter().filter(|a| a["kind"] == "AuditLoggingNotConfigured").collect()
+    };
+    let raised = warned(&w);
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0]["severity"], "Warning");
+    assert_eq!(raised[0]["device"], second.to_string());
+    let what = raised[0]["what"].as_str().unwrap();
+    assert!(what.contains("az provider register --namespace Microsoft.Insights"), "{what}");
+    let res = w.device_api(&second, "refresh");
+    assert!(res["body"]["findings"].as_array().unwrap().contains(&json!("AuditSettingMissing")), "{res}");
+    assert!(res["body"]["alerts"]["open"].as_array().unwrap().contains(&json!("AuditLoggingNotConfigured")), "{res}");
+    assert!(!res["body"]["alerts"]["raised"].as_array().unwrap().contains(&json!("AuditLoggingNotConfigured")), "once");
+
+    // Registered again: the repair makes the account and the setting and resolves the warning.
+    assert_eq!(w.arm("POST", &format!("{provider}/register?api-version=2021-04-01"), None).0, 200);
+    let repair = Command::from(edgevault::messages::ReconcileVault {
+        device: second.clone(),
+        findings: vec![edgevault::lifecycle::Finding::AuditSettingMissing],
+        sweep_id: "refresh".into(),
+    });
+    let (status, answer) = w.deliver("ActivationKeyRequested", &repair, 1);
+    assert_eq!(status, 200, "{answer}");
+    let (status, made) = w.arm("GET", &second_setting, None);
+    assert_eq!(status, 200, "{made} {answer} {}", w.handler.log().join("\n"));
+    let alerts = warned(&w);
+    assert_eq!(alerts.len(), 2, "raised once, resolved once: {alerts:?}");
+    assert_eq!((alerts[1]["state"].as_str(), &alerts[1]["id"]), (Some("Resolved"), &alerts[0]["id"]));
+    let res = w.device_api(&second, "refresh");
+    assert!(!res["body"]["findings"].as_array().unwrap().contains(&json!("AuditSettingMissing")), "{res}");
+    assert!(!res["body"]["alerts"]["open"].as_array().unwrap().contains(&json!("AuditLoggingNotConfigured")), "{res}");
+}
+
+#[test]
+fn a_subscription_without_key_vault_registered_is_refused_with_the_fix_before_anything_is_marked() {
+    let w = world(&[]);
+    let device = w.create_device("ase-prereq");
+    let provider = format!("/subscriptions/{}/providers/Microsoft.KeyVault", device.subscription());
+    assert_eq!(w.arm("POST", &format!("{provider}/unregister?api-version=2021-04-01"), None).0, 200);
+    let before = w.arm("GET", &device.to_string(), None).1;
+    let res = w.api("POST", Some(json!({"resourceId": device.to_string()})), None);
+    assert_eq!(res["statusCode"], 409, "{res}");
+    assert_eq!(res["body"]["error"]["code"], "ResourceProviderNotRegistered");
+    let message = res["body"]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("az provider register --namespace Microsoft.KeyVault"), "{message}");
+    assert!(message.contains("Microsoft.KeyVault/register/action"), "{message}");
+    // Nothing marked, nothing created.
+    assert_eq!(w.arm("GET", &device.to_string(), None).1, before, "the device is untouched");
+    assert_eq!(w.extended_info(&device)["keyVaultSyncStatus"], "KeyVaultNotConfigured");
+    let (_, vaults) = w.arm("GET", &format!("{}/providers/Microsoft.KeyVault/vaults", w.la.resource_group_id()), None);
+    assert_eq!(vaults["value"], json!([]), "{vaults}");
+    // Registered: the same request is accepted.
+    assert_eq!(w.arm("POST", &format!("{provider}/register?api-version=2021-04-01"), None).0, 200);
+    let res = w.api("POST", Some(json!({"resourceId": device.to_string()})), None);
+    assert_eq!(res["statusCode"], 202, "{res}");
+}

@@ -102,6 +102,23 @@ fn lifecycle(form: HostForm) {
     let key = ActivationKey::parse(status["activationKey"].as_str().unwrap()).unwrap();
     assert!(key.open(&cik, time::OffsetDateTime::now_utc().unix_timestamp()).is_ok());
 
+    // Audit logging, made once the device is linked: the vault's diagnostic setting sends its audit logs to a
+    // locked, zone-redundant account tagged with the vault (their write events reach ArmEvents, which ignores them).
+    let setting = format!(
+        "{vault_id}/providers/Microsoft.Insights/diagnosticSettings/edgevault-audit?api-version=2021-05-01-preview"
+    );
+    let audit = eventually(LIMIT, || {
+        let (status, body) = s.arm("GET", &setting, None);
+        (status == 200).then_some(body)
+    })
+    .expect("the audit setting is made");
+    let account = audit["properties"]["storageAccountId"].as_str().unwrap().to_string();
+    let (status, stored) = s.arm("GET", &format!("{account}?api-version=2023-05-01"), None);
+    assert_eq!((status, stored["sku"]["name"].as_str()), (200, Some("Standard_ZRS")), "{stored}");
+    assert_eq!(stored["tags"]["edgevault-vault"], vault_id.rsplit('/').next().unwrap());
+    let account_lock = format!("{account}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
+    assert_eq!(s.arm("GET", &account_lock, None).0, 200, "the account is locked");
+
     // The vault is deleted (lock first): the delete event → vault-deleted queue → VaultDeleted recovers it.
     let lock = format!("{vault_id}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete");
     assert_eq!(s.arm("DELETE", &lock, None).0, 200);
@@ -115,6 +132,7 @@ fn lifecycle(form: HostForm) {
     .unwrap();
     assert_eq!(after["channelIntegrityKeyVersion"], info["channelIntegrityKeyVersion"], "the CIK survived");
     assert_eq!(s.la.vault(&device_token, "GET", &url, None).unwrap().0, 200, "the device reads its CIK again");
+    assert_eq!(s.arm("GET", &setting, None).0, 200, "the recovered vault has its audit setting");
 
     // Nothing was dead-lettered along the way.
     for queue in ["resource-created", "activation-key-requested", "vault-deleted"] {

@@ -29,6 +29,7 @@ const COUNTERS: &[(&str, &str, &str)] = &[
     ("ARM vault list/get", "arm", "Microsoft.KeyVault/vaults/read"),
     ("ARM deleted vault get", "arm", "Microsoft.KeyVault/locations/deletedVaults/read"),
     ("ARM lock list/get", "arm", "Microsoft.Authorization/locks/read"),
+    ("ARM diagnostic setting get", "arm", "Microsoft.Insights/diagnosticSettings/read"),
     ("Key Vault, all", "keyvault", "*"),
     ("identity tokens", "identity", "*"),
     ("Service Bus, all", "servicebus", "*"),
@@ -270,8 +271,14 @@ pub fn run_one(
     // list, so its device reads the vault and the deleted vault on its own.
     let per_sub =
         devices.div_ceil(100) + (devices - soft_deleted / subs).div_ceil(1000).max(1) + locks.div_ceil(100).max(1);
-    let needed = (per_sub * subs + total + 2 * soft_deleted) as u64;
-    let healthy_cost = 1.0 + (per_sub * subs) as f64 / total as f64;
+    // Each sweep reads the audit setting of the vaults whose turn it is (`lifecycle::audit::due`: one in 11, by a
+    // hash of the device and the sweep's slot), so that count is measured; it must be about a 11th of the live vaults.
+    let audit_reads = count("ARM diagnostic setting get");
+    let live_vaults = total - soft_deleted;
+    let audit_share = audit_reads as f64 / live_vaults.max(1) as f64;
+    let needed = (per_sub * subs + total + 2 * soft_deleted) as u64 + audit_reads;
+    let healthy_cost = 1.0 + (per_sub * subs) as f64 / total as f64 + audit_share;
+    println!("  audit settings read: {audit_reads} of {live_vaults} live vaults ({audit_share:.3}; 1/11 = 0.091)");
     // Each subscription has its own bucket and runs in parallel: the bound is one subscription's calls ÷ the rate
     // (with a co-tenant, the rate left to the sweep).
     let sweep_rate = rate - cotenant_rate.unwrap_or(0.0);

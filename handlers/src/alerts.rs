@@ -44,6 +44,9 @@ pub enum AlertKind {
     IdentityOrAccessPolicyLost,
     /// A CIK version edgevault did not write became the vault's current one; it is not linked.
     UnknownCikVersion,
+    /// edgevault's own: the vault's audit logs go nowhere (no storage account or diagnostic setting), most often
+    /// because the subscription has not registered Microsoft.Storage or Microsoft.Insights. Activation succeeds.
+    AuditLoggingNotConfigured,
     /// edgevault's own: the deleted vault was recovered (informational; never left open).
     KeyVaultRecovered,
     /// edgevault's own: the vault cannot be recovered (purged, past retention, moved away); reconfigure.
@@ -58,6 +61,7 @@ impl AlertKind {
         AlertKind::KeyVaultNotAccessible,
         AlertKind::IdentityOrAccessPolicyLost,
         AlertKind::UnknownCikVersion,
+        AlertKind::AuditLoggingNotConfigured,
         AlertKind::KeyVaultRecovered,
         AlertKind::RecoveryImpossible,
     ];
@@ -73,6 +77,7 @@ impl AlertKind {
                 "The device's managed identity or its access policy on the Key Vault was lost."
             }
             AlertKind::UnknownCikVersion => "A Channel Integrity Key version edgevault did not issue is current.",
+            AlertKind::AuditLoggingNotConfigured => "Key Vault audit logging is not configured.",
             AlertKind::KeyVaultRecovered => "Key Vault was recovered.",
             AlertKind::RecoveryImpossible => "Key Vault cannot be recovered.",
         }
@@ -81,7 +86,7 @@ impl AlertKind {
     pub fn severity(self) -> Severity {
         match self {
             AlertKind::KeyVaultRecovered => Severity::Informational,
-            AlertKind::UnknownCikVersion => Severity::Warning,
+            AlertKind::UnknownCikVersion | AlertKind::AuditLoggingNotConfigured => Severity::Warning,
             _ => Severity::Critical,
         }
     }
@@ -110,6 +115,10 @@ impl AlertKind {
             AlertKind::UnknownCikVersion => {
                 "edgevault wrote its own CIK over the unknown version and links that; find out who wrote the other one"
             }
+            AlertKind::AuditLoggingNotConfigured => {
+                "register Microsoft.Storage and Microsoft.Insights in the subscription (az provider register \
+                 --namespace …); edgevault then creates the storage account and the diagnostic setting; refresh to clear"
+            }
             AlertKind::KeyVaultRecovered => "none: lock, access policies and extended information were re-applied",
             AlertKind::RecoveryImpossible => {
                 "reconfigure the device (a new vault, a new CIK) and activate it again with the new activation key"
@@ -130,6 +139,7 @@ impl AlertKind {
             AlertKind::KeyVaultNotAccessible => "KeyVaultNotAccessible",
             AlertKind::IdentityOrAccessPolicyLost => "IdentityOrAccessPolicyLost",
             AlertKind::UnknownCikVersion => "UnknownCikVersion",
+            AlertKind::AuditLoggingNotConfigured => "AuditLoggingNotConfigured",
             AlertKind::KeyVaultRecovered => "KeyVaultRecovered",
             AlertKind::RecoveryImpossible => "RecoveryImpossible",
         }

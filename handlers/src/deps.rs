@@ -11,7 +11,7 @@ use crate::azure::on_behalf_of::OnBehalfOf;
 use crate::azure::records::TableRecords;
 use crate::azure::secrets::VaultSecrets;
 use crate::azure::service_bus::QueueSender;
-use crate::azure::traits::{CallerPermissions, CikStore, Devices, Locks, Queue, Records, Vaults};
+use crate::azure::traits::{AuditLogs, CallerPermissions, CikStore, Devices, Locks, Queue, Records, Vaults};
 use crate::azure::{AzureError, HttpStack};
 use crate::config::Settings;
 use crate::lifecycle::fleet_index::IndexCache;
@@ -23,6 +23,8 @@ pub struct Deps {
     pub devices: Arc<dyn Devices>,
     pub vaults: Arc<dyn Vaults>,
     pub locks: Arc<dyn Locks>,
+    /// Audit logging's storage accounts and diagnostic settings, and provider registrations.
+    pub audit: Arc<dyn AuditLogs>,
     pub secrets: Arc<dyn CikStore>,
     pub queue: Arc<dyn Queue>,
     /// What ARM says an API caller may do, asked on the caller's behalf (`authorization::require_permission`).
@@ -51,7 +53,7 @@ impl Deps {
         credential: Arc<dyn TokenCredential>,
         stack: HttpStack,
     ) -> Result<Self, AzureError> {
-        // One ARM client (one pipeline, one token cache) behind all three ARM traits.
+        // One ARM client (one pipeline, one token cache) behind all four ARM traits.
         let arm = Arc::new(ArmClient::new(&settings.arm_endpoint, credential.clone(), &stack)?);
         let queue = QueueSender::new(&settings.service_bus_namespace, credential.clone(), &stack)?;
         let permissions: Arc<dyn CallerPermissions> = match &settings.api_client_id {
@@ -70,6 +72,7 @@ impl Deps {
             settings: settings.clone(),
             devices: arm.clone(),
             vaults: arm.clone(),
+            audit: arm.clone(),
             locks: arm,
             secrets: Arc::new(VaultSecrets::new(credential, &stack)),
             queue: Arc::new(queue),

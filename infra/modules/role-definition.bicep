@@ -30,7 +30,7 @@ resource vaultKeeper 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(tenant().tenantId, 'edgevault-vault-keeper', roleNameSuffix)
   properties: {
     roleName: 'edgevault vault keeper (${roleNameSuffix})'
-    description: 'What edgevault needs: manage Stack Edge device identity and extended information, create, recover, lock and (with consent) delete Key Vaults. Never purge.'
+    description: 'What edgevault needs: manage Stack Edge device identity and extended information, create, recover, lock and (with consent) delete Key Vaults and their audit logging. Never purge.'
     type: 'CustomRole'
     assignableScopes: assignableScopes
     permissions: [
@@ -57,6 +57,15 @@ resource vaultKeeper 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
           'Microsoft.Resources/subscriptions/resourceGroups/read'
           // Resources – List with a tag filter: where a device's vault went when it was moved away (reconfigure).
           'Microsoft.Resources/subscriptions/resources/read'
+          // Prerequisites: whether Microsoft.KeyVault (and, for audit logging, Microsoft.Storage and Microsoft.Insights)
+          // are registered. Registering them is left to the subscription's owner (no */register/action: README).
+          'Microsoft.Resources/subscriptions/providers/read'
+          // Audit logging: each vault's storage account (created, never deleted) and its diagnostic setting.
+          'Microsoft.Storage/storageAccounts/read'
+          'Microsoft.Storage/storageAccounts/write'
+          'Microsoft.Storage/checknameavailability/read'
+          'Microsoft.Insights/diagnosticSettings/read'
+          'Microsoft.Insights/diagnosticSettings/write'
         ]
         notActions: []
         dataActions: []

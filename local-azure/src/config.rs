@@ -20,13 +20,16 @@ pub const API_CLIENT_ID: &str = "e0e0e0e0-0000-4000-8000-000000000005";
 pub const API_AUDIENCE: &str = "api://edgevault";
 
 /// The ARM actions edgevault's identity is granted on the default subscription: it manages
-/// devices, vaults (but may not purge them) and locks, and reads everything.
+/// devices, vaults (but may not purge them) and locks, creates audit storage accounts (but may not delete them) and
+/// vaults' diagnostic settings, and reads everything.
 pub const APP_ACTIONS: &[&str] = &[
     "*/read",
     "Microsoft.DataBoxEdge/dataBoxEdgeDevices/*",
     "Microsoft.KeyVault/vaults/*",
     "Microsoft.KeyVault/checkNameAvailability/action",
     "Microsoft.Authorization/locks/*",
+    "Microsoft.Storage/storageAccounts/write",
+    "Microsoft.Insights/diagnosticSettings/write",
 ];
 
 #[derive(Debug, Clone)]

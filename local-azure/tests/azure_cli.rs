@@ -330,3 +330,94 @@ async fn table_entities_with_the_cli_and_entra_id() {
     // The CLI recognises the service's `AuthorizationPermissionMismatch` and names the roles that would grant it.
     assert!(stderr.contains("You do not have the required permissions"), "{stderr}");
 }
+
+#[tokio::test]
+async fn audit_logging_with_the_cli_storage_account_diagnostic_setting_and_provider_registration() {
+    let la = shared();
+    let rg = la.var("AZURE_RESOURCE_GROUP");
+    let (az, _) = operator(la).await;
+    let account = unique("clisa").to_ascii_lowercase();
+
+    // A zone-redundant account: `az storage account create` follows the long-running create to the account.
+    let created = az.json(&[
+        "storage",
+        "account",
+        "create",
+        "-n",
+        &account,
+        "-g",
+        &rg,
+        "--sku",
+        "Standard_ZRS",
+        "--kind",
+        "StorageV2",
+        "--tags",
+        "edgevault-vault=clikv",
+    ]);
+    assert_eq!(created["name"], account);
+    assert_eq!(created["sku"]["name"], "Standard_ZRS");
+    assert_eq!(created["provisioningState"], "Succeeded", "{created}");
+    assert_eq!(created["tags"]["edgevault-vault"], "clikv");
+    let shown = az.json(&["storage", "account", "show", "-n", &account, "-g", &rg]);
+    assert_eq!(shown["id"], created["id"]);
+    let check = az.json(&["storage", "account", "check-name", "-n", &account]);
+    assert_eq!((check["nameAvailable"].as_bool(), check["reason"].as_str()), (Some(false), Some("AlreadyExists")));
+    let check = az.json(&["storage", "account", "check-name", "-n", "Not-Valid"]);
+    assert_eq!(check["reason"], "AccountNameInvalid");
+    let account_id = created["id"].as_str().unwrap().to_string();
+
+    // A vault's diagnostic setting sending its audit logs there.
+    let vault = unique("auditkv");
+    let made = az.json(&["keyvault", "create", "-n", &vault, "-g", &rg, "--no-self-perms"]);
+    let vault_id = made["id"].as_str().unwrap().to_string();
+    let logs = r#"[{"categoryGroup":"audit","enabled":true}]"#;
+    let create_setting = [
+        "monitor",
+        "diagnostic-settings",
+        "create",
+        "-n",
+        "audit",
+        "--resource",
+        &vault_id,
+        "--storage-account",
+        &account_id,
+        "--logs",
+        logs,
+    ];
+    let setting = az.json(&create_setting);
+    assert_eq!(setting["storageAccountId"], account_id.as_str(), "{setting}");
+    let listed = az.json(&["monitor", "diagnostic-settings", "list", "--resource", &vault_id]);
+    let listed = listed.as_array().cloned().or_else(|| listed["value"].as_array().cloned()).unwrap_or_default();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["logs"][0]["categoryGroup"], "audit");
+
+    // Provider registration: unregistered, a write in the namespace is refused with ARM's
+    // `409 MissingSubscriptionRegistration`, which the CLI recognises (azure-mgmt-core's
+    // `ARMAutoResourceProviderRegistrationPolicy` reads the code and the quoted namespace of the message): it
+    // registers the namespace itself and sends the write again.
+    az.json(&["provider", "unregister", "--namespace", "Microsoft.Insights"]);
+    let provider = az.json(&["provider", "show", "-n", "Microsoft.Insights"]);
+    assert_eq!(provider["registrationState"], "NotRegistered");
+    let out = az.run(&create_setting);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("'Microsoft.Insights' used by this operation is not registered"), "{stderr}");
+    let provider = az.json(&["provider", "show", "-n", "Microsoft.Insights"]);
+    assert_eq!(provider["registrationState"], "Registered");
+    // (The refusal itself, which this CLI command never shows since its pipeline always carries that policy
+    // (`azure.cli.core.aaz._client`), is asserted through the Rust pipeline in `tests/audit_resources.rs`.)
+    az.json(&["provider", "unregister", "--namespace", "Microsoft.Insights"]);
+    az.json(&["provider", "register", "--namespace", "Microsoft.Insights"]);
+    assert_eq!(az.json(&["provider", "show", "-n", "Microsoft.Insights"])["registrationState"], "Registered");
+
+    // A CanNotDelete lock refuses the account's delete.
+    let lock_args =
+        ["-n", "keep", "-g", &rg, "--resource", &account, "--resource-type", "Microsoft.Storage/storageAccounts"];
+    az.json(&[&["lock", "create", "--lock-type", "CanNotDelete"], &lock_args[..]].concat());
+    let stderr = az.fails(&["storage", "account", "delete", "-n", &account, "-g", &rg, "--yes"]);
+    assert!(stderr.contains("ScopeLocked"), "{stderr}");
+    az.json(&[&["lock", "delete"], &lock_args[..]].concat());
+    az.json(&["storage", "account", "delete", "-n", &account, "-g", &rg, "--yes"]);
+    let stderr = az.fails(&["storage", "account", "show", "-n", &account, "-g", &rg]);
+    assert!(stderr.contains("ResourceNotFound") || stderr.contains("was not found"), "{stderr}");
+}

@@ -149,6 +149,32 @@ pub fn run(interrupts: Option<Interrupts>, screenshot: Option<&Path>) -> anyhow:
         out.lines().next().unwrap_or_default(),
     );
 
+    // Audit logging, made once the device is linked: a diagnostic setting on the vault sends its audit logs to a
+    // zone-redundant storage account beside it, locked and tagged with the vault's name.
+    let setting = format!(
+        "{vault_id}/providers/Microsoft.Insights/diagnosticSettings/edgevault-audit?api-version=2021-05-01-preview"
+    );
+    let audit = eventually(LIMIT, || {
+        let (status, body) = d.arm("GET", &setting, None);
+        (status == 200).then_some(body)
+    })
+    .unwrap_or_default();
+    let account = audit["properties"]["storageAccountId"].as_str().unwrap_or_default().to_string();
+    let (status, stored) = d.arm("GET", &format!("{account}?api-version=2023-05-01"), None);
+    let account_locked =
+        d.arm("GET", &format!("{account}/providers/Microsoft.Authorization/locks/edgevault-do-not-delete"), None).0
+            == 200;
+    s.step(
+        "audit logging: the vault's diagnostic setting sends its audit logs to a locked zone-redundant storage account",
+        status == 200 && stored["sku"]["name"] == "Standard_ZRS" && account_locked,
+        format!(
+            "setting edgevault-audit (category group {}) -> {}\naccount tagged edgevault-vault={}",
+            audit["properties"]["logs"][0]["categoryGroup"].as_str().unwrap_or_default(),
+            account,
+            stored["tags"]["edgevault-vault"].as_str().unwrap_or_default()
+        ),
+    );
+
     // "Sync device secrets", as the device does it: its identity writes its BitLocker keys and BMC password into its
     // vault and asks for a re-sync; edgevault verifies and marks it. The device's right to ask is a grant here, as
     // in Azure it is the device's own (DataBoxEdge's) business.

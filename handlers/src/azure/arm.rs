@@ -15,10 +15,10 @@ use std::sync::Arc;
 use azure_core::credentials::TokenCredential;
 
 use super::models::{
-    AccessPolicy, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Lock, LockProperties, NameAvailability, Page,
-    Vault,
+    AccessPolicy, DeletedVault, Device, DiagnosticSetting, ExtendedInfo, ExtendedInfoPatch, Lock, LockProperties,
+    NameAvailability, Page, Provider, StorageAccount, Vault,
 };
-use super::traits::{Devices, Locks, Vaults};
+use super::traits::{AuditLogs, Devices, Locks, Vaults};
 use super::{ARM_SCOPE, AzureError, HttpStack, pipeline};
 use crate::resource_id::ResourceId;
 
@@ -27,6 +27,9 @@ pub const VAULTS_API: &str = "2024-11-01";
 pub const LOCKS_API: &str = "2020-05-01";
 /// `Resources_List` (resources.json, Microsoft.Resources 2021-04-01).
 pub const RESOURCES_API: &str = "2021-04-01";
+pub const STORAGE_API: &str = "2023-05-01";
+pub const DIAGNOSTIC_SETTINGS_API: &str = "2021-05-01-preview";
+pub const PROVIDERS_API: &str = "2021-04-01";
 
 /// The vault list's page size asked for (`$top`; the spec sets no maximum, the service may give fewer).
 const VAULT_PAGE: u32 = 1000;
@@ -308,7 +311,57 @@ impl ArmClient {
         }
         Err(AzureError::new(operation, None, None, "the vault did not finish provisioning"))
     }
+}
 
+/// Audit logging: `Microsoft.Storage` (storage.json 2023-05-01: `StorageAccounts_CheckNameAvailability`,
+/// `_GetProperties`, `_Create`, a long-running PUT answering `202` and a `Location` to poll), `Microsoft.Insights`
+/// (diagnosticsSettings_API.json 2021-05-01-preview) and `Providers_Get` (resources.json).
+#[async_trait::async_trait]
+impl AuditLogs for ArmClient {
+    async fn get_provider(&self, subscription: &str, namespace: &str) -> Result<Option<Provider>, AzureError> {
+        let path = format!("/subscriptions/{subscription}/providers/{namespace}");
+        self.get_optional("get provider", &path, PROVIDERS_API).await
+    }
+
+    async fn check_storage_name(&self, subscription: &str, name: &str) -> Result<NameAvailability, AzureError> {
+        let path = format!("/subscriptions/{subscription}/providers/Microsoft.Storage/checkNameAvailability");
+        let body = json!({"name": name, "type": "Microsoft.Storage/storageAccounts"});
+        self.send("check storage account name", Method::Post, &path, STORAGE_API, Some(&body)).await
+    }
+
+    async fn get_storage_account(&self, id: &ResourceId) -> Result<Option<StorageAccount>, AzureError> {
+        self.get_optional("get storage account", &id.to_string(), STORAGE_API).await
+    }
+
+    async fn put_storage_account(
+        &self,
+        id: &ResourceId,
+        account: &StorageAccount,
+    ) -> Result<StorageAccount, AzureError> {
+        self.send("create storage account", Method::Put, &id.to_string(), STORAGE_API, Some(account)).await
+    }
+
+    async fn get_diagnostic_setting(
+        &self,
+        scope: &ResourceId,
+        name: &str,
+    ) -> Result<Option<DiagnosticSetting>, AzureError> {
+        let path = format!("{scope}/providers/Microsoft.Insights/diagnosticSettings/{name}");
+        self.get_optional("get diagnostic setting", &path, DIAGNOSTIC_SETTINGS_API).await
+    }
+
+    async fn put_diagnostic_setting(
+        &self,
+        scope: &ResourceId,
+        name: &str,
+        setting: &DiagnosticSetting,
+    ) -> Result<DiagnosticSetting, AzureError> {
+        let path = format!("{scope}/providers/Microsoft.Insights/diagnosticSettings/{name}");
+        self.send("put diagnostic setting", Method::Put, &path, DIAGNOSTIC_SETTINGS_API, Some(setting)).await
+    }
+}
+
+impl ArmClient {
     // --- plumbing -----------------------------------------------------------------------------------------------
 
     fn url(&self, path: &str, api_version: &str) -> Result<Url, AzureError> {

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::AzureError;
 use super::models::{
-    AccessPolicy, BearerToken, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Identity, KeyVaultSyncStatus,
-    Lock, LockProperties, NameAvailability, OutgoingMessage, Page, Permission, Record, StoredCik, Vault, VaultLink,
+    AccessPolicy, BearerToken, DeletedVault, Device, DiagnosticSetting, ExtendedInfo, ExtendedInfoPatch, Identity,
+    KeyVaultSyncStatus, Lock, LockProperties, NameAvailability, OutgoingMessage, Page, Permission, Provider, Record,
+    StorageAccount, StoredCik, Vault, VaultLink,
 };
-use super::traits::{CallerPermissions, CikStore, Devices, Locks, Queue, Records, Vaults};
+use super::traits::{AuditLogs, CallerPermissions, CikStore, Devices, Locks, Queue, Records, Vaults};
 use crate::activation_key::Cik;
 use crate::config::Settings;
 use crate::deps::Deps;
@@ -42,6 +43,12 @@ pub struct State {
     pub secret_names: BTreeMap<String, String>,
     /// Role assignments as ARM's permissions API reports them: the caller's token, the scope, the entry.
     pub grants: Vec<(BearerToken, String, Permission)>,
+    /// Storage accounts by id (lower case); names are global, as in Azure.
+    pub storage_accounts: BTreeMap<String, StorageAccount>,
+    /// Diagnostic settings: `<scope>/<name>` (lower case).
+    pub diagnostic_settings: BTreeMap<String, DiagnosticSetting>,
+    /// `<subscription>/<namespace>` (lower case) of the providers not registered; every other one is.
+    pub unregistered: std::collections::BTreeSet<String>,
 }
 
 /// Settings for unit tests: tenant `tenant`, edgevault's principal `edgevault`, subscription `s`.
@@ -188,6 +195,15 @@ impl FakeAzure {
             properties: LockProperties { level: LOCK_LEVEL.into(), notes: Some(LOCK_NOTES.into()) },
         };
         state.locks.insert(key(&format!("{vault_id}/{LOCK_NAME}")), lock);
+        let account =
+            crate::lifecycle::audit::account_id(&vault_id, &crate::lifecycle::audit::account_names(&vault_id)[0]);
+        let mut stored = crate::lifecycle::audit::desired_account(&vault, &vault_id, &id);
+        stored.id = account.to_string();
+        state.storage_accounts.insert(key(&account), stored);
+        let setting = crate::lifecycle::audit::desired_setting(&account);
+        state
+            .diagnostic_settings
+            .insert(key(&format!("{vault_id}/{}", crate::lifecycle::audit::AUDIT_SETTING_NAME)), setting);
         state.vaults.insert(key(&vault_id), vault);
         let mut info = ExtendedInfo::default();
         info.properties.link = VaultLink {
@@ -208,6 +224,7 @@ impl FakeAzure {
             devices: self.clone(),
             vaults: self.clone(),
             locks: self.clone(),
+            audit: self.clone(),
             secrets: self.clone(),
             queue: self.clone(),
             permissions: self.clone(),
@@ -459,6 +476,70 @@ impl Locks for FakeAzure {
     async fn delete_lock(&self, scope: &ResourceId, name: &str) -> Result<(), AzureError> {
         self.call("delete lock", scope).locks.remove(&key(&format!("{scope}/{name}")));
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditLogs for FakeAzure {
+    async fn get_provider(&self, subscription: &str, namespace: &str) -> Result<Option<Provider>, AzureError> {
+        let state = self.call("get provider", format!("{subscription}/{namespace}"));
+        let registered = !state.unregistered.contains(&key(&format!("{subscription}/{namespace}")));
+        let registration_state = if registered { "Registered" } else { "NotRegistered" };
+        Ok(Some(Provider { namespace: namespace.into(), registration_state: registration_state.into() }))
+    }
+
+    async fn check_storage_name(&self, subscription: &str, name: &str) -> Result<NameAvailability, AzureError> {
+        let state = self.call("check storage account name", format!("{subscription}/{name}"));
+        let taken = state.storage_accounts.keys().any(|k| k.ends_with(&format!("/{}", name.to_ascii_lowercase())));
+        Ok(NameAvailability { name_available: !taken, ..Default::default() })
+    }
+
+    async fn get_storage_account(&self, id: &ResourceId) -> Result<Option<StorageAccount>, AzureError> {
+        Ok(self.call("get storage account", id).storage_accounts.get(&key(id)).cloned())
+    }
+
+    async fn put_storage_account(
+        &self,
+        id: &ResourceId,
+        account: &StorageAccount,
+    ) -> Result<StorageAccount, AzureError> {
+        let mut stored = account.clone();
+        stored.id = id.to_string();
+        stored.name = id.name().unwrap_or_default().to_string();
+        self.call("put storage account", id).storage_accounts.insert(key(id), stored.clone());
+        Ok(stored)
+    }
+
+    async fn get_diagnostic_setting(
+        &self,
+        scope: &ResourceId,
+        name: &str,
+    ) -> Result<Option<DiagnosticSetting>, AzureError> {
+        Ok(self
+            .call("get diagnostic setting", scope)
+            .diagnostic_settings
+            .get(&key(&format!("{scope}/{name}")))
+            .cloned())
+    }
+
+    async fn put_diagnostic_setting(
+        &self,
+        scope: &ResourceId,
+        name: &str,
+        setting: &DiagnosticSetting,
+    ) -> Result<DiagnosticSetting, AzureError> {
+        let mut state = self.call("put diagnostic setting", scope);
+        let registered = !state.unregistered.contains(&key(&format!("{}/Microsoft.Insights", scope.subscription())));
+        if !registered {
+            return Err(AzureError::new(
+                "put diagnostic setting",
+                Some(409),
+                Some("MissingSubscriptionRegistration".into()),
+                "The subscription is not registered to use namespace 'Microsoft.Insights'.",
+            ));
+        }
+        state.diagnostic_settings.insert(key(&format!("{scope}/{name}")), setting.clone());
+        Ok(setting.clone())
     }
 }
 

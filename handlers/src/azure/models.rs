@@ -441,3 +441,67 @@ pub struct Permission {
     #[serde(default)]
     pub not_actions: Vec<String>,
 }
+
+/// `Microsoft.Storage/storageAccounts` (storage.json 2023-05-01), the fields edgevault writes and reads: an audit
+/// destination is a zone-redundant account tagged with the vault it serves.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageAccount {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    pub location: String,
+    pub sku: StorageSku,
+    pub kind: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub properties: Value,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StorageSku {
+    pub name: String,
+}
+
+/// `Microsoft.Insights/diagnosticSettings` (diagnosticsSettings_API.json 2021-05-01-preview): where a resource's
+/// logs go.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DiagnosticSetting {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    pub properties: DiagnosticSettingProperties,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DiagnosticSettingProperties {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_account_id: Option<String>,
+    #[serde(default)]
+    pub logs: Vec<LogSettings>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LogSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category_group: Option<String>,
+    pub enabled: bool,
+}
+
+/// `Providers_Get`'s answer, the field edgevault reads.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Provider {
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub registration_state: String,
+}

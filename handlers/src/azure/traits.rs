@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use super::AzureError;
 use super::models::{
-    AccessPolicy, BearerToken, DeletedVault, Device, ExtendedInfo, ExtendedInfoPatch, Lock, NameAvailability,
-    OutgoingMessage, Page, Permission, Record, StoredCik, Vault,
+    AccessPolicy, BearerToken, DeletedVault, Device, DiagnosticSetting, ExtendedInfo, ExtendedInfoPatch, Lock,
+    NameAvailability, OutgoingMessage, Page, Permission, Provider, Record, StorageAccount, StoredCik, Vault,
 };
 use crate::activation_key::Cik;
 use crate::resource_id::ResourceId;
@@ -93,6 +93,33 @@ pub trait Locks: std::fmt::Debug + Send + Sync {
     async fn list_locks(&self, subscription: &str, next_link: Option<&str>) -> Result<Page<Lock>, AzureError>;
     /// Removes the lock; one that is already gone is not an error.
     async fn delete_lock(&self, scope: &ResourceId, name: &str) -> Result<(), AzureError>;
+}
+
+/// Audit logging's resources and the provider registrations they (and the vaults) need: storage accounts, a vault's
+/// diagnostic settings, `Providers_Get`.
+#[async_trait::async_trait]
+pub trait AuditLogs: std::fmt::Debug + Send + Sync {
+    /// The provider's registration in the subscription (`None`: ARM does not know the namespace).
+    async fn get_provider(&self, subscription: &str, namespace: &str) -> Result<Option<Provider>, AzureError>;
+    async fn check_storage_name(&self, subscription: &str, name: &str) -> Result<NameAvailability, AzureError>;
+    async fn get_storage_account(&self, id: &ResourceId) -> Result<Option<StorageAccount>, AzureError>;
+    /// Creates or updates a storage account and waits for the long-running create to finish.
+    async fn put_storage_account(
+        &self,
+        id: &ResourceId,
+        account: &StorageAccount,
+    ) -> Result<StorageAccount, AzureError>;
+    async fn get_diagnostic_setting(
+        &self,
+        scope: &ResourceId,
+        name: &str,
+    ) -> Result<Option<DiagnosticSetting>, AzureError>;
+    async fn put_diagnostic_setting(
+        &self,
+        scope: &ResourceId,
+        name: &str,
+        setting: &DiagnosticSetting,
+    ) -> Result<DiagnosticSetting, AzureError>;
 }
 
 /// CIK secrets in a device's vault.

@@ -26,6 +26,7 @@ use crate::azure::models::NameAvailability;
 use crate::deps::Deps;
 use crate::error::FunctionError;
 use crate::lifecycle::device::{device_and_info, is_legacy, mark_requested};
+use crate::lifecycle::prerequisites::keyvault_missing;
 use crate::lifecycle::status::{KeyStatus, key_status};
 use crate::lifecycle::vault::{Choice, choose_vault, owned_by, vault_id};
 use crate::lifecycle::{Error, Refused};
@@ -151,13 +152,18 @@ async fn post(
     // for a device that turns out to be linked already wastes one cheap call instead of adding a round trip to
     // every first activation.
     let candidate = custom.clone().unwrap_or_else(|| VaultName::default_for(&device_id, 0));
-    let (read, check) = tokio::join!(
+    let (read, check, prerequisite) = tokio::join!(
         device_and_info(deps, &device_id),
-        deps.vaults.check_vault_name(device_id.subscription(), candidate.as_str())
+        deps.vaults.check_vault_name(device_id.subscription(), candidate.as_str()),
+        keyvault_missing(deps, device_id.subscription())
     );
     let Some((device, info)) = read? else {
         return Ok(HttpResponse::error(404, "DeviceNotFound", format!("{device_id} does not exist")));
     };
+    // Before anything is marked or created: without the provider the vault's creation would fail in the worker.
+    if let Some(fix) = prerequisite? {
+        return Ok(HttpResponse::error(409, "ResourceProviderNotRegistered", fix));
+    }
     if is_legacy(&device, &info, deps.settings.cutover) {
         return Ok(HttpResponse::error(
             409,

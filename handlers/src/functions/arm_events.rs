@@ -188,6 +188,19 @@ mod tests {
             "Succeeded",
         );
         assert_eq!(classify(&child, "e", OWN).unwrap(), None);
+        // Audit logging's own writes: the storage account and the vault's diagnostic setting (an extension resource
+        // whose id continues the vault's).
+        let account = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/kvd1";
+        let account_write =
+            event(event_types::RESOURCE_WRITE_SUCCESS, "Microsoft.Storage/storageAccounts/write", account, "Succeeded");
+        assert_eq!(classify(&account_write, "e", OWN).unwrap(), None);
+        let setting = format!("{VAULT}/providers/Microsoft.Insights/diagnosticSettings/edgevault-audit");
+        for (kind, operation) in [
+            (event_types::RESOURCE_WRITE_SUCCESS, "Microsoft.Insights/diagnosticSettings/write"),
+            (event_types::RESOURCE_DELETE_SUCCESS, "Microsoft.Insights/diagnosticSettings/delete"),
+        ] {
+            assert_eq!(classify(&event(kind, operation, &setting, "Succeeded"), "e", OWN).unwrap(), None);
+        }
     }
 
     #[test]

@@ -105,6 +105,11 @@ pub struct Observed {
     pub cik_latest: Option<String>,
     /// The names of the enabled secrets in the vault; `None` when they were not read (see [`observe_secrets`]).
     pub secrets: Option<Vec<String>>,
+    /// Whether the vault's audit setting (`audit::AUDIT_SETTING_NAME`) sends its audit logs to a storage account;
+    /// `None` when it was not read (a sweep reads it for one vault in `audit::AUDIT_CHECK_EVERY`).
+    pub audit_setting: Option<bool>,
+    /// Why the audit setting could not be made (a provider not registered), for its alert's detail.
+    pub audit_blocked: Option<String>,
 }
 
 impl Observed {
@@ -145,16 +150,18 @@ pub async fn observe(deps: &Deps, id: &ResourceId, requested: Option<&VaultName>
         Some(vault) if early_id.is_some() && early_id == target => Some(vault),
         _ => None,
     };
-    observe_vault(deps, id.clone(), device, info, target, known, None).await.map(Some)
+    observe_vault(deps, id.clone(), device, info, target, known, None, true).await.map(Some)
 }
 
 /// Reads a device the sweep has from a listing: its extended information, then its linked vault — from `listed`
-/// (the subscription's vault and lock lists) when it is there, else by a read of its own.
+/// (the subscription's vault and lock lists) when it is there, else by a read of its own. The audit setting is
+/// read only when `check_audit` (the device's turn, `audit::due`).
 pub async fn observe_listed(
     deps: &Deps,
     id: &ResourceId,
     device: Device,
     listed: impl FnOnce(&ResourceId) -> Option<Listed>,
+    check_audit: bool,
 ) -> Result<Observed, Error> {
     let info = deps.devices.get_extended_info(id).await?;
     let target = target(id, &info, None)?;
@@ -162,7 +169,7 @@ pub async fn observe_listed(
         Some(Listed { vault, lock }) => (Some(Some(vault)), Some(lock)),
         None => (None, None),
     };
-    observe_vault(deps, id.clone(), device, info, target, vault, lock).await
+    observe_vault(deps, id.clone(), device, info, target, vault, lock, check_audit).await
 }
 
 fn target(id: &ResourceId, info: &ExtendedInfo, requested: Option<&VaultName>) -> Result<Option<ResourceId>, Error> {
@@ -174,6 +181,7 @@ fn target(id: &ResourceId, info: &ExtendedInfo, requested: Option<&VaultName>) -
 }
 
 /// The vault part of an observation. `known` is the vault's read when it was already made, `known_lock` the lock's.
+#[allow(clippy::too_many_arguments)]
 async fn observe_vault(
     deps: &Deps,
     id: ResourceId,
@@ -182,6 +190,7 @@ async fn observe_vault(
     target: Option<ResourceId>,
     known: Option<Option<Vault>>,
     known_lock: Option<Option<Lock>>,
+    check_audit: bool,
 ) -> Result<Observed, Error> {
     let cik_name = match (&target, &info.properties.link) {
         (Some(t), link) if link.vault_id().as_ref() == Some(t) && link.channel_integrity_key_name.is_some() => {
@@ -201,6 +210,8 @@ async fn observe_vault(
         cik: None,
         cik_latest: None,
         secrets: None,
+        audit_setting: None,
+        audit_blocked: None,
     };
     // A legacy device is never touched, nor its (absent) vault read.
     if is_legacy(&observed.device, &observed.info, deps.settings.cutover) {
@@ -222,7 +233,7 @@ async fn observe_vault(
         }
         None => VaultState::Missing,
     };
-    observe_contents_with(deps, &mut observed, known_lock).await?;
+    observe_contents_with(deps, &mut observed, known_lock, check_audit).await?;
     Ok(observed)
 }
 
@@ -230,19 +241,41 @@ async fn observe_vault(
 /// is read at its current version, which is the linked one on a healthy device (one read, as before); only when
 /// another version is current is the linked one read as well.
 pub async fn observe_contents(deps: &Deps, observed: &mut Observed) -> Result<(), Error> {
-    observe_contents_with(deps, observed, None).await
+    observe_contents_with(deps, observed, None, true).await
 }
 
-/// [`observe_contents`], the lock read only when it is not `known` already.
+/// [`observe_contents`], the lock read only when it is not `known` already, the audit setting only when
+/// `check_audit` (beside the lock and the CIK: independent reads).
 async fn observe_contents_with(
     deps: &Deps,
     observed: &mut Observed,
     known_lock: Option<Option<Lock>>,
+    check_audit: bool,
 ) -> Result<(), Error> {
     let (VaultState::Present(vault), Some(target)) = (&observed.vault, &observed.target) else { return Ok(()) };
     if !owned_by(&vault.tags, &observed.id) {
         return Ok(());
     }
+    let target = target.clone();
+    let audit = async {
+        match check_audit {
+            true => super::audit::observe(deps, &target).await.map(Some),
+            false => Ok(None),
+        }
+    };
+    let (audit, contents) = tokio::join!(audit, observe_lock_and_cik(deps, observed, known_lock));
+    contents?;
+    observed.audit_setting = audit?;
+    Ok(())
+}
+
+/// The lock and the CIK of a present vault of the device's.
+async fn observe_lock_and_cik(
+    deps: &Deps,
+    observed: &mut Observed,
+    known_lock: Option<Option<Lock>>,
+) -> Result<(), Error> {
+    let (VaultState::Present(vault), Some(target)) = (&observed.vault, &observed.target) else { return Ok(()) };
     let linked =
         if observed.linked_here() { observed.info.properties.link.channel_integrity_key_version.clone() } else { None };
     let uri = vault_uri(vault);
@@ -346,6 +379,9 @@ pub fn assess(observed: &Observed, desired: &Desired) -> Vec<Finding> {
     if !in_sync {
         findings.push(Finding::ExtendedInfoOutOfSync);
     }
+    if observed.audit_setting == Some(false) {
+        findings.push(Finding::AuditSettingMissing);
+    }
     if missing_device_secrets(observed).is_some_and(|missing| !missing.is_empty()) {
         findings.push(Finding::DeviceSecretsMissing);
     }
@@ -372,7 +408,14 @@ pub fn missing_device_secrets(observed: &Observed) -> Option<Vec<&'static str>> 
 /// The alert kinds a check of `observed` could not judge (the device's secrets when they were not read): they stay
 /// as they are, neither raised nor resolved.
 pub fn unjudged(observed: &Observed) -> Vec<AlertKind> {
-    if observed.secrets.is_none() { vec![AlertKind::SecretsNotRetrieved] } else { Vec::new() }
+    let mut kinds = Vec::new();
+    if observed.secrets.is_none() {
+        kinds.push(AlertKind::SecretsNotRetrieved);
+    }
+    if observed.audit_setting.is_none() {
+        kinds.push(AlertKind::AuditLoggingNotConfigured);
+    }
+    kinds
 }
 
 /// The alerts `findings` call for, each with a detail for the operator. A vault the device does not link yet
@@ -431,6 +474,16 @@ pub fn alerts(observed: &Observed, findings: &[Finding]) -> Vec<(AlertKind, Stri
             Finding::NetworkDenied => push(
                 AlertKind::KeyVaultNotAccessible,
                 format!("Vault {vault}'s network rules deny by default: allow the device's network."),
+            ),
+            Finding::AuditSettingMissing => push(
+                AlertKind::AuditLoggingNotConfigured,
+                format!(
+                    "Vault {vault} sends its audit logs nowhere: {}.",
+                    observed
+                        .audit_blocked
+                        .as_deref()
+                        .unwrap_or("edgevault creates its storage account and diagnostic setting")
+                ),
             ),
             Finding::DeviceSecretsMissing => push(
                 AlertKind::SecretsNotRetrieved,

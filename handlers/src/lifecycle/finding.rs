@@ -41,6 +41,10 @@ pub enum Finding {
     /// unknown version is never linked.
     CikNotCurrent,
     ExtendedInfoOutOfSync,
+    /// The vault's audit logging is missing: no diagnostic setting sending its audit events to a storage account
+    /// (judged when it was read: activation, refresh, repair, and one sweep in `audit::AUDIT_CHECK_EVERY`). Fixed by
+    /// creating the account and the setting, unless a provider is not registered (a warning alert then).
+    AuditSettingMissing,
     /// Secrets the device pushes are missing from its vault (judged only when the secrets were read: a sync
     /// request, a refresh, or while that alert is open). Only the device can fix it: alerted, never repaired.
     DeviceSecretsMissing,

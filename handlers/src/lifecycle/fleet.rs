@@ -513,8 +513,8 @@ pub async fn view(deps: &Deps, viewer: &Viewer, filter: &Filter) -> Result<Fleet
             async move {
                 let id: ResourceId = device.id.parse().expect("filtered on parsing above");
                 // Each vault read on its own: a view is often narrowed to a few devices, for which the sweep's
-                // subscription-wide lists would cost more than they save.
-                match observe_listed(deps, &id, device.clone(), |_| None).await {
+                // subscription-wide lists would cost more than they save. Its audit setting too (one read).
+                match observe_listed(deps, &id, device.clone(), |_| None, true).await {
                     Ok(observed) => DeviceView::from_observed(tenant, &observed, assess(&observed, desired)),
                     Err(err) => {
                         tracing::warn!(device = %id, "fleet view: could not read the device: {err}");
@@ -601,7 +601,7 @@ mod tests {
         let view = view(&deps, &Viewer::App, &Filter::default()).await.unwrap();
         let by_id = |id: &ResourceId| view.devices.iter().find(|d| d.id == id.to_string()).unwrap().clone();
         let h = by_id(&healthy);
-        assert_eq!((h.health, h.lock, h.cik, h.audit), (Health::Healthy, Check::Ok, Check::Ok, Check::Unknown));
+        assert_eq!((h.health, h.lock, h.cik, h.audit), (Health::Healthy, Check::Ok, Check::Ok, Check::Ok));
         assert!(h.findings.is_empty() && h.open_alerts.is_empty());
         assert_eq!(h.portal_url, format!("https://portal.azure.com/#@tenant/resource{healthy}"));
         let d = by_id(&drifted);

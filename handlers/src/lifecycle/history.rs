@@ -128,9 +128,10 @@ pub async fn last_sweep(deps: &Deps) -> Result<Option<SweepProgress>, Error> {
     super::sweep_progress::current(deps).await
 }
 
-/// Whether the device's vault has its audit setting; `None` while that is not observed.
-pub fn audit_setting(_observed: &super::desired::Observed) -> Option<bool> {
-    None
+/// Whether the device's vault has its audit setting; `None` while that is not observed (`Observed::audit_setting`,
+/// read by `lifecycle::audit::observe`).
+pub fn audit_setting(observed: &super::desired::Observed) -> Option<bool> {
+    observed.audit_setting
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! The Key Vault lifecycle of a Stack Edge device, as reconcilers: each observes Azure and makes it match what the
 //! device should have, so a duplicate, replayed or concurrent message changes nothing.
 //!
+//! - [`audit`]: the vault's audit logging (a locked storage account and a diagnostic setting), made and checked.
 //! - [`desired`]: the one desired state. [`observe`] reads a device and its vault once, [`assess`] compares what
 //!   it saw with what should be and returns the [`Finding`]s — the only place the rules live. The sweep reports
 //!   findings; the workers fix exactly the findings.
 //! - [`device`]: what is done to a device (identity, extended information, failure marks, legacy).
 //! - [`vault`]: what is done to a vault (its name and id, ownership, creation, recovery, lock, policies, CIK).
+//! - [`prerequisites`]: what a subscription needs first (`Microsoft.KeyVault` registered).
 //! - [`provision`]: observe → assess → fix, for an activation or a sweep's repair.
 //! - [`recovery`]: a deleted vault is recovered from soft delete and re-provisioned.
 //! - [`reconfigure`]: a device whose vault is gone for good (purged, past retention, moved away) gets a new one.
@@ -21,6 +23,7 @@
 //! What edgevault owns is marked in Azure, not in a database: the vault's `edgevault-device` tag names its device,
 //! the lock has a fixed name, and the device's extended information links the vault and the CIK.
 
+pub mod audit;
 pub mod desired;
 pub mod device;
 pub mod error;
@@ -28,6 +31,7 @@ pub mod finding;
 pub mod fleet;
 pub mod fleet_index;
 pub mod history;
+pub mod prerequisites;
 pub mod provision;
 pub mod reconfigure;
 pub mod recovery;

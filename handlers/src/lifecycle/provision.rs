@@ -8,6 +8,7 @@
 //! the observation is updated with what the writes returned and assessed again, so `assess` stays the only place
 //! that decides what is wrong.
 
+use super::audit::{self, Ensured};
 use super::desired::{
     Desired, Observed, VaultState, alerts, assess, observe, observe_contents, observe_secrets, unjudged,
 };
@@ -85,15 +86,31 @@ pub async fn provision(
     let findings = assess(&observed, &desired);
     let vault = observed.target.as_ref().map(ToString::to_string);
     if findings.contains(&Finding::DeviceSecretsMissing) {
-        // Only the device can bring its secrets back: the device stays as it is marked, its alert open.
+        // Only the device can bring its secrets back: the device stays as it is marked, its alert open. Its audit
+        // logging does not wait for them.
+        if findings.contains(&Finding::AuditSettingMissing) {
+            configure_audit(deps, &mut observed).await;
+        }
+        let findings = assess(&observed, &desired);
         let found = alerts(&observed, &findings);
-        settle_alerts(deps, id, &mut observed.device, vault.as_deref(), &found, None).await?;
+        // Nothing else was judged through to the end, so nothing else is resolved; the audit setting was.
+        let keep: Vec<AlertKind> = AlertKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| observed.audit_setting.is_none() || *k != AlertKind::AuditLoggingNotConfigured)
+            .collect();
+        settle_alerts(deps, id, &mut observed.device, vault.as_deref(), &found, Some(&keep)).await?;
         return Ok(Outcome::Untouched(Finding::DeviceSecretsMissing));
     }
     if findings.contains(&Finding::ExtendedInfoOutOfSync)
         && let Some(link) = observed.expected_link()
     {
         observed.info = write_link(deps, id, link).await?;
+    }
+    // Audit logging last, once the device has its link (the key does not wait for it): whatever stops it leaves
+    // a warning alert, never a failed activation.
+    if findings.contains(&Finding::AuditSettingMissing) {
+        configure_audit(deps, &mut observed).await;
     }
     clear_failure(deps, id, &mut observed.device).await?;
     // A check that found the device healthy resolves its open alerts (those it could not judge stay open).
@@ -112,6 +129,24 @@ pub async fn provision(
         cik_version: link.channel_integrity_key_version.unwrap_or_default(),
         cik_created,
     }))
+}
+
+/// Makes the vault's audit logging ([`audit::ensure`]) and records the outcome in `observed`: configured, or why
+/// not (for the alert). An Azure failure here is reported the same way and retried by the next check: audit
+/// logging never fails the device's activation or repair.
+async fn configure_audit(deps: &Deps, observed: &mut Observed) {
+    let (VaultState::Present(vault), Some(target)) = (&observed.vault, &observed.target) else { return };
+    match audit::ensure(deps, &observed.id, vault, target).await {
+        Ok(Ensured::Configured(_)) => {
+            observed.audit_setting = Some(true);
+            observed.audit_blocked = None;
+        }
+        Ok(Ensured::NotPossible(reason)) => observed.audit_blocked = Some(reason),
+        Err(err) => {
+            tracing::warn!(device = %observed.id, error = %err, "audit logging could not be configured");
+            observed.audit_blocked = Some(format!("configuring it failed ({err}); the next check tries again"));
+        }
+    }
 }
 
 /// Fixes everything [`assess`] finds about the device's identity and vault (all but the link), stage by stage,
@@ -146,7 +181,10 @@ pub async fn repair(deps: &Deps, desired: &Desired, observed: &mut Observed) -> 
         let (vault, new) = create(deps, &observed.id, &observed.device, &target, &wanted).await?;
         created = new;
         observed.vault = VaultState::Present(vault);
-        if !new {
+        if new {
+            // A new vault has no audit setting yet (known without a read).
+            observed.audit_setting = Some(false);
+        } else {
             // The device's own soft-deleted vault came back: read what it came back with.
             observe_contents(deps, observed).await?;
         }

@@ -120,7 +120,10 @@ pub async fn inspect_listed(
     let id: ResourceId = device.id.parse().map_err(|e| {
         Error::refused(Refused::InvalidResourceId, format!("ARM listed a device id that does not parse: {e}"))
     })?;
-    let observed = observe_listed(deps, &id, device.clone(), |vault| index.and_then(|i| i.listed(vault))).await?;
+    // The audit setting is a read per vault with no list form: each sweep checks the devices whose turn it is.
+    let check_audit = super::audit::due(&id, sweep_id);
+    let observed =
+        observe_listed(deps, &id, device.clone(), |vault| index.and_then(|i| i.listed(vault)), check_audit).await?;
     let findings = assess(&observed, &Desired::new(&deps.settings));
     let commands = fixes(&observed, &findings, sweep_id);
     if findings.is_empty() {

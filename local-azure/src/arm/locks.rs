@@ -137,6 +137,7 @@ fn scope_exists(ctx: &ArmCtx<'_>, scope: &ResourceId) -> Result<(), ArmError> {
     let exists = match scope.resource_type().to_ascii_lowercase().as_str() {
         "microsoft.keyvault/vaults" => super::vaults::find_active(ctx.app, scope)?.is_some(),
         "microsoft.databoxedge/databoxedgedevices" => super::devices::find(ctx.app, scope)?.is_some(),
+        "microsoft.storage/storageaccounts" => super::storage::find(ctx.app, scope)?.is_some(),
         _ => true,
     };
     if exists {

@@ -6,6 +6,7 @@
 //! - [`activity`]: the durable activity log every mutation appends to.
 //! - [`devices`], [`vaults`], [`locks`]: the resource providers edgevault uses.
 //! - [`moves`]: Resources – Move Resources (a vault to another resource group or subscription).
+//! - [`storage`], [`diagnostics`]: audit logging's storage accounts and a vault's diagnostic settings.
 //! - [`resources`]: `Microsoft.Resources` reads clients make first (subscriptions, tenants, providers, resource lists).
 //!
 //! A request is routed ([`Route`]), named (`Microsoft.KeyVault/vaults/write`), authenticated
@@ -15,11 +16,13 @@
 pub mod activity;
 pub mod authz;
 pub mod devices;
+pub mod diagnostics;
 pub mod error;
 pub mod locks;
 pub mod moves;
 pub mod resource_id;
 pub mod resources;
+pub mod storage;
 pub mod tenancy;
 pub mod vaults;
 
@@ -48,6 +51,10 @@ pub enum Route {
         namespace: String,
     },
     ProviderRegister {
+        subscription: String,
+        namespace: String,
+    },
+    ProviderUnregister {
         subscription: String,
         namespace: String,
     },
@@ -103,6 +110,23 @@ pub enum Route {
     Permissions {
         scope: String,
     },
+    StorageAccount(ResourceId),
+    StorageAccountList {
+        subscription: String,
+        group: Option<String>,
+    },
+    CheckStorageName(String),
+    StorageOperation {
+        subscription: String,
+        id: String,
+    },
+    DiagnosticSetting {
+        scope: String,
+        name: String,
+    },
+    DiagnosticSettingList {
+        scope: String,
+    },
 }
 
 fn eq(a: &str, b: &str) -> bool {
@@ -123,6 +147,20 @@ pub fn route(segments: &[String]) -> Option<Route> {
         return match &s[pos + 3..] {
             [] => Some(Route::LockList { scope }),
             [name] => Some(Route::Lock { scope, name: name.to_string() }),
+            _ => None,
+        };
+    }
+    // Diagnostic settings, like locks, hang off a resource's id.
+    if let Some(pos) = (0..s.len()).rev().find(|&i| {
+        eq(s[i], "providers")
+            && s.get(i + 1).is_some_and(|n| eq(n, "Microsoft.Insights"))
+            && s.get(i + 2).is_some_and(|n| eq(n, "diagnosticSettings"))
+    }) && pos > 0
+    {
+        let scope = format!("/{}", s[..pos].join("/")).parse::<ResourceId>().map(|id| id.to_string()).ok()?;
+        return match &s[pos + 3..] {
+            [] => Some(Route::DiagnosticSettingList { scope }),
+            [name] => Some(Route::DiagnosticSetting { scope, name: name.to_string() }),
             _ => None,
         };
     }
@@ -152,6 +190,22 @@ pub fn route(segments: &[String]) -> Option<Route> {
         ["providers", _] => Some(Route::Provider { subscription: sub, namespace: rest[1].to_string() }),
         ["providers", _, "register"] => {
             Some(Route::ProviderRegister { subscription: sub, namespace: rest[1].to_string() })
+        }
+        ["providers", _, "unregister"] => {
+            Some(Route::ProviderUnregister { subscription: sub, namespace: rest[1].to_string() })
+        }
+        ["providers", "microsoft.storage", "checknameavailability"] => Some(Route::CheckStorageName(sub)),
+        ["providers", "microsoft.storage", "storageaccounts"] => {
+            Some(Route::StorageAccountList { subscription: sub, group: None })
+        }
+        ["resourcegroups", _, "providers", "microsoft.storage", "storageaccounts"] => {
+            Some(Route::StorageAccountList { subscription: sub, group: Some(rest[1].to_string()) })
+        }
+        ["resourcegroups", _, "providers", "microsoft.storage", "storageaccounts", _] => Some(Route::StorageAccount(
+            ResourceId::resource(&sub, rest[1], "Microsoft.Storage", "storageAccounts", rest[5]),
+        )),
+        ["providers", "microsoft.storage", "locations", _, "asyncoperations", _] => {
+            Some(Route::StorageOperation { subscription: sub, id: rest[5].to_string() })
         }
         ["resources"] => Some(Route::ResourceList { subscription: sub, group: None }),
         ["resourcegroups", _, "resources"] => {
@@ -250,6 +304,35 @@ pub fn operation(route: &Route, method: &Method) -> Operation {
         }
         Route::ProviderRegister { subscription, namespace } => {
             op(format!("{namespace}/register/action"), format!("/subscriptions/{subscription}"), false)
+        }
+        Route::ProviderUnregister { subscription, namespace } => {
+            op(format!("{namespace}/unregister/action"), format!("/subscriptions/{subscription}"), false)
+        }
+        Route::StorageAccount(id) => {
+            let (name, r) = crud(storage::TYPE, method);
+            op(name, id.to_string(), r)
+        }
+        Route::StorageAccountList { subscription, group } => {
+            let scope = match group {
+                Some(g) => ResourceId::resource_group(subscription, g).to_string(),
+                None => ResourceId::subscription(subscription).to_string(),
+            };
+            op(format!("{}/read", storage::TYPE), scope, true)
+        }
+        Route::CheckStorageName(s) => {
+            op("Microsoft.Storage/checknameavailability/read".into(), format!("/subscriptions/{s}"), true)
+        }
+        Route::StorageOperation { subscription, .. } => op(
+            "Microsoft.Storage/locations/asyncoperations/read".into(),
+            format!("/subscriptions/{subscription}"),
+            true,
+        ),
+        Route::DiagnosticSetting { scope, .. } => {
+            let (name, r) = crud("Microsoft.Insights/diagnosticSettings", method);
+            op(name, scope.clone(), r)
+        }
+        Route::DiagnosticSettingList { scope } => {
+            op("Microsoft.Insights/diagnosticSettings/read".into(), scope.clone(), true)
         }
         Route::ResourceList { subscription, group: None } => op(
             "Microsoft.Resources/subscriptions/resources/read".into(),
@@ -494,13 +577,19 @@ fn authenticate(app: &App, req: &Req) -> Result<Claims, ArmError> {
 fn subscription_of(route: &Route) -> Option<String> {
     match route {
         Route::SubscriptionList | Route::TenantList => None,
-        Route::Lock { scope, .. } | Route::LockList { scope } | Route::Permissions { scope } => {
-            scope.parse::<ResourceId>().ok().map(|id| id.subscription)
-        }
+        Route::Lock { scope, .. }
+        | Route::LockList { scope }
+        | Route::Permissions { scope }
+        | Route::DiagnosticSetting { scope, .. }
+        | Route::DiagnosticSettingList { scope } => scope.parse::<ResourceId>().ok().map(|id| id.subscription),
         Route::Subscription(s)
         | Route::ProviderList(s)
         | Route::Provider { subscription: s, .. }
         | Route::ProviderRegister { subscription: s, .. }
+        | Route::ProviderUnregister { subscription: s, .. }
+        | Route::StorageAccountList { subscription: s, .. }
+        | Route::CheckStorageName(s)
+        | Route::StorageOperation { subscription: s, .. }
         | Route::ResourceList { subscription: s, .. }
         | Route::ManagedHsmList { subscription: s, .. }
         | Route::CheckVaultName(s)
@@ -515,6 +604,7 @@ fn subscription_of(route: &Route) -> Option<String> {
         | Route::Device(id)
         | Route::DeviceAction(id, _)
         | Route::Vault(id)
+        | Route::StorageAccount(id)
         | Route::VaultAccessPolicies(id, _) => Some(id.subscription.clone()),
     }
 }
@@ -570,6 +660,9 @@ fn handle_inner(app: &App, req: &Req, correlation_id: &str) -> Result<Resp, ArmE
     if !matches!(route, Route::SubscriptionList | Route::TenantList | Route::Permissions { .. }) {
         authz::authorize(app, &claims.oid, &operation.name, &operation.scope, operation.is_read)?;
     }
+    if let Some((subscription, namespace)) = registration_needed(&route, &req.method) {
+        resources::require_registered(app, &subscription, namespace)?;
+    }
     let ctx = ArmCtx { app, req, claims, correlation_id: correlation_id.to_string(), now: app.clock.now(), operation };
     let result = dispatch(&ctx, &route);
     match &result {
@@ -587,6 +680,23 @@ fn handle_inner(app: &App, req: &Req, correlation_id: &str) -> Result<Resp, ArmE
         Err(_) => {}
     }
     result
+}
+
+/// The subscription and provider namespace a request writes a resource of: ARM refuses such a write while the
+/// namespace is not registered in the subscription (`409 MissingSubscriptionRegistration`).
+fn registration_needed(route: &Route, method: &Method) -> Option<(String, &'static str)> {
+    if !matches!(*method, Method::PUT | Method::PATCH) {
+        return None;
+    }
+    match route {
+        Route::Device(id) => Some((id.subscription.clone(), "Microsoft.DataBoxEdge")),
+        Route::Vault(id) | Route::VaultAccessPolicies(id, _) => Some((id.subscription.clone(), "Microsoft.KeyVault")),
+        Route::StorageAccount(id) => Some((id.subscription.clone(), "Microsoft.Storage")),
+        Route::DiagnosticSetting { scope, .. } => {
+            scope.parse::<ResourceId>().ok().map(|id| (id.subscription, "Microsoft.Insights"))
+        }
+        _ => None,
+    }
 }
 
 fn dispatch(ctx: &ArmCtx<'_>, route: &Route) -> Result<Resp, ArmError> {
@@ -608,6 +718,21 @@ fn dispatch(ctx: &ArmCtx<'_>, route: &Route) -> Result<Resp, ArmError> {
         (Route::ProviderRegister { subscription, namespace }, Method::POST) => {
             resources::register_provider(ctx, subscription, namespace)
         }
+        (Route::ProviderUnregister { subscription, namespace }, Method::POST) => {
+            resources::unregister_provider(ctx, subscription, namespace)
+        }
+        (Route::CheckStorageName(_), Method::POST) => storage::check_name(ctx),
+        (Route::StorageAccount(id), Method::GET) => storage::get(ctx, id),
+        (Route::StorageAccount(id), Method::PUT) => storage::put(ctx, id),
+        (Route::StorageAccount(id), Method::DELETE) => storage::delete(ctx, id),
+        (Route::StorageAccountList { subscription, group }, Method::GET) => {
+            storage::list(ctx, subscription, group.as_deref())
+        }
+        (Route::StorageOperation { id, .. }, Method::GET) => storage::operation(ctx, id),
+        (Route::DiagnosticSetting { scope, name }, Method::GET) => diagnostics::get(ctx, scope, name),
+        (Route::DiagnosticSetting { scope, name }, Method::PUT) => diagnostics::put(ctx, scope, name),
+        (Route::DiagnosticSetting { scope, name }, Method::DELETE) => diagnostics::delete(ctx, scope, name),
+        (Route::DiagnosticSettingList { scope }, Method::GET) => diagnostics::list(ctx, scope),
         (Route::ResourceList { subscription, group }, Method::GET) => {
             resources::list_resources(ctx, subscription, group.as_deref())
         }

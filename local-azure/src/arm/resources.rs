@@ -169,6 +169,40 @@ const PROVIDERS: &[Provider] = &[
         ],
     },
     Provider {
+        namespace: "Microsoft.Storage",
+        registration_free: false,
+        types: &[
+            ResourceType {
+                name: "storageAccounts",
+                api_versions: &["2024-01-01", "2023-05-01", "2023-01-01", "2022-09-01", "2021-09-01", "2021-04-01"],
+                regional: true,
+                capabilities: TRACKED,
+            },
+            ResourceType {
+                name: "checkNameAvailability",
+                api_versions: &["2024-01-01", "2023-05-01", "2023-01-01", "2022-09-01", "2021-09-01", "2021-04-01"],
+                regional: false,
+                capabilities: "None",
+            },
+            ResourceType {
+                name: "locations/asyncoperations",
+                api_versions: &["2024-01-01", "2023-05-01", "2023-01-01", "2022-09-01", "2021-09-01", "2021-04-01"],
+                regional: true,
+                capabilities: "None",
+            },
+        ],
+    },
+    Provider {
+        namespace: "Microsoft.Insights",
+        registration_free: false,
+        types: &[ResourceType {
+            name: "diagnosticSettings",
+            api_versions: &["2021-05-01-preview", "2017-05-01-preview", "2016-09-01"],
+            regional: false,
+            capabilities: "SupportsExtension",
+        }],
+    },
+    Provider {
         namespace: "Microsoft.Authorization",
         registration_free: true,
         types: &[ResourceType {
@@ -295,6 +329,70 @@ pub fn register_provider(ctx: &ArmCtx<'_>, subscription: &str, namespace: &str) 
     Ok(Resp::json(StatusCode::OK, &provider_json(subscription, p, "Registered")))
 }
 
+/// `Providers_Unregister` (`POST …/providers/{namespace}/unregister`): the namespace becomes `NotRegistered` (at
+/// once here; Azure passes through `Unregistering`), so that a write of its resource types is refused. Refused while
+/// the subscription still has resources of the namespace ("You can't unregister a resource provider when you still
+/// have resource types from that resource provider in your subscription": MicrosoftDocs/azure-docs,
+/// `articles/azure-resource-manager/management/resource-providers-and-types.md`).
+pub fn unregister_provider(ctx: &ArmCtx<'_>, subscription: &str, namespace: &str) -> Result<Resp, ArmError> {
+    ctx.subscription(subscription)?;
+    let p = provider(namespace).ok_or_else(|| unknown_namespace(namespace))?;
+    if p.registration_free {
+        return Err(ArmError::bad_request(
+            "ProviderUnregistrationNotAllowed",
+            format!("The resource provider '{}' is registration-free and cannot be unregistered.", p.namespace),
+        ));
+    }
+    let sub = ResourceId::subscription(subscription);
+    let in_use = match p.namespace {
+        "Microsoft.Storage" => !super::storage::all_in(ctx.app, &sub)?.is_empty(),
+        "Microsoft.KeyVault" => {
+            let found: Vec<Vault> = ctx.app.store.list(VAULT, "")?;
+            found.iter().any(|v| v.subscription_id.eq_ignore_ascii_case(subscription))
+        }
+        "Microsoft.DataBoxEdge" => {
+            let found: Vec<Device> = ctx.app.store.list(DEVICE, &format!("{}/", sub.key()))?;
+            !found.is_empty()
+        }
+        _ => false,
+    };
+    if in_use {
+        return Err(ArmError::conflict(
+            "ProviderUnregistrationNotAllowed",
+            format!(
+                "The resource provider '{}' cannot be unregistered: the subscription '{subscription}' still has resources of it. Delete them first.",
+                p.namespace
+            ),
+        ));
+    }
+    ctx.app.store.write(|tx| -> Result<(), ArmError> {
+        let r = Registration { registration_state: "NotRegistered".into() };
+        tx.put(REGISTRATION, &registration_key(subscription, p.namespace), &r)?;
+        ctx.record(tx, &format!("/subscriptions/{subscription}/providers/{}", p.namespace), StatusCode::OK)?;
+        Ok(())
+    })?;
+    Ok(Resp::json(StatusCode::OK, &provider_json(subscription, p, "NotRegistered")))
+}
+
+/// Refuses a write of a resource of `namespace` while it is not registered in the subscription, with ARM's
+/// `409 MissingSubscriptionRegistration` ("The subscription is not registered to use namespace
+/// {resource-provider-namespace}": MicrosoftDocs/azure-docs, `articles/azure-resource-manager/troubleshooting/
+/// error-register-resource-provider.md`; the live message goes on with the link to how to register).
+pub fn require_registered(app: &crate::App, subscription: &str, namespace: &str) -> Result<(), ArmError> {
+    let Some(p) = provider(namespace).filter(|p| !p.registration_free) else { return Ok(()) };
+    let stored: Option<Registration> = app.store.get(REGISTRATION, &registration_key(subscription, p.namespace))?;
+    if stored.is_none_or(|r| r.registration_state.eq_ignore_ascii_case("Registered")) {
+        return Ok(());
+    }
+    Err(ArmError::conflict(
+        "MissingSubscriptionRegistration",
+        format!(
+            "The subscription is not registered to use namespace '{}'. See https://aka.ms/rps-not-found for how to register subscriptions.",
+            p.namespace
+        ),
+    ))
+}
+
 /// True when `principal` holds a grant at or under `/subscriptions/{id}`: ARM lists a subscription to anyone with a
 /// role assignment anywhere in it.
 fn sees_subscription(grants: &[Grant], principal: &str, subscription: &str) -> bool {
@@ -389,6 +487,26 @@ impl Generic {
             tags: d.tags.clone(),
             extra,
             system_data: d.system_data.clone(),
+        }
+    }
+
+    fn from_account(a: &super::storage::Account) -> Generic {
+        let v = a.to_json();
+        let mut extra = serde_json::Map::new();
+        for k in ["sku", "kind"] {
+            if let Some(x) = v.get(k) {
+                extra.insert(k.into(), x.clone());
+            }
+        }
+        Generic {
+            id: a.id().to_string(),
+            name: a.name.clone(),
+            resource_type: super::storage::TYPE.into(),
+            resource_group: a.resource_group.clone(),
+            location: a.location.clone(),
+            tags: a.tags.clone(),
+            extra,
+            system_data: a.system_data.clone(),
         }
     }
 
@@ -494,6 +612,9 @@ pub fn list_resources(ctx: &ArmCtx<'_>, subscription: &str, group: Option<&str>)
                 .filter(|v| v.deleted.is_none() && scope_covers(&scope.to_string(), &v.id().to_string()))
                 .map(Generic::from_vault),
         );
+    }
+    if wants(super::storage::TYPE) {
+        all.extend(super::storage::all_in(ctx.app, &scope)?.iter().map(Generic::from_account));
     }
     let hide_tags = filter.as_ref().is_some_and(Filter::uses_tags);
     let mut items: Vec<(String, Value)> = all

@@ -14,7 +14,7 @@ use crate::store::{StoreError, Tx};
 
 pub const VAULT: &str = "vault";
 const OPERATION: &str = "operation";
-const TYPE: &str = "Microsoft.KeyVault/vaults";
+pub const TYPE: &str = "Microsoft.KeyVault/vaults";
 const DEFAULT_RETENTION_DAYS: i64 = 90;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
