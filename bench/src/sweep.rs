@@ -271,14 +271,15 @@ pub fn run_one(
     // list, so its device reads the vault and the deleted vault on its own.
     let per_sub =
         devices.div_ceil(100) + (devices - soft_deleted / subs).div_ceil(1000).max(1) + locks.div_ceil(100).max(1);
-    // Each sweep reads the audit setting of the vaults whose turn it is (`lifecycle::audit::due`: one in 11, by a
-    // hash of the device and the sweep's slot), so that count is measured; it must be about a 11th of the live vaults.
+    // Each sweep reads the audit setting of the vaults whose turn it is (`lifecycle::audit::due`: one in
+    // `AUDIT_CHECK_EVERY`, by a hash of the device and the sweep's slot), so that count is measured.
     let audit_reads = count("ARM diagnostic setting get");
     let live_vaults = total - soft_deleted;
     let audit_share = audit_reads as f64 / live_vaults.max(1) as f64;
     let needed = (per_sub * subs + total + 2 * soft_deleted) as u64 + audit_reads;
     let healthy_cost = 1.0 + (per_sub * subs) as f64 / total as f64 + audit_share;
-    println!("  audit settings read: {audit_reads} of {live_vaults} live vaults ({audit_share:.3}; 1/11 = 0.091)");
+    let every = edgevault::lifecycle::audit::AUDIT_CHECK_EVERY;
+    println!("  audit settings read: {audit_reads} of {live_vaults} live vaults ({audit_share:.3}; 1/{every})");
     // Each subscription has its own bucket and runs in parallel: the bound is one subscription's calls ÷ the rate
     // (with a co-tenant, the rate left to the sweep).
     let sweep_rate = rate - cotenant_rate.unwrap_or(0.0);

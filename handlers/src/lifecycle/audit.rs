@@ -5,7 +5,7 @@
 //! audit setting is left missing and a warning alert says what to register.
 //!
 //! - [`account_names`]: the account's name, derived from the vault's, and a fallback when it is taken elsewhere.
-//! - [`observe`]: whether the vault's audit setting is there and sends audit logs to a storage account.
+//! - [`observe`]: whether the vault's audit setting is there and sends audit logs to a storage account that exists.
 //! - [`ensure`]: makes the account, its lock and the setting — after checking both providers are registered, so a
 //!   missing registration leaves nothing half-made.
 //! - [`due`]: which vaults a sweep checks: one in [`AUDIT_CHECK_EVERY`], by device, so each is checked every
@@ -36,8 +36,10 @@ pub const AUDIT_CATEGORY_GROUP: &str = "audit";
 pub const STORAGE_NAMESPACE: &str = "Microsoft.Storage";
 pub const INSIGHTS_NAMESPACE: &str = "Microsoft.Insights";
 /// A sweep checks the audit setting of one vault in this many (a prime, so that any sweep interval in minutes that
-/// is not a multiple of it walks every residue: each vault is checked once every this many sweeps).
-pub const AUDIT_CHECK_EVERY: u64 = 11;
+/// is not a multiple of it walks every residue: each vault is checked once every this many sweeps). A check is two
+/// reads on a healthy vault (the setting, then the account it sends to), so 13 keeps a healthy device at about
+/// 1.019 + 2/13 = 1.17 ARM calls a sweep, under the 1.2 the sweep is held to (docs/BENCHMARKS.md §4).
+pub const AUDIT_CHECK_EVERY: u64 = 13;
 
 /// The audit account's name for vault `vault_name`, then the fallback: storage account names are 3–24 lower-case
 /// letters and digits, unique in all of Azure. The first is the vault's name without its hyphens; the second, for
@@ -123,8 +125,17 @@ fn tagged_for(account: &StorageAccount, vault: &ResourceId) -> bool {
 
 /// Whether the vault's audit setting is there and sends audit logs to a storage account: one ARM read.
 pub async fn observe(deps: &Deps, vault: &ResourceId) -> Result<bool, Error> {
-    let setting = deps.audit.get_diagnostic_setting(vault, AUDIT_SETTING_NAME).await?;
-    Ok(setting.as_ref().is_some_and(sends_audit))
+    let Some(setting) = deps.audit.get_diagnostic_setting(vault, AUDIT_SETTING_NAME).await? else { return Ok(false) };
+    if !sends_audit(&setting) {
+        return Ok(false);
+    }
+    // A setting outlives the account it sends to (a deleted account leaves the setting pointing at nothing), so
+    // the account is read as well: a second read, only when the setting is there.
+    let Some(account) = setting.properties.storage_account_id.as_deref().and_then(|a| a.parse::<ResourceId>().ok())
+    else {
+        return Ok(false);
+    };
+    Ok(deps.audit.get_storage_account(&account).await?.is_some())
 }
 
 /// Which vaults sweep `sweep_id` checks: the device's turn comes once in [`AUDIT_CHECK_EVERY`] sweeps, the turn
@@ -290,6 +301,20 @@ mod tests {
         assert_eq!(findings(&azure, &id).await, []);
         assert!(open_alerts(&azure.state().devices[&key(&id)]).is_empty(), "resolved");
         assert_eq!(raised(&azure), 2, "the resolution");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_audit_account_is_found_though_its_setting_remains_and_the_repair_makes_it_again() {
+        let azure = FakeAzure::new();
+        let id = azure.add_device("d1", false);
+        let Outcome::Provisioned(done) = activate(&azure, &id).await else { panic!("not provisioned") };
+        let account = account_id(&done.vault_id, "kvd1");
+        azure.state().storage_accounts.remove(&key(&account));
+        assert!(!azure.state().diagnostic_settings.is_empty(), "the setting is still there");
+        assert_eq!(findings(&azure, &id).await, [Finding::AuditSettingMissing]);
+        provision(&azure.deps(settings()), &id, None, false).await.unwrap();
+        assert!(azure.state().storage_accounts.contains_key(&key(&account)), "the account is made again");
+        assert_eq!(findings(&azure, &id).await, []);
     }
 
     #[tokio::test]
