@@ -342,6 +342,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_soft_deleted_vault_past_its_purge_date_is_gone_for_good_and_its_name_is_not_reused() {
+        let azure = FakeAzure::new();
+        let (id, old) = azure.add_healthy("d1");
+        azure.soft_delete(&old);
+        // Still soft-deleted, but its scheduled purge date has passed (Key Vault purges on its own schedule).
+        let past = (azure.deps(settings()).now() - time::Duration::days(1))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        for (deleted, _) in azure.state().deleted.values_mut() {
+            deleted.properties.scheduled_purge_date = Some(past.clone());
+        }
+        let Requested::Accepted(accepted) = request_now(&azure, &id, "op1").await else { panic!("past retention") };
+        assert_eq!(accepted.gone, Gone::PastRetention { scheduled_purge_date: past });
+        assert_ne!(accepted.vault_name, old.name().unwrap(), "the reserved old name is never reused");
+        VaultName::parse(&accepted.vault_name).unwrap();
+    }
+
+    #[tokio::test]
     async fn a_purged_vault_is_replaced_under_a_new_name_once_with_a_new_cik_and_its_alerts_resolved() {
         let azure = FakeAzure::new();
         let (id, old) = azure.add_healthy("d1");
