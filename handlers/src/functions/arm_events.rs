@@ -130,17 +130,26 @@ mod tests {
         assert!(matches!(classify(&v, "e", OWN).unwrap(), Some(Command::VaultDeleted(_))));
     }
 
+    /// A succeeded ARM event on the device, made by `caller` (its object id, as ARM's claims carry it).
+    fn by(event_type: &str, operation: &str, caller: &str) -> GridEvent {
+        GridEvent::from_value(
+            json!({"id": "e1", "subject": DEVICE, "eventType": event_type, "eventTime": "t",
+                   "data": {"resourceUri": DEVICE, "status": "Succeeded", "subscriptionId": "s",
+                            "operationName": operation,
+                            "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": caller}}}),
+            "e",
+        )
+        .unwrap()
+    }
+
     #[test]
     fn a_devices_own_extended_information_update_is_a_sync_request_and_edgevaults_is_not() {
         let action = |caller: &str| {
-            GridEvent::from_value(
-                json!({"id": "e1", "subject": DEVICE, "eventType": event_types::RESOURCE_ACTION_SUCCESS, "eventTime": "t",
-                       "data": {"resourceUri": DEVICE, "status": "Succeeded", "subscriptionId": "s",
-                                "operationName": "Microsoft.DataBoxEdge/dataBoxEdgeDevices/updateExtendedInformation/action",
-                                "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": caller}}}),
-                "e",
+            by(
+                event_types::RESOURCE_ACTION_SUCCESS,
+                "Microsoft.DataBoxEdge/dataBoxEdgeDevices/updateExtendedInformation/action",
+                caller,
             )
-            .unwrap()
         };
         assert!(matches!(
             classify(&action("device-principal"), "e", OWN).unwrap(),
@@ -159,14 +168,7 @@ mod tests {
     #[test]
     fn a_device_written_by_edgevault_itself_wakes_no_creation_worker() {
         let write = |caller: &str| {
-            GridEvent::from_value(
-                json!({"id": "e1", "subject": DEVICE, "eventType": event_types::RESOURCE_WRITE_SUCCESS, "eventTime": "t",
-                       "data": {"resourceUri": DEVICE, "status": "Succeeded", "subscriptionId": "s",
-                                "operationName": "Microsoft.DataBoxEdge/dataBoxEdgeDevices/write",
-                                "claims": {"http://schemas.microsoft.com/identity/claims/objectidentifier": caller}}}),
-                "e",
-            )
-            .unwrap()
+            by(event_types::RESOURCE_WRITE_SUCCESS, "Microsoft.DataBoxEdge/dataBoxEdgeDevices/write", caller)
         };
         assert!(matches!(classify(&write("operator"), "e", OWN).unwrap(), Some(Command::ResourceCreated(_))));
         assert_eq!(classify(&write(OWN), "e", OWN).unwrap(), None, "edgevault's own tag write");
