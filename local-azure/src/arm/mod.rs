@@ -415,6 +415,22 @@ pub fn operation_name(req: &Req) -> String {
     }
 }
 
+/// A long-running operation's first answer: `202 Accepted` with the URL to poll in `Location` and a
+/// `Retry-After` of a second (ARM's asynchronous operations pattern, as the vault purge and the storage account
+/// create specs describe it).
+pub fn accepted(location: String) -> Resp {
+    Resp::empty(StatusCode::ACCEPTED).with_header("location", location).with_header("retry-after", "1")
+}
+
+/// A long-running operation's record, kept under `kind` by the request that started it; `404 OperationNotFound`
+/// for an id no request made.
+pub fn operation_record<T: serde::de::DeserializeOwned>(ctx: &ArmCtx<'_>, kind: &str, id: &str) -> Result<T, ArmError> {
+    ctx.app
+        .store
+        .get(kind, id)?
+        .ok_or_else(|| ArmError::not_found("OperationNotFound", format!("The operation '{id}' was not found.")))
+}
+
 /// Per-request context handed to resource handlers.
 pub struct ArmCtx<'a> {
     pub app: &'a App,

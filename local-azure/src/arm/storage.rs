@@ -283,17 +283,13 @@ pub fn put(ctx: &ArmCtx<'_>, id: &ResourceId) -> Result<Resp, ArmError> {
         "https://management.azure.com/subscriptions/{}/providers/Microsoft.Storage/locations/{}/asyncoperations/{op_id}?monitor=true&api-version={api}",
         id.subscription, account.location
     );
-    Ok(Resp::empty(StatusCode::ACCEPTED).with_header("location", location_url).with_header("retry-after", "1"))
+    Ok(super::accepted(location_url))
 }
 
 /// The create's `Location`: `200` with the account once it is provisioned (at once here); an account deleted
 /// meanwhile is the operation's failure.
 pub fn operation(ctx: &ArmCtx<'_>, id: &str) -> Result<Resp, ArmError> {
-    let op: Operation = ctx
-        .app
-        .store
-        .get(OPERATION, id)?
-        .ok_or_else(|| ArmError::not_found("OperationNotFound", format!("The operation '{id}' was not found.")))?;
+    let op: Operation = super::operation_record(ctx, OPERATION, id)?;
     let account: Account = ctx.app.store.get(ACCOUNT, &op.account)?.ok_or_else(|| {
         ArmError::not_found("StorageAccountNotFound", format!("The storage account {} was not found.", op.account))
     })?;

@@ -583,15 +583,11 @@ pub fn purge(ctx: &ArmCtx<'_>, subscription: &str, location: &str, name: &str) -
     let location_url = format!(
         "https://management.azure.com/subscriptions/{subscription}/providers/Microsoft.KeyVault/locations/{location}/operationResults/{op_id}?api-version={api}"
     );
-    Ok(Resp::empty(StatusCode::ACCEPTED).with_header("location", location_url).with_header("retry-after", "1"))
+    Ok(super::accepted(location_url))
 }
 
 pub fn operation_result(ctx: &ArmCtx<'_>, id: &str) -> Result<Resp, ArmError> {
-    let op: PurgeOperation = ctx
-        .app
-        .store
-        .get(OPERATION, id)?
-        .ok_or_else(|| ArmError::not_found("OperationNotFound", format!("The operation '{id}' was not found.")))?;
+    let op: PurgeOperation = super::operation_record(ctx, OPERATION, id)?;
     tracing::debug!(operation = %op.id, vault = %op.vault, status = %op.status, "operation polled");
     Ok(Resp::empty(StatusCode::OK))
 }
