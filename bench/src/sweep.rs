@@ -2,8 +2,8 @@
 //! is driven by the benchmark the way the Functions host drives it (receive a page, invoke `SweepPage`, two pages
 //! of a subscription at a time), each invocation timed.
 //!
-//! A fleet (`edgevault_tests::fleet`: 80 % healthy, 10 % lock missing, 10 % soft-deleted vaults) is written into
-//! local-azure with its bulk seed, in one or more subscriptions. ARM is rate-limited per caller and subscription (a
+//! A fleet (`edgevault_tests::fleet`: 80 % healthy, 10 % lock missing, 10 % soft-deleted vaults; every live vault
+//! with its audit logging) is written into local-azure with its bulk seed, in one or more subscriptions. ARM is rate-limited per caller and subscription (a
 //! local-azure `rateLimit` rule: ARM's token bucket, `429` + `Retry-After` beyond it). local-azure counts the calls
 //! with 0 ms latency rules, in the timed sweep itself.
 //!
@@ -30,6 +30,7 @@ const COUNTERS: &[(&str, &str, &str)] = &[
     ("ARM deleted vault get", "arm", "Microsoft.KeyVault/locations/deletedVaults/read"),
     ("ARM lock list/get", "arm", "Microsoft.Authorization/locks/read"),
     ("ARM diagnostic setting get", "arm", "Microsoft.Insights/diagnosticSettings/read"),
+    ("ARM storage account get", "arm", "Microsoft.Storage/storageAccounts/read"),
     ("Key Vault, all", "keyvault", "*"),
     ("identity tokens", "identity", "*"),
     ("Service Bus, all", "servicebus", "*"),
@@ -265,21 +266,28 @@ pub fn run_one(
     let arm_answered = count("ARM, all") - refused - cotenant_answered;
     let total = devices * subs;
     let soft_deleted = (0..devices).filter(|i| fleet::kind(*i) == Kind::SoftDeleted).count() * subs;
-    let locks = (0..devices).filter(|i| fleet::kind(*i) == Kind::Healthy).count();
+    // The subscription's locks: a healthy vault's, and every live vault's audit account's (the list has them all).
+    let locks = (0..devices).filter(|i| fleet::kind(*i) == Kind::Healthy).count()
+        + (0..devices).filter(|i| fleet::kind(*i) != Kind::SoftDeleted).count();
     // What the findings need, per subscription: the device pages (100 each), the live vaults' list (1,000 a page)
     // and the locks' list (100 a page), and per device its extended information; a soft-deleted vault is not in the
     // list, so its device reads the vault and the deleted vault on its own.
     let per_sub =
         devices.div_ceil(100) + (devices - soft_deleted / subs).div_ceil(1000).max(1) + locks.div_ceil(100).max(1);
-    // Each sweep reads the audit setting of the vaults whose turn it is (`lifecycle::audit::due`: one in
-    // `AUDIT_CHECK_EVERY`, by a hash of the device and the sweep's slot), so that count is measured.
+    // Each sweep checks the audit logging of the vaults whose turn it is (`lifecycle::audit::due`: one in
+    // `AUDIT_CHECK_EVERY`, by a hash of the device and the sweep's slot): the setting, then the account it sends to
+    // (every live vault of the seed has both), so those counts are measured.
     let audit_reads = count("ARM diagnostic setting get");
+    let account_reads = count("ARM storage account get");
     let live_vaults = total - soft_deleted;
     let audit_share = audit_reads as f64 / live_vaults.max(1) as f64;
-    let needed = (per_sub * subs + total + 2 * soft_deleted) as u64 + audit_reads;
-    let healthy_cost = 1.0 + (per_sub * subs) as f64 / total as f64 + audit_share;
+    let needed = (per_sub * subs + total + 2 * soft_deleted) as u64 + audit_reads + account_reads;
+    let healthy_cost =
+        1.0 + (per_sub * subs) as f64 / total as f64 + (audit_reads + account_reads) as f64 / live_vaults.max(1) as f64;
     let every = edgevault::lifecycle::audit::AUDIT_CHECK_EVERY;
-    println!("  audit settings read: {audit_reads} of {live_vaults} live vaults ({audit_share:.3}; 1/{every})");
+    println!(
+        "  audit settings read: {audit_reads} of {live_vaults} live vaults ({audit_share:.3}; 1/{every}), their accounts {account_reads}"
+    );
     // Each subscription has its own bucket and runs in parallel: the bound is one subscription's calls ÷ the rate
     // (with a co-tenant, the rate left to the sweep).
     let sweep_rate = rate - cotenant_rate.unwrap_or(0.0);

@@ -12,7 +12,7 @@
 //! | `GET/POST /admin/applications` | app registrations (audiences, trusted federated subjects) for [`crate::entra`] |
 //! | `POST /admin/tokens {"principalId","resource"}` | mint a token without the MSI header |
 //! | `GET/POST/DELETE /admin/faults`, `DELETE /admin/faults/{id}` | fault injection (incl. rate limits) |
-//! | `POST /admin/seed` | bulk fleet: devices, vaults, locks, secrets in one transaction ([`crate::seed`]) |
+//! | `POST /admin/seed` | bulk fleet: devices, vaults, locks, secrets, storage accounts, diagnostic settings in one transaction ([`crate::seed`]) |
 //! | `GET/POST /admin/servicebus/namespaces`, `GET/POST /admin/servicebus/queues` | Service Bus entities |
 //! | `GET/DELETE /admin/servicebus/queues/{ns}/{q}[/messages|/deadletter]` | a queue, peek, purge |
 //! | `GET/POST /admin/eventgrid/subscriptions`, `GET/DELETE …/{name}`, `GET /admin/eventgrid/deadletters` | Event Grid |

@@ -1,20 +1,23 @@
 //! `POST /admin/seed`: a fleet written directly into the store, in one transaction per request.
 //!
 //! Creating a device with an identity, its vault, lock and secret through the service APIs costs six requests and
-//! five committed transactions per device; a benchmark fleet of 100,000 devices needs seconds, not hours. The seed
+//! five committed transactions per device (and a vault's audit storage account and diagnostic setting two more); a benchmark fleet of 100,000 devices needs seconds, not hours. The seed
 //! writes the same documents the APIs would (a device as `PUT` + `updateExtendedInformation` leave it, a vault as
 //! `PUT` (+ `DELETE`) leave it), checked by the same rules, but records no activity: seeding is the starting state,
-//! not operations, so no Event Grid event follows.
+//! not operations, so no Event Grid event follows. Storage accounts and diagnostic settings are written by the same
+//! functions as their `PUT`s (`arm::storage::write`, `arm::diagnostics::write`), after the same checks.
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::App;
 use crate::arm::devices::{self, DEVICE, Device, ExtendedPatch};
+use crate::arm::error::ArmError;
 use crate::arm::locks::{LOCK, Lock};
 use crate::arm::tenancy::{RESOURCE_GROUP, ResourceGroup, SUBSCRIPTION, Subscription};
 use crate::arm::vaults::{self, Deleted, VAULT, Vault};
 use crate::arm::{ResourceId, system_data};
+use crate::arm::{diagnostics, storage};
 use crate::http::{AdminError, bad};
 use crate::identity::{Principal, put_principal};
 use crate::keyvault::{SECRET, SecretDoc, SecretVersion, secret_key};
@@ -31,6 +34,41 @@ pub struct Seed {
     pub locks: Vec<SeedLock>,
     #[serde(default)]
     pub secrets: Vec<SeedSecret>,
+    /// Written after the vaults and before the locks and settings, which may name them.
+    #[serde(default)]
+    pub storage_accounts: Vec<SeedStorageAccount>,
+    /// On vaults (seeded in the same request or before): a vault's audit logging, as edgevault makes it.
+    #[serde(default)]
+    pub diagnostic_settings: Vec<SeedDiagnosticSetting>,
+}
+
+/// A storage account as its `PUT` body, with its id.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedStorageAccount {
+    pub id: String,
+    pub location: String,
+    pub sku: SeedSku,
+    pub kind: String,
+    #[serde(default)]
+    pub tags: Map<String, Value>,
+    #[serde(default)]
+    pub properties: Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedSku {
+    pub name: String,
+}
+
+/// A diagnostic setting on a vault, as its `PUT` body, with its scope and name.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedDiagnosticSetting {
+    pub scope: String,
+    pub name: String,
+    pub properties: Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +140,14 @@ fn resource_id(id: &str, kind: &str) -> Result<ResourceId, AdminError> {
         return Err(bad(format!("{id} is not a {kind} id")));
     }
     Ok(parsed)
+}
+
+/// What ARM would have refused, as the seed's `400` (its store's failure stays a `500`).
+fn refused(err: ArmError) -> AdminError {
+    match err {
+        ArmError::Api { message, .. } => bad(message),
+        ArmError::Store(e) => AdminError::Store(e),
+    }
 }
 
 /// The resource group must exist, as for `PUT`; returns the subscription's tenant.
@@ -193,6 +239,20 @@ pub fn seed(app: &App, seed: &Seed) -> Result<Value, AdminError> {
             }
             vaults::save(tx, &vault)?;
         }
+        let now_text = crate::clock::arm_time(now);
+        for a in &seed.storage_accounts {
+            let id = resource_id(&a.id, storage::TYPE)?;
+            tenant_of(tx, &id)?;
+            let requested = storage::Requested::new(
+                Some(&a.sku.name),
+                Some(&a.kind),
+                a.location.clone(),
+                a.tags.clone(),
+                a.properties.clone(),
+            )
+            .map_err(refused)?;
+            storage::write(tx, &id, &requested, |_| sd.clone(), &now_text).map_err(refused)?;
+        }
         for l in &seed.locks {
             let scope: ResourceId = l.scope.parse().map_err(|e| bad(format!("{}: {e}", l.scope)))?;
             let level = match l.level.to_ascii_lowercase().as_str() {
@@ -245,11 +305,26 @@ pub fn seed(app: &App, seed: &Seed) -> Result<Value, AdminError> {
             });
             tx.put(SECRET, &key, &doc)?;
         }
+        for d in &seed.diagnostic_settings {
+            let scope = resource_id(&d.scope, vaults::TYPE)?;
+            let vault = tx
+                .get::<Vault>(VAULT, &vaults::key(scope.name()))?
+                .filter(|v| v.deleted.is_none() && v.id().key() == scope.key())
+                .ok_or_else(|| {
+                    AdminError::NotFound(format!(
+                        "vault {} not found or soft-deleted (seed vaults before their settings)",
+                        d.scope
+                    ))
+                })?;
+            diagnostics::write(tx, &scope, &vault.location, &d.name, d.properties.clone()).map_err(refused)?;
+        }
         Ok(json!({
             "devices": seed.devices.len(),
             "vaults": seed.vaults.len(),
             "locks": seed.locks.len(),
             "secrets": seed.secrets.len(),
+            "storageAccounts": seed.storage_accounts.len(),
+            "diagnosticSettings": seed.diagnostic_settings.len(),
             "principals": principals,
         }))
     })

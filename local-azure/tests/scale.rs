@@ -146,6 +146,84 @@ async fn a_seeded_fleet_is_served_like_one_created_through_the_apis() {
     assert_eq!(arm.call(Method::Get, &device_id(9), None).await.status, 404);
 }
 
+/// A vault's audit logging as edgevault makes it (`handlers/src/lifecycle/audit.rs`: a locked zone-redundant
+/// account tagged with the vault's name, a setting sending the `audit` group there), seeded with the vault in one
+/// request: GETs of the setting and the account answer what their PUTs would have left, the account's lock holds,
+/// and a request with an item ARM would refuse writes nothing.
+#[tokio::test]
+async fn a_seeded_vaults_audit_logging_is_served_like_one_made_through_the_apis() {
+    let la = shared();
+    let tenant = la.var("AZURE_TENANT_ID");
+    let location = la.var("AZURE_LOCATION");
+    let rg = rg_path(la);
+    let vault_name = unique("audv");
+    let account_name: String =
+        vault_name.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_lowercase();
+    let vault_id = format!("{rg}/providers/Microsoft.KeyVault/vaults/{vault_name}");
+    let account_id = format!("{rg}/providers/Microsoft.Storage/storageAccounts/{account_name}");
+    let vault = json!({ "id": vault_id, "location": location,
+        "properties": { "tenantId": tenant, "sku": { "family": "A", "name": "standard" }, "enablePurgeProtection": true, "accessPolicies": [] } });
+    let account = json!({ "id": account_id, "location": location, "sku": { "name": "Standard_ZRS" }, "kind": "StorageV2",
+        "tags": { "edgevault-vault": vault_name }, "properties": { "minimumTlsVersion": "TLS1_2", "allowBlobPublicAccess": false } });
+    let setting = json!({ "scope": vault_id, "name": "edgevault-audit",
+        "properties": { "storageAccountId": account_id, "logs": [{ "categoryGroup": "audit", "enabled": true }] } });
+    let lock = json!({ "scope": account_id, "name": "keep", "level": "CanNotDelete" });
+
+    // Refused as ARM refuses the PUT (a setting whose account is not there), and nothing of the request is written.
+    let mut dangling = setting.clone();
+    dangling["properties"]["storageAccountId"] =
+        format!("{rg}/providers/Microsoft.Storage/storageAccounts/nosuch{account_name}").into();
+    let (status, answer) = seed(la, &json!({ "vaults": [vault], "diagnosticSettings": [dangling] })).await;
+    assert_eq!(status, 400, "{answer}");
+    let arm = Arm::new(managed_identity(None));
+    assert_eq!(arm.call(Method::Get, &vault_id, None).await.status, 404, "one transaction: the vault is not written");
+
+    let (status, answer) = seed(
+        la,
+        &json!({ "vaults": [vault], "storageAccounts": [account], "locks": [lock], "diagnosticSettings": [setting] }),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!((answer["storageAccounts"].clone(), answer["diagnosticSettings"].clone()), (json!(1), json!(1)));
+
+    let got = arm
+        .call(
+            Method::Get,
+            &format!("{vault_id}/providers/Microsoft.Insights/diagnosticSettings/edgevault-audit?api-version=2021-05-01-preview"),
+            None,
+        )
+        .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.body["properties"]["storageAccountId"], account_id.as_str());
+    assert_eq!(got.body["properties"]["logs"], json!([{ "categoryGroup": "audit", "enabled": true }]));
+    let got = arm.call(Method::Get, &format!("{account_id}?api-version=2023-05-01"), None).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.body["sku"], json!({ "name": "Standard_ZRS", "tier": "Standard" }));
+    assert_eq!((got.body["kind"].clone(), got.body["location"].clone()), (json!("StorageV2"), json!(location)));
+    assert_eq!(got.body["tags"]["edgevault-vault"], vault_name.as_str());
+    assert_eq!(got.body["properties"]["provisioningState"], "Succeeded", "completed as a create completes it");
+    // The account's global name is taken, as after a create.
+    let check = arm
+        .call(
+            Method::Post,
+            &format!(
+                "/subscriptions/{}/providers/Microsoft.Storage/checkNameAvailability?api-version=2023-05-01",
+                la.var("AZURE_SUBSCRIPTION_ID")
+            ),
+            Some(&json!({ "name": account_name, "type": "Microsoft.Storage/storageAccounts" })),
+        )
+        .await;
+    assert_eq!(check.body["nameAvailable"], false, "{}", check.body);
+    let lock = arm
+        .call(
+            Method::Get,
+            &format!("{account_id}/providers/Microsoft.Authorization/locks/keep?api-version=2020-05-01"),
+            None,
+        )
+        .await;
+    assert_eq!(lock.body["properties"]["level"], "CanNotDelete", "{}", lock.body);
+}
+
 #[tokio::test]
 async fn a_rate_limit_answers_arms_429_with_retry_after_beyond_the_rate() {
     let la = shared();

@@ -23,6 +23,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ArmCtx, ArmError, ResourceId, devices, storage, vaults};
 use crate::http::Resp;
+use crate::store::Tx;
 
 /// Settings by `<scope lower case>|<name lower case>` → [`Setting`].
 pub const SETTING: &str = "diagnostic-setting";
@@ -133,12 +134,29 @@ fn validate_logs(props: &Map<String, Value>, resource_type: &str) -> Result<(), 
     Ok(())
 }
 
-/// `DiagnosticSettings_CreateOrUpdate`: the resource must exist; at least one destination; a `storageAccountId`
-/// must name an existing account in the resource's region.
+/// `DiagnosticSettings_CreateOrUpdate`: the resource must exist, then what [`write`] checks.
 pub fn put(ctx: &ArmCtx<'_>, scope: &str, name: &str) -> Result<Resp, ArmError> {
     let (resource, location) = resource_location(ctx, scope)?;
     let body: PutBody = ctx.body()?;
-    let props = body.properties;
+    let setting = ctx.app.store.write(|tx| -> Result<Setting, ArmError> {
+        let setting = write(tx, &resource, &location, name, body.properties)?;
+        ctx.record(tx, &setting.id(), StatusCode::OK)?;
+        Ok(setting)
+    })?;
+    Ok(Resp::json(StatusCode::OK, &setting.to_json()))
+}
+
+/// Writes setting `name` of `resource` (live, in `location`) in `tx` — the create and the bulk seed
+/// (`crate::seed`) write the same document after the same checks: at least one destination, log categories the
+/// resource type has, a `storageAccountId` naming an existing account in the resource's region, at most five
+/// settings per resource.
+pub(crate) fn write(
+    tx: &mut Tx<'_>,
+    resource: &ResourceId,
+    location: &str,
+    name: &str,
+    props: Map<String, Value>,
+) -> Result<Setting, ArmError> {
     let destination = |k: &str| props.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
     if ["storageAccountId", "workspaceId", "eventHubAuthorizationRuleId", "marketplacePartnerId"]
         .iter()
@@ -155,29 +173,26 @@ pub fn put(ctx: &ArmCtx<'_>, scope: &str, name: &str) -> Result<Resp, ArmError> 
             .ok()
             .filter(|id: &ResourceId| id.resource_type().eq_ignore_ascii_case(storage::TYPE))
             .ok_or_else(|| bad(format!("'{account}' is not a storage account id.")))?;
-        let found = storage::find(ctx.app, &id)?.ok_or_else(|| {
+        let found = storage::find_in(tx, &id)?.ok_or_else(|| {
             ArmError::resource_not_found(storage::TYPE, id.name(), id.resource_group.as_deref().unwrap_or_default())
         })?;
-        if !found.location.eq_ignore_ascii_case(&location) {
+        if !found.location.eq_ignore_ascii_case(location) {
             return Err(bad(format!(
                 "Storage account '{}' is in '{}'; the resource is in '{location}'. A diagnostic setting's storage account must be in the resource's region.",
                 found.name, found.location
             )));
         }
     }
-    let setting = Setting { scope: resource.to_string(), name: name.to_string(), properties: props };
-    ctx.app.store.write(|tx| -> Result<(), ArmError> {
-        let k = Setting::key(scope, name);
-        if tx.get::<Setting>(SETTING, &k)?.is_none()
-            && tx.list::<Setting>(SETTING, &Setting::key(scope, ""))?.len() >= MAX_PER_RESOURCE
-        {
-            return Err(bad(format!("A resource can have at most {MAX_PER_RESOURCE} diagnostic settings.")));
-        }
-        tx.put(SETTING, &k, &setting)?;
-        ctx.record(tx, &setting.id(), StatusCode::OK)?;
-        Ok(())
-    })?;
-    Ok(Resp::json(StatusCode::OK, &setting.to_json()))
+    let scope = resource.to_string();
+    let k = Setting::key(&scope, name);
+    if tx.get::<Setting>(SETTING, &k)?.is_none()
+        && tx.list::<Setting>(SETTING, &Setting::key(&scope, ""))?.len() >= MAX_PER_RESOURCE
+    {
+        return Err(bad(format!("A resource can have at most {MAX_PER_RESOURCE} diagnostic settings.")));
+    }
+    let setting = Setting { scope, name: name.to_string(), properties: props };
+    tx.put(SETTING, &k, &setting)?;
+    Ok(setting)
 }
 
 pub fn delete(ctx: &ArmCtx<'_>, scope: &str, name: &str) -> Result<Resp, ArmError> {

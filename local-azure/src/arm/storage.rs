@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use super::{ArmCtx, ArmError, ResourceId, locks};
 use crate::App;
 use crate::http::Resp;
-use crate::store::StoreError;
+use crate::store::{StoreError, Tx};
 
 /// Storage accounts by their global name (lower case) → [`Account`].
 pub const ACCOUNT: &str = "storage-account";
@@ -107,6 +107,12 @@ fn key(name: &str) -> String {
 /// The live account at `id` (same name, subscription and group).
 pub fn find(app: &App, id: &ResourceId) -> Result<Option<Account>, StoreError> {
     let a: Option<Account> = app.store.get(ACCOUNT, &key(id.name()))?;
+    Ok(a.filter(|a| a.id().key() == id.key()))
+}
+
+/// [`find`] in a transaction.
+pub(crate) fn find_in(tx: &Tx<'_>, id: &ResourceId) -> Result<Option<Account>, StoreError> {
+    let a: Option<Account> = tx.get(ACCOUNT, &key(id.name()))?;
     Ok(a.filter(|a| a.id().key() == id.key()))
 }
 
@@ -231,49 +237,95 @@ struct Operation {
     account: String,
 }
 
-/// `StorageAccounts_Create`: `202` and a `Location` to poll for a new account, `200` with the account for an
-/// update. Refused: a bad name (`400 AccountNameInvalid`), a name taken anywhere else
-/// (`409 StorageAccountAlreadyTaken`), a missing or unknown `sku` / `kind` / `location`.
-pub fn put(ctx: &ArmCtx<'_>, id: &ResourceId) -> Result<Resp, ArmError> {
+/// What a create or update asks for, checked against the spec's enums.
+pub(crate) struct Requested {
+    pub sku: String,
+    pub kind: String,
+    pub location: String,
+    pub tags: Map<String, Value>,
+    pub properties: Map<String, Value>,
+}
+
+impl Requested {
+    pub(crate) fn new(
+        sku: Option<&str>,
+        kind: Option<&str>,
+        location: String,
+        tags: Map<String, Value>,
+        properties: Map<String, Value>,
+    ) -> Result<Self, ArmError> {
+        Ok(Requested {
+            sku: one_of(sku, SKUS, "sku.name")?,
+            kind: one_of(kind, KINDS, "kind")?,
+            location,
+            tags,
+            properties,
+        })
+    }
+}
+
+/// Writes account `id` as `requested` in `tx` — the create and the bulk seed (`crate::seed`) write the same
+/// document after the same checks: a bad name (`400 AccountNameInvalid`), a name taken anywhere else
+/// (`409 StorageAccountAlreadyTaken`), an update under a `ReadOnly` lock. Answers the account and whether it is new.
+pub(crate) fn write(
+    tx: &mut Tx<'_>,
+    id: &ResourceId,
+    requested: &Requested,
+    system_data: impl FnOnce(Option<&Value>) -> Value,
+    now: &str,
+) -> Result<(Account, bool), ArmError> {
     let name = id.name().to_string();
     validate_name(&name).map_err(|m| ArmError::bad_request("AccountNameInvalid", m))?;
+    let existing: Option<Account> = tx.get(ACCOUNT, &key(&name))?;
+    if let Some(e) = &existing {
+        if e.id().key() != id.key() {
+            return Err(ArmError::conflict("StorageAccountAlreadyTaken", taken(&name)));
+        }
+        locks::check(tx, id, false)?;
+    }
+    let mut props = requested.properties.clone();
+    let created_at = existing.as_ref().and_then(|e| e.properties.get("creationTime"));
+    complete_properties(&mut props, &key(&name), &requested.location, created_at, now);
+    let account = Account {
+        name: existing.as_ref().map(|e| e.name.clone()).unwrap_or_else(|| name.clone()),
+        subscription_id: id.subscription.clone(),
+        resource_group: id.resource_group.clone().unwrap_or_default(),
+        location: requested.location.clone(),
+        sku: requested.sku.clone(),
+        kind: requested.kind.clone(),
+        tags: requested.tags.clone(),
+        properties: props,
+        system_data: system_data(existing.as_ref().map(|e| &e.system_data)),
+    };
+    tx.put(ACCOUNT, &key(&name), &account)?;
+    Ok((account, existing.is_none()))
+}
+
+/// `StorageAccounts_Create`: `202` and a `Location` to poll for a new account, `200` with the account for an
+/// update. Refused: what [`write`] refuses, a missing or unknown `sku` / `kind` / `location`.
+pub fn put(ctx: &ArmCtx<'_>, id: &ResourceId) -> Result<Resp, ArmError> {
+    validate_name(id.name()).map_err(|m| ArmError::bad_request("AccountNameInvalid", m))?;
     let rg_name = id.resource_group.clone().unwrap_or_default();
     let rg = ctx.resource_group(&id.subscription, &rg_name)?;
     let body: PutBody = ctx.body()?;
-    let sku = one_of(body.sku.as_ref().map(|s| s.name.as_str()), SKUS, "sku.name")?;
-    let kind = one_of(body.kind.as_deref(), KINDS, "kind")?;
     let location = body.location.clone().unwrap_or_else(|| rg.location.clone());
+    let requested = Requested::new(
+        body.sku.as_ref().map(|s| s.name.as_str()),
+        body.kind.as_deref(),
+        location,
+        body.tags,
+        body.properties,
+    )?;
     let now = crate::clock::arm_time(ctx.now);
     let op_id = uuid::Uuid::new_v4().to_string();
     let (account, created) = ctx.app.store.write(|tx| -> Result<(Account, bool), ArmError> {
-        let existing: Option<Account> = tx.get(ACCOUNT, &key(&name))?;
-        if let Some(e) = &existing {
-            if e.id().key() != id.key() {
-                return Err(ArmError::conflict("StorageAccountAlreadyTaken", taken(&name)));
-            }
-            locks::check(tx, id, false)?;
+        let (account, created) = write(tx, id, &requested, |previous| ctx.system_data(previous), &now)?;
+        if created {
+            tx.put(OPERATION, &op_id, &Operation { account: key(&account.name) })?;
         }
-        let mut props = body.properties.clone();
-        let created_at = existing.as_ref().and_then(|e| e.properties.get("creationTime"));
-        complete_properties(&mut props, &key(&name), &location, created_at, &now);
-        let account = Account {
-            name: existing.as_ref().map(|e| e.name.clone()).unwrap_or_else(|| name.clone()),
-            subscription_id: id.subscription.clone(),
-            resource_group: rg_name.clone(),
-            location: location.clone(),
-            sku: sku.clone(),
-            kind: kind.clone(),
-            tags: body.tags.clone(),
-            properties: props,
-            system_data: ctx.system_data(existing.as_ref().map(|e| &e.system_data)),
-        };
-        tx.put(ACCOUNT, &key(&name), &account)?;
-        if existing.is_none() {
-            tx.put(OPERATION, &op_id, &Operation { account: key(&name) })?;
-        }
-        let status = if existing.is_some() { StatusCode::OK } else { StatusCode::ACCEPTED };
+        let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
         ctx.record(tx, &account.id().to_string(), status)?;
-        Ok((account, existing.is_none()))
+        Ok((account, created))
     })?;
     if !created {
         return Ok(Resp::json(StatusCode::OK, &account.to_json()));
