@@ -517,14 +517,22 @@ fn find_deleted(app: &App, subscription: &str, location: &str, name: &str) -> Re
     }))
 }
 
+/// `Vaults_ListDeleted`: the subscription's soft-deleted vaults, in name order. Read through [`PURGE_DUE`], which
+/// names every soft-deleted vault, rather than every vault: a recovery lists them before it recovers, and with a
+/// fleet of 100,000 live vaults reading all of them cost seconds per list (`busy-sweep`, docs/BENCHMARKS.md §4).
 pub fn list_deleted(ctx: &ArmCtx<'_>, subscription: &str) -> Result<Resp, ArmError> {
     expire(ctx.app, ctx.now)?;
-    let vaults: Vec<Vault> = ctx.app.store.list(VAULT, "")?;
-    let items = vaults
-        .iter()
-        .filter(|v| v.deleted.is_some() && v.subscription_id.eq_ignore_ascii_case(subscription))
-        .map(Vault::to_deleted_json)
-        .collect();
+    let mut deleted = Vec::new();
+    for name in ctx.app.store.list::<String>(PURGE_DUE, "")? {
+        if let Some(vault) = ctx.app.store.get::<Vault>(VAULT, &key(&name))?
+            && vault.deleted.is_some()
+            && vault.subscription_id.eq_ignore_ascii_case(subscription)
+        {
+            deleted.push(vault);
+        }
+    }
+    deleted.sort_by_key(|v| key(&v.name));
+    let items = deleted.iter().map(Vault::to_deleted_json).collect();
     Ok(Resp::json(StatusCode::OK, &ctx.page(items)))
 }
 
