@@ -4,14 +4,11 @@
 //! with (a) the critical path the latency table allows and (b) the sum of every latency the run actually paid
 //! (the rules' `fired` counts × their latency: the handler makes its calls one after another).
 
-use std::time::{Duration, Instant};
-
-use anyhow::{Context, anyhow, bail};
 use edgevault_tests::local_azure::{ARM_AUDIENCE, LocalAzure};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::Row;
 use crate::procfs::median;
+use crate::{Row, steps};
 
 /// (service, operation glob, ms, what): the injected latencies.
 pub const LATENCIES: &[(&str, &str, u64, &str)] = &[
@@ -51,24 +48,6 @@ pub fn critical_path_ms() -> u64 {
         + ms("keyvault", "secrets/get")
 }
 
-fn activity(la: &LocalAzure, after: u64) -> anyhow::Result<(Vec<Value>, u64)> {
-    let page = la.admin_get(&format!("/admin/activity?after={after}&limit=1000"))?;
-    let entries = page["value"].as_array().cloned().unwrap_or_default();
-    let last = entries.iter().filter_map(|e| e["sequenceNumber"].as_u64()).max().unwrap_or(after);
-    Ok((entries, last))
-}
-
-fn drain_activity(la: &LocalAzure) -> anyhow::Result<u64> {
-    let mut cursor = 0;
-    loop {
-        let (entries, last) = activity(la, cursor)?;
-        if entries.is_empty() {
-            return Ok(cursor);
-        }
-        cursor = last;
-    }
-}
-
 struct RunResult {
     to_worker_done_ms: f64,
     to_key_ms: f64,
@@ -79,19 +58,8 @@ struct RunResult {
 
 fn one(la: &LocalAzure, operator_token: &str, index: usize) -> anyhow::Result<RunResult> {
     la.local_delete_faults()?;
-    let name = format!("bench-activation-{index}");
-    let id = format!("{}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/{name}", la.resource_group_id());
-    let body =
-        json!({"location": la.var("AZURE_LOCATION"), "sku": {"name": "Edge", "tier": "Standard"}, "properties": {}});
-    let (status, answer) = la.arm(operator_token, "PUT", &id, Some(body))?;
-    anyhow::ensure!(status == 200 || status == 201, "create device: {status} {answer}");
-    // The creation event enables the identity through Event Grid → ArmEvents → ResourceCreated; wait for it so the
-    // measured run starts from a created device, as a portal request would.
-    edgevault_tests::local_azure::eventually(Duration::from_secs(60), || {
-        let (_, device) = la.arm(operator_token, "GET", &id, None).ok()?;
-        device["identity"]["principalId"].as_str().map(str::to_string)
-    })
-    .ok_or_else(|| anyhow!("{name} never got its identity"))?;
+    // The measured run starts from a created device with its identity, as a portal request would.
+    let id = steps::created_device(la, operator_token, &format!("bench-activation-{index}"))?;
     let mut rules = Vec::new();
     for (service, operation, latency, _) in LATENCIES {
         let rule = la.admin_post(
@@ -100,38 +68,7 @@ fn one(la: &LocalAzure, operator_token: &str, index: usize) -> anyhow::Result<Ru
         )?;
         rules.push((rule["id"].clone(), *latency));
     }
-    let mut cursor = drain_activity(la)?;
-    let started = Instant::now();
-    let (status, headers, answer) = la.api("POST", "/activation-keys", Some(json!({"resourceId": id})))?;
-    anyhow::ensure!(status == 202, "POST: {status} {answer}");
-    let location = headers.get("location").and_then(|v| v.to_str().ok()).context("no Location")?.to_string();
-    // The worker's last write is the third updateExtendedInformation on the device (pending, syncing, synced).
-    let mut updates = 0;
-    let limit = Instant::now() + Duration::from_secs(120);
-    while updates < 3 {
-        if Instant::now() > limit {
-            bail!("the worker did not finish within 120 s");
-        }
-        let (entries, last) = activity(la, cursor)?;
-        cursor = last;
-        updates += entries
-            .iter()
-            .filter(|e| {
-                e["resourceId"].as_str().is_some_and(|r| r.eq_ignore_ascii_case(&id))
-                    && e["operationName"].as_str().is_some_and(|o| o.ends_with("updateExtendedInformation/action"))
-                    && e["status"] == "Succeeded"
-            })
-            .count();
-        if updates < 3 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-    let worker_done = started.elapsed();
-    let get_started = Instant::now();
-    let (status, _, body) = la.api("GET", &location, None)?;
-    let status_get = get_started.elapsed();
-    anyhow::ensure!(status == 200 && body["status"] == "succeeded", "status after the worker: {status} {body}");
-    let to_key = started.elapsed();
+    let timed = steps::activate(la, &id)?;
     let faults = la.admin_get("/admin/faults")?;
     let mut paid = 0;
     let mut calls = Vec::new();
@@ -154,9 +91,9 @@ fn one(la: &LocalAzure, operator_token: &str, index: usize) -> anyhow::Result<Ru
     }
     la.local_delete_faults()?;
     Ok(RunResult {
-        to_worker_done_ms: worker_done.as_secs_f64() * 1000.0,
-        to_key_ms: to_key.as_secs_f64() * 1000.0,
-        status_get_ms: status_get.as_secs_f64() * 1000.0,
+        to_worker_done_ms: timed.to_worker_done_ms,
+        to_key_ms: timed.to_key_ms,
+        status_get_ms: timed.status_get_ms,
         paid_ms: paid,
         calls,
     })

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 mod activation;
+mod busy_sweep;
 mod cold;
 mod invocations;
 mod invoke;
@@ -17,6 +18,7 @@ mod load;
 mod procfs;
 mod recovery;
 mod stand_in;
+mod steps;
 mod sweep;
 
 #[derive(Parser)]
@@ -76,6 +78,18 @@ enum Bench {
     /// A deleted vault: edgevault's recovery against the manual runbook with the Azure CLI, interleaved rounds.
     Recovery {
         #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+    /// Activation and recovery latency while a sweep of a healthy fleet runs through the Functions host, against
+    /// idle phases before and after it (ARM rate-limited as in `sweep`).
+    BusySweep {
+        #[arg(long, default_value_t = 100_000)]
+        devices: usize,
+        /// ARM requests per second allowed to each caller in the subscription (local-azure's rate limit).
+        #[arg(long, default_value_t = 300.0)]
+        rate: f64,
+        /// Activations and recoveries (one of each a round) in each phase.
+        #[arg(long, default_value_t = 10)]
         rounds: usize,
     },
     /// Everything, with the defaults above, and one summary table.
@@ -141,6 +155,7 @@ fn main() -> anyhow::Result<()> {
         }
         Bench::LocalAzure { seconds } => stand_in::run(Duration::from_secs_f64(seconds))?,
         Bench::Recovery { rounds } => recovery::run(rounds)?,
+        Bench::BusySweep { devices, rate, rounds } => busy_sweep::run(devices, rate, rounds)?,
         Bench::All => {
             let mut rows = Vec::new();
             let started = std::time::Instant::now();

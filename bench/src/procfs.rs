@@ -34,11 +34,13 @@ pub fn machine() -> String {
             s.lines().find(|l| l.starts_with("Mem:")).map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
         })
         .unwrap_or_default();
+    format!("nproc {nproc}, {cpu}, memory {mem}, load average {}", load_average())
+}
+
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them.
+pub fn load_average() -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    format!(
-        "nproc {nproc}, {cpu}, memory {mem}, load average {}",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-    )
+    load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 pub fn median(values: &mut [f64]) -> f64 {
@@ -48,6 +50,16 @@ pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     let n = values.len();
     if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+}
+
+/// The nearest-rank `p`-th percentile (0 < p ≤ 100) of `values`.
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
 }
 
 /// CPU time (user + system) of `pid` so far, in seconds.

@@ -15,16 +15,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, anyhow, bail, ensure};
-use edgevault_tests::local_azure::{ARM_AUDIENCE, LocalAzure, eventually};
-use serde_json::{Value, json};
+use anyhow::ensure;
+use edgevault_tests::local_azure::{ARM_AUDIENCE, LocalAzure};
+use serde_json::json;
 
 use crate::Row;
 use crate::procfs::median;
-
-const LOCK: &str = "edgevault-do-not-delete";
+use crate::steps::{self, LOCK, unlock_and_delete};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -44,104 +43,12 @@ fn az_binary() -> anyhow::Result<PathBuf> {
     Ok(az)
 }
 
-/// `HH:MM:SS.fffffff` of an activity timestamp, in seconds of the day.
-fn seconds_of_day(timestamp: &str) -> Option<f64> {
-    let time = timestamp.split('T').nth(1)?.trim_end_matches('Z');
-    let mut parts = time.split(':');
-    let h: f64 = parts.next()?.parse().ok()?;
-    let m: f64 = parts.next()?.parse().ok()?;
-    let s: f64 = parts.next()?.parse().ok()?;
-    Some(h * 3600.0 + m * 60.0 + s)
-}
-
-fn activity_after(la: &LocalAzure, after: u64) -> anyhow::Result<Vec<Value>> {
-    let page = la.admin_get(&format!("/admin/activity?after={after}&limit=1000"))?;
-    Ok(page["value"].as_array().cloned().unwrap_or_default())
-}
-
-fn last_sequence(la: &LocalAzure) -> anyhow::Result<u64> {
-    let mut cursor = 0;
-    loop {
-        let entries = activity_after(la, cursor)?;
-        match entries.iter().filter_map(|e| e["sequenceNumber"].as_u64()).max() {
-            Some(last) => cursor = last,
-            None => return Ok(cursor),
-        }
-    }
-}
-
-struct EdgevaultRound {
-    /// DELETE → the recovery PUT, from the activity log.
-    to_recover_ms: f64,
-    /// DELETE → the lock PUT (recovered and locked), from the activity log.
-    to_locked_ms: f64,
-}
-
-/// A device activated by edgevault; answers the vault's id.
-fn activated_device(la: &LocalAzure, token: &str, name: &str) -> anyhow::Result<(String, String)> {
-    let id = format!("{}/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/{name}", la.resource_group_id());
-    let body =
-        json!({"location": la.var("AZURE_LOCATION"), "sku": {"name": "Edge", "tier": "Standard"}, "properties": {}});
-    let (status, answer) = la.arm(token, "PUT", &id, Some(body))?;
-    ensure!(status == 200 || status == 201, "create device: {status} {answer}");
-    eventually(Duration::from_secs(60), || {
-        let (_, device) = la.arm(token, "GET", &id, None).ok()?;
-        device["identity"]["principalId"].as_str().map(str::to_string)
-    })
-    .ok_or_else(|| anyhow!("{name} never got its identity"))?;
-    let (status, headers, answer) = la.api("POST", "/activation-keys", Some(json!({"resourceId": id})))?;
-    ensure!(status == 202, "POST activation key: {status} {answer}");
-    let location = headers.get("location").and_then(|v| v.to_str().ok()).context("no Location")?.to_string();
-    eventually(Duration::from_secs(120), || {
-        let (status, _, body) = la.api("GET", &location, None).ok()?;
-        (status == 200 && body["status"] == "succeeded").then_some(())
-    })
-    .ok_or_else(|| anyhow!("{name}: the activation key never became ready"))?;
-    let (status, info) = la.arm(token, "POST", &format!("{id}/getExtendedInformation"), Some(json!({})))?;
-    ensure!(status == 200, "getExtendedInformation: {status} {info}");
-    let vault = info["properties"]["clientSecretStoreId"].as_str().context("no vault linked")?.to_string();
-    Ok((id, vault))
-}
-
-fn unlock_and_delete(la: &LocalAzure, token: &str, vault: &str) -> anyhow::Result<()> {
-    let (status, body) =
-        la.arm(token, "DELETE", &format!("{vault}/providers/Microsoft.Authorization/locks/{LOCK}"), None)?;
-    ensure!(status == 200, "lock DELETE: {status} {body}");
-    let (status, body) = la.arm(token, "DELETE", vault, None)?;
-    ensure!(status == 200, "vault DELETE: {status} {body}");
-    Ok(())
-}
-
-fn edgevault_round(la: &LocalAzure, token: &str, index: usize) -> anyhow::Result<EdgevaultRound> {
-    let (_, vault) = activated_device(la, token, &format!("bench-recovery-{index}"))?;
-    let lock_id = format!("{vault}/providers/Microsoft.Authorization/locks/{LOCK}");
-    let cursor = last_sequence(la)?;
-    unlock_and_delete(la, token, &vault)?;
-    let same = |e: &Value, id: &str| e["resourceId"].as_str().is_some_and(|r| r.eq_ignore_ascii_case(id));
-    let ok = |e: &Value, op: &str| e["status"] == "Succeeded" && e["operationName"] == op;
-    let limit = Instant::now() + Duration::from_secs(60);
-    let (deleted, recovered, locked) = loop {
-        let entries = activity_after(la, cursor)?;
-        let at = |pred: &dyn Fn(&Value) -> bool, after: f64| {
-            entries
-                .iter()
-                .filter(|e| pred(e))
-                .filter_map(|e| e["eventTimestamp"].as_str().and_then(seconds_of_day))
-                .find(|t| *t >= after)
-        };
-        if let Some(deleted) = at(&|e| same(e, &vault) && ok(e, "Microsoft.KeyVault/vaults/delete"), 0.0)
-            && let Some(recovered) = at(&|e| same(e, &vault) && ok(e, "Microsoft.KeyVault/vaults/write"), deleted)
-            && let Some(locked) = at(&|e| same(e, &lock_id) && ok(e, "Microsoft.Authorization/locks/write"), deleted)
-        {
-            break (deleted, recovered, locked);
-        }
-        if Instant::now() > limit {
-            bail!("round {index}: the vault was not recovered and locked within 60 s");
-        }
-        // Only for noticing the end: the figures are the log's own timestamps.
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Ok(EdgevaultRound { to_recover_ms: (recovered - deleted) * 1000.0, to_locked_ms: (locked - deleted) * 1000.0 })
+/// One edgevault round: a device activated through the API, then its vault deleted and recovered.
+fn edgevault_round(la: &LocalAzure, token: &str, index: usize) -> anyhow::Result<steps::Recovery> {
+    let id = steps::created_device(la, token, &format!("bench-recovery-{index}"))?;
+    steps::activate(la, &id)?;
+    let vault = steps::linked_vault(la, token, &id)?;
+    steps::recover(la, token, &vault)
 }
 
 /// The CLI side: a local-azure without the app and an operator logged in with `az login --identity`.

@@ -25,7 +25,9 @@ fn authorised(shared: &Shared, request: &Request) -> bool {
 }
 
 /// `POST /admin/functions/<Name>` with `{"input": "..."}`: runs a non-HTTP function now, as the real host's admin
-/// API does; answers `202` before the invocation finishes.
+/// API does; answers `202` before the invocation finishes (Azure/azure-functions-host
+/// `src/WebJobs.Script.WebHost/Controllers/FunctionsController.cs`, `Invoke`: the admin authorisation level,
+/// `404` for an unknown function, the call started on its own task, then `Accepted()`).
 pub(crate) fn invoke(shared: &Shared, request: &Request, name: &str) -> Reply {
     if !authorised(shared, request) {
         return Reply::status(401);
