@@ -29,6 +29,7 @@ use edgevault_tests::local_azure::{ARM_AUDIENCE, LocalAzure, eventually};
 use serde_json::{Value, json};
 
 use crate::procfs::{self, load_average, median, percentile};
+use crate::sweep::fired;
 use crate::{Row, steps};
 
 /// Never within a run: the sweep is started through the admin API only.
@@ -109,19 +110,9 @@ impl Phase {
     }
 }
 
-/// The rate-limit rule's refusals so far.
-fn refused(la: &LocalAzure, rule: &Value) -> anyhow::Result<u64> {
-    let faults = la.admin_get("/admin/faults")?;
-    Ok(faults["value"]
-        .as_array()
-        .and_then(|l| l.iter().find(|r| &r["id"] == rule))
-        .and_then(|r| r["fired"].as_u64())
-        .unwrap_or(0))
-}
-
 /// `rounds` rounds of one activation and one recovery, on new devices named after the phase.
 fn phase(la: &LocalAzure, token: &str, limit: &Value, name: &'static str, rounds: usize) -> anyhow::Result<Phase> {
-    let refused_before = refused(la, limit)?;
+    let refused_before = fired(la, limit)?;
     let cpu = |pid: Option<u32>| pid.and_then(procfs::cpu_seconds).unwrap_or(0.0);
     let (handler, local_azure) = (la.handler_pid(), procfs::child_named("local-azure"));
     let (handler_cpu, local_azure_cpu) = (cpu(handler), cpu(local_azure));
@@ -146,7 +137,7 @@ fn phase(la: &LocalAzure, token: &str, limit: &Value, name: &'static str, rounds
     // The handler the host runs now (it restarts one that dies; then this phase's figure is partial).
     phase.handler_cpu = cpu(la.handler_pid()) - if la.handler_pid() == handler { handler_cpu } else { 0.0 };
     phase.local_azure_cpu = cpu(local_azure) - local_azure_cpu;
-    phase.refused = refused(la, limit)? - refused_before;
+    phase.refused = fired(la, limit)? - refused_before;
     phase.load = load_average();
     phase.print();
     Ok(phase)
@@ -214,7 +205,7 @@ pub fn run(devices: usize, rate: f64, rounds: usize) -> anyhow::Result<Vec<Row>>
     let local_azure = procfs::child_named("local-azure");
     let (handler_cpu, local_azure_cpu) = (cpu(la.handler_pid()), cpu(local_azure));
     let sweep_started = Instant::now();
-    let refused_before = refused(&la, &limit)?;
+    let refused_before = fired(&la, &limit)?;
     ensure!(la.run_function("RecoverySweep", "")? == 202, "the host did not accept the RecoverySweep run");
     // Running: started, not done, and its pages being done (one page's row at least).
     let running =
@@ -247,7 +238,7 @@ pub fn run(devices: usize, rate: f64, rounds: usize) -> anyhow::Result<Vec<Row>>
         std::thread::sleep(Duration::from_secs(1));
     };
     let sweep_seconds = sweep_started.elapsed().as_secs_f64();
-    let sweep_refused = refused(&la, &limit)? - refused_before;
+    let sweep_refused = fired(&la, &limit)? - refused_before;
     let (handler_cpu, local_azure_cpu) = (cpu(la.handler_pid()) - handler_cpu, cpu(local_azure) - local_azure_cpu);
     println!(
         "  sweep done in {sweep_seconds:.1} s (seen by polling its rows): {} pages, {} devices, findings {:?}; 429s during it {sweep_refused}; CPU handler {handler_cpu:.1} s, local-azure {local_azure_cpu:.1} s ({:.2} cores together); load average {}",

@@ -49,7 +49,8 @@ fn install_counters(la: &LocalAzure) -> anyhow::Result<Vec<(Value, &'static str)
         .collect()
 }
 
-fn fired(la: &LocalAzure, id: &Value) -> anyhow::Result<u64> {
+/// How often fault rule `id` fired so far (a counter's calls, a rate limit's refusals).
+pub(crate) fn fired(la: &LocalAzure, id: &Value) -> anyhow::Result<u64> {
     let faults = la.admin_get("/admin/faults")?;
     Ok(faults["value"]
         .as_array()
