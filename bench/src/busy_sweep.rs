@@ -3,10 +3,10 @@
 //!
 //! The whole system: local-azure with the app in its Functions host (`up --app`, release binaries), so the sweep's
 //! pages, the activations and the recoveries run in one handler process, delivered by the host's Service Bus
-//! receivers. ARM is rate-limited per caller and subscription as in `sweep` (a `rateLimit` rule, `429` +
-//! `Retry-After` beyond it), and the fleet, the activated devices and the deleted vaults are all in one subscription:
-//! edgevault's activations and recoveries share the sweep's bucket, and only the sweep's reserve
-//! (`EDGEVAULT_SWEEP_ARM_RESERVE_PERCENT`) keeps room for them.
+//! receivers. ARM is rate-limited as in `sweep` (`sweep::rate_limits`: per caller, subscription and operation type,
+//! reads and POST actions each their own bucket, `429` + `Retry-After` beyond it), and the fleet, the activated
+//! devices and the deleted vaults are all in one subscription: edgevault's activations and recoveries share the
+//! sweep's buckets, and only the sweep's reserve (`EDGEVAULT_SWEEP_ARM_RESERVE_PERCENT`) keeps room for them.
 //!
 //! Phases, each `rounds` rounds of one activation (a new device: `POST` → key ready, `steps::activate`) and one
 //! recovery (its vault deleted → recovered and locked, from the activity log, `steps::recover`):
@@ -26,11 +26,10 @@ use anyhow::{Context, anyhow, ensure};
 use edgevault::lifecycle::sweep_progress::{self, SweepProgress};
 use edgevault_tests::fleet;
 use edgevault_tests::local_azure::{ARM_AUDIENCE, LocalAzure, eventually};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::procfs::{self, load_average, median, percentile};
-use crate::sweep::fired;
-use crate::{Row, steps};
+use crate::{Row, steps, sweep};
 
 /// Never within a run: the sweep is started through the admin API only.
 const SCHEDULE: &str = "0 0 0 1 1 *";
@@ -111,8 +110,18 @@ impl Phase {
 }
 
 /// `rounds` rounds of one activation and one recovery, on new devices named after the phase.
-fn phase(la: &LocalAzure, token: &str, limit: &Value, name: &'static str, rounds: usize) -> anyhow::Result<Phase> {
-    let refused_before = fired(la, limit)?;
+/// The rate limits' refusals so far, all buckets.
+fn refused(la: &LocalAzure, limits: &[Value]) -> anyhow::Result<u64> {
+    Ok(refused_per_bucket(la, limits)?.iter().sum())
+}
+
+/// The refusals so far of each bucket, in `sweep::rate_limits`' order (reads, then POST actions).
+fn refused_per_bucket(la: &LocalAzure, limits: &[Value]) -> anyhow::Result<Vec<u64>> {
+    limits.iter().map(|limit| sweep::fired(la, limit)).collect()
+}
+
+fn phase(la: &LocalAzure, token: &str, limits: &[Value], name: &'static str, rounds: usize) -> anyhow::Result<Phase> {
+    let refused_before = refused(la, limits)?;
     let cpu = |pid: Option<u32>| pid.and_then(procfs::cpu_seconds).unwrap_or(0.0);
     let (handler, local_azure) = (la.handler_pid(), procfs::child_named("local-azure"));
     let (handler_cpu, local_azure_cpu) = (cpu(handler), cpu(local_azure));
@@ -137,7 +146,7 @@ fn phase(la: &LocalAzure, token: &str, limit: &Value, name: &'static str, rounds
     // The handler the host runs now (it restarts one that dies; then this phase's figure is partial).
     phase.handler_cpu = cpu(la.handler_pid()) - if la.handler_pid() == handler { handler_cpu } else { 0.0 };
     phase.local_azure_cpu = cpu(local_azure) - local_azure_cpu;
-    phase.refused = fired(la, limit)? - refused_before;
+    phase.refused = refused(la, limits)? - refused_before;
     phase.load = load_average();
     phase.print();
     Ok(phase)
@@ -193,19 +202,15 @@ pub fn run(devices: usize, rate: f64, rounds: usize) -> anyhow::Result<Vec<Row>>
     let operator = la.principal("bench-operator", &["*"])?;
     let token = la.token(&operator, ARM_AUDIENCE)?;
     let progress = Progress::new(&la)?;
-    let limit = la.admin_post(
-        "/admin/faults",
-        json!({"service": "arm", "action": {"type": "rateLimit", "perSecond": rate, "burst": rate}}),
-    )?["id"]
-        .clone();
+    let limits = sweep::rate_limits(&la, rate, false, false)?.ids;
 
-    let idle = phase(&la, &token, &limit, "idle", rounds)?;
+    let idle = phase(&la, &token, &limits, "idle", rounds)?;
 
     let cpu = |pid: Option<u32>| pid.and_then(procfs::cpu_seconds).unwrap_or(0.0);
     let local_azure = procfs::child_named("local-azure");
     let (handler_cpu, local_azure_cpu) = (cpu(la.handler_pid()), cpu(local_azure));
     let sweep_started = Instant::now();
-    let refused_before = fired(&la, &limit)?;
+    let refused_before = refused(&la, &limits)?;
     ensure!(la.run_function("RecoverySweep", "")? == 202, "the host did not accept the RecoverySweep run");
     // Running: started, not done, and its pages being done (one page's row at least).
     let running =
@@ -218,7 +223,7 @@ pub fn run(devices: usize, rate: f64, rounds: usize) -> anyhow::Result<Vec<Row>>
         running.pages,
         running.devices
     );
-    let busy = phase(&la, &token, &limit, "busy", rounds)?;
+    let busy = phase(&la, &token, &limits, "busy", rounds)?;
     let after_busy = progress.current()?.context("the sweep's progress is gone")?;
     let still_running = !after_busy.done && after_busy.id == running.id;
     println!(
@@ -238,7 +243,8 @@ pub fn run(devices: usize, rate: f64, rounds: usize) -> anyhow::Result<Vec<Row>>
         std::thread::sleep(Duration::from_secs(1));
     };
     let sweep_seconds = sweep_started.elapsed().as_secs_f64();
-    let sweep_refused = fired(&la, &limit)? - refused_before;
+    let sweep_refused = refused(&la, &limits)? - refused_before;
+    println!("  429s so far by bucket (reads, POST actions): {:?}", refused_per_bucket(&la, &limits)?);
     let (handler_cpu, local_azure_cpu) = (cpu(la.handler_pid()) - handler_cpu, cpu(local_azure) - local_azure_cpu);
     println!(
         "  sweep done in {sweep_seconds:.1} s (seen by polling its rows): {} pages, {} devices, findings {:?}; 429s during it {sweep_refused}; CPU handler {handler_cpu:.1} s, local-azure {local_azure_cpu:.1} s ({:.2} cores together); load average {}",
@@ -249,7 +255,7 @@ pub fn run(devices: usize, rate: f64, rounds: usize) -> anyhow::Result<Vec<Row>>
         load_average()
     );
 
-    let idle_after = phase(&la, &token, &limit, "idle-after", rounds)?;
+    let idle_after = phase(&la, &token, &limits, "idle-after", rounds)?;
 
     let pooled = |pick: fn(&Phase) -> &Vec<f64>| {
         let mut all = pick(&idle).clone();

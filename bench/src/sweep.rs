@@ -3,8 +3,10 @@
 //! of a subscription at a time), each invocation timed.
 //!
 //! A fleet (`edgevault_tests::fleet`: 80 % healthy, 10 % lock missing, 10 % soft-deleted vaults; every live vault
-//! with its audit logging) is written into local-azure with its bulk seed, in one or more subscriptions. ARM is rate-limited per caller and subscription (a
-//! local-azure `rateLimit` rule: ARM's token bucket, `429` + `Retry-After` beyond it). local-azure counts the calls
+//! with its audit logging) is written into local-azure with its bulk seed, in one or more subscriptions. ARM is
+//! rate-limited per caller, subscription and operation type (local-azure `rateLimit` rules: ARM's token buckets,
+//! `429` + `Retry-After` beyond them): the sweep's reads (GET) in one bucket, its one action per device
+//! (`getExtendedInformation`, a POST, which ARM counts as a write) in another. local-azure counts the calls
 //! with 0 ms latency rules, in the timed sweep itself.
 //!
 //! With `--cotenant R`, another principal reads ARM in the first subscription at R reads/s throughout, and the
@@ -200,11 +202,48 @@ fn cotenant(la: &LocalAzure, path: &str, rate: f64, stop: &AtomicBool) -> anyhow
     Ok((reads, refused))
 }
 
-/// One sweep over `subs` subscriptions of `devices` each, ARM limited to `rate` reads/s per subscription.
+/// ARM's documented default buckets per principal and subscription (reads: 250, refilled at 25/s; writes: 200 at
+/// 10/s; learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling).
+const ARM_DEFAULT_READS: (f64, f64) = (25.0, 250.0);
+const ARM_DEFAULT_WRITES: (f64, f64) = (10.0, 200.0);
+
+/// ARM's rate limits as installed for a run: the rules' ids (their `fired` counts are the `429`s) and the rates.
+pub(crate) struct Limits {
+    pub ids: Vec<Value>,
+    pub read_rate: f64,
+    pub write_rate: f64,
+}
+
+/// ARM limited per caller (or, with `every_caller`, per subscription for every caller), subscription and operation
+/// type: `rate` requests/s each, or ARM's default buckets with `arm_defaults`. The sweep reads (GET) and calls one
+/// action per device (`getExtendedInformation`, a POST: a write to ARM).
+pub(crate) fn rate_limits(
+    la: &LocalAzure,
+    rate: f64,
+    arm_defaults: bool,
+    every_caller: bool,
+) -> anyhow::Result<Limits> {
+    let ((read_rate, read_burst), (write_rate, write_burst)) =
+        if arm_defaults { (ARM_DEFAULT_READS, ARM_DEFAULT_WRITES) } else { ((rate, rate), (rate, rate)) };
+    let mut ids = Vec::new();
+    for (method, per_second, burst) in [("GET", read_rate, read_burst), ("POST", write_rate, write_burst)] {
+        let mut limit = json!({"service": "arm", "method": method,
+                               "action": {"type": "rateLimit", "perSecond": per_second, "burst": burst}});
+        if every_caller {
+            limit["action"]["per"] = "subscription".into();
+        }
+        ids.push(la.admin_post("/admin/faults", limit)?["id"].clone());
+    }
+    Ok(Limits { ids, read_rate, write_rate })
+}
+
+/// One sweep over `subs` subscriptions of `devices` each, ARM limited to `rate` requests/s per subscription and
+/// operation type (each type its own bucket, as ARM's), or to ARM's default buckets with `arm_defaults`.
 pub fn run_one(
     devices: usize,
     subs: usize,
     rate: f64,
+    arm_defaults: bool,
     reserve: Option<u8>,
     cotenant_rate: Option<f64>,
 ) -> anyhow::Result<Vec<Row>> {
@@ -215,7 +254,7 @@ pub fn run_one(
         fleet::seed(&la, rg, &format!("b{n}"), 0..devices)?;
     }
     println!(
-        "recovery sweep: {subs} subscription(s) × {devices} devices (seeded in {:.1} s), ARM {rate}/s per {}{}{}",
+        "recovery sweep: {subs} subscription(s) × {devices} devices (seeded in {:.1} s), ARM {rate}/s per operation type and {}{}{}",
         seeding.elapsed().as_secs_f64(),
         if cotenant_rate.is_some() { "subscription (every caller)" } else { "caller and subscription" },
         reserve.map(|r| format!(", reserve {r} %")).unwrap_or_default(),
@@ -223,11 +262,7 @@ pub fn run_one(
     );
     clear_faults(&la)?;
     let rules = install_counters(&la)?;
-    let mut limit = json!({"service": "arm", "action": {"type": "rateLimit", "perSecond": rate, "burst": rate}});
-    if cotenant_rate.is_some() {
-        limit["action"]["per"] = "subscription".into();
-    }
-    let limit = la.admin_post("/admin/faults", limit)?["id"].clone();
+    let Limits { ids: limits, read_rate, write_rate } = rate_limits(&la, rate, arm_defaults, cotenant_rate.is_some())?;
     let mut env: Vec<(String, String)> = la
         .handler_env()
         .into_iter()
@@ -259,7 +294,7 @@ pub fn run_one(
     let (handler_cpu, la_cpu) = (cpu(Some(handler.pid())) - handler_cpu0, cpu(la_pid) - la_cpu0);
     let counted: Vec<(&str, u64)> =
         rules.iter().map(|(id, label)| Ok((*label, fired(&la, id)?))).collect::<anyhow::Result<_>>()?;
-    let refused = fired(&la, &limit)?;
+    let refused = limits.iter().map(|limit| fired(&la, limit)).sum::<anyhow::Result<u64>>()?;
     clear_faults(&la)?;
     let count = |label: &str| counted.iter().find(|c| c.0 == label).map(|c| c.1).unwrap_or(0);
     // The co-tenant's reads that were answered are not the sweep's.
@@ -289,10 +324,12 @@ pub fn run_one(
     println!(
         "  audit settings read: {audit_reads} of {live_vaults} live vaults ({audit_share:.3}; 1/{every}), their accounts {account_reads}"
     );
-    // Each subscription has its own bucket and runs in parallel: the bound is one subscription's calls ÷ the rate
-    // (with a co-tenant, the rate left to the sweep).
-    let sweep_rate = rate - cotenant_rate.unwrap_or(0.0);
-    let bound = needed as f64 / subs as f64 / sweep_rate;
+    // Each subscription has its own buckets and runs in parallel, and reads and writes are buckets of their own: the
+    // bound is the slower of one subscription's reads ÷ the read rate (with a co-tenant, the rate it leaves) and its
+    // writes (one action per device) ÷ the write rate.
+    let writes_needed = total as f64 / subs as f64;
+    let reads_needed = needed as f64 / subs as f64 - writes_needed;
+    let bound = f64::max(reads_needed / (read_rate - cotenant_rate.unwrap_or(0.0)), writes_needed / write_rate);
     let ratio = driven.seconds / bound;
     println!(
         "  sweep {:.1} s (bound {bound:.1} s, ratio {ratio:.3}); {} pages, longest SweepPage {:.2} s, RecoverySweep {:.3} s",
@@ -320,8 +357,12 @@ pub fn run_one(
     if let Some((reads, refused)) = cotenant {
         println!("  co-tenant: {reads} reads, {refused} refused with 429");
     }
+    let limits = match arm_defaults {
+        true => "ARM's default buckets (reads 25/s, writes 10/s)".to_string(),
+        false => format!("{rate}/s per subscription and operation type"),
+    };
     let what = format!(
-        "{subs} × {devices} devices at {rate}/s per subscription{}{}",
+        "{subs} × {devices} devices at {limits}{}{}",
         reserve.map(|r| format!(", reserve {r} %")).unwrap_or_default(),
         cotenant_rate.map(|r| format!(", co-tenant {r}/s")).unwrap_or_default()
     );
@@ -356,13 +397,14 @@ pub fn run_one(
 pub fn run(
     sizes: &[usize],
     rate: f64,
+    arm_defaults: bool,
     subs: usize,
     reserve: Option<u8>,
     cotenant: Option<f64>,
 ) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for size in sizes {
-        rows.extend(run_one(*size, subs, rate, reserve, cotenant)?);
+        rows.extend(run_one(*size, subs, rate, arm_defaults, reserve, cotenant)?);
     }
     Ok(rows)
 }

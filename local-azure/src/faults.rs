@@ -47,7 +47,8 @@ pub enum FaultAction {
     /// Close the connection without answering.
     Drop,
     /// At most `perSecond` matching requests per second per caller (principal and subscription, as ARM
-    /// counts), with `burst` in reserve (default: one second's worth); beyond it, `429` with `Retry-After`.
+    /// counts) and operation type (reads, writes — a POST action is one — and deletes, each a bucket of its own, as
+    /// ARM's are), with `burst` in reserve (default: one second's worth); beyond it, `429` with `Retry-After`.
     /// Only the refused requests count as firings. `per: "subscription"` makes one bucket of the subscription for
     /// every caller: ARM's global subscription limit (15 × a caller's, shared by all; learn.microsoft.com
     /// azure-resource-manager/management/request-limits-and-throttling), reported in
@@ -147,6 +148,48 @@ struct Bucket {
     at: Instant,
 }
 
+/// ARM throttles "per subscription, per service principal, and per operation type" (reads, writes, deletes), each
+/// type its own bucket (learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling,
+/// "Regional throttling and token bucket algorithm"). The type is the method's: a POST action is a write, even one
+/// that only reads (`listKeys`, `getExtendedInformation`): its answers decrement
+/// `x-ms-ratelimit-remaining-subscription-writes` (Azure/azure-rest-api-specs#6363, Azure/azure-sdk-for-java#1389).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OperationKind {
+    Reads,
+    Writes,
+    Deletes,
+}
+
+impl OperationKind {
+    fn of(method: &http::Method) -> Self {
+        match *method {
+            http::Method::GET | http::Method::HEAD => OperationKind::Reads,
+            http::Method::DELETE => OperationKind::Deletes,
+            _ => OperationKind::Writes,
+        }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            OperationKind::Reads => "read",
+            OperationKind::Writes => "write",
+            OperationKind::Deletes => "delete",
+        }
+    }
+
+    /// The header that reports what is left of this type's bucket (`global`: the subscription's, every caller's).
+    fn remaining_header(self, global: bool) -> &'static str {
+        match (self, global) {
+            (OperationKind::Reads, false) => "x-ms-ratelimit-remaining-subscription-reads",
+            (OperationKind::Writes, false) => "x-ms-ratelimit-remaining-subscription-writes",
+            (OperationKind::Deletes, false) => "x-ms-ratelimit-remaining-subscription-deletes",
+            (OperationKind::Reads, true) => "x-ms-ratelimit-remaining-subscription-global-reads",
+            (OperationKind::Writes, true) => "x-ms-ratelimit-remaining-subscription-global-writes",
+            (OperationKind::Deletes, true) => "x-ms-ratelimit-remaining-subscription-global-deletes",
+        }
+    }
+}
+
 impl Active {
     fn new(rule: FaultRule) -> Active {
         let path = rule.path_regex.as_deref().and_then(|re| regex::Regex::new(re).ok());
@@ -158,7 +201,8 @@ impl Active {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Throttled {
     pub retry_after_seconds: u64,
-    pub is_read: bool,
+    /// The operation type refused: "read", "write" or "delete", as ARM's message names it.
+    pub operations: &'static str,
     pub subscription: String,
     pub principal: String,
 }
@@ -254,22 +298,17 @@ impl Faults {
                 let caller = Caller::of(req);
                 let global = per.as_deref() == Some("subscription");
                 let capacity = burst.unwrap_or(per_second).max(1.0);
+                let kind = OperationKind::of(&req.method);
                 let bucket_key = if global {
-                    caller.subscription.clone()
+                    format!("{}/{kind:?}", caller.subscription)
                 } else {
-                    format!("{}/{}", caller.principal, caller.subscription)
+                    format!("{}/{}/{kind:?}", caller.principal, caller.subscription)
                 };
                 let bucket = active.buckets.entry(bucket_key).or_insert(Bucket { tokens: capacity, at: now });
                 bucket.tokens =
                     (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * per_second).min(capacity);
                 bucket.at = now;
-                let is_read = matches!(req.method, http::Method::GET | http::Method::HEAD);
-                let header = match (is_read, global) {
-                    (true, false) => "x-ms-ratelimit-remaining-subscription-reads",
-                    (false, false) => "x-ms-ratelimit-remaining-subscription-writes",
-                    (true, true) => "x-ms-ratelimit-remaining-subscription-global-reads",
-                    (false, true) => "x-ms-ratelimit-remaining-subscription-global-writes",
-                };
+                let header = kind.remaining_header(global);
                 if bucket.tokens >= 1.0 {
                     bucket.tokens -= 1.0;
                     if service == "arm" {
@@ -284,7 +323,7 @@ impl Faults {
                 }
                 Terminal::Throttled(Throttled {
                     retry_after_seconds: wait,
-                    is_read,
+                    operations: kind.word(),
                     subscription: caller.subscription,
                     principal: caller.principal,
                 })
@@ -394,7 +433,7 @@ fn throttled(service: &str, t: &Throttled) -> Resp {
                 "code": "SubscriptionRequestsThrottled",
                 "message": format!(
                     "Number of '{}' requests for subscription '{}' actor '{}' exceeded. Please try again after '{wait}' seconds after additional tokens are available. Refer to https://aka.ms/arm-throttling",
-                    if t.is_read { "read" } else { "write" }, t.subscription, t.principal
+                    t.operations, t.subscription, t.principal
                 ),
             }}),
         ),
@@ -471,6 +510,32 @@ mod tests {
         assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS);
         let retry_after = resp.headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
         assert_eq!(retry_after, Some(t.retry_after_seconds.to_string()));
+    }
+
+    #[test]
+    fn reads_writes_and_deletes_are_buckets_of_their_own_and_a_post_action_is_a_write() {
+        let faults = Faults {
+            rules: Mutex::new(vec![Active::new(rule(FaultAction::RateLimit {
+                per_second: 0.001,
+                burst: Some(1.0),
+                per: None,
+            }))]),
+        };
+        let path = "/subscriptions/A/resourceGroups/rg/providers/Microsoft.DataBoxEdge/dataBoxEdgeDevices/d";
+        let with = |method: http::Method, path: &str| {
+            Req::new(method, "management.azure.com", path, http::HeaderMap::new(), bytes::Bytes::new())
+        };
+        let action = format!("{path}/getExtendedInformation?api-version=1");
+        let first = faults.fire("arm", "op", &with(http::Method::POST, &action));
+        assert!(first.terminal.is_none());
+        assert_eq!(first.headers, [("x-ms-ratelimit-remaining-subscription-writes", "0".to_string())]);
+        let read = faults.fire("arm", "op", &with(http::Method::GET, &format!("{path}?api-version=1")));
+        assert!(read.terminal.is_none(), "the writes bucket is empty, the reads bucket is not");
+        let delete = faults.fire("arm", "op", &with(http::Method::DELETE, &format!("{path}?api-version=1")));
+        assert_eq!(delete.headers, [("x-ms-ratelimit-remaining-subscription-deletes", "0".to_string())]);
+        let put = faults.fire("arm", "op", &with(http::Method::PUT, &format!("{path}?api-version=1")));
+        let Some(Terminal::Throttled(t)) = &put.terminal else { panic!("a PUT is a write too: {put:?}") };
+        assert_eq!(t.operations, "write");
     }
 
     #[test]

@@ -85,10 +85,11 @@ impl HttpStack {
 }
 
 /// How long an idle connection is kept. Every vault is its own host, so a sweep opens one connection per vault and
-/// rarely uses it again: with reqwest's default (90 s) a sweep at 100 vaults/s keeps ~9,000 idle TLS sessions,
-/// ~40 KiB each (300 MiB at 10,000 devices, measured). ARM and the identity endpoint are busy, so their
-/// connections stay in use.
-const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(3);
+/// uses it for two requests back to back (the challenge and the read), then never again: with reqwest's default
+/// (90 s) a sweep at 100 vaults/s kept ~9,000 idle TLS sessions, ~40 KiB each (300 MiB at 10,000 devices,
+/// measured), and with 3 s a sweep of ten subscriptions still held ~1,300 (docs/BENCHMARKS.md §4). ARM and the
+/// identity endpoint are busy while there is work, so their connections stay in use; an idle app reconnects.
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The shared HTTP client, built on a thread of its own from the moment the stack is made: building it parses the
 /// system's root certificates (~4 ms, most of the handler's start, `docs/BENCHMARKS.md` §1), which no invocation

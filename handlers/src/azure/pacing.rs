@@ -19,7 +19,11 @@
 //! (docs: learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling): the caller's
 //! (`…-subscription-reads`) and the subscription's across every caller (`…-subscription-global-reads`, 15 × the
 //! caller's); the pacer goes by the lower. When the sweep stands at the reserve with nothing in flight, one request
-//! a second ([`RESERVE_PROBE`]) learns how far the bucket has refilled.
+//! (a probe) learns how far the bucket has refilled. Probes are spaced by how fast it refills, which no header says:
+//! the interval halves after a probe that found tokens above the reserve and doubles after one that found none,
+//! between [`RESERVE_PROBE_MIN`] and [`RESERVE_PROBE`]. So the sweep takes the refill as it comes (a fixed second
+//! between probes lost every token a full bucket could not hold: with ARM's 300-token bucket refilling at 300/s and
+//! a 20 % reserve, 60 a second), and a probe finding nothing takes at most one token of the reserve.
 //!
 //! A scope without those headers (Key Vault, Service Bus, local-azure unthrottled) is held back only after a `429`
 //! of its own, and its window is dropped once idle, so memory stays flat however many vaults a sweep touches. No crate offers this for
@@ -39,8 +43,10 @@ use super::retry::RETRY_AFTER_HEADERS;
 
 /// How long a `429` without a usable `Retry-After` closes its scope (ARM's smallest answer).
 const DEFAULT_THROTTLE: Duration = Duration::from_secs(1);
-/// How often background work standing at the reserve sends one request to learn what is left.
+/// The longest background work standing at the reserve waits before it sends one request to learn what is left.
 pub const RESERVE_PROBE: Duration = Duration::from_secs(1);
+/// The shortest: the interval a bucket refilling faster than background work can use settles at.
+pub const RESERVE_PROBE_MIN: Duration = Duration::from_millis(20);
 /// Beyond this many windows, idle ones are forgotten (a sweep over many throttled vaults must not grow the map).
 const MAX_WINDOWS: usize = 1024;
 
@@ -111,6 +117,10 @@ struct Window {
     capacity: u64,
     /// When background work standing at the reserve may send its next probe.
     probe_at: Option<Instant>,
+    /// The interval between probes (`None`: not yet probed, [`RESERVE_PROBE_MIN`]).
+    probe_every: Option<Duration>,
+    /// The reserve's floor (tokens) when the probe in flight was sent.
+    probing: Option<u64>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -139,10 +149,15 @@ impl Window {
         if let (Some(share), Some(left)) = (reserve.filter(|r| *r > 0.0), self.remaining) {
             let floor = (self.capacity as f64 * share).ceil() as u64;
             if left <= floor + self.in_flight {
+                let every = self.probe_every.unwrap_or(RESERVE_PROBE_MIN);
                 match self.probe_at {
-                    _ if self.in_flight > 0 => return Admission::Reserved(now + RESERVE_PROBE),
+                    _ if self.in_flight > 0 => return Admission::Reserved(now + every),
                     Some(at) if now < at => return Admission::Reserved(at),
-                    _ => self.probe_at = Some(now + RESERVE_PROBE),
+                    _ => {
+                        // Until the probe's answer sets the next one (an answer lost still frees the next).
+                        self.probe_at = Some(now + every);
+                        self.probing = Some(floor);
+                    }
                 }
             }
         }
@@ -166,6 +181,15 @@ impl Window {
                 self.remaining = remaining;
                 self.capacity = self.capacity.max(remaining.unwrap_or(0));
             }
+        }
+        if let Some(floor) = self.probing.take() {
+            let every = self.probe_every.unwrap_or(RESERVE_PROBE_MIN);
+            let every = match self.remaining.is_some_and(|left| left > floor) {
+                true => (every / 2).max(RESERVE_PROBE_MIN),
+                false => (every * 2).min(RESERVE_PROBE),
+            };
+            self.probe_every = Some(every);
+            self.probe_at = Some(now + every);
         }
     }
 

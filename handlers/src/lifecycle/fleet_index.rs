@@ -1,9 +1,9 @@
 //! The vaults and locks of a subscription, read by list for a sweep and joined in memory with each page's devices,
 //! so a healthy device costs one ARM read (its extended information, which has no list form) instead of four.
 //!
-//! - [`FleetIndex`]: edgevault's vaults (whole, as the list returns them: `assess` judges the same objects a `GET`
-//!   returns) and edgevault's locks on them, from `Vaults_ListBySubscription` and
-//!   `ManagementLocks_ListAtSubscriptionLevel`, every page.
+//! - [`FleetIndex`]: edgevault's vaults and edgevault's locks on them, from `Vaults_ListBySubscription` and
+//!   `ManagementLocks_ListAtSubscriptionLevel`, every page, each vault kept as a [`Brief`]: what `assess` reads of
+//!   it, about 200 bytes instead of the vault's 1.5 KB, so the index of a 100,000-vault subscription is ~20 MiB.
 //! - [`IndexCache`]: one index per subscription and sweep, kept by the handler process for the pages of that sweep
 //!   it serves (read once per process and sweep, not once per page: re-reading the lists per page would cost
 //!   pages × list pages). It is rebuilt when a newer sweep starts or it is older than [`MAX_AGE`], so a long sweep
@@ -19,6 +19,7 @@ use futures::TryStreamExt;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use super::vault_brief::{Brief, IdDigest, Suffixes};
 use super::{LOCK_NAME, OWNER_TAG};
 use crate::azure::AzureError;
 use crate::azure::models::{Lock, Vault};
@@ -32,8 +33,8 @@ pub const MAX_AGE: Duration = Duration::from_secs(600);
 /// The segment between a lock's scope and its name in the lock's id.
 const LOCKS_SEGMENT: &str = "/providers/microsoft.authorization/locks/";
 
-/// What the sweep already read of a vault in its subscription's lists (the vault, whole, and edgevault's lock on
-/// it), so neither is read again per device.
+/// What the sweep already read of a vault in its subscription's lists (the vault as `assess` reads it, and
+/// edgevault's lock on it), so neither is read again per device.
 #[derive(Debug, Clone)]
 pub struct Listed {
     pub vault: Vault,
@@ -42,12 +43,10 @@ pub struct Listed {
 
 #[derive(Debug, Default)]
 pub struct FleetIndex {
-    /// Vaults that carry edgevault's owner tag, by lower-case id (other vaults in the subscription are not kept),
-    /// each kept as its JSON and read back whole for the one device that needs it (the handler's peak at 10,000
-    /// devices went from 98.4 to 86.9 MiB; the index still grows with the subscription, docs/BENCHMARKS.md §4).
-    vaults: HashMap<String, Box<[u8]>>,
-    /// edgevault's lock (by its name) per lower-case scope.
-    locks: HashMap<String, Lock>,
+    /// Vaults that carry edgevault's owner tag, by their id's digest (other vaults in the subscription are not
+    /// kept), each with edgevault's lock on it.
+    vaults: HashMap<IdDigest, Brief>,
+    suffixes: Suffixes,
     /// List pages read to build it (ARM calls).
     pub pages: usize,
 }
@@ -58,27 +57,39 @@ impl FleetIndex {
         let vault_pages =
             pages(|next| async move { vaults.list_subscription_vaults(subscription, next.as_deref()).await });
         let lock_pages = pages(|next| async move { locks.list_locks(subscription, next.as_deref()).await });
-        let read_vaults = vault_pages.try_fold((HashMap::new(), 0), |(mut all, n), page| async move {
-            all.extend(
-                page.into_iter()
-                    .filter(|v: &Vault| v.tags.keys().any(|k| k.eq_ignore_ascii_case(OWNER_TAG)))
-                    .filter_map(|v| Some((v.id.to_ascii_lowercase(), serde_json::to_vec(&v).ok()?.into_boxed_slice()))),
-            );
-            Ok((all, n + 1))
-        });
+        let read_vaults = vault_pages.try_fold(
+            (HashMap::new(), Suffixes::default(), 0),
+            |(mut all, mut suffixes, n), page| async move {
+                for vault in
+                    page.into_iter().filter(|v: &Vault| v.tags.keys().any(|k| k.eq_ignore_ascii_case(OWNER_TAG)))
+                {
+                    all.insert(IdDigest::of(&vault.id), Brief::of(&vault, &mut suffixes));
+                }
+                Ok((all, suffixes, n + 1))
+            },
+        );
+        // Only the level of each of edgevault's locks is kept, by its scope's digest, until the join below.
         let read_locks = lock_pages.try_fold((HashMap::new(), 0), |(mut all, n), page| async move {
-            all.extend(page.into_iter().filter_map(|lock: Lock| Some((edgevaults_scope(&lock)?, lock))));
+            all.extend(page.into_iter().filter_map(|lock: Lock| {
+                Some((IdDigest::of(&edgevaults_scope(&lock)?), lock.properties.level.into_boxed_str()))
+            }));
             Ok((all, n + 1))
         });
-        let ((vaults, vault_pages), (locks, lock_pages)) = futures::try_join!(read_vaults, read_locks)?;
-        Ok(FleetIndex { vaults, locks, pages: vault_pages + lock_pages })
+        let ((mut vaults, suffixes, vault_pages), (levels, lock_pages)) = futures::try_join!(read_vaults, read_locks)?;
+        for (scope, level) in levels {
+            if let Some(brief) = vaults.get_mut(&scope) {
+                brief.set_lock(&level);
+            }
+        }
+        vaults.shrink_to_fit();
+        Ok(FleetIndex { vaults, suffixes, pages: vault_pages + lock_pages })
     }
 
-    /// The vault and edgevault's lock on it, when the vault is in the index.
-    pub fn listed(&self, vault: &ResourceId) -> Option<Listed> {
-        let key = vault.to_string().to_ascii_lowercase();
-        let vault = serde_json::from_slice(self.vaults.get(&key)?).ok()?;
-        Some(Listed { vault, lock: self.locks.get(&key).cloned() })
+    /// The vault and edgevault's lock on it, as `assess` reads them for `device`, when the vault is in the index.
+    pub fn listed(&self, vault: &ResourceId, device: &ResourceId) -> Option<Listed> {
+        let brief = self.vaults.get(&IdDigest::of(&vault.to_string()))?;
+        let (vault, lock) = brief.vault(vault, device, &self.suffixes);
+        Some(Listed { vault, lock })
     }
 
     pub fn vaults(&self) -> usize {
@@ -86,7 +97,7 @@ impl FleetIndex {
     }
 }
 
-/// The lower-case scope of a lock named edgevault's; `None` for any other lock.
+/// The scope of a lock named edgevault's; `None` for any other lock.
 fn edgevaults_scope(lock: &Lock) -> Option<String> {
     let id = lock.id.to_ascii_lowercase();
     let at = id.rfind(LOCKS_SEGMENT)?;
@@ -156,7 +167,7 @@ mod tests {
         let azure = FakeAzure::new();
         let mut ids = Vec::new();
         for i in 0..7 {
-            ids.push(azure.add_healthy(&format!("d{i}")).1);
+            ids.push(azure.add_healthy(&format!("d{i}")));
         }
         {
             let mut state = azure.state();
@@ -174,8 +185,8 @@ mod tests {
         let index = FleetIndex::read(azure.as_ref(), azure.as_ref(), "s").await.unwrap();
         assert_eq!(index.vaults(), 7);
         assert_eq!(index.pages, 3 + 3, "8 vaults and 7 locks in pages of 3");
-        for (i, id) in ids.iter().enumerate() {
-            let listed = index.listed(id).expect("every device's vault");
+        for (i, (device, id)) in ids.iter().enumerate() {
+            let listed = index.listed(id, device).expect("every device's vault");
             assert_eq!(listed.lock.is_some(), i != 3, "{id}");
             assert_eq!(listed.lock.map(|l| l.name), (i != 3).then(|| LOCK_NAME.to_string()));
         }

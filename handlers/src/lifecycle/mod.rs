@@ -42,6 +42,7 @@ pub mod status;
 pub mod sweep;
 pub mod sweep_progress;
 pub mod vault;
+pub mod vault_brief;
 
 pub use desired::{Desired, Observed, assess, observe};
 pub use error::{Error, Refusal, Refused};

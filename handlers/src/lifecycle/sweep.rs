@@ -123,7 +123,8 @@ pub async fn inspect_listed(
     // The audit setting is a read per vault with no list form: each sweep checks the devices whose turn it is.
     let check_audit = super::audit::due(&id, sweep_id);
     let observed =
-        observe_listed(deps, &id, device.clone(), |vault| index.and_then(|i| i.listed(vault)), check_audit).await?;
+        observe_listed(deps, &id, device.clone(), |vault| index.and_then(|i| i.listed(vault, &id)), check_audit)
+            .await?;
     let findings = assess(&observed, &Desired::new(&deps.settings));
     let commands = fixes(&observed, &findings, sweep_id);
     if findings.is_empty() {
@@ -662,7 +663,7 @@ mod tests {
 
         #[tokio::test]
         async fn the_joined_inspection_finds_exactly_what_the_per_device_inspection_finds() {
-            use crate::lifecycle::{LOCK_NAME, OWNER_TAG};
+            use crate::lifecycle::{LOCK_NAME, OWNER_TAG, PRINCIPAL_TAG};
             let azure = FakeAzure::new();
             let drifts: Vec<(&str, Box<Drift>)> = vec![
                 ("healthy", Box::new(|_, _| {})),
@@ -681,6 +682,24 @@ mod tests {
                 (
                     "policy-missing",
                     Box::new(|s, v| drop(s.vaults.get_mut(v).unwrap().properties.access_policies.pop())),
+                ),
+                (
+                    "rbac",
+                    Box::new(|s, v| s.vaults.get_mut(v).unwrap().properties.enable_rbac_authorization = Some(true)),
+                ),
+                (
+                    "network-denied",
+                    Box::new(|s, v| {
+                        s.vaults.get_mut(v).unwrap().properties.network_acls =
+                            Some(serde_json::json!({"defaultAction": "Deny", "bypass": "AzureServices"}))
+                    }),
+                ),
+                (
+                    "identity-replaced",
+                    Box::new(|s, v| {
+                        let tags = &mut s.vaults.get_mut(v).unwrap().tags;
+                        tags.insert(PRINCIPAL_TAG.into(), "7f000000-0000-4000-8000-000000000001".into());
+                    }),
                 ),
                 (
                     "cik-missing",
@@ -760,6 +779,9 @@ mod tests {
                 Finding::PurgeProtectionOff,
                 Finding::SoftDeleteOff,
                 Finding::AccessPolicyMissing,
+                Finding::RbacAuthorization,
+                Finding::NetworkDenied,
+                Finding::DevicePolicyStale,
                 Finding::CikMissing,
                 Finding::CikDisabled,
                 Finding::ExtendedInfoOutOfSync,

@@ -196,7 +196,7 @@ async fn a_slow_bucket_is_shared_fairly_enough_that_no_request_runs_out_of_retri
 }
 
 #[test]
-fn background_work_stops_at_the_reserve_and_probes_once_a_second() {
+fn background_work_stops_at_the_reserve_and_probes_as_fast_as_the_bucket_refills() {
     let t0 = Instant::now();
     let mut w = Window::default();
     w.answered(t0, None, Some(100));
@@ -206,18 +206,32 @@ fn background_work_stops_at_the_reserve_and_probes_once_a_second() {
     for _ in 0..5 {
         assert_eq!(w.admit_with(t0, reserve), Admission::Go);
     }
-    assert_eq!(w.admit_with(t0, reserve), Admission::Reserved(t0 + RESERVE_PROBE));
+    assert_eq!(w.admit_with(t0, reserve), Admission::Reserved(t0 + RESERVE_PROBE_MIN));
     assert_eq!(w.admit_with(t0, None), Admission::Go, "foreground work uses the reserve");
     w.in_flight = 0;
     w.answered(t0, None, Some(20));
     assert_eq!(w.admit_with(t0, reserve), Admission::Go, "nothing in flight: one probe");
+    assert_eq!(w.admit_with(t0, reserve), Admission::Reserved(t0 + RESERVE_PROBE_MIN), "one at a time");
+    // Probes that find nothing refilled space out, doubling up to a second.
+    let mut now = t0;
+    let mut every = RESERVE_PROBE_MIN;
+    for _ in 0..8 {
+        w.in_flight = 0;
+        w.answered(now, None, Some(19));
+        every = (every * 2).min(RESERVE_PROBE);
+        assert_eq!(w.admit_with(now, reserve), Admission::Reserved(now + every));
+        now += every;
+        assert_eq!(w.admit_with(now, reserve), Admission::Go, "the next probe");
+    }
+    assert_eq!(every, RESERVE_PROBE);
+    // One that finds the bucket refilled above the reserve lets that much go, and probes sooner next time.
     w.in_flight = 0;
-    w.answered(at(t0, 10), None, Some(20));
-    assert_eq!(w.admit_with(at(t0, 10), reserve), Admission::Reserved(t0 + RESERVE_PROBE));
-    assert_eq!(w.admit_with(t0 + RESERVE_PROBE, reserve), Admission::Go, "the next probe, a second later");
-    w.in_flight = 0;
-    w.answered(t0 + RESERVE_PROBE, None, Some(45));
-    assert_eq!(w.admit_with(t0 + RESERVE_PROBE, reserve), Admission::Go, "refilled above the reserve");
+    w.answered(now, None, Some(45));
+    assert_eq!(w.probe_every, Some(RESERVE_PROBE / 2));
+    for _ in 0..(45 - 20) {
+        assert_eq!(w.admit_with(now, reserve), Admission::Go, "refilled above the reserve");
+    }
+    assert_eq!(w.admit_with(now, reserve), Admission::Reserved(now + RESERVE_PROBE / 2));
 }
 
 #[tokio::test(start_paused = true)]
@@ -295,8 +309,8 @@ async fn sweep_beside_a_cotenant(reserve_percent: u8) -> (u64, f64, f64) {
 async fn with_a_reserve_a_cotenant_reading_steadily_is_never_throttled_because_of_the_sweep() {
     let (refused, seconds, lowest) = sweep_beside_a_cotenant(20).await;
     assert_eq!(refused, 0, "the co-tenant was refused {refused} times");
-    // 20 % of the 300-token bucket stays: the sweep's one probe a second may take a token of it, the co-tenant's
-    // bursts 15 more.
+    // 20 % of the 300-token bucket stays: a probe of the sweep's that finds nothing refilled may take a token of
+    // it, the co-tenant's bursts 15 more.
     assert!(lowest >= 60.0 - 1.0 - 15.0, "the bucket went down to {lowest:.1} tokens");
     // 1,280 reads beside 30/s of the co-tenant's, with 300 in the bucket at the start and 20 % of it kept.
     let ideal = (1280.0 - 240.0) / 270.0;
@@ -305,4 +319,36 @@ async fn with_a_reserve_a_cotenant_reading_steadily_is_never_throttled_because_o
     // pacer's second-long pause after each `429` makes that moment short, so this one happens to miss it).
     let (_, _, lowest) = sweep_beside_a_cotenant(0).await;
     assert!(lowest < 1.0, "without a reserve the sweep should have emptied the bucket: {lowest:.1} left");
+}
+
+/// Background reads alone against a bucket whose refill in one probe interval is more than the part of it above the
+/// reserve (here ARM at 300/s with a 300-token bucket and a 20 % reserve): they take the rate above the reserve,
+/// not the 240 a second that probing once a second would leave them.
+#[tokio::test(start_paused = true)]
+async fn background_work_at_the_reserve_keeps_up_with_a_fast_refill() {
+    let arm = ThrottledArm::new(300.0);
+    let retry = ServerPacedRetry::new(RetrySettings { max_retries: 6, initial_delay_ms: 800, max_delay_ms: 60_000 });
+    let policies: Arc<Vec<Arc<dyn Policy>>> = Arc::new(vec![Arc::new(retry), Pacer::new(), arm.clone()]);
+    let url = "https://management.azure.com/subscriptions/s1/providers/X";
+    let start = Instant::now();
+    let workers: Vec<_> = (0..32)
+        .map(|_| {
+            let policies = policies.clone();
+            tokio::spawn(in_background(20, async move {
+                for _ in 0..100 {
+                    let mut req = request(url, Method::Get);
+                    policies[0].send(&Context::new(), &mut req, &policies[1..]).await.unwrap();
+                }
+            }))
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    // 3,200 reads; the 240 above the reserve at the start are free, the rest come at the refill rate.
+    let ideal = (3200.0 - 240.0) / 300.0;
+    assert!(seconds <= ideal * 1.05, "took {seconds:.2} s; the rate allows {ideal:.2} s");
+    assert!(*arm.lowest.lock().unwrap() >= 60.0 - 2.0, "the reserve was used: {:.1}", *arm.lowest.lock().unwrap());
+    assert_eq!(arm.refused.load(Ordering::Relaxed), 0);
 }
