@@ -4,6 +4,7 @@
 #   FUZZ_SECONDS  seconds per target (default 20)
 #   FUZZ_JOBS     targets run at once (default: one per core; each target is one libFuzzer process)
 #   FUZZ_TARGETS  space-separated subset (default: all of `cargo fuzz list`)
+#   FUZZ_BUILD_ONLY  non-empty: build the targets and stop
 #
 # Each target starts from its committed seed set, fuzz/corpus/<target>/, and writes what it finds to a corpus under
 # the target directory, so the repository only ever holds the seeds. A crash is saved under fuzz/artifacts/<target>/
@@ -30,6 +31,8 @@ echo "== building ${#targets[@]} fuzz targets"
 started=$(date +%s)
 (cd fuzz && cargo fuzz build "${flags[@]}")
 echo "built in $(($(date +%s) - started)) s"
+# `cargo xtask test` builds the targets beside the cargo tests first (FUZZ_BUILD_ONLY=1), then runs this again.
+if [ -n "${FUZZ_BUILD_ONLY:-}" ]; then exit 0; fi
 
 logs="$target/fuzz-logs"
 rm -rf "$logs"

@@ -27,6 +27,8 @@ use crate::deps::Deps;
 use crate::resource_id::ResourceId;
 use crate::vault_name::VaultName;
 
+pub use super::vault_facts::recorded_principal;
+
 /// What every device's vault must be, from the settings.
 #[derive(Debug, Clone)]
 pub struct Desired {
@@ -386,11 +388,6 @@ pub fn assess(observed: &Observed, desired: &Desired) -> Vec<Finding> {
         findings.push(Finding::DeviceSecretsMissing);
     }
     findings
-}
-
-/// The device principal the vault's tag records as granted.
-pub fn recorded_principal(vault: &Vault) -> Option<&str> {
-    vault.tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(PRINCIPAL_TAG)).map(|(_, v)| v.as_str())
 }
 
 /// The device secrets missing from the vault, when its secrets were read.

@@ -43,6 +43,7 @@ pub mod sweep;
 pub mod sweep_progress;
 pub mod vault;
 pub mod vault_brief;
+pub mod vault_facts;
 
 pub use desired::{Desired, Observed, assess, observe};
 pub use error::{Error, Refusal, Refused};

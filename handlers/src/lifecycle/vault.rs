@@ -1,13 +1,11 @@
 //! What is done to a vault: which vault a device uses ([`choose_vault`], shared by the API and the worker), its id
 //! and CIK name, who owns it, and the fixes for what `assess` finds wrong with it.
 
-use std::collections::BTreeMap;
-
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 
 use super::error::{Error, Refused};
-use super::{LOCK_NAME, LOCK_NOTES, OWNER_TAG, PRINCIPAL_TAG, RETENTION_DAYS};
+use super::{LOCK_NAME, LOCK_NOTES, PRINCIPAL_TAG, RETENTION_DAYS};
 use crate::activation_key::Cik;
 use crate::azure::models::{AccessPolicy, DeletedVault, Device, Lock, StoredCik, Vault, VaultLink};
 use crate::azure::pages;
@@ -15,14 +13,11 @@ use crate::deps::Deps;
 use crate::resource_id::{ResourceId, VAULT_TYPE};
 use crate::vault_name::VaultName;
 
+pub use super::vault_facts::{owned_by, owner, vault_uri};
+
 /// The vault id for `name` in the device's subscription and resource group.
 pub fn vault_id(device: &ResourceId, name: &VaultName) -> ResourceId {
     ResourceId::new(device.subscription(), device.resource_group().unwrap_or_default(), VAULT_TYPE, name.as_str())
-}
-
-/// The vault's data-plane URI, as ARM reports it (or the public cloud's form of its name).
-pub fn vault_uri(vault: &Vault) -> String {
-    vault.properties.vault_uri.clone().unwrap_or_else(|| format!("https://{}.vault.azure.net/", vault.name))
 }
 
 /// The CIK's secret name: `ase-cik-<guid>`, the GUID derived from device and vault so a retried provisioning finds
@@ -39,16 +34,6 @@ pub fn cik_secret_name(device: &ResourceId, vault: &ResourceId) -> String {
         &hex[16..20],
         &hex[20..32]
     )
-}
-
-/// Whether `tags` name `device` as the owner (ARM ids compare case-insensitively).
-pub fn owned_by(tags: &BTreeMap<String, String>, device: &ResourceId) -> bool {
-    owner(tags).is_some_and(|owner| &owner == device)
-}
-
-/// The device the tags name as the vault's owner.
-pub fn owner(tags: &BTreeMap<String, String>) -> Option<ResourceId> {
-    tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(OWNER_TAG)).and_then(|(_, v)| v.parse::<ResourceId>().ok())
 }
 
 /// Which vault a device uses.
@@ -272,17 +257,6 @@ mod tests {
         assert_ne!(name, cik_secret_name(&d, &v2));
         let guid = name.strip_prefix("ase-cik-").unwrap();
         assert_eq!(guid.split('-').map(str::len).collect::<Vec<_>>(), [8, 4, 4, 4, 12]);
-    }
-
-    #[test]
-    fn ownership_is_read_from_the_tag_case_insensitively() {
-        let d = device();
-        let tags = BTreeMap::from([(
-            "Edgevault-Device".to_string(),
-            d.to_string().to_uppercase().replace("SUBSCRIPTIONS", "subscriptions"),
-        )]);
-        assert!(owned_by(&tags, &d));
-        assert!(!owned_by(&BTreeMap::new(), &d));
     }
 
     #[test]

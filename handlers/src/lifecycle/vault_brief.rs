@@ -12,7 +12,7 @@
 
 use sha2::{Digest as _, Sha256};
 
-use super::vault::{owner, vault_uri};
+use super::vault_facts::{owner, recorded_principal, vault_uri};
 use super::{LOCK_LEVEL, LOCK_NAME, OWNER_TAG, PRINCIPAL_TAG};
 use crate::azure::models::{AccessPolicy, Lock, LockProperties, Permissions, Vault};
 use crate::resource_id::ResourceId;
@@ -133,7 +133,7 @@ impl Brief {
             .collect();
         Brief {
             owner: owner(&vault.tags).map(|device| IdDigest::of(&device.to_string())),
-            principal: super::desired::recorded_principal(vault).map(Principal::new),
+            principal: recorded_principal(vault).map(Principal::new),
             policies,
             uri: suffixes.uri(&vault_uri(vault), &name_of(&vault.id)),
             soft_delete: p.enable_soft_delete,
