@@ -5,6 +5,7 @@
 //! chart in production.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use edgevault::messages::{ActivationKeyRequested, Command, ResourceCreated, VaultDeleted};
 use edgevault::resource_id::ResourceId;
@@ -136,6 +137,11 @@ fn every_event_and_field_the_workbook_reads_is_in_the_log_of_a_real_run() {
     });
     let (status, answer) = w.deliver("ActivationKeyRequested", &requested, 10);
     assert_ne!(status, 200, "the refused activation fails: {answer}");
+    // The log comes on another thread, after the answer: its last line for this run is the failed invocation's end.
+    let ended = |l: &str| {
+        l.contains("function=\"ActivationKeyRequested\"") && l.contains("invocation done") && !l.contains("status=200")
+    };
+    assert!(w.handler.wait_for_log(Duration::from_secs(30), ended).is_some(), "the failed invocation's log arrives");
 
     let log = w.handler.log();
     let mut problems = Vec::new();
