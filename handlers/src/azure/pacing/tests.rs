@@ -256,13 +256,44 @@ async fn the_lower_of_the_callers_and_the_subscriptions_remaining_counts() {
     assert_eq!(pacer.windows().get(&scope).and_then(|w| w.remaining), Some(3));
 }
 
+/// The production retry policy and the pacer in front of `arm`.
+fn paced(arm: &Arc<ThrottledArm>) -> Arc<Vec<Arc<dyn Policy>>> {
+    let retry = ServerPacedRetry::new(RetrySettings { max_retries: 6, initial_delay_ms: 800, max_delay_ms: 60_000 });
+    Arc::new(vec![Arc::new(retry), Pacer::new(), arm.clone()])
+}
+
+/// `workers` tasks of background work (keeping `reserve_percent` of the bucket) each sending `each` reads one after
+/// another through `policies`; returns the seconds they took.
+async fn background_reads(
+    policies: &Arc<Vec<Arc<dyn Policy>>>,
+    reserve_percent: u8,
+    workers: usize,
+    each: usize,
+) -> f64 {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let policies = policies.clone();
+            tokio::spawn(in_background(reserve_percent, async move {
+                for _ in 0..each {
+                    let mut req = request("https://management.azure.com/subscriptions/s1/providers/X", Method::Get);
+                    policies[0].send(&Context::new(), &mut req, &policies[1..]).await.unwrap();
+                }
+            }))
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    start.elapsed().as_secs_f64()
+}
+
 /// A sweep of 32 workers × 40 background reads, while a co-tenant (another tool, not paced by edgevault, say a
 /// portal blade) reads the same bucket 15 at a time every half second (30/s); returns the co-tenant's refusals and
 /// the sweep's seconds and the fewest tokens the bucket held.
 async fn sweep_beside_a_cotenant(reserve_percent: u8) -> (u64, f64, f64) {
     let arm = ThrottledArm::new(300.0);
-    let retry = ServerPacedRetry::new(RetrySettings { max_retries: 6, initial_delay_ms: 800, max_delay_ms: 60_000 });
-    let policies: Arc<Vec<Arc<dyn Policy>>> = Arc::new(vec![Arc::new(retry), Pacer::new(), arm.clone()]);
+    let policies = paced(&arm);
     let url = "https://management.azure.com/subscriptions/s1/providers/X";
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let cotenant = tokio::spawn({
@@ -284,22 +315,7 @@ async fn sweep_beside_a_cotenant(reserve_percent: u8) -> (u64, f64, f64) {
     });
     // Let the co-tenant start, as a tool already reading when the sweep begins.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let start = Instant::now();
-    let workers: Vec<_> = (0..32)
-        .map(|_| {
-            let policies = policies.clone();
-            tokio::spawn(in_background(reserve_percent, async move {
-                for _ in 0..40 {
-                    let mut req = request(url, Method::Get);
-                    policies[0].send(&Context::new(), &mut req, &policies[1..]).await.unwrap();
-                }
-            }))
-        })
-        .collect();
-    for worker in workers {
-        worker.await.unwrap();
-    }
-    let seconds = start.elapsed().as_secs_f64();
+    let seconds = background_reads(&policies, reserve_percent, 32, 40).await;
     done.store(true, Ordering::Relaxed);
     let lowest = *arm.lowest.lock().unwrap();
     (cotenant.await.unwrap(), seconds, lowest)
@@ -327,25 +343,8 @@ async fn with_a_reserve_a_cotenant_reading_steadily_is_never_throttled_because_o
 #[tokio::test(start_paused = true)]
 async fn background_work_at_the_reserve_keeps_up_with_a_fast_refill() {
     let arm = ThrottledArm::new(300.0);
-    let retry = ServerPacedRetry::new(RetrySettings { max_retries: 6, initial_delay_ms: 800, max_delay_ms: 60_000 });
-    let policies: Arc<Vec<Arc<dyn Policy>>> = Arc::new(vec![Arc::new(retry), Pacer::new(), arm.clone()]);
-    let url = "https://management.azure.com/subscriptions/s1/providers/X";
-    let start = Instant::now();
-    let workers: Vec<_> = (0..32)
-        .map(|_| {
-            let policies = policies.clone();
-            tokio::spawn(in_background(20, async move {
-                for _ in 0..100 {
-                    let mut req = request(url, Method::Get);
-                    policies[0].send(&Context::new(), &mut req, &policies[1..]).await.unwrap();
-                }
-            }))
-        })
-        .collect();
-    for worker in workers {
-        worker.await.unwrap();
-    }
-    let seconds = start.elapsed().as_secs_f64();
+    let policies = paced(&arm);
+    let seconds = background_reads(&policies, 20, 32, 100).await;
     // 3,200 reads; the 240 above the reserve at the start are free, the rest come at the refill rate.
     let ideal = (3200.0 - 240.0) / 300.0;
     assert!(seconds <= ideal * 1.05, "took {seconds:.2} s; the rate allows {ideal:.2} s");
