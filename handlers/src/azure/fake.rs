@@ -124,6 +124,15 @@ impl FakeAzure {
         self.state().calls.iter().filter(|c| !reads.iter().any(|r| c.starts_with(r))).cloned().collect()
     }
 
+    /// Moves the vault to `to` (another resource group or subscription, same name), as Resources – Move Resources
+    /// does: the vault keeps its properties and tags under its new id.
+    pub fn move_vault(&self, from: &ResourceId, to: &ResourceId) {
+        let mut state = self.state();
+        let mut vault = state.vaults.remove(&key(from)).expect("the vault exists");
+        vault.id = to.to_string();
+        state.vaults.insert(key(to), vault);
+    }
+
     /// Deletes the vault the way Key Vault does with soft delete on: its name stays held until it is purged, and a
     /// recovery brings it back with its secrets and policies, but not its locks (ARM deletes those with it).
     pub fn soft_delete(&self, vault_id: &ResourceId) {

@@ -407,12 +407,7 @@ mod tests {
         let azure = FakeAzure::new();
         let (id, old) = azure.add_healthy("d1");
         let moved = ResourceId::new("s", "elsewhere", crate::resource_id::VAULT_TYPE, old.name().unwrap());
-        {
-            let mut state = azure.state();
-            let mut vault = state.vaults.remove(&key(&old)).unwrap();
-            vault.id = moved.to_string();
-            state.vaults.insert(key(&moved), vault);
-        }
+        azure.move_vault(&old, &moved);
         let Requested::Accepted(accepted) = request_now(&azure, &id, "op1").await else { panic!("moved") };
         assert_eq!(accepted.gone, Gone::Moved { to: moved.to_string() });
         assert!(accepted.gone.describe(old.name().unwrap()).contains("elsewhere"));

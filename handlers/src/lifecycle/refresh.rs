@@ -121,12 +121,7 @@ mod tests {
         let azure = FakeAzure::new();
         let (id, old) = azure.add_healthy("d1");
         let moved = ResourceId::new("s2", "elsewhere", crate::resource_id::VAULT_TYPE, old.name().unwrap());
-        {
-            let mut state = azure.state();
-            let mut vault = state.vaults.remove(&key(&old)).unwrap();
-            vault.id = moved.to_string();
-            state.vaults.insert(key(&moved), vault);
-        }
+        azure.move_vault(&old, &moved);
         let mut settings = settings();
         settings.subscriptions.push("s2".into());
         let report = refresh(&azure.deps(settings), &id).await.unwrap().unwrap();
